@@ -1,0 +1,196 @@
+"""Partial-convolution based padding (Liu et al., 2018) as a drop-in ``nn.Conv2d``.
+
+``y = conv2d(x, W, zero padding) * r + b``, with ``r = K / S`` and ``S`` the number of taps of each
+window that fall inside the image (SPEC §1). ``r`` is 1 except in thin bands along the borders, so
+the re-weighting touches only those bands (cost O(perimeter), not O(area)) and is cached per input
+size: a batch-size change never recomputes it.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ratio import AxisBands, axis_bands
+
+#: How many input sizes one conv keeps plans for (multi-scale and tiled inference switch often).
+PLAN_CACHE_SIZE = 16
+
+
+def conv_pads(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Zero padding ``((top, bottom), (left, right))`` that ``conv`` applies, resolving "same"/"valid"."""
+    if conv.padding == "valid":
+        return (0, 0), (0, 0)
+    if conv.padding == "same":
+        pads = []
+        for k, d in zip(conv.kernel_size, conv.dilation):
+            total = d * (k - 1)
+            pads.append((total // 2, total - total // 2))  # torch puts the odd pixel at the end
+        return pads[0], pads[1]
+    ph, pw = conv.padding
+    return (ph, ph), (pw, pw)
+
+
+def _ratio_dtype(dtype: torch.dtype) -> torch.dtype:
+    # float64 inputs get a float64 ratio (exact reference checks); everything else float32,
+    # also under fp16/bf16 autocast, so the ratio itself is never rounded to half precision
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class BorderPlan:
+    """Where and how to re-weight the output of one conv for one input size.
+
+    ``regions`` is a list of ``(rows, cols, ratio, bias_coef)``: slices of the (Ho, Wo) output and
+    the ratio ``r`` and bias coefficient ``valid - r`` on that block (shapes broadcastable to the
+    block). Interior outputs (r = 1) are in no region.
+    """
+
+    def __init__(self, rows: AxisBands, cols: AxisBands, device: torch.device, dtype: torch.dtype):
+        self.out_size = (rows.size_out, cols.size_out)
+        rh, rw, vh, vw = (torch.tensor(v, dtype=dtype, device=device) for v in
+                          (rows.ratio, cols.ratio, rows.valid, cols.valid))
+        top, bottom = rows.lead, rows.trail
+        left, right = cols.lead, cols.trail
+        ho, wo = self.out_size
+        middle = slice(top, ho - bottom)
+        all_cols = slice(0, wo)
+        self.regions = []
+        for rs, cs in ((slice(0, top), all_cols), (slice(ho - bottom, ho), all_cols),
+                       (middle, slice(0, left)), (middle, slice(wo - right, wo))):
+            if rs.stop - rs.start <= 0 or cs.stop - cs.start <= 0:
+                continue
+            ratio = rh[rs, None] * rw[None, cs]
+            self.regions.append((rs, cs, ratio, vh[rs, None] * vw[None, cs] - ratio))
+
+    def apply_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Re-weight ``y`` (B, C, Ho, Wo), the zero-padded conv output including bias, in place."""
+        for rs, cs, ratio, coef in self.regions:
+            block = y[:, :, rs, cs]
+            block.mul_(ratio)
+            if bias is not None:
+                block.add_(bias.view(-1, 1, 1) * coef)
+        return y
+
+    def apply(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Out-of-place, full-map version of :meth:`apply_` (for tracing compilers)."""
+        ratio = torch.ones(self.out_size, dtype=self.regions[0][2].dtype, device=y.device) if self.regions else None
+        if ratio is None:
+            return y
+        coef = torch.zeros_like(ratio)
+        for rs, cs, r, c in self.regions:
+            ratio[rs, cs] = r
+            coef[rs, cs] = c
+        out = y * ratio
+        if bias is not None:
+            out = out + bias.view(-1, 1, 1) * coef
+        return out.to(y.dtype)
+
+
+class _BorderReweight(torch.autograd.Function):
+    """In-place border re-weighting with its own backward, so the forward allocates nothing.
+
+    Autograd's generic in-place-on-a-view path would copy the whole gradient once per band;
+    this backward copies it once and scales only the bands.
+    """
+
+    @staticmethod
+    def forward(ctx, y, bias, plan):
+        ctx.plan = plan
+        ctx.mark_dirty(y)
+        return plan.apply_(y, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_y = grad.clone()
+        grad_bias = None
+        need_bias = ctx.needs_input_grad[1]
+        if need_bias:
+            grad_bias = grad.new_zeros(grad.shape[1], dtype=torch.float64 if grad.dtype == torch.float64
+                                       else torch.float32)
+        for rs, cs, ratio, coef in ctx.plan.regions:
+            block = grad_y[:, :, rs, cs]
+            if need_bias:
+                grad_bias += (block * coef).sum(dim=(0, 2, 3), dtype=grad_bias.dtype)
+            block.mul_(ratio)
+        return grad_y, grad_bias, None
+
+
+class PartialConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with partial-convolution based padding (same constructor, same parameters).
+
+    ``forward(x)``: x (B, C_in, H, W) -> (B, C_out, Ho, Wo), the zero-padded conv re-weighted by
+    ``K / S`` near the borders (bias not re-weighted; 0 where a window has no valid tap).
+
+    ``forward(x, mask)``: mask-propagation ("big padding") mode. ``mask`` (B, 1, H, W) or (1, 1, H, W),
+    1 = valid, 0 = hole; returns ``(y, mask_out)`` with ``mask_out`` (B or 1, 1, Ho, Wo).
+    """
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("padding_mode", "zeros") not in ("zeros", "partial"):
+            raise ValueError(f"PartialConv2d pads partially; got padding_mode={kwargs['padding_mode']!r}")
+        kwargs["padding_mode"] = "zeros"
+        super().__init__(*args, **kwargs)
+        self.padding_mode = "partial"
+
+    # -- cache ---------------------------------------------------------------------------------
+    def _plan(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> BorderPlan:
+        key = (height, width, device, _ratio_dtype(dtype))
+        plans = self.__dict__.setdefault("_ratio_plans", OrderedDict())
+        plan = plans.get(key)
+        if plan is None:
+            plan = self._make_plan(height, width, device, key[3])
+            plans[key] = plan
+            if len(plans) > PLAN_CACHE_SIZE:
+                plans.popitem(last=False)
+        else:
+            plans.move_to_end(key)
+        return plan
+
+    def _make_plan(self, height, width, device, dtype) -> BorderPlan:
+        (pt, pb), (pl, pr) = conv_pads(self)
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        rows = axis_bands(height, kh, sh, pt, pb, dh)
+        cols = axis_bands(width, kw, sw, pl, pr, dw)
+        return BorderPlan(rows, cols, device, dtype)
+
+    def __getstate__(self):
+        # plans are a cache of device tensors: never pickled, never deep-copied, rebuilt on demand
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state.pop("_ratio_plans", None)
+        return state
+
+    # -- forward -------------------------------------------------------------------------------
+    def _zero_pad_conv(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
+        if mask is not None:
+            return self._masked_forward(x, mask)
+        y = self._zero_pad_conv(x, self.bias)
+        height, width = x.shape[-2:]
+        if torch.compiler.is_compiling():
+            plan = self._make_plan(height, width, y.device, _ratio_dtype(y.dtype))
+            return plan.apply(y, self.bias)
+        plan = self._plan(height, width, y.device, y.dtype)
+        if torch.is_grad_enabled() and y.requires_grad:
+            return _BorderReweight.apply(y, self.bias, plan)
+        return plan.apply_(y, self.bias)
+
+    def _masked_forward(self, x: torch.Tensor, mask: torch.Tensor):
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"mask must be (B, 1, H, W) or (1, 1, H, W) matching x {tuple(x.shape)}; "
+                             f"got {tuple(mask.shape)}")
+        raw = self._zero_pad_conv(x * mask.to(x.dtype), None)
+        rdtype = _ratio_dtype(raw.dtype)
+        with torch.autocast(raw.device.type, enabled=False):
+            ones = torch.ones((1, 1, *self.kernel_size), dtype=rdtype, device=raw.device)
+            taps = F.conv2d(mask.to(rdtype), ones, None, self.stride, self.padding, self.dilation)
+        valid = (taps > 0).to(rdtype)
+        ratio = self.kernel_size[0] * self.kernel_size[1] / taps.clamp(min=1) * valid
+        y = raw * ratio
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1) * valid
+        return y.to(raw.dtype), valid.to(mask.dtype)
