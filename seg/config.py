@@ -1,0 +1,246 @@
+"""Experiment configuration: one schema with a default for every key, YAML files, ``--opts`` overrides.
+
+A config file is YAML holding any subset of the schema's keys. It may name one or more parent files
+with ``_base_`` (paths relative to the file); parents are merged first, in order, then the file itself
+on top, then command-line overrides ``a.b=value`` (the value parsed as YAML, so ``train.lr=0.02`` is a
+float and ``data.train_sets=[fine/train]`` a list). The result is validated against ``SCHEMA``:
+an unknown key or a value of the wrong type raises :class:`ConfigError` naming the key and the file.
+
+``load_config`` returns nested plain dicts (no custom classes), so a config can go straight into a
+checkpoint that ``torch.load(weights_only=True)`` reads back.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Iterable
+
+import yaml
+
+__all__ = ["ConfigError", "SCHEMA", "default_config", "load_config", "merge_overrides", "validate", "dump_config"]
+
+
+class ConfigError(ValueError):
+    """A config file, key or override is invalid; the message names which and why."""
+
+
+def _key(default: Any, kind: str, choices: Iterable | None = None, doc: str = "") -> dict:
+    return {"default": default, "kind": kind, "choices": tuple(choices) if choices else None, "doc": doc}
+
+
+# Every key the toolkit understands. `kind` is a small type language: str, int, float, bool, list[T],
+# and a trailing "?" for "may be null". Floats accept ints (YAML writes `1` for 1.0).
+SCHEMA: dict[str, dict[str, dict]] = {
+    "model": {
+        "encoder": _key("resnet50", "str", doc="encoder name, e.g. resnet18, resnet50, wrn38"),
+        "num_classes": _key(19, "int"),
+        "output_stride": _key(8, "int", (8, 16)),
+        "padding": _key("zeros", "str", ("zeros", "reflect", "replicate", "partial")),
+        "pretrained": _key(None, "str?", doc="path to ImageNet encoder weights, or null for random init"),
+        "norm": _key("bn", "str", doc="normalisation layer of the network"),
+    },
+    "data": {
+        "root": _key("datasets/demo", "str"),
+        "train_sets": _key(["fine/train"], "list[str]", doc='"annotation/split" entries, e.g. coarse/train_extra'),
+        "val_split": _key("val", "str?", doc="split used for periodic validation; null disables it"),
+        "crop_size": _key(896, "int"),
+        "scale_range": _key([0.5, 2.0], "list[float]"),
+        "hflip": _key(0.5, "float"),
+        "blur_prob": _key(0.5, "float"),
+        "color_jitter": _key(0.25, "float"),
+        "mean": _key([0.485, 0.456, 0.406], "list[float]"),
+        "std": _key([0.229, 0.224, 0.225], "list[float]"),
+        "class_balance": _key(0.5, "float", doc="fraction of crops centred on a pixel of a chosen class"),
+        "centroids_per_class": _key(32, "int"),
+        "coarse_boost_classes": _key([], "list[int]"),
+        "num_workers": _key(4, "int"),
+    },
+    "train": {
+        "iterations": _key(31000, "int"),
+        "batch_size": _key(8, "int", doc="GLOBAL batch: split evenly over the world size (must divide it)"),
+        "lr": _key(0.01, "float"),
+        "momentum": _key(0.9, "float"),
+        "nesterov": _key(False, "bool"),
+        "weight_decay": _key(1e-4, "float"),
+        "no_wd_norm_bias": _key(False, "bool", doc="exclude biases and norm parameters from weight decay"),
+        "poly_power": _key(0.9, "float"),
+        "warmup_iters": _key(0, "int"),
+        "warmup_factor": _key(0.1, "float", doc="LR multiplier at iteration 0 of the linear warm-up"),
+        "class_weights": _key(None, "list[float]?"),
+        "ignore_index": _key(255, "int"),
+        "amp": _key("none", "str", ("none", "bf16", "fp16")),
+        "sync_bn": _key(True, "bool", doc="SyncBatchNorm when running on GPU with world size > 1"),
+        "device": _key("auto", "str", ("auto", "cpu", "cuda")),
+        "seed": _key(0, "int"),
+        "deterministic": _key(False, "bool"),
+        "log_interval": _key(20, "int"),
+        "ckpt_interval": _key(1000, "int"),
+        "keep_checkpoints": _key(2, "int", doc="periodic checkpoints kept on disk (best/last/export apart)"),
+        "val_interval": _key(0, "int", doc="0 = validate only at the end"),
+        "val_batch_size": _key(1, "int"),
+    },
+    "eval": {
+        "mode": _key("regular", "str", ("regular", "tile", "tile_overlap")),
+        "tile_size": _key(1024, "int"),
+        "overlap": _key(0.333, "float"),
+        "scales": _key([1.0], "list[float]"),
+        "flip": _key(False, "bool"),
+        "tile_batch": _key(4, "int"),
+        "leave_out": _key([0.0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8], "list[float]"),
+        "leave_out_by": _key("side", "str", ("side", "area")),
+        "distance_bands": _key([0, 16, 32, 64, 128], "list[int]"),
+    },
+    "work_dir": _key(None, "str?", doc="output folder; null = work_dirs/<config file name>"),
+}
+
+
+def _is_key_spec(node: dict) -> bool:
+    return "kind" in node and "default" in node
+
+
+def default_config() -> dict:
+    """All defaults, as nested plain dicts."""
+    def walk(node):
+        if _is_key_spec(node):
+            return copy.deepcopy(node["default"])
+        return {name: walk(child) for name, child in node.items()}
+    return walk(SCHEMA)
+
+
+def _check_scalar(value: Any, kind: str) -> Any:
+    """Return `value` coerced to `kind`, or raise TypeError."""
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError
+
+
+def _check_value(value: Any, kind: str) -> Any:
+    if kind.endswith("?"):
+        if value is None:
+            return None
+        kind = kind[:-1]
+    if kind.startswith("list[") and kind.endswith("]"):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        return [_check_scalar(v, kind[5:-1]) for v in value]
+    return _check_scalar(value, kind)
+
+
+def validate(cfg: dict, source: str = "config") -> dict:
+    """Check `cfg` against SCHEMA and fill defaults; returns a new dict.
+
+    Raises ConfigError naming the dotted key and `source` for an unknown key, a wrong type or a value
+    outside its choices.
+    """
+    def walk(node: dict, values: Any, prefix: str) -> Any:
+        if _is_key_spec(node):
+            try:
+                value = _check_value(values, node["kind"])
+            except TypeError:
+                raise ConfigError(f"{source}: key '{prefix}' expects {node['kind']}, "
+                                  f"got {type(values).__name__} {values!r}") from None
+            if node["choices"] and value not in node["choices"]:
+                raise ConfigError(f"{source}: key '{prefix}' must be one of {list(node['choices'])}, got {value!r}")
+            return value
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: key '{prefix}' is a section and expects a mapping, got {values!r}")
+        unknown = sorted(set(values) - set(node))
+        if unknown:
+            where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
+            raise ConfigError(f"{source}: unknown key {where} (known here: {', '.join(sorted(node))})")
+        out = {}
+        for name, child in node.items():
+            path = f"{prefix}.{name}" if prefix else name
+            if name in values:
+                out[name] = walk(child, values[name], path)
+            else:
+                out[name] = walk(child, child["default"], path) if _is_key_spec(child) else walk(child, {}, path)
+        return out
+    return walk(SCHEMA, cfg, "")
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for name, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(name), dict):
+            out[name] = _deep_merge(out[name], value)
+        else:
+            out[name] = value
+    return out
+
+
+def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
+    """Read one YAML file and its `_base_` parents, merged (parents first)."""
+    path = os.path.abspath(path)
+    if path in chain:
+        raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(chain + (path,))}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: '_base_' must be a path or a list of paths, got {bases!r}")
+    merged: dict = {}
+    for base in bases:
+        merged = _deep_merge(merged, _read_yaml(os.path.join(os.path.dirname(path), base), chain + (path,)))
+    # Validate each file on its own so that an error names the file that holds the bad key.
+    validate(_deep_merge(merged, data), source=path)
+    return _deep_merge(merged, data)
+
+
+def merge_overrides(cfg: dict, opts: Iterable[str]) -> dict:
+    """Apply ``a.b=value`` overrides (value parsed with yaml.safe_load); returns a new dict."""
+    cfg = copy.deepcopy(cfg)
+    for item in opts:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--opts: bad override {item!r}: expected key=value, e.g. train.lr=0.01")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--opts: cannot parse value of {key!r} ({raw!r}) as YAML: {e}") from None
+        node, schema = cfg, SCHEMA
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(schema, dict) or _is_key_spec(schema) or part not in schema:
+                raise ConfigError(f"--opts: unknown key {'.'.join(parts[:depth + 1])!r} in {item!r}")
+            schema = schema[part]
+            if depth < len(parts) - 1:
+                node = node.setdefault(part, {})
+        if not _is_key_spec(schema):
+            raise ConfigError(f"--opts: {key!r} is a section; override one of its keys ({', '.join(schema)})")
+        node[parts[-1]] = value
+    return cfg
+
+
+def load_config(path: str | None, opts: Iterable[str] = ()) -> dict:
+    """Load `path` (YAML, with `_base_` inheritance), apply `opts` overrides, validate, fill defaults.
+
+    `path` may be None for the pure defaults. Returns nested plain dicts; raises ConfigError.
+    """
+    cfg = _read_yaml(path) if path is not None else {}
+    cfg = merge_overrides(cfg, opts)
+    return validate(cfg, source=f"{path or 'defaults'} + --opts" if opts else (path or "defaults"))
+
+
+def dump_config(cfg: dict, path: str) -> None:
+    """Write the resolved config as YAML (atomic), so a run can be repeated from its work dir."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=None)
+    os.replace(tmp, path)
