@@ -1,0 +1,258 @@
+"""One evaluation pass: inference, confusion matrices, centre leave-out and border-distance bands.
+
+Distributed use (torchrun): ``evaluate`` does *not* shard the data itself. The caller passes a loader
+whose sampler gives each rank a distinct share of the split -- :func:`build_eval_loader` does that with
+a :class:`ShardSampler` (rank r gets samples r, r+W, r+2W, ...; no padding, so every image is counted
+exactly once). A ``torch.utils.data.DistributedSampler`` also works, but it pads the split with repeats
+so up to W-1 images are counted twice. All confusion matrices are then summed across ranks with one
+``all_reduce``, so every rank returns the same scores.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from .inference import MODES, NetworkTimer, predict_logits
+from .metrics import (LEAVE_OUT_MEANING, LEAVE_OUT_ROUNDING, centre_leave_out_mask, confusion_matrix,
+                      distance_band_index, scores_from_confusion)
+
+__all__ = ["evaluate", "build_eval_loader", "ShardSampler", "class_names_for", "RegionLayout"]
+
+
+def class_names_for(num_classes: int) -> list[str]:
+    """Cityscapes trainId names for 19 classes, "class_i" otherwise."""
+    if num_classes == 19:
+        from cityscapesscripts.helpers.labels import trainId2label
+        return [trainId2label[i].name for i in range(19)]
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class ShardSampler(Sampler[int]):
+    """Sequential shard of a dataset for rank ``rank`` of ``world_size``: indices rank, rank+W, ...
+    Unlike DistributedSampler it never pads, so summed statistics count each sample once."""
+
+    def __init__(self, dataset: Dataset, rank: int | None = None, world_size: int | None = None) -> None:
+        r, w = _world()
+        self.rank = r if rank is None else rank
+        self.world_size = w if world_size is None else world_size
+        self.length = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def build_eval_loader(dataset: Dataset, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
+    """Sequential loader over ``dataset``, sharded across ranks with :class:`ShardSampler` under torchrun."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(dataset), num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+
+
+class RegionLayout:
+    """Partition of an (H, W) image into regions with the same (leave-out membership, distance band).
+
+    One bincount over region ids gives a confusion matrix per region; leave-out and band matrices are
+    sums of region matrices, so all analyses come from one pass at the cost of a single bincount.
+    """
+
+    def __init__(self, height: int, width: int, leave_out: Sequence[float], leave_out_by: str,
+                 distance_bands: Sequence[int], device: torch.device) -> None:
+        code = torch.zeros(height, width, dtype=torch.long, device=device)
+        for i, p in enumerate(leave_out):
+            code |= centre_leave_out_mask(height, width, p, leave_out_by, device).long() << i
+        num_bits = len(leave_out)
+        if distance_bands:
+            code |= distance_band_index(height, width, distance_bands, device) << num_bits
+        codes, inverse = torch.unique(code, return_inverse=True)
+        self.region = inverse.reshape(height, width)
+        self.num_regions = codes.numel()
+        bits = torch.arange(num_bits, device=device)
+        self.scored = ((codes[None, :] >> bits[:, None]) & 1).bool()  # (L, R)
+        self.band = codes >> num_bits  # (R,)
+        self.num_bands = max(len(distance_bands), 1)
+
+    def reduce(self, region_cm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(R, K, K) region matrices -> total (K, K), leave-out (L, K, K), bands (B, K, K)."""
+        total = region_cm.sum(0)
+        leave = torch.stack([region_cm[m].sum(0) for m in self.scored]) if len(self.scored) else \
+            region_cm.new_zeros(0, *total.shape)
+        bands = region_cm.new_zeros(self.num_bands, *total.shape).index_add_(0, self.band, region_cm)
+        return total, leave, bands
+
+
+def _fraction_label(p: float) -> str:
+    from fractions import Fraction
+    f = Fraction(p).limit_denominator(64)
+    return str(f) if abs(float(f) - p) < 1e-9 else f"{p:g}"
+
+
+def _check_sampler(loader: DataLoader, world_size: int) -> None:
+    if world_size == 1:
+        return
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, (ShardSampler, DistributedSampler)):
+        raise ValueError(f"evaluate() under torch.distributed (world size {world_size}) needs a loader sharded "
+                         f"per rank (ShardSampler via build_eval_loader, or DistributedSampler); got "
+                         f"{type(sampler).__name__}, which would count every image {world_size} times")
+
+
+def _sample_indices(loader: DataLoader) -> list[int]:
+    """Dataset index of every sample in loader order (needs a deterministic sampler)."""
+    from torch.utils.data import RandomSampler
+    if isinstance(loader.sampler, RandomSampler) or getattr(loader.sampler, "shuffle", False):
+        raise ValueError("saving predictions needs a loader that does not shuffle")
+    return [i for batch in loader.batch_sampler for i in batch]
+
+
+def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
+             device: torch.device | str = torch.device("cpu"), mode: str = "regular", *,
+             tile_size: int = 1024, overlap: float = 1 / 3, stride: int | None = None,
+             scales: Sequence[float] = (1.0,), flip: bool = False, tile_batch: int = 4,
+             leave_out: Sequence[float] = (), leave_out_by: str = "side", distance_bands: Sequence[int] = (),
+             ignore_index: int = 255, save_pred: str | None = None, show_dir: str | None = None,
+             progress: bool = True) -> dict:
+    """Evaluate ``model`` on every (image, target) batch of ``loader``.
+
+    Args:
+        model: callable on (N, 3, H, W) normalised images returning logits (N, C, H, W) (any nn.Module);
+            put in eval mode for the pass and restored to its previous mode afterwards.
+        loader: yields (image float (N, 3, H, W), target int (N, H, W) with ``ignore_index`` = don't care).
+            Under torch.distributed it must be sharded per rank (see module docstring).
+        mode, tile_size, overlap, stride, scales, flip, tile_batch: inference, see
+            :func:`seg.evaluation.inference.predict_logits`.
+        leave_out: centre leave-out proportions, each scored from the same pass; ``leave_out_by`` is
+            "side" or "area" (meaning written in the result).
+        distance_bands: band edges in pixels of distance to the nearest image border, e.g. [0, 16, 32].
+        save_pred: directory for Cityscapes labelId PNGs (needs ``loader.dataset.image_paths``).
+        show_dir: directory for palette overlays and error maps.
+    Returns:
+        dict with "mIoU" (0-100), "IoU" (list, NaN for classes absent from truth and prediction),
+        "pixel_acc", "class_names", "confusion_matrix", "num_images", "leave_out", "distance_bands",
+        "settings" and "timing" (total / network / outside-network seconds).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown evaluation mode {mode!r}; expected one of {MODES}")
+    if leave_out_by not in LEAVE_OUT_MEANING:
+        raise ValueError(f"leave_out_by must be one of {sorted(LEAVE_OUT_MEANING)}, got {leave_out_by!r}")
+    device = torch.device(device)
+    rank, world_size = _world()
+    _check_sampler(loader, world_size)
+    leave_out = [float(p) for p in leave_out]
+    distance_bands = [int(e) for e in distance_bands]
+    writers = _prediction_writers(loader, save_pred, show_dir)
+
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    timer = NetworkTimer()
+    layouts: dict[tuple[int, int], RegionLayout] = {}
+    k = num_classes
+    total = torch.zeros(k, k, dtype=torch.long, device=device)
+    leave = torch.zeros(len(leave_out), k, k, dtype=torch.long, device=device)
+    bands = torch.zeros(max(len(distance_bands), 1), k, k, dtype=torch.long, device=device)
+    num_images, position = 0, 0
+    start = time.perf_counter()
+    try:
+        for image, target in tqdm(loader, desc=f"eval[{mode}]", disable=not progress or rank != 0,
+                                  dynamic_ncols=True):
+            image = image.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            logits = predict_logits(model, image, mode, tile_size=tile_size, overlap=overlap, stride=stride,
+                                    scales=scales, flip=flip, tile_batch=tile_batch, forward=timer)
+            if logits.shape[1] != k:
+                raise ValueError(f"model returned {logits.shape[1]} channels but num_classes={k}")
+            pred = logits.argmax(1)
+            size = tuple(target.shape[-2:])
+            if size not in layouts:
+                layouts[size] = RegionLayout(*size, leave_out, leave_out_by, distance_bands, device)
+            layout = layouts[size]
+            region_cm = confusion_matrix(pred, target, k, ignore_index, layout.region, layout.num_regions)
+            t, lo, b = layout.reduce(region_cm)
+            total += t
+            leave += lo
+            bands += b
+            for write in writers:
+                write(position, image, pred, target)
+            position += image.shape[0]
+            num_images += image.shape[0]
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    if world_size > 1:
+        packed = torch.cat([total[None], leave, bands, total.new_tensor([num_images]).expand(1, k, k)])
+        dist.all_reduce(packed)
+        total, leave, bands = packed[0], packed[1:1 + len(leave_out)], packed[1 + len(leave_out):-1]
+        num_images = int(packed[-1, 0, 0])
+    elapsed = time.perf_counter() - start
+    return _assemble(total, leave, bands, leave_out, leave_out_by, distance_bands, num_images, elapsed, timer,
+                     dict(mode=mode, tile_size=tile_size, overlap=overlap, stride=stride, scales=list(scales),
+                          flip=flip, tile_batch=tile_batch, ignore_index=ignore_index, world_size=world_size))
+
+
+def _prediction_writers(loader, save_pred, show_dir) -> list[Callable]:
+    if not save_pred and not show_dir:
+        return []
+    paths = getattr(loader.dataset, "image_paths", None)
+    if paths is None:
+        raise ValueError("save_pred / show_dir need loader.dataset.image_paths to name the output files")
+    indices = _sample_indices(loader)
+    writers = []
+    if save_pred:
+        from .official import PredictionWriter
+        writers.append(PredictionWriter(save_pred, paths, indices))
+    if show_dir:
+        from .visualize import OverlayWriter
+        writers.append(OverlayWriter(show_dir, paths, indices, getattr(loader.dataset, "mean", None),
+                                     getattr(loader.dataset, "std", None)))
+    return writers
+
+
+def _assemble(total, leave, bands, leave_out, leave_out_by, distance_bands, num_images, elapsed, timer,
+              settings) -> dict:
+    k = total.shape[0]
+    overall = scores_from_confusion(total)
+    result = {
+        "mIoU": overall["mIoU"], "IoU": overall["IoU"], "pixel_acc": overall["pixel_acc"],
+        "pixels": overall["pixels"], "num_classes": k, "class_names": class_names_for(k),
+        "num_images": num_images, "confusion_matrix": total.cpu().tolist(), "settings": settings,
+        "metric": "IoU = TP/(TP+FP+FN) per class from one confusion matrix over the split (ignore 255); "
+                  "mIoU = mean over classes with a defined IoU; all in percent",
+    }
+    if leave_out:
+        rows = []
+        for p, cm in zip(leave_out, leave):
+            s = scores_from_confusion(cm)
+            rows.append({"proportion": p, "label": _fraction_label(p), "mIoU": s["mIoU"], "IoU": s["IoU"],
+                         "pixel_acc": s["pixel_acc"], "scored_pixels": s["pixels"]})
+        result["leave_out"] = {"by": leave_out_by, "meaning": LEAVE_OUT_MEANING[leave_out_by],
+                               "rounding": LEAVE_OUT_ROUNDING, "results": rows}
+    if distance_bands:
+        rows = []
+        for i, cm in enumerate(bands):
+            lo = distance_bands[i]
+            hi = distance_bands[i + 1] if i + 1 < len(distance_bands) else None
+            s = scores_from_confusion(cm)
+            rows.append({"band": [lo, hi], "label": f"{lo}-{hi}" if hi is not None else f"{lo}+",
+                         "mIoU": s["mIoU"], "IoU": s["IoU"], "pixel_acc": s["pixel_acc"], "pixels": s["pixels"]})
+        result["distance_bands"] = {
+            "meaning": "distance d = min(row, col, H-1-row, W-1-col) in pixels to the nearest image border "
+                       "(0 on the outermost ring); band [a, b) holds a <= d < b, the last band is open",
+            "results": rows}
+    result["timing"] = {"total_s": elapsed, "network_s": timer.seconds, "outside_network_s": elapsed - timer.seconds,
+                        "outside_share": (elapsed - timer.seconds) / elapsed if elapsed > 0 else math.nan,
+                        "network_calls": timer.calls}
+    return result

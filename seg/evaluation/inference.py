@@ -1,0 +1,168 @@
+"""Whole-image, tiled and overlapping-tile inference, with optional multi-scale and flip averaging.
+
+Any callable ``model(x: (N, 3, h, w)) -> logits (N, C, h', w')`` works (a dict with key ``"out"`` or a
+tuple whose first item is the logits are accepted too); logits of another size are resized
+bilinearly to the input size. All averaging is done on logits.
+
+Tiling: tiles are ``tile_size`` x ``tile_size`` squares placed every ``stride`` pixels; the last tile of a
+row / column is shifted back to end exactly at the image border (no padding), so it overlaps its
+neighbour whenever the side is not a multiple of the stride. Pixels covered by several tiles get the
+mean of their logits, using a per-pixel count of shape (H, W). "tile" is therefore stride = tile_size
+(overlap only where the border-aligned last tile forces it) and "overlap" is
+stride = ceil(tile_size * (1 - overlap)).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MODES", "tile_starts", "tile_stride", "tile_grid", "predict_logits", "forward_logits", "NetworkTimer"]
+
+MODES = ("regular", "tile", "overlap")
+
+
+class NetworkTimer:
+    """Accumulates wall time spent inside the network (synchronising CUDA so the time is real)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __call__(self, model: Callable, x: torch.Tensor) -> torch.Tensor:
+        sync = x.is_cuda
+        if sync:
+            torch.cuda.synchronize(x.device)
+        start = time.perf_counter()
+        out = forward_logits(model, x)
+        if sync:
+            torch.cuda.synchronize(x.device)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+
+def forward_logits(model: Callable, x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on x (N, 3, h, w) and return float logits (N, C, h, w)."""
+    out = model(x)
+    if isinstance(out, dict):
+        out = out["out"]
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.dim() != 4 or out.shape[0] != x.shape[0]:
+        raise ValueError(f"model must return logits (N, C, h, w) for input {tuple(x.shape)}, got {tuple(out.shape)}")
+    if out.shape[-2:] != x.shape[-2:]:
+        out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return out.float()
+
+
+def tile_stride(mode: str, tile_size: int, overlap: float = 1 / 3, stride: int | None = None) -> int:
+    """Stride between tile origins: tile_size for "tile", the explicit ``stride`` or
+    ceil(tile_size * (1 - overlap)) for "overlap"."""
+    if mode == "tile":
+        return tile_size
+    if mode != "overlap":
+        raise ValueError(f"unknown inference mode {mode!r}; expected one of {MODES}")
+    if stride is None:
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap}")
+        stride = math.ceil(tile_size * (1.0 - overlap))
+    if not 1 <= stride <= tile_size:
+        raise ValueError(f"stride must lie in [1, tile_size={tile_size}], got {stride}")
+    return stride
+
+
+def tile_starts(length: int, tile_size: int, stride: int) -> list[int]:
+    """Tile origins along one axis: 0, stride, 2*stride, ... and a last one aligned to the border
+    (length - tile_size) so every pixel is covered without padding."""
+    if tile_size > length:
+        raise ValueError(f"tile size {tile_size} is larger than the image side {length}; "
+                         f"use a smaller --tile-size or mode 'regular'")
+    starts = list(range(0, length - tile_size + 1, stride))
+    if starts[-1] != length - tile_size:
+        starts.append(length - tile_size)
+    return starts
+
+
+def tile_grid(height: int, width: int, tile_size: int, stride: int) -> list[tuple[int, int]]:
+    """All (top, left) tile origins for an image of (height, width), row-major."""
+    return [(y, x) for y in tile_starts(height, tile_size, stride) for x in tile_starts(width, tile_size, stride)]
+
+
+def _tiled_logits(model: Callable, image: torch.Tensor, tile_size: int, stride: int, tile_batch: int,
+                  forward: Callable) -> torch.Tensor:
+    """Average of tile logits: image (N, 3, H, W) -> logits (N, C, H, W).
+
+    Tiles of all N images are run ``tile_batch`` at a time, so memory is bounded by one batch of tiles
+    plus the (N, C, H, W) sum and the (H, W) count.
+    """
+    n, _, height, width = image.shape
+    origins = tile_grid(height, width, tile_size, stride)
+    jobs = [(b, y, x) for b in range(n) for (y, x) in origins]
+    count = torch.zeros(height, width, device=image.device)
+    for y, x in origins:  # the count is shared by the N images: same grid
+        count[y:y + tile_size, x:x + tile_size] += 1
+    total = None
+    for i in range(0, len(jobs), max(1, tile_batch)):
+        chunk = jobs[i:i + max(1, tile_batch)]
+        crops = torch.stack([image[b, :, y:y + tile_size, x:x + tile_size] for b, y, x in chunk])
+        logits = forward(model, crops)
+        if total is None:
+            total = image.new_zeros(n, logits.shape[1], height, width, dtype=torch.float32)
+        for (b, y, x), tile_logits in zip(chunk, logits):
+            total[b, :, y:y + tile_size, x:x + tile_size] += tile_logits
+    return total / count
+
+
+def _single_scale_logits(model, image, mode, tile_size, stride, tile_batch, forward):
+    if mode == "regular":
+        return forward(model, image)
+    return _tiled_logits(model, image, tile_size, stride, tile_batch, forward)
+
+
+@torch.inference_mode()
+def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", tile_size: int = 1024,
+                   overlap: float = 1 / 3, stride: int | None = None, scales: Sequence[float] = (1.0,),
+                   flip: bool = False, tile_batch: int = 4, forward: Callable | None = None) -> torch.Tensor:
+    """Logits for a batch of images under one inference mode.
+
+    Args:
+        image: (N, 3, H, W) normalised images.
+        mode: "regular" (whole image at once), "tile" or "overlap" (see module docstring).
+        scales: the image is resized by each factor (bilinear), inferred with ``mode``, and the logits
+            resized back to (H, W); with ``flip`` each scale is also run mirrored. All are averaged.
+        tile_batch: tiles per forward pass (bounds memory).
+        forward: optional ``forward(model, x) -> logits`` hook (e.g. a NetworkTimer).
+    Returns:
+        float32 logits (N, C, H, W).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown inference mode {mode!r}; expected one of {MODES}")
+    if image.dim() != 4:
+        raise ValueError(f"expected images (N, 3, H, W), got shape {tuple(image.shape)}")
+    forward = forward or (lambda m, x: forward_logits(m, x))
+    step = tile_stride(mode, tile_size, overlap, stride) if mode != "regular" else 0
+    height, width = image.shape[-2:]
+    total, runs = None, 0
+    for scale in scales:
+        if scale <= 0:
+            raise ValueError(f"scales must be positive, got {scale}")
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = image if size == (height, width) else F.interpolate(image, size=size, mode="bilinear",
+                                                                       align_corners=False)
+        if mode != "regular" and tile_size > min(size):
+            raise ValueError(f"tile size {tile_size} is larger than the image {size[0]}x{size[1]} "
+                             f"(scale {scale}); use a smaller --tile-size or mode 'regular'")
+        for mirrored in ((False, True) if flip else (False,)):
+            x = scaled.flip(-1) if mirrored else scaled
+            logits = _single_scale_logits(model, x, mode, tile_size, step, tile_batch, forward)
+            if mirrored:
+                logits = logits.flip(-1)
+            if logits.shape[-2:] != (height, width):
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            total = logits if total is None else total + logits
+            runs += 1
+    return total / runs

@@ -1,0 +1,132 @@
+"""Confusion-matrix metrics and the spatial masks used for border analysis.
+
+Everything here works on integer label maps on any device; the confusion matrix is built with one
+``torch.bincount`` so a whole evaluation never leaves the accelerator until the final reduction.
+
+Conventions (shared with :mod:`seg.evaluation.evaluator`):
+
+* ``confusion[t, p]`` counts pixels whose ground truth is ``t`` and prediction ``p`` (rows = truth),
+  the layout of cityscapesscripts' ``confMatrix``.
+* IoU of class ``c`` is ``TP / (TP + FP + FN)``; a class absent from both truth and prediction has an
+  undefined IoU (NaN) and is left out of the mean, exactly as ``getScoreAverage`` in cityscapesscripts.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+__all__ = [
+    "confusion_matrix",
+    "scores_from_confusion",
+    "centre_leave_out_size",
+    "centre_leave_out_mask",
+    "border_distance",
+    "distance_band_index",
+    "LEAVE_OUT_MEANING",
+    "LEAVE_OUT_ROUNDING",
+]
+
+LEAVE_OUT_MEANING = {
+    "side": "proportion p blanks (sets to ignore) a centred rectangle of round(p*H) x round(p*W) pixels; "
+            "only the ring around it is scored",
+    "area": "proportion p blanks a centred rectangle with the image's aspect ratio covering a fraction p of "
+            "the image area (each side scaled by sqrt(p)): round(sqrt(p)*H) x round(sqrt(p)*W) pixels",
+}
+LEAVE_OUT_ROUNDING = ("round half up: h = floor(f*H + 0.5), w = floor(f*W + 0.5) with f = p (side) or sqrt(p) (area); "
+                      "the blanked rows are [(H-h)//2, (H-h)//2 + h), columns [(W-w)//2, (W-w)//2 + w)")
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255,
+                     region: torch.Tensor | None = None, num_regions: int = 1) -> torch.Tensor:
+    """Confusion matrix of integer label maps, on their device.
+
+    Args:
+        pred: predicted class ids, any shape, values in [0, num_classes).
+        target: ground-truth ids, same shape; ``ignore_index`` pixels are skipped.
+        region: optional region id per pixel (same shape or broadcastable), values in [0, num_regions):
+            one confusion matrix per region is built by the same single bincount.
+    Returns:
+        int64 tensor (num_classes, num_classes), or (num_regions, num_classes, num_classes) when
+        ``region`` is given; rows index the ground truth.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    valid = target != ignore_index
+    t = target[valid].long()
+    p = pred[valid].long()
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"target holds ids outside [0, {num_classes}) other than ignore_index={ignore_index}: "
+                         f"min {int(t.min())}, max {int(t.max())}")
+    if p.numel() and (int(p.min()) < 0 or int(p.max()) >= num_classes):
+        raise ValueError(f"prediction holds ids outside [0, {num_classes})")
+    k2 = num_classes * num_classes
+    index = t * num_classes + p
+    if region is None:
+        return torch.bincount(index, minlength=k2).reshape(num_classes, num_classes)
+    r = region.expand_as(target)[valid].long()
+    index = index + r * k2
+    return torch.bincount(index, minlength=num_regions * k2).reshape(num_regions, num_classes, num_classes)
+
+
+def scores_from_confusion(confusion: torch.Tensor) -> dict:
+    """Per-class IoU, mIoU and pixel accuracy from a (K, K) confusion matrix (rows = truth).
+
+    Returns percentages (0-100) as Python floats: ``{"IoU": [K floats, NaN when undefined],
+    "mIoU": float (NaN when no class is defined), "pixel_acc": float, "pixels": int}``.
+    """
+    cm = confusion.detach().to("cpu", torch.float64)
+    tp = cm.diagonal()
+    denom = cm.sum(0) + cm.sum(1) - tp
+    iou = torch.where(denom > 0, tp / denom.clamp(min=1), torch.full_like(tp, float("nan")))
+    defined = ~torch.isnan(iou)
+    miou = float(iou[defined].mean()) if bool(defined.any()) else float("nan")
+    total = float(cm.sum())
+    acc = float(tp.sum() / total) if total > 0 else float("nan")
+    return {"IoU": [100.0 * float(v) for v in iou], "mIoU": 100.0 * miou, "pixel_acc": 100.0 * acc,
+            "pixels": int(total)}
+
+
+def centre_leave_out_size(height: int, width: int, proportion: float, by: str = "side") -> tuple[int, int]:
+    """Size (h, w) of the centred rectangle blanked for a leave-out ``proportion`` (see LEAVE_OUT_ROUNDING)."""
+    if not 0.0 <= proportion <= 1.0:
+        raise ValueError(f"leave-out proportion must lie in [0, 1], got {proportion}")
+    if by == "side":
+        f = proportion
+    elif by == "area":
+        f = math.sqrt(proportion)
+    else:
+        raise ValueError(f"leave_out_by must be 'side' or 'area', got {by!r}")
+    return math.floor(f * height + 0.5), math.floor(f * width + 0.5)
+
+
+def centre_leave_out_mask(height: int, width: int, proportion: float, by: str = "side",
+                          device: torch.device | str = "cpu") -> torch.Tensor:
+    """Bool mask (H, W): True where a pixel is still scored after blanking the centred rectangle."""
+    h, w = centre_leave_out_size(height, width, proportion, by)
+    top, left = (height - h) // 2, (width - w) // 2
+    mask = torch.ones(height, width, dtype=torch.bool, device=device)
+    mask[top:top + h, left:left + w] = False
+    return mask
+
+
+def border_distance(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Distance in pixels to the nearest image border, int64 (H, W): 0 on the outermost ring."""
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    dr = torch.minimum(rows, height - 1 - rows)
+    dc = torch.minimum(cols, width - 1 - cols)
+    return torch.minimum(dr[:, None], dc[None, :])
+
+
+def distance_band_index(height: int, width: int, edges: Sequence[int],
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """Band id per pixel, int64 (H, W): band i holds distances d with edges[i] <= d < edges[i+1],
+    the last band is open-ended (edges[-1] <= d). ``edges`` must start at 0 and increase strictly."""
+    edges = [int(e) for e in edges]
+    if not edges or edges[0] != 0 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"distance_bands must start at 0 and increase strictly, got {edges}")
+    d = border_distance(height, width, device)
+    boundaries = torch.tensor(edges[1:], device=device, dtype=d.dtype)
+    return torch.bucketize(d, boundaries, right=True)
