@@ -1,0 +1,44 @@
+"""PNG reading with errors that name the file (never a silent None)."""
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class DataError(ValueError):
+    """Bad dataset content: unpaired files, corrupt images, size mismatches, invalid label values."""
+
+
+def png_size(path: str) -> tuple[int, int]:
+    """(height, width) from a PNG header without decoding the pixels."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError as e:
+        raise DataError(f"{path}: cannot open ({e})") from e
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise DataError(f"{path}: not a PNG file (corrupt or truncated header)")
+    width, height = struct.unpack(">II", head[16:24])
+    return int(height), int(width)
+
+
+def read_image(path: str) -> np.ndarray:
+    """RGB uint8 image of shape (H, W, 3)."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"{path}: cannot decode image (corrupt or truncated PNG?)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str) -> np.ndarray:
+    """Single-channel uint8 label image of shape (H, W)."""
+    lbl = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if lbl is None:
+        raise DataError(f"{path}: cannot decode label image (corrupt or truncated PNG?)")
+    if lbl.ndim != 2 or lbl.dtype != np.uint8:
+        raise DataError(f"{path}: label image must be 8-bit single channel, got shape {lbl.shape} dtype {lbl.dtype}")
+    return lbl

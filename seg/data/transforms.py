@@ -1,0 +1,67 @@
+"""Albumentations 2.x pipelines built from the ``data`` config section.
+
+Training runs in three steps so that class-balanced crops can be centred on a chosen pixel:
+  1. ``geometric``: random scale, then pad to at least the crop size (image 0, mask 255), carrying the
+     crop centre along as a keypoint;
+  2. the crop window itself (``crop_window``), centred on that keypoint or uniformly random;
+  3. ``photometric``: horizontal flip, Gaussian blur, colour jitter, normalisation, to tensor.
+"""
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+
+from .labels import IGNORE_INDEX
+
+
+def build_geometric(crop_size: int, scale_range: tuple[float, float]) -> A.Compose:
+    """Random scale in ``scale_range`` (bilinear image, nearest mask) and pad to >= crop_size."""
+    lo, hi = scale_range
+    return A.Compose(
+        [
+            A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR,
+                          mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+            A.PadIfNeeded(min_height=crop_size, min_width=crop_size, position="random",
+                          border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
+        ],
+        keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+    )
+
+
+def build_photometric(hflip: float, blur_prob: float, color_jitter: float,
+                      mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
+    """Flip / blur / colour jitter (each skipped when its probability or strength is 0), then normalise."""
+    ops = []
+    if hflip > 0:
+        ops.append(A.HorizontalFlip(p=hflip))
+    if blur_prob > 0:
+        # sigma range as in NVIDIA's semantic-segmentation RandomGaussianBlur (0.15 + U(0, 1.15))
+        ops.append(A.GaussianBlur(blur_limit=0, sigma_limit=(0.15, 1.3), p=blur_prob))
+    if color_jitter > 0:
+        j = color_jitter
+        ops.append(A.ColorJitter(brightness=(1 - j, 1 + j), contrast=(1 - j, 1 + j),
+                                 saturation=(1 - j, 1 + j), hue=(-j / 10, j / 10), p=1.0))
+    return A.Compose(ops + normalize_ops(mean, std))
+
+
+def normalize_ops(mean, std) -> list:
+    """uint8 HWC RGB -> float32 (3, H, W) ``(x / 255 - mean) / std``; mask stays as is."""
+    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+
+
+def crop_window(height: int, width: int, crop: int, center: tuple[float, float] | None,
+                rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left (y0, x0) of a ``crop`` x ``crop`` window inside an image of at least that size.
+
+    With ``center`` (x, y) the window is centred on it and then shifted, if needed, to stay inside
+    the image, which keeps the centre pixel inside the window. Without it the window is uniform.
+    """
+    if center is None:
+        return int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
+    cx = int(np.clip(round(center[0]), 0, width - 1))
+    cy = int(np.clip(round(center[1]), 0, height - 1))
+    y0 = min(max(cy - crop // 2, 0), height - crop)
+    x0 = min(max(cx - crop // 2, 0), width - crop)
+    return y0, x0
