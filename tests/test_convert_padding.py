@@ -1,0 +1,163 @@
+"""convert_padding on torchvision models, checked against torchvision's own convs and explicit F.pad."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet18, resnet50, vgg11_bn
+
+from seg.nn import PADDING_MODES, PartialConv2d, convert_padding, create_conv2d, padding_modes
+
+from test_partial_conv import naive_partial_conv
+
+
+def make_resnet50():
+    torch.manual_seed(0)
+    return resnet50(num_classes=10).eval()
+
+
+class ExplicitPad(nn.Module):
+    """Reference for one padded conv: pad with F.pad (or the naive partial formula), then a valid conv."""
+
+    def __init__(self, conv, mode):
+        super().__init__()
+        self.conv, self.mode = conv, mode
+
+    def forward(self, x):
+        c = self.conv
+        if self.mode == "partial":
+            return naive_partial_conv(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)[0].to(x.dtype)
+        ph, pw = c.padding
+        x = F.pad(x, (pw, pw, ph, ph), mode="constant" if self.mode == "zeros" else self.mode)
+        return F.conv2d(x, c.weight, c.bias, c.stride, 0, c.dilation, c.groups)
+
+
+def explicit_reference(model, mode):
+    ref = copy.deepcopy(model)
+    for name, sub in list(ref.named_modules()):
+        for child_name, child in list(sub.named_children()):
+            if isinstance(child, nn.Conv2d) and any(child.padding):
+                setattr(sub, child_name, ExplicitPad(child, mode))
+    return ref
+
+
+def test_resnet50_round_trip_is_exact_and_keys_unchanged():
+    model = make_resnet50()
+    x = torch.randn(1, 3, 67, 45)
+    keys = list(model.state_dict())
+    with torch.no_grad():
+        before = model(x)
+        convert_padding(model, "partial")
+        partial = model(x)
+        assert list(model.state_dict()) == keys
+        convert_padding(model, "zeros")
+        after = model(x)
+    assert torch.equal(before, after)
+    assert not torch.allclose(before, partial)  # the partial model really is different
+    assert list(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate"])
+def test_resnet50_modes_equal_explicit_padding(mode):
+    model = make_resnet50()
+    x = torch.randn(1, 3, 64, 72)
+    convert_padding(model, mode)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), explicit_reference(model, mode)(x), rtol=1e-4, atol=1e-5)
+
+
+def test_resnet18_partial_equals_naive_reference_float64():
+    torch.manual_seed(1)
+    model = resnet18(num_classes=5).double().eval()
+    x = torch.randn(1, 3, 41, 50, dtype=torch.float64)
+    convert_padding(model, "partial")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), explicit_reference(model, "partial")(x), rtol=1e-10, atol=1e-10)
+
+
+def test_reflect_replicate_factory_equals_torch_conv():
+    x = torch.randn(2, 3, 11, 9)
+    for mode in ("reflect", "replicate"):
+        ours = create_conv2d(3, 4, 3, dilation=2, padding_mode=mode)
+        torch_conv = nn.Conv2d(3, 4, 3, padding=2, dilation=2, padding_mode=mode)
+        torch_conv.load_state_dict(ours.state_dict())
+        torch.testing.assert_close(ours(x), torch_conv(x), rtol=0, atol=0)
+
+
+def test_every_padded_conv_converted_and_unpadded_left_alone():
+    model = vgg11_bn()
+    model.features.add_module("pointwise", nn.Conv2d(512, 512, 1))
+    convert_padding(model, "partial")
+    for sub in model.modules():
+        if isinstance(sub, nn.Conv2d):
+            assert isinstance(sub, PartialConv2d) == any(sub.padding)
+    assert set(padding_modes(model).values()) == {"partial"}
+
+
+def test_converting_twice_changes_nothing_and_params_are_shared():
+    model = make_resnet50()
+    params = {name: p for name, p in model.named_parameters()}
+    convert_padding(model, "partial")
+    once = padding_modes(model)
+    convert_padding(model, "partial")
+    assert padding_modes(model) == once
+    assert all(p is params[name] for name, p in model.named_parameters())
+
+
+def test_all_modes_share_state_dict():
+    model = make_resnet50()
+    sd = copy.deepcopy(model.state_dict())
+    for mode in PADDING_MODES:
+        convert_padding(model, mode)
+        assert list(model.state_dict()) == list(sd)
+        fresh = convert_padding(make_resnet50(), mode)
+        fresh.load_state_dict(model.state_dict())  # strict: same keys, same shapes
+
+
+def test_bf16_autocast_partial_resnet50_is_finite():
+    model = convert_padding(make_resnet50(), "partial")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(model(torch.randn(2, 3, 48, 64))).all()
+
+
+def test_unknown_mode_and_custom_subclass_rejected():
+    with pytest.raises(ValueError, match="unknown padding mode"):
+        convert_padding(make_resnet50(), "mirror")
+
+    class MyConv(nn.Conv2d):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    with pytest.raises(TypeError, match="block.*MyConv"):
+        convert_padding(nn.ModuleDict({"block": MyConv(1, 1, 3, padding=1)}), "partial")
+
+
+def test_torch_compile_train_step_matches_eager():
+    torch.manual_seed(0)
+    model = nn.Sequential(create_conv2d(3, 8, 3, padding_mode="partial"), nn.ReLU(),
+                          create_conv2d(8, 4, 3, stride=2, dilation=2, padding_mode="partial", bias=True))
+    x = torch.randn(2, 3, 17, 20, requires_grad=True)
+    model(x).square().sum().backward()
+    want = [x.grad.clone()] + [p.grad.clone() for p in model.parameters()]
+    x.grad = None
+    model.zero_grad()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    compiled(x).square().sum().backward()
+    got = [x.grad] + [p.grad for p in model.parameters()]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_matches_eager():
+    onnx_reference = pytest.importorskip("onnx.reference")
+    torch.manual_seed(0)
+    model = nn.Sequential(create_conv2d(3, 8, 5, padding_mode="partial"), nn.ReLU(),
+                          create_conv2d(8, 4, 3, stride=2, padding_mode="partial")).eval()
+    x = torch.randn(1, 3, 19, 23)
+    with torch.no_grad():
+        want = model(x).numpy()
+        program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+    session = onnx_reference.ReferenceEvaluator(program.model_proto)
+    got = session.run(None, {session.input_names[0]: x.numpy()})[0]
+    assert abs(got - want).max() < 1e-5

@@ -1,0 +1,261 @@
+"""PartialConv2d against a naive float64 reference written here (unfold + average over valid taps)."""
+import copy
+import itertools
+import pickle
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import seg.nn.partial_conv as pc
+from seg.nn import PartialConv2d
+
+
+def pads_of(padding, kernel, dilation):
+    """(top, bottom, left, right) zero padding, resolved independently of the code under test."""
+    if padding == "same":
+        out = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    return ph, ph, pw, pw
+
+
+def naive_partial_conv(x, weight, bias, stride, padding, dilation, groups, mask=None):
+    """y = W^T (X*M) * K / S + b where S > 0, else 0; S counts valid taps (zero-padded mask)."""
+    x, weight = x.double(), weight.double()
+    b, c_in, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    pt, pb, pl, pr = pads_of(padding, (kh, kw), dilation)
+    m = torch.ones(1, 1, h, w, dtype=torch.float64) if mask is None else mask.double()
+    m = m.expand(b, 1, h, w)
+    xp = F.pad(x * m, (pl, pr, pt, pb))
+    mp = F.pad(m, (pl, pr, pt, pb))
+    cols = F.unfold(xp, (kh, kw), dilation=dilation, stride=stride)  # (B, C*K, L)
+    mcols = F.unfold(mp, (kh, kw), dilation=dilation, stride=stride)  # (B, K, L)
+    ho = (h + pt + pb - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    taps = mcols.sum(1, keepdim=True)  # (B, 1, L)
+    cin_g, cout_g = c_in // groups, weight.shape[0] // groups
+    outs = []
+    for g in range(groups):
+        cg = cols[:, g * cin_g * kh * kw:(g + 1) * cin_g * kh * kw]
+        wg = weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, -1)
+        outs.append(torch.einsum("ok,bkl->bol", wg, cg))
+    out = torch.cat(outs, 1)
+    valid = (taps > 0).double()
+    out = out * (kh * kw) / taps.clamp(min=1) * valid
+    if bias is not None:
+        out = out + bias.double().view(1, -1, 1) * valid
+    return out.view(b, -1, ho, wo), valid.view(b, 1, ho, wo)
+
+
+def grid_cases(n=160, seed=0):
+    kernels = [(1, 1), (3, 3), (5, 5), (7, 7), (3, 5), (2, 2), (4, 3)]
+    strides = [(1, 1), (2, 2), (3, 3), (1, 2)]
+    dilations = [(1, 1), (2, 2), (4, 4), (1, 2)]
+    paddings = ["radius", "zero", "asym", "big", "same"]
+    sizes = [(9, 11), (8, 8), (13, 6), (3, 4), (16, 15)]
+    groups = [(4, 6, 1), (4, 6, 2), (4, 4, 4)]  # (c_in, c_out, groups): dense, grouped, depthwise
+    everything = list(itertools.product(kernels, strides, dilations, paddings, sizes, groups, [True, False]))
+    random.Random(seed).shuffle(everything)
+    cases = []
+    for k, s, d, p, size, g, bias in everything:
+        if p == "same" and s != (1, 1):
+            continue  # torch allows "same" only at stride 1
+        padding = {"radius": (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2), "zero": 0, "asym": (1, 3),
+                   "big": (d[0] * (k[0] - 1) // 2 + 2, d[1] * (k[1] - 1) // 2 + 3), "same": "same"}[p]
+        pt, pb, pl, pr = pads_of(padding, k, d)
+        if size[0] + pt + pb < d[0] * (k[0] - 1) + 1 or size[1] + pl + pr < d[1] * (k[1] - 1) + 1:
+            continue  # empty output: nn.Conv2d rejects it too
+        cases.append((k, s, d, padding, size, g, bias))
+        if len(cases) == n:
+            break
+    return cases
+
+
+def build(k, s, d, padding, g, bias):
+    torch.manual_seed(0)
+    c_in, c_out, groups = g
+    conv = PartialConv2d(c_in, c_out, k, stride=s, padding=padding, dilation=d, groups=groups, bias=bias)
+    with torch.no_grad():
+        if bias:
+            conv.bias.uniform_(-1, 1)
+    return conv.double()
+
+
+@pytest.mark.parametrize("case", grid_cases(), ids=str)
+def test_matches_naive_reference(case):
+    k, s, d, padding, size, g, bias = case
+    conv = build(k, s, d, padding, g, bias)
+    x = torch.randn(2, g[0], *size, dtype=torch.float64)
+    want, _ = naive_partial_conv(x, conv.weight, conv.bias, s, padding, d, g[2])
+    with torch.no_grad():
+        got_inference = conv(x)
+    got_train = conv(x.requires_grad_())  # the autograd path re-weights differently
+    torch.testing.assert_close(got_inference, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_train, want, rtol=1e-12, atol=1e-12)
+
+
+def test_ratio_values_of_3x3():
+    conv = PartialConv2d(1, 1, 3, padding=1, bias=False).double()
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        y = conv(torch.ones(1, 1, 5, 7, dtype=torch.float64))
+    # all-ones input: zero padding gives S, partial padding rescales every window to the full 9
+    assert torch.equal(y, torch.full_like(y, 9.0))
+
+
+def random_mask(b, h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(b, 1, h, w, generator=g) > 0.3).double()
+    mask[:, :, 1:h - 1, 2:w - 1] = 0  # a big hole: some windows lie wholly inside it
+    return mask
+
+
+@pytest.mark.parametrize("case", grid_cases(40, seed=1), ids=str)
+def test_mask_mode_matches_naive_reference(case):
+    k, s, d, padding, size, g, bias = case
+    conv = build(k, s, d, padding, g, bias)
+    x = torch.randn(2, g[0], *size, dtype=torch.float64)
+    for mask in (random_mask(2, *size, seed=3), random_mask(1, *size, seed=4)):
+        want_y, want_m = naive_partial_conv(x, conv.weight, conv.bias, s, padding, d, g[2], mask=mask)
+        y, m = conv(x, mask)
+        torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12)
+        assert torch.equal(m, want_m.expand_as(m) if m.shape[0] == want_m.shape[0] else want_m[:1])
+
+
+def test_mask_mode_has_windows_entirely_in_hole():
+    conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), True)
+    mask = torch.ones(1, 1, 12, 12, dtype=torch.float64)
+    mask[..., 2:10, 2:10] = 0
+    y, m = conv(torch.randn(1, 2, 12, 12, dtype=torch.float64), mask)
+    assert m[0, 0, 5, 5] == 0 and torch.all(y[0, :, 5, 5] == 0)  # no valid tap: output 0, not bias
+    assert m[0, 0, 2, 2] == 1  # corner of the hole still sees the valid ring
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradcheck(masked):
+    conv = build((3, 3), (2, 1), (1, 2), (2, 1), (2, 3, 1), True)
+    x = torch.randn(1, 2, 7, 6, dtype=torch.float64, requires_grad=True)
+    mask = random_mask(1, 7, 6, seed=5)
+
+    def fn(inp, weight, bias):
+        args = (inp, mask) if masked else (inp,)
+        out = torch.func.functional_call(conv, {"weight": weight, "bias": bias}, args)
+        return out[0] if masked else out
+
+    params = (x, conv.weight.detach().clone().requires_grad_(), conv.bias.detach().clone().requires_grad_())
+    assert torch.autograd.gradcheck(fn, params)
+
+
+def test_gradients_match_reference():
+    conv = build((3, 3), (1, 1), (2, 2), 2, (3, 4, 1), True)
+    x = torch.randn(2, 3, 9, 10, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(2, 4, 9, 10, dtype=torch.float64)
+    conv(x).backward(gy)
+    grads = [x.grad, conv.weight.grad, conv.bias.grad]
+    x2 = x.detach().clone().requires_grad_()
+    w2 = conv.weight.detach().clone().requires_grad_()
+    b2 = conv.bias.detach().clone().requires_grad_()
+    naive_partial_conv(x2, w2, b2, (1, 1), 2, (2, 2), 1)[0].backward(gy)
+    for got, want in zip(grads, [x2.grad, w2.grad, b2.grad]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture
+def plan_counter(monkeypatch):
+    calls = []
+    real = pc.axis_bands
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(pc, "axis_bands", counting)
+    return calls
+
+
+def test_cache_keyed_on_size_not_batch(plan_counter):
+    conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), True)
+    with torch.no_grad():
+        for b in (4, 1, 3, 4):
+            conv(torch.randn(b, 2, 10, 12, dtype=torch.float64))
+        assert len(plan_counter) == 2  # one plan (rows + cols) for all batch sizes
+        conv(torch.randn(1, 2, 11, 12, dtype=torch.float64))
+        assert len(plan_counter) == 4  # a new size computes a new plan
+
+
+def test_alternating_sizes_stay_correct(plan_counter):
+    conv = build((5, 5), (2, 2), (1, 1), 2, (2, 3, 1), True)
+    sizes = [(10, 12), (7, 9), (16, 5)]
+    for rep in range(3):
+        for b, size in enumerate(sizes, start=1):
+            x = torch.randn(b, 2, *size, dtype=torch.float64)
+            with torch.no_grad():
+                torch.testing.assert_close(conv(x), naive_partial_conv(x, conv.weight, conv.bias, (2, 2), 2,
+                                                                       (1, 1), 1)[0], rtol=1e-12, atol=1e-12)
+    assert len(plan_counter) == 2 * len(sizes)  # every size kept alive at once
+
+
+def test_cache_bounded_and_not_in_state_dict():
+    conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), False)
+    with torch.no_grad():
+        for h in range(5, 5 + pc.PLAN_CACHE_SIZE + 4):
+            conv(torch.randn(1, 2, h, 6, dtype=torch.float64))
+    assert len(conv._ratio_plans) == pc.PLAN_CACHE_SIZE
+    assert set(conv.state_dict()) == {"weight"}
+
+
+def test_deepcopy_and_pickle_drop_the_cache_and_still_work():
+    conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), True)
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        want = conv(x)
+        for clone in (copy.deepcopy(conv), pickle.loads(pickle.dumps(conv))):
+            assert not getattr(clone, "_ratio_plans", None)
+            torch.testing.assert_close(clone(x), want, rtol=0, atol=0)
+
+
+def test_cache_follows_device_and_dtype():
+    conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), True)
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        want = conv(x)
+        got = conv.float()(x.float())
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+    assert {k[3] for k in conv._ratio_plans} == {torch.float64, torch.float32}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_is_finite_and_close(dtype):
+    conv = build((3, 3), (1, 1), (4, 4), 4, (3, 4, 1), True)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64) * 50
+    want, _ = naive_partial_conv(x, conv.weight, conv.bias, (1, 1), 4, (4, 4), 1)
+    with torch.no_grad():
+        got = conv.to(dtype)(x.to(dtype))
+        got_masked, _ = conv(x.to(dtype), torch.ones(1, 1, 9, 9, dtype=dtype))
+    for out in (got, got_masked):
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        torch.testing.assert_close(out.double(), want, rtol=2e-2, atol=0.5)
+
+
+def test_autocast_bf16_keeps_ratio_in_float32():
+    conv = build((3, 3), (1, 1), (1, 1), 1, (3, 4, 1), True).float()
+    x = torch.randn(1, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+        y_masked, _ = conv(x, torch.ones(1, 1, 8, 8))
+    assert all(torch.isfinite(t).all() for t in (y, y_masked))
+    for rs, cs, ratio, _ in next(iter(conv._ratio_plans.values())).regions:
+        assert ratio.dtype == torch.float32
+
+
+def test_rejects_bad_mask_shape():
+    conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), True)
+    with pytest.raises(ValueError, match="mask must be"):
+        conv(torch.randn(1, 2, 6, 6, dtype=torch.float64), torch.ones(1, 2, 6, 6, dtype=torch.float64))
