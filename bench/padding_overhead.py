@@ -1,0 +1,149 @@
+"""Cost of partial padding over zero padding on torchvision ResNet-50 (and VGG16-BN), interleaved.
+
+Variants, timed in turn on the same weights so drift in machine speed hits all of them alike:
+  zeros    torchvision's model as is
+  partial  seg.nn.convert_padding(model, "partial"): O(perimeter) re-weighting, plan cached per (H, W)
+  naive    the reference implementation's scheme: a full (B, 1, H, W) ratio map, multiplied over the
+           whole output, recomputed whenever the input shape (batch size included) changes
+
+Scenarios: forward (eval, no grad), forward+backward (train), alternating batch sizes (a full batch then
+a short last batch, as at the end of an epoch or with tiles), and the first call at a new input size.
+Prints medians and ratios to zeros; `--json` writes them too.
+
+    python bench/padding_overhead.py --size 2 3 512 1024 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet50, vgg16_bn
+
+from seg.nn import convert_padding, has_padding
+
+
+class NaivePartialConv2d(nn.Conv2d):
+    """Reference-style partial padding: full-size ratio map, rebuilt on any input-shape change."""
+
+    def forward(self, x):
+        if getattr(self, "_last_shape", None) != tuple(x.shape):
+            self._last_shape = tuple(x.shape)
+            with torch.no_grad():
+                ones = torch.ones(x.shape[0], 1, *x.shape[2:], dtype=x.dtype, device=x.device)
+                kernel = torch.ones(1, 1, *self.kernel_size, dtype=x.dtype, device=x.device)
+                taps = F.conv2d(ones, kernel, None, self.stride, self.padding, self.dilation)
+                ratio = kernel.numel() / (taps + 1e-8)
+                self._ratio = ratio * taps.clamp(0, 1)
+        raw = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.bias is None:
+            return raw * self._ratio
+        b = self.bias.view(1, -1, 1, 1)
+        return (raw - b) * self._ratio + b
+
+
+def naive_copy(model: nn.Module) -> nn.Module:
+    for sub in model.modules():
+        if type(sub) is nn.Conv2d and has_padding(sub):
+            sub.__class__ = NaivePartialConv2d
+    return model
+
+
+def build_variants(arch: str) -> dict[str, nn.Module]:
+    factory = {"resnet50": resnet50, "vgg16_bn": vgg16_bn}[arch]
+    models = {}
+    for name in ("zeros", "partial", "naive"):
+        torch.manual_seed(0)
+        model = factory()
+        if name == "partial":
+            convert_padding(model, "partial")
+        elif name == "naive":
+            naive_copy(model)
+        models[name] = model
+    return models
+
+
+def clock(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def forward_step(model, x):
+    model.eval()
+    with torch.no_grad():
+        model(x)
+
+
+def train_step(model, x):
+    model.train()
+    model.zero_grad(set_to_none=True)
+    model(x).float().sum().backward()
+
+
+def measure(models, scenario, shape, repeats, warmup=1) -> dict[str, list[float]]:
+    """Seconds per scenario step for each variant, interleaved repeat by repeat."""
+    times = {name: [] for name in models}
+    b, c, h, w = shape
+    for rep in range(-warmup, repeats):
+        for name, model in models.items():
+            if scenario == "first_call":
+                # a size no variant has seen: plans, ratio maps and oneDNN kernels are all built anew
+                x = torch.randn(b, c, h + 32 * (rep + warmup + 1), w)
+                t = clock(lambda: forward_step(model, x))
+            elif scenario == "alternating_batch":
+                full, short = torch.randn(b, c, h, w), torch.randn(max(1, b // 2), c, h, w)
+                t = clock(lambda: (forward_step(model, full), forward_step(model, short)))
+            else:
+                step = forward_step if scenario == "forward" else train_step
+                x = torch.randn(b, c, h, w)
+                t = clock(lambda: step(model, x))
+            if rep >= 0:
+                times[name].append(t)
+    return times
+
+
+def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    base = statistics.median(times["zeros"])
+    return {name: {"median_s": statistics.median(ts), "ratio": statistics.median(ts) / base}
+            for name, ts in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", nargs="+", default=["resnet50"], choices=["resnet50", "vgg16_bn"])
+    parser.add_argument("--size", nargs=4, type=int, default=[2, 3, 192, 384], metavar=("B", "C", "H", "W"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = steadiest numbers)")
+    parser.add_argument("--scenarios", nargs="+",
+                        default=["forward", "forward_backward", "alternating_batch", "first_call"])
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    results = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+                          f"{args.threads} thread(s)", "size": args.size, "repeats": args.repeats, "archs": {}}
+    print(f"{results['machine']}; input {tuple(args.size)}; {args.repeats} interleaved repeats; median seconds")
+    print(f"{'arch':10s} {'scenario':18s} {'zeros':>9s} {'partial':>9s} {'naive':>9s} {'partial/zeros':>14s} "
+          f"{'naive/zeros':>12s}")
+    for arch in args.arch:
+        models = build_variants(arch)
+        results["archs"][arch] = {}
+        for scenario in args.scenarios:
+            summary = summarise(measure(models, scenario, args.size, args.repeats))
+            results["archs"][arch][scenario] = summary
+            print(f"{arch:10s} {scenario:18s} {summary['zeros']['median_s']:9.4f} "
+                  f"{summary['partial']['median_s']:9.4f} {summary['naive']['median_s']:9.4f} "
+                  f"{summary['partial']['ratio']:14.4f} {summary['naive']['ratio']:12.4f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
