@@ -1,0 +1,127 @@
+"""Checkpoints that ``torch.load(weights_only=True)`` can read: tensors, numbers, strings, lists, dicts.
+
+Layout in a work dir::
+
+    checkpoints/iter_0001000.pth   full state, every `ckpt_interval` iterations (newest `keep` kept)
+    checkpoints/best.pth           full state at the best validation mIoU
+    model_final.pth                model-only export: {"model", "config", "meta"}
+
+Every file is written to a temporary name in the same folder and renamed, so a crash never leaves a
+half-written file under the final name; a file truncated some other way is detected on load, reported
+and passed over by :func:`find_resume_checkpoint`.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_path", "list_checkpoints",
+           "find_resume_checkpoint", "prune_checkpoints", "export_model", "get_rng_state", "set_rng_state"]
+
+FULL_KEYS = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config")
+_ITER_RE = re.compile(r"iter_(\d+)\.pth$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, corrupt or lacks required entries; the message names the file."""
+
+
+def checkpoint_path(work_dir: str, iteration: int) -> str:
+    return os.path.join(work_dir, "checkpoints", f"iter_{iteration:07d}.pth")
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """torch.save `state` to `path` atomically (temporary file in the same folder, fsync, rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str, required: tuple[str, ...] = ("model",), map_location="cpu") -> dict:
+    """Load a checkpoint with weights_only=True; raise CheckpointError naming `path` if it is unusable."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, disallowed global: all mean "unusable file"
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing} (has {sorted(ckpt)})")
+    return ckpt
+
+
+def list_checkpoints(work_dir: str) -> list[tuple[int, str]]:
+    """Periodic checkpoints in `work_dir` as (iteration, path), newest first."""
+    found = []
+    for path in glob.glob(os.path.join(work_dir, "checkpoints", "iter_*.pth")):
+        m = _ITER_RE.search(path)
+        if m:
+            found.append((int(m.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+def find_resume_checkpoint(work_dir: str) -> tuple[str, dict] | None:
+    """Newest periodic checkpoint in `work_dir` that loads; broken ones are reported and passed over.
+
+    Returns (path, checkpoint) or None when there is none to resume from.
+    """
+    for _, path in list_checkpoints(work_dir):
+        try:
+            return path, load_checkpoint(path, required=FULL_KEYS)
+        except CheckpointError as e:
+            warnings.warn(f"--resume auto: skipping {e}", stacklevel=2)
+    return None
+
+
+def prune_checkpoints(work_dir: str, keep: int) -> None:
+    """Delete all but the newest `keep` periodic checkpoints (keep <= 0 keeps everything)."""
+    if keep > 0:
+        for _, path in list_checkpoints(work_dir)[keep:]:
+            os.remove(path)
+
+
+def export_model(model_state: dict, config: dict, path: str, meta: dict | None = None) -> None:
+    """Model-only file for evaluation and sharing: {"model": state_dict, "config": cfg, "meta": {...}}."""
+    save_checkpoint({"model": model_state, "config": config, "meta": dict(meta or {})}, path)
+
+
+def get_rng_state() -> dict:
+    """RNG states of torch (CPU, CUDA), numpy and python, as tensors/lists/numbers (weights_only-safe)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`get_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))

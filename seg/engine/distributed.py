@@ -1,0 +1,102 @@
+"""Process-group set-up from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
+
+One process per device. Without torchrun (no WORLD_SIZE in the environment) the run is a single
+process and no process group is created. Backend: NCCL on GPU, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "is_main_process", "barrier",
+           "all_reduce_mean", "broadcast_buffers", "convert_sync_bn"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _pick_device(request: str, local_rank: int) -> torch.device:
+    if request == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    if request in ("auto", "cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Read torchrun's environment, pick the device, and init the process group when world size > 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = _pick_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", device_id=dev if dev.type == "cuda" else None)
+    return DistInfo(rank, world_size, local_rank, dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over all ranks (identity for a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    value = value.clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / dist.get_world_size()
+
+
+def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (BN running statistics) to all ranks.
+
+    Without SyncBN each rank's running statistics follow its own share of the batch; DDP syncs them
+    only at the start of each forward. Calling this at the end makes every rank's state identical.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buf in model.buffers():
+        dist.broadcast(buf.data, src)
+
+
+def convert_sync_bn(model: nn.Module, enabled: bool, info: DistInfo) -> nn.Module:
+    """SyncBatchNorm when asked for, on GPU, with world size > 1; otherwise keep BatchNorm.
+
+    SyncBatchNorm only runs on CUDA, so a CPU run keeps per-rank BatchNorm and says so once.
+    """
+    if not (enabled and info.distributed):
+        return model
+    if info.device.type != "cuda":
+        if info.is_main:
+            warnings.warn("train.sync_bn: SyncBatchNorm needs CUDA; using per-rank BatchNorm on CPU", stacklevel=2)
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -1,0 +1,66 @@
+"""Rank-0 run logging: a tqdm bar with ETA, TensorBoard scalars and a JSON-lines metrics file.
+
+Every method is a no-op on other ranks, so the training loop can call them unconditionally.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+from tqdm import tqdm
+
+__all__ = ["RunLogger"]
+
+
+class RunLogger:
+    """Writes `metrics.jsonl` and TensorBoard events (`tb/`) in `work_dir` and drives the progress bar.
+
+    On resume from iteration `start`, records of later iterations (left by the interrupted run) are
+    dropped from metrics.jsonl, so the file reads like one uninterrupted run.
+    """
+
+    def __init__(self, work_dir: str, total: int, start: int = 0, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        os.makedirs(work_dir, exist_ok=True)
+        self.metrics_path = os.path.join(work_dir, "metrics.jsonl")
+        self._truncate_after(start)
+        from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow, rank 0 only
+        self.tb = SummaryWriter(os.path.join(work_dir, "tb"), purge_step=start if start else None)
+        self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, smoothing=0.05)
+
+    def _truncate_after(self, start: int) -> None:
+        if not os.path.exists(self.metrics_path):
+            return
+        with open(self.metrics_path) as f:
+            kept = [line for line in f if line.strip() and json.loads(line).get("iter", 0) <= start]
+        with open(self.metrics_path, "w") as f:
+            f.writelines(kept)
+
+    def log(self, iteration: int, scalars: dict[str, float], tag: str = "train") -> None:
+        """Append one record {"iter", "tag", "time", **scalars} and the TensorBoard scalars `tag/name`."""
+        if not self.enabled:
+            return
+        clean = {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else str(v)) for k, v in scalars.items()}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"iter": iteration, "tag": tag, "time": round(time.time(), 3), **clean}) + "\n")
+        for name, value in clean.items():
+            if isinstance(value, (int, float)):
+                self.tb.add_scalar(f"{tag}/{name}", value, iteration)
+
+    def progress(self, steps: int, postfix: dict[str, str]) -> None:
+        if self.enabled:
+            self.bar.update(steps)
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            self.bar.write(text)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.close()
+            self.tb.close()

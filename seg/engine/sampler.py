@@ -1,0 +1,97 @@
+"""Data order and augmentation randomness that can be resumed mid-epoch.
+
+The permutation of epoch `e` is drawn from a generator seeded with (seed, e) alone, and every item's
+augmentation from (seed, e, index) alone, so a run resumed at any iteration sees exactly the batches
+an uninterrupted run would have seen from that iteration on, whatever the number of workers.
+"""
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+__all__ = ["ResumableDistributedSampler", "EpochSeededDataset", "item_seed"]
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed that depends only on (seed, epoch, index)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint32).astype(np.uint64)
+               .dot(np.array([1, 1 << 32], dtype=np.uint64)) & np.uint64((1 << 63) - 1))
+
+
+class ResumableDistributedSampler(Sampler[int]):
+    """Like torch's DistributedSampler (shuffled, rank r takes every world-th index, padded to equal length)
+    plus `set_epoch(epoch, start=k)` which skips the first k indices of this rank's share, for resuming.
+    """
+
+    def __init__(self, num_samples: int, world_size: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True):
+        if num_samples <= 0:
+            raise ValueError("ResumableDistributedSampler: the dataset is empty")
+        self.num_samples, self.world_size, self.rank = num_samples, world_size, rank
+        self.seed, self.shuffle = seed, shuffle
+        self.per_rank = -(-num_samples // world_size)
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        total = self.per_rank * self.world_size
+        order += order[: total - len(order)]  # pad so every rank gets the same count
+        return order[self.rank:total:self.world_size]
+
+    def __iter__(self):
+        return iter(self._indices()[self.start:])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+@contextmanager
+def _seeded_rngs(seed: int):
+    """Seed python, numpy and torch (CPU) for one item, restoring the caller's states afterwards."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % (1 << 32))
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+class EpochSeededDataset(Dataset):
+    """Wraps a training dataset so that item i of epoch e is drawn with RNGs seeded from (seed, e, i).
+
+    If the wrapped dataset has `set_epoch(epoch)` (the class-balanced crop plan) it is forwarded; if it
+    has `seed_item(seed)` (for transforms with their own generators, e.g. albumentations 2.x) it is called
+    with the item seed before the item is fetched.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        s = item_seed(self.seed, self.epoch, index)
+        with _seeded_rngs(s):
+            if hasattr(self.dataset, "seed_item"):
+                self.dataset.seed_item(s)
+            return self.dataset[index]

@@ -1,0 +1,156 @@
+"""Training engine on a tiny stand-in network and a synthetic learnable dataset (no seg.models needed)."""
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from seg.config import load_config
+from seg.engine import (CheckpointError, DistInfo, NonFiniteLossError, PolyLR, build_optimizer,
+                        find_resume_checkpoint, load_checkpoint, seed_everything, train)
+from seg.engine.checkpoint import checkpoint_path, list_checkpoints
+
+
+class TinyNet(nn.Module):
+    """conv-BN-ReLU-dropout-conv: small, has BN buffers and uses the global RNG (dropout)."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout2d(0.1),
+                                  nn.Conv2d(8, num_classes, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class ColourBlobs(Dataset):
+    """Class of a pixel = argmax of its 3 channels (learnable by a 1x1 conv), some pixels 255."""
+
+    def __init__(self, n=16, size=16, seed=0):
+        self.n, self.size, self.seed, self.epoch = n, size, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        # random augmentation through the global RNG: the engine must seed it per (epoch, index)
+        img = torch.rand(3, self.size, self.size) * 2 - 1
+        target = img.argmax(0)
+        target[torch.rand(self.size, self.size) < 0.1] = 255
+        return img, target
+
+
+def tiny_cfg(**train):
+    opts = ["model.num_classes=3", "data.num_workers=0", "data.val_split=null", "train.batch_size=4",
+            "train.iterations=8", "train.lr=0.05", "train.log_interval=2", "train.ckpt_interval=4",
+            "train.deterministic=true"] + [f"train.{k}={v}" for k, v in train.items()]
+    return load_config(None, opts)
+
+
+CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def run(cfg, work_dir, resume=None, model_seed=0):
+    seed_everything(model_seed)
+    model = TinyNet()
+    return train(cfg, model, ColourBlobs(), CPU, str(work_dir), resume=resume)
+
+
+def test_short_training_lowers_loss(tmp_path):
+    cfg = tiny_cfg(iterations=30, log_interval=5, ckpt_interval=30)
+    run(cfg, tmp_path)
+    import json
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    losses = [r["loss"] for r in records if r["tag"] == "train"]
+    assert len(losses) == 6
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert (tmp_path / "model_final.pth").exists()
+    export = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert set(export) == {"model", "config", "meta"} and export["meta"]["iteration"] == 30
+
+
+def test_poly_lr_with_warmup_matches_formula():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = PolyLR(opt, max_iters=100, power=0.9, warmup_iters=10, warmup_factor=0.2)
+    for it in range(100):
+        expected = 0.1 * (1 - it / 100) ** 0.9
+        if it < 10:
+            expected *= 0.2 + 0.8 * it / 10
+        assert math.isclose(opt.param_groups[0]["lr"], expected, rel_tol=1e-12), it
+        opt.step()
+        sched.step()
+
+
+def test_no_wd_norm_bias_groups():
+    cfg = tiny_cfg(no_wd_norm_bias="true", weight_decay=0.01)
+    opt = build_optimizer(TinyNet(), cfg["train"])
+    decayed = {p.ndim for p in opt.param_groups[0]["params"]}
+    assert decayed == {4} and opt.param_groups[0]["weight_decay"] == 0.01
+    assert {p.ndim for p in opt.param_groups[1]["params"]} == {1} and opt.param_groups[1]["weight_decay"] == 0.0
+    assert len(opt.param_groups[1]["params"]) == 4  # two conv biases + BN weight and bias
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    """Train 8 iterations straight, vs stop at 4 (checkpoint) and resume from a fresh process state."""
+    cfg = tiny_cfg()
+    full = run(cfg, tmp_path / "full")
+    run(tiny_cfg(iterations=8), tmp_path / "part")  # writes iter 4 and iter 8
+    os.remove(checkpoint_path(str(tmp_path / "part"), 8))
+    seed_everything(123)  # scramble the global RNG: the checkpoint must restore it
+    resumed = run(cfg, tmp_path / "part", resume="auto", model_seed=99)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_is_weights_only_and_complete(tmp_path):
+    run(tiny_cfg(), tmp_path)
+    ckpt = torch.load(checkpoint_path(str(tmp_path), 8), weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config"} <= set(ckpt)
+    assert ckpt["iteration"] == 8 and ckpt["config"]["train"]["batch_size"] == 4
+    assert [it for it, _ in list_checkpoints(str(tmp_path))] == [8, 4]
+
+
+def test_truncated_checkpoint_is_passed_over(tmp_path):
+    run(tiny_cfg(), tmp_path)
+    newest = checkpoint_path(str(tmp_path), 8)
+    data = open(newest, "rb").read()
+    open(newest, "wb").write(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="iter_0000008.pth"):
+        load_checkpoint(newest)
+    with pytest.warns(UserWarning, match="skipping.*iter_0000008.pth.*truncated or corrupt"):
+        path, ckpt = find_resume_checkpoint(str(tmp_path))
+    assert path == checkpoint_path(str(tmp_path), 4) and ckpt["iteration"] == 4
+
+
+def test_missing_checkpoint_names_file(tmp_path):
+    with pytest.raises(CheckpointError, match="not found: .*nope.pth"):
+        load_checkpoint(str(tmp_path / "nope.pth"))
+
+
+class NaNAfter(nn.Module):
+    """TinyNet whose output becomes NaN from the `after`-th forward on."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.net, self.after, self.calls = TinyNet(), after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        y = self.net(x)
+        return y * float("nan") if self.calls > self.after else y
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_cfg()
+    model = NaNAfter(after=5)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 6.*iter_0000004.pth"):
+        train(cfg, model, ColourBlobs(), CPU, str(tmp_path))
+    good = load_checkpoint(checkpoint_path(str(tmp_path), 4))
+    assert good["iteration"] == 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
