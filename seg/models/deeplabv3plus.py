@@ -1,0 +1,79 @@
+"""DeepLabV3+ (Chen et al. 2018) with ResNet or WideResNet-38 encoders and any padding mode (SPEC §2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import PADDING_MODES
+from .aspp import ASPP, ASPP_RATES
+from .decoder import DeepLabV3PlusDecoder
+from .norm import get_norm_layer
+from .pretrained import load_pretrained
+from .resnet import RESNETS, ResNetEncoder
+from .wider_resnet import WiderResNet38
+
+ENCODERS = (*RESNETS, "wider_resnet38")
+
+
+def build_encoder(name: str, output_stride: int, padding: str, norm: str) -> nn.Module:
+    """Encoder ``name`` with ``.out_channels``, ``.skip_channels`` and ``forward(x) -> (skip, out)``."""
+    norm_layer = get_norm_layer(norm)
+    if name in RESNETS:
+        return ResNetEncoder(name, output_stride, padding, norm_layer)
+    if name == "wider_resnet38":
+        return WiderResNet38(output_stride, padding, norm_layer)
+    raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODERS}")
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabV3+ semantic segmentation network.
+
+    Args:
+        encoder: one of :data:`ENCODERS` ("resnet50", "wider_resnet38", "resnet18/34/101").
+        num_classes: output channels of the classifier.
+        output_stride: 8 or 16 (dilation replaces stride in the last stages).
+        padding: one of ``seg.nn.PADDING_MODES``; every padded conv of encoder, ASPP and decoder uses it.
+            Parameters and state_dict keys do not depend on it, so ``seg.nn.convert_padding(model, mode)``
+            switches a trained model afterwards.
+        pretrained: ``None`` or a local checkpoint (ImageNet encoder weights or a seg model checkpoint),
+            see :func:`seg.models.pretrained.load_pretrained`; its report is kept in ``pretrained_report``.
+        norm: "bn" or "syncbn".
+
+    ``forward(x)``: x (B, 3, H, W), any H, W -> logits (B, num_classes, H, W).
+    """
+
+    def __init__(self, encoder: str = "resnet50", num_classes: int = 19, output_stride: int = 8,
+                 padding: str = "zeros", pretrained: str | None = None, norm: str = "bn"):
+        super().__init__()
+        if output_stride not in ASPP_RATES:
+            raise ValueError(f"output_stride must be one of {tuple(ASPP_RATES)}; got {output_stride!r}")
+        if padding not in PADDING_MODES:
+            raise ValueError(f"unknown padding {padding!r}; expected one of {PADDING_MODES}")
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+        norm_layer = get_norm_layer(norm)
+        self.encoder = build_encoder(encoder, output_stride, padding, norm)
+        self.aspp = ASPP(self.encoder.out_channels, 256, ASPP_RATES[output_stride], padding, norm_layer)
+        self.decoder = DeepLabV3PlusDecoder(self.encoder.skip_channels, 256, num_classes, padding=padding,
+                                            norm_layer=norm_layer)
+        self._init_head()
+        self.pretrained_report = load_pretrained(self, pretrained) if pretrained else None
+
+    def _init_head(self) -> None:
+        for module in (self.aspp, self.decoder):
+            for sub in module.modules():
+                if isinstance(sub, nn.Conv2d):
+                    nn.init.kaiming_normal_(sub.weight, mode="fan_out", nonlinearity="relu")
+                    if sub.bias is not None:
+                        nn.init.zeros_(sub.bias)
+                elif isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                    nn.init.ones_(sub.weight)
+                    nn.init.zeros_(sub.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"DeepLabV3Plus expects images (B, 3, H, W); got {tuple(x.shape)}")
+        skip, out = self.encoder(x)
+        logits = self.decoder(skip, self.aspp(out))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

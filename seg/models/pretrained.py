@@ -1,0 +1,114 @@
+"""Loading local checkpoints into a model, loudly: every missing/unexpected key is reported.
+
+Accepted files (``torch.load``-able, tensors only):
+  * a torchvision ResNet ``state_dict`` (``conv1.weight``, ..., ``fc.*``) -> loaded into the encoder;
+  * NVIDIA's WideResNet-38 ImageNet checkpoint (``{"state_dict": {"module.mod1.conv1.weight": ...}}``)
+    -> loaded into the encoder, DataParallel ``module.`` prefix stripped;
+  * a seg checkpoint (``{"model": state_dict, ...}`` with ``encoder.*``/``aspp.*``/``decoder.*`` keys)
+    -> loaded into the whole model.
+A shape mismatch is an error, except for the classifier (another dataset's class count), which is
+skipped and reported. NVIDIA's code skipped every mismatch silently, so users lost mIoU without knowing.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+#: top-level submodules of :class:`seg.models.DeepLabV3Plus`; keys starting with one mean a full-model file
+MODEL_PREFIXES = ("encoder.", "aspp.", "decoder.")
+#: checkpoint wrappers looked into, in order
+WRAPPER_KEYS = ("state_dict", "model")
+
+
+class PretrainedLoadError(RuntimeError):
+    """A checkpoint that cannot be loaded as asked (missing file, wrong content, shape mismatch)."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did. ``target`` is "encoder" or "model"."""
+
+    path: str
+    target: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    skipped_classifier: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.path}: loaded {len(self.loaded)} tensors into the {self.target}; "
+                f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
+                f"{len(self.skipped_classifier)} classifier tensors skipped (shape mismatch)")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of the checkpoint at ``path``, unwrapped (``state_dict``/``model``) and without ``module.``."""
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedLoadError(f"pretrained checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated/corrupt/pickled-code files
+        raise PretrainedLoadError(f"cannot read pretrained checkpoint {path}: {err}") from err
+    for key in WRAPPER_KEYS:
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not obj:
+        raise PretrainedLoadError(f"{path} holds no state_dict (expected a dict of tensors, optionally "
+                                  f"under one of {WRAPPER_KEYS}); got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise PretrainedLoadError(f"{path}: entries that are not tensors: {bad[:5]}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_pretrained(model: nn.Module, path: str | Path, classifier: str = "decoder.classifier.") -> LoadReport:
+    """Load ``path`` into ``model`` (a DeepLabV3Plus) or into ``model.encoder``; returns the report.
+
+    Raises :class:`PretrainedLoadError` on unreadable files, on any shape mismatch outside
+    ``classifier`` (key prefix, full-model files only) and when no tensor at all matches. Missing and
+    unexpected keys are logged one by one as warnings.
+    """
+    state = read_state_dict(path)
+    full = any(k.startswith(MODEL_PREFIXES) for k in state)
+    target = model if full else model.encoder
+    report = LoadReport(str(path), "model" if full else "encoder")
+    own = target.state_dict()
+    mismatched = []
+    for key, value in list(state.items()):
+        if key in own and own[key].shape != value.shape:
+            if full and key.startswith(classifier):
+                report.skipped_classifier.append(key)
+                del state[key]
+            else:
+                mismatched.append(f"{key}: file {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+    if mismatched:
+        raise PretrainedLoadError(f"{path}: shape mismatch in {len(mismatched)} tensors (only the classifier "
+                                  "may differ):\n  " + "\n  ".join(mismatched))
+    report.loaded = [k for k in state if k in own]
+    if not report.loaded:
+        raise PretrainedLoadError(f"{path}: none of its {len(state)} tensors matches the {report.target} "
+                                  f"(file keys start like {sorted(state)[:3]}); wrong encoder or format?")
+    result = target.load_state_dict(state, strict=False)
+    report.missing = [k for k in result.missing_keys if k not in report.skipped_classifier]
+    report.unexpected = list(result.unexpected_keys)
+    _log(report)
+    return report
+
+
+def _log(report: LoadReport) -> None:
+    logger.info(report.summary())
+    for key in report.skipped_classifier:
+        logger.warning("%s: classifier tensor %s skipped (shape differs; kept the fresh init)", report.path, key)
+    for key in report.missing:
+        logger.warning("%s: missing key %s (kept the fresh init)", report.path, key)
+    for key in report.unexpected:
+        logger.warning("%s: unexpected key %s (ignored)", report.path, key)
