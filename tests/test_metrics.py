@@ -155,5 +155,5 @@ def test_evaluate_restores_training_mode_and_rejects_unknown_mode():
     loader = DataLoader(TensorDataset(torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)))
     evaluate(model, loader, 4, progress=False)
     assert model.training
-    with pytest.raises(ValueError, match="unknown evaluation mode"):
+    with pytest.raises(ValueError, match="unknown inference mode"):
         evaluate(model, loader, 4, mode="sliding", progress=False)

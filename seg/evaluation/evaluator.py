@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from .inference import MODES, NetworkTimer, predict_logits
+from .inference import NetworkTimer, canonical_mode, predict_logits
 from .metrics import (LEAVE_OUT_MEANING, LEAVE_OUT_ROUNDING, centre_leave_out_mask, confusion_matrix,
                       distance_band_index, scores_from_confusion)
 
@@ -124,6 +124,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
              scales: Sequence[float] = (1.0,), flip: bool = False, tile_batch: int = 4,
              leave_out: Sequence[float] = (), leave_out_by: str = "side", distance_bands: Sequence[int] = (),
              ignore_index: int = 255, save_pred: str | None = None, show_dir: str | None = None,
+             image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
              progress: bool = True) -> dict:
     """Evaluate ``model`` on every (image, target) batch of ``loader``.
 
@@ -138,14 +139,15 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
             "side" or "area" (meaning written in the result).
         distance_bands: band edges in pixels of distance to the nearest image border, e.g. [0, 16, 32].
         save_pred: directory for Cityscapes labelId PNGs (needs ``loader.dataset.image_paths``).
-        show_dir: directory for palette overlays and error maps.
+        show_dir: directory for palette overlays and error maps (images un-normalised with
+            ``image_mean`` / ``image_std``, ImageNet statistics by default).
     Returns:
         dict with "mIoU" (0-100), "IoU" (list, NaN for classes absent from truth and prediction),
         "pixel_acc", "class_names", "confusion_matrix", "num_images", "leave_out", "distance_bands",
-        "settings" and "timing" (total / network / outside-network seconds).
+        "settings" and "timing" (total / network / outside-network seconds); with ``save_pred`` also
+        "predictions": [(prediction PNG, ground-truth PNG)] of all ranks, for :func:`official_scores`.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown evaluation mode {mode!r}; expected one of {MODES}")
+    mode = canonical_mode(mode)
     if leave_out_by not in LEAVE_OUT_MEANING:
         raise ValueError(f"leave_out_by must be one of {sorted(LEAVE_OUT_MEANING)}, got {leave_out_by!r}")
     device = torch.device(device)
@@ -153,7 +155,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     _check_sampler(loader, world_size)
     leave_out = [float(p) for p in leave_out]
     distance_bands = [int(e) for e in distance_bands]
-    writers = _prediction_writers(loader, save_pred, show_dir)
+    writers = _prediction_writers(loader, save_pred, show_dir, image_mean, image_std)
 
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -198,12 +200,20 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
         total, leave, bands = packed[0], packed[1:1 + len(leave_out)], packed[1 + len(leave_out):-1]
         num_images = int(packed[-1, 0, 0])
     elapsed = time.perf_counter() - start
-    return _assemble(total, leave, bands, leave_out, leave_out_by, distance_bands, num_images, elapsed, timer,
-                     dict(mode=mode, tile_size=tile_size, overlap=overlap, stride=stride, scales=list(scales),
-                          flip=flip, tile_batch=tile_batch, ignore_index=ignore_index, world_size=world_size))
+    result = _assemble(total, leave, bands, leave_out, leave_out_by, distance_bands, num_images, elapsed, timer,
+                       dict(mode=mode, tile_size=tile_size, overlap=overlap, stride=stride, scales=list(scales),
+                            flip=flip, tile_batch=tile_batch, ignore_index=ignore_index, world_size=world_size))
+    if save_pred:
+        pairs = writers[0].pairs
+        if world_size > 1:
+            gathered = [None] * world_size
+            dist.all_gather_object(gathered, pairs)
+            pairs = [pair for part in gathered for pair in part]
+        result["predictions"] = pairs
+    return result
 
 
-def _prediction_writers(loader, save_pred, show_dir) -> list[Callable]:
+def _prediction_writers(loader, save_pred, show_dir, mean, std) -> list[Callable]:
     if not save_pred and not show_dir:
         return []
     paths = getattr(loader.dataset, "image_paths", None)
@@ -216,8 +226,7 @@ def _prediction_writers(loader, save_pred, show_dir) -> list[Callable]:
         writers.append(PredictionWriter(save_pred, paths, indices))
     if show_dir:
         from .visualize import OverlayWriter
-        writers.append(OverlayWriter(show_dir, paths, indices, getattr(loader.dataset, "mean", None),
-                                     getattr(loader.dataset, "std", None)))
+        writers.append(OverlayWriter(show_dir, paths, indices, mean, std))
     return writers
 
 

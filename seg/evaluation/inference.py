@@ -20,9 +20,18 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MODES", "tile_starts", "tile_stride", "tile_grid", "predict_logits", "forward_logits", "NetworkTimer"]
+__all__ = ["MODES", "canonical_mode", "tile_starts", "tile_stride", "tile_grid", "predict_logits", "forward_logits", "NetworkTimer"]
 
 MODES = ("regular", "tile", "overlap")
+MODE_ALIASES = {"tile_overlap": "overlap"}  # the config schema's spelling
+
+
+def canonical_mode(mode: str) -> str:
+    """Validate an inference mode name ("tile_overlap" is accepted for "overlap")."""
+    mode = MODE_ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f"unknown inference mode {mode!r}; expected one of {MODES}")
+    return mode
 
 
 class NetworkTimer:
@@ -139,8 +148,7 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
     Returns:
         float32 logits (N, C, H, W).
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown inference mode {mode!r}; expected one of {MODES}")
+    mode = canonical_mode(mode)
     if image.dim() != 4:
         raise ValueError(f"expected images (N, 3, H, W), got shape {tuple(image.shape)}")
     forward = forward or (lambda m, x: forward_logits(m, x))

@@ -1,0 +1,129 @@
+"""Glue for the command-line tools: checkpoint -> model under a chosen padding, config -> eval options."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from fractions import Fraction
+
+import torch
+
+__all__ = ["ArchitectureMismatch", "load_model_for_eval", "eval_options", "parse_fractions", "write_results",
+           "format_table", "to_json_safe"]
+
+
+class ArchitectureMismatch(RuntimeError):
+    """The checkpoint's weights do not fit the model built from the config; the message names the file."""
+
+
+def _strip_prefix(state: dict) -> dict:
+    """Drop DDP's / torch.compile's key prefixes so any saved wrapper loads into the bare model."""
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
+                        device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Build ``DeepLabV3Plus(**cfg["model"])``, load ``checkpoint``'s weights strictly and switch every
+    padded conv to ``padding`` (default: the padding the weights were trained with).
+
+    Returns (model in eval mode on ``device``, info {"checkpoint", "trained_padding", "eval_padding",
+    "encoder"}). Raises CheckpointError (missing / corrupt file) or ArchitectureMismatch, naming the file.
+    """
+    from seg.engine.checkpoint import load_checkpoint
+    from seg.models import DeepLabV3Plus
+    from seg.nn import PADDING_MODES, convert_padding
+
+    ckpt = load_checkpoint(checkpoint)
+    model_cfg = copy.deepcopy(cfg["model"])
+    model_cfg["pretrained"] = None  # the checkpoint supplies every weight
+    trained_cfg = (ckpt.get("config") or {}).get("model", {})
+    trained_padding = trained_cfg.get("padding", model_cfg.get("padding", "zeros"))
+    eval_padding = padding or trained_padding
+    if eval_padding not in PADDING_MODES:
+        raise ValueError(f"unknown padding {eval_padding!r}; expected one of {PADDING_MODES}")
+    model = DeepLabV3Plus(**model_cfg)
+    state = _strip_prefix(ckpt["model"])
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        trained = {k: trained_cfg.get(k) for k in ("encoder", "num_classes", "output_stride") if k in trained_cfg}
+        raise ArchitectureMismatch(
+            f"checkpoint {checkpoint} does not fit the model of the config (encoder={model_cfg.get('encoder')}, "
+            f"num_classes={model_cfg.get('num_classes')}); checkpoint trained with {trained or 'unknown config'}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(mismatched)} with another shape (e.g. {mismatched[:3]})")
+    model.load_state_dict(state)
+    convert_padding(model, eval_padding)
+    model.to(device).eval()
+    return model, {"checkpoint": os.path.abspath(checkpoint), "trained_padding": trained_padding,
+                   "eval_padding": eval_padding, "encoder": model_cfg.get("encoder")}
+
+
+def parse_fractions(text: str) -> list[float]:
+    """"0,1/3,1/2,0.75" -> [0.0, 0.333.., 0.5, 0.75]."""
+    try:
+        return [float(Fraction(part.strip())) for part in text.split(",") if part.strip()]
+    except (ValueError, ZeroDivisionError) as err:
+        raise ValueError(f"cannot parse {text!r} as comma-separated numbers or fractions like 1/3") from err
+
+
+def eval_options(eval_cfg: dict) -> dict:
+    """The config's ``eval`` section as keyword arguments of :func:`seg.evaluation.evaluate`."""
+    keys = ("mode", "tile_size", "overlap", "scales", "flip", "tile_batch", "leave_out", "leave_out_by",
+            "distance_bands")
+    unknown = set(eval_cfg) - set(keys)
+    if unknown:
+        raise KeyError(f"eval config: unknown key(s) {sorted(unknown)}; known: {list(keys)}")
+    return dict(eval_cfg)
+
+
+def to_json_safe(obj):
+    """NaN / inf -> None recursively (strict JSON), tuples -> lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: to_json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_safe(v) for v in obj]
+    return obj
+
+
+def write_results(result: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(to_json_safe(result), f, indent=1, allow_nan=False)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def format_table(result: dict) -> str:
+    """Readable plain-text summary: per-class IoU, mIoU, pixel accuracy, leave-out and distance bands."""
+    lines = [f"mode {result['settings']['mode']}  images {result['num_images']}  "
+             f"mIoU {_fmt(result['mIoU'])}  pixel acc {_fmt(result['pixel_acc'])}"]
+    if "official" in result:
+        lines.append(f"cityscapesscripts mIoU {_fmt(result['official']['mIoU'])}  (ours {_fmt(result['mIoU'])}, "
+                     f"|diff| {abs(result['official']['mIoU'] - result['mIoU']):.2e})")
+    width = max(len(n) for n in result["class_names"])
+    lines += [f"  {name:<{width}}  {_fmt(iou):>6}" for name, iou in zip(result["class_names"], result["IoU"])]
+    if "leave_out" in result:
+        lo = result["leave_out"]
+        lines.append(f"centre leave-out by {lo['by']}: {lo['meaning']}")
+        lines += [f"  p={row['label']:<6} mIoU {_fmt(row['mIoU']):>6}  scored pixels {row['scored_pixels']}"
+                  for row in lo["results"]]
+    if "distance_bands" in result:
+        lines.append(f"distance to the image border: {result['distance_bands']['meaning']}")
+        lines += [f"  {row['label']:<8} px  mIoU {_fmt(row['mIoU']):>6}  pixels {row['pixels']}"
+                  for row in result["distance_bands"]["results"]]
+    t = result.get("timing")
+    if t:
+        lines.append(f"time {t['total_s']:.1f}s, network {t['network_s']:.1f}s, "
+                     f"outside the network {100 * t['outside_share']:.1f}%")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Our mIoU against cityscapesscripts' pixel-level evaluator (the official reference), to 1e-6."""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from seg.evaluation import build_eval_loader, confusion_matrix, evaluate, scores_from_confusion
+from seg.evaluation.official import PredictionWriter, cityscapes_gt_path, official_scores, trainid_to_labelid
+
+
+class RandomPairs(Dataset):
+    """Random trainId targets (with ignore) and a fixed random prediction per image, Cityscapes-like names."""
+
+    def __init__(self, n, h, w, seed, absent=()):
+        g = torch.Generator().manual_seed(seed)
+        self.targets = torch.randint(0, 19, (n, h, w), generator=g)
+        self.targets[torch.rand(n, h, w, generator=g) < 0.15] = 255
+        self.preds = torch.randint(0, 19, (n, h, w), generator=g)
+        for c in absent:
+            self.targets[self.targets == c] = 255
+            self.preds[self.preds == c] = (c + 1) % 19
+        self.image_paths = [f"/nowhere/leftImg8bit/val/city/city_{i:06d}_000019_leftImg8bit.png" for i in range(n)]
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return torch.full((3,) + self.targets.shape[1:], float(i)), self.targets[i]
+
+
+class Lookup(torch.nn.Module):
+    """Returns one-hot logits of the stored prediction of the image whose pixels all equal its index."""
+
+    def __init__(self, preds):
+        super().__init__()
+        self.preds = preds
+
+    def forward(self, x):
+        p = self.preds[x[:, 0, 0, 0].long()]
+        return torch.nn.functional.one_hot(p, 19).permute(0, 3, 1, 2).float()
+
+
+
+
+@pytest.mark.parametrize("absent", [(), (3, 17)])
+def test_miou_equals_cityscapesscripts_on_random_predictions(tmp_path, absent):
+    data = RandomPairs(3, 48, 96, seed=len(absent), absent=absent)
+    result = evaluate(Lookup(data.preds), build_eval_loader(data), 19, save_pred=str(tmp_path), progress=False)
+    official = official_scores(result["predictions"])
+    assert abs(result["mIoU"] - official["mIoU"]) / 100 < 1e-6
+    names = result["class_names"]
+    for name, ours in zip(names, result["IoU"]):
+        theirs = official["IoU"][name]
+        assert (math.isnan(ours) and math.isnan(theirs)) or abs(ours - theirs) / 100 < 1e-6
+    assert sum(math.isnan(v) for v in result["IoU"]) == len(absent)
+    # the confusion matrix also agrees entry by entry with the official one, mapped to trainIds
+    from cityscapesscripts.helpers.labels import trainId2label
+    raw = np.array(official["raw"]["confMatrix"])
+    ids = [trainId2label[t].id for t in range(19)]
+    np.testing.assert_array_equal(np.array(result["confusion_matrix"]), raw[np.ix_(ids, ids)])
+
+
+def test_official_png_roundtrip_uses_label_ids(tmp_path):
+    import cv2
+    pred = torch.tensor([[0, 1, 18], [255, 7, 13]])
+    writer = PredictionWriter(str(tmp_path), ["/x/leftImg8bit/val/c/c_0_0_leftImg8bit.png"], [0])
+    writer(0, None, pred[None].clamp(max=18), pred[None])
+    pred_png, gt_png = writer.pairs[0]
+    assert os.path.basename(pred_png) == "c_0_0_pred_labelIds.png"
+    np.testing.assert_array_equal(cv2.imread(pred_png, cv2.IMREAD_UNCHANGED), [[7, 8, 33], [33, 20, 26]])
+    np.testing.assert_array_equal(cv2.imread(gt_png, cv2.IMREAD_UNCHANGED), [[7, 8, 33], [0, 20, 26]])
+    assert cityscapes_gt_path("/r/leftImg8bit/val/c/c_0_0_leftImg8bit.png") == "/r/gtFine/val/c/c_0_0_gtFine_labelIds.png"
+
+
+def test_official_scores_reports_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing file"):
+        official_scores([(str(tmp_path / "a.png"), str(tmp_path / "b.png"))])
