@@ -1,0 +1,23 @@
+"""Shared pytest fixtures.
+
+``demo_root`` (session scope): path (str) of a tiny synthetic Cityscapes-format dataset generated once per test
+session by ``seg.data.demo.generate_demo_dataset`` into a temporary folder:
+    6 train + 4 val images with gtFine (polygons JSON, labelIds, labelTrainIds, color PNGs) and
+    3 train_extra images with gtCoarse, all 64x128 (H x W), seed 0 -- about 0.3 s.
+Use it as ``data.root``, e.g. ``build_val_dataset({"root": demo_root})`` or
+``build_train_dataset({"root": demo_root, "crop_size": 64}, seed=0)``. Treat it as read-only (it is shared);
+the class-centroid cache is written to ``<demo_root>/.cache``.
+"""
+import pytest
+
+DEMO_SIZE = (64, 128)  # (height, width)
+DEMO_COUNTS = {"train": 6, "val": 4, "extra": 3}
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> str:
+    from seg.data.demo import generate_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo_cityscapes")
+    generate_demo_dataset(str(root), height=DEMO_SIZE[0], width=DEMO_SIZE[1], seed=0, **DEMO_COUNTS)
+    return str(root)
