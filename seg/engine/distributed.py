@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "is_main_process", "barrier",
-           "all_reduce_mean", "broadcast_buffers", "convert_sync_bn"]
+           "all_reduce_mean", "broadcast_buffers", "convert_sync_bn", "revert_sync_bn"]
 
 
 @dataclass(frozen=True)
@@ -88,15 +88,32 @@ def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
         dist.broadcast(buf.data, src)
 
 
-def convert_sync_bn(model: nn.Module, enabled: bool, info: DistInfo) -> nn.Module:
-    """SyncBatchNorm when asked for, on GPU, with world size > 1; otherwise keep BatchNorm.
+def revert_sync_bn(module: nn.Module) -> nn.Module:
+    """Replace every SyncBatchNorm by a BatchNorm2d holding the same parameters and buffers."""
+    if isinstance(module, nn.SyncBatchNorm):
+        bn = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                            module.track_running_stats)
+        bn.load_state_dict(module.state_dict())
+        bn.train(module.training)
+        return bn
+    for name, child in module.named_children():
+        setattr(module, name, revert_sync_bn(child))
+    return module
 
-    SyncBatchNorm only runs on CUDA, so a CPU run keeps per-rank BatchNorm and says so once.
+
+def convert_sync_bn(model: nn.Module, enabled: bool, info: DistInfo) -> nn.Module:
+    """SyncBatchNorm when asked for, on GPU, with world size > 1; BatchNorm2d otherwise.
+
+    SyncBatchNorm only runs on CUDA, so a CPU run uses per-rank BatchNorm (also when the model was
+    built with SyncBatchNorm layers, ``model.norm=syncbn``) and says so once.
     """
-    if not (enabled and info.distributed):
-        return model
+    has_sync = any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
     if info.device.type != "cuda":
-        if info.is_main:
-            warnings.warn("train.sync_bn: SyncBatchNorm needs CUDA; using per-rank BatchNorm on CPU", stacklevel=2)
+        if (enabled and info.distributed) or has_sync:
+            if info.is_main:
+                warnings.warn("SyncBatchNorm needs CUDA: using per-rank BatchNorm2d on CPU", stacklevel=2)
+            return revert_sync_bn(model)
         return model
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if enabled and info.distributed:
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
