@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from typing import Any, Iterable
 
 import yaml
@@ -107,6 +108,9 @@ def default_config() -> dict:
     return walk(SCHEMA)
 
 
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_scalar(value: Any, kind: str) -> Any:
     """Return `value` coerced to `kind`, or raise TypeError."""
     if kind == "str" and isinstance(value, str):
@@ -117,6 +121,8 @@ def _check_scalar(value: Any, kind: str) -> Any:
         return value
     if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind == "float" and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # PyYAML (YAML 1.1) reads 1e-4 as a string; it means a float
     raise TypeError
 
 

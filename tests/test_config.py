@@ -1,0 +1,147 @@
+"""Config loading: defaults, _base_ inheritance, --opts overrides, and clear errors naming the key."""
+import glob
+import os
+
+import pytest
+import yaml
+
+from seg.config import SCHEMA, ConfigError, default_config, dump_config, load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data) if isinstance(data, dict) else data)
+    return str(path)
+
+
+def test_defaults_cover_every_key():
+    cfg = load_config(None)
+    assert set(cfg) == set(SCHEMA)
+    for section, keys in SCHEMA.items():
+        if "kind" in keys:  # top-level key
+            continue
+        assert set(cfg[section]) == set(keys), section
+    assert cfg["model"] == {"encoder": "resnet50", "num_classes": 19, "output_stride": 8, "padding": "zeros",
+                            "pretrained": None, "norm": "bn"}
+    assert cfg["data"]["train_sets"] == ["fine/train"] and cfg["data"]["crop_size"] == 896
+    assert cfg == default_config()
+
+
+def test_base_inheritance_merges_nested_and_child_wins(tmp_path):
+    (tmp_path / "base").mkdir()
+    write(tmp_path / "base" / "a.yaml", {"train": {"lr": 0.5, "iterations": 10}, "data": {"scale_range": [1, 3]}})
+    write(tmp_path / "base" / "b.yaml", {"_base_": "a.yaml", "train": {"iterations": 20}})
+    child = write(tmp_path / "child.yaml", {"_base_": ["base/b.yaml"], "train": {"momentum": 0.5},
+                                            "data": {"scale_range": [0.5]}})
+    cfg = load_config(child)
+    assert cfg["train"]["lr"] == 0.5 and cfg["train"]["iterations"] == 20 and cfg["train"]["momentum"] == 0.5
+    assert cfg["data"]["scale_range"] == [0.5]  # lists are replaced, not merged
+    assert cfg["train"]["weight_decay"] == 1e-4  # untouched keys keep the schema default
+    assert isinstance(cfg["data"]["scale_range"][0], float)
+
+
+def test_opts_override_parsed_as_yaml(tmp_path):
+    cfg = load_config(None, ["train.lr=2e-3", "data.train_sets=[fine/train, coarse/train_extra]",
+                             "model.pretrained=null", "train.amp=bf16", "train.no_wd_norm_bias=true",
+                             "train.class_weights=[1, 2.5]"])
+    assert cfg["train"]["lr"] == 0.002 and cfg["train"]["amp"] == "bf16" and cfg["train"]["no_wd_norm_bias"] is True
+    assert cfg["data"]["train_sets"] == ["fine/train", "coarse/train_extra"]
+    assert cfg["model"]["pretrained"] is None and cfg["train"]["class_weights"] == [1.0, 2.5]
+
+
+def test_unknown_key_in_file_names_file_and_key(tmp_path):
+    path = write(tmp_path / "bad.yaml", {"train": {"lr": 0.1, "learning_rate": 0.1}})
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown key 'train\.learning_rate'"):
+        load_config(path)
+    path = write(tmp_path / "bad2.yaml", {"optim": {"lr": 0.1}})
+    with pytest.raises(ConfigError, match=r"unknown key 'optim'"):
+        load_config(path)
+
+
+def test_unknown_key_in_base_names_the_base_file(tmp_path):
+    write(tmp_path / "base.yaml", {"model": {"depth": 50}})
+    child = write(tmp_path / "child.yaml", {"_base_": "base.yaml"})
+    with pytest.raises(ConfigError, match=r"base\.yaml: unknown key 'model\.depth'"):
+        load_config(child)
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("train.iterations=1.5", r"'train\.iterations' expects int, got float"),
+    ("train.iterations=true", r"'train\.iterations' expects int, got bool"),
+    ("train.lr=fast", r"'train\.lr' expects float, got str"),
+    ("data.scale_range=0.5", r"'data\.scale_range' expects list\[float\]"),
+    ("model.padding=circular", r"'model\.padding' must be one of \['zeros', 'reflect', 'replicate', 'partial'\]"),
+    ("model.encoder=null", r"'model\.encoder' expects str, got NoneType"),
+])
+def test_wrong_type_names_key(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(None, [override])
+
+
+def test_wrong_type_in_file(tmp_path):
+    path = write(tmp_path / "t.yaml", {"data": {"crop_size": "896"}})
+    with pytest.raises(ConfigError, match=r"t\.yaml.*'data\.crop_size' expects int, got str '896'"):
+        load_config(path)
+    path = write(tmp_path / "s.yaml", {"data": 5})
+    with pytest.raises(ConfigError, match=r"'data' is a section"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("train.lr", r"bad override 'train\.lr': expected key=value"),
+    ("=3", r"bad override '=3'"),
+    ("train.lr=[0.1", r"cannot parse value of 'train\.lr'"),
+    ("train.lr.x=1", r"unknown key 'train\.lr\.x'"),
+    ("trian.lr=1", r"unknown key 'trian'"),
+    ("train=1", r"'train' is a section"),
+])
+def test_bad_opts_syntax(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(None, [override])
+
+
+def test_missing_file_circular_base_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(str(tmp_path / "nope.yaml"))
+    write(tmp_path / "a.yaml", {"_base_": "b.yaml"})
+    write(tmp_path / "b.yaml", {"_base_": "a.yaml"})
+    with pytest.raises(ConfigError, match="circular _base_"):
+        load_config(str(tmp_path / "a.yaml"))
+    with pytest.raises(ConfigError, match=r"y\.yaml: invalid YAML"):
+        load_config(write(tmp_path / "y.yaml", "train: {lr: [}\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path / "l.yaml", "- 1\n- 2\n"))
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = load_config(None, ["train.lr=0.123", "model.padding=partial"])
+    dump_config(cfg, str(tmp_path / "config.yaml"))
+    assert load_config(str(tmp_path / "config.yaml")) == cfg
+
+
+PAPER = {"deeplabv3plus_r50": ("resnet50", 896), "deeplabv3plus_wrn38": ("wider_resnet38", 736)}
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "cityscapes", "*.yaml"))))
+def test_cityscapes_configs_follow_the_paper(path):
+    cfg = load_config(path)
+    name = os.path.basename(path)
+    encoder, crop = PAPER["_".join(name.split("_")[:2])]
+    assert cfg["model"]["encoder"] == encoder and cfg["data"]["crop_size"] == crop
+    assert cfg["model"]["padding"] == ("partial" if "_partial_" in name else "zeros")
+    assert cfg["model"]["output_stride"] == 8 and cfg["model"]["num_classes"] == 19
+    assert cfg["train"]["iterations"] == 31000 and cfg["train"]["momentum"] == 0.9
+    assert cfg["train"]["weight_decay"] > 0 and cfg["train"]["poly_power"] > 0 and cfg["train"]["sync_bn"]
+    assert cfg["data"]["train_sets"] == ["fine/train", "coarse/train_extra"] and cfg["data"]["class_balance"] > 0
+
+
+def test_shipped_config_set_is_complete():
+    names = {os.path.basename(p) for p in glob.glob(os.path.join(REPO, "configs", "cityscapes", "*.yaml"))}
+    assert names == {f"deeplabv3plus_{m}_{p}_{c}.yaml" for m, c in (("r50", 896), ("wrn38", 736))
+                     for p in ("zeros", "partial")}
+    demo = sorted(glob.glob(os.path.join(REPO, "configs", "demo", "*.yaml")))
+    assert demo
+    for path in demo:
+        cfg = load_config(path)
+        assert cfg["train"]["device"] == "cpu" and cfg["data"]["crop_size"] <= 128
