@@ -38,14 +38,26 @@ def dilate_layer(layer: nn.Sequential, previous_dilation: int, dilation: int) ->
     """
     for index, block in enumerate(layer):
         block_dilation = previous_dilation if index == 0 else dilation
-        for conv in block.modules():
-            if not isinstance(conv, nn.Conv2d):
-                continue
-            conv.stride = (1, 1)
-            if conv.kernel_size != (1, 1):
-                conv.dilation = (block_dilation, block_dilation)
-                conv.padding = tuple(block_dilation * (k - 1) // 2 for k in conv.kernel_size)
+        for name, conv in list(block.named_modules()):
+            if isinstance(conv, nn.Conv2d):
+                parent, _, child = name.rpartition(".")
+                setattr(block.get_submodule(parent), child, _undecimated_conv(conv, block_dilation))
     return layer
+
+
+def _undecimated_conv(conv: nn.Conv2d, dilation: int) -> nn.Conv2d:
+    """Stride-1 copy of ``conv`` (same weights), dilated by ``dilation`` if it is spatial.
+
+    A new module rather than edited attributes: ``nn.Conv2d`` caches its padding for non-zero
+    padding modes at construction, so editing ``padding`` afterwards would go stale.
+    """
+    spatial = conv.kernel_size != (1, 1)
+    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=1,
+                    padding=tuple(dilation * (k - 1) // 2 for k in conv.kernel_size) if spatial else conv.padding,
+                    dilation=dilation if spatial else conv.dilation, groups=conv.groups,
+                    bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    new.load_state_dict(conv.state_dict())
+    return new
 
 
 def build_resnet_trunk(name: str, output_stride: int, norm_layer: Callable[[int], nn.Module]) -> nn.Module:
