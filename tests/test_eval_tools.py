@@ -1,0 +1,103 @@
+"""End-to-end evaluation on the demo val set: cityscapesscripts parity, tools/eval.py, bad input."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from seg.evaluation import build_eval_loader, evaluate
+from seg.evaluation.official import official_scores
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "demo", "deeplabv3plus_r18_zeros.yaml")
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class StoredPredictions(torch.nn.Module):
+    """Returns one-hot logits of stored predictions, in loader order."""
+
+    def __init__(self, preds):
+        super().__init__()
+        self.preds, self.i = preds, 0
+
+    def forward(self, x):
+        p = self.preds[self.i:self.i + x.shape[0]]
+        self.i += x.shape[0]
+        return torch.nn.functional.one_hot(p, 19).permute(0, 3, 1, 2).float()
+
+
+def test_miou_equals_cityscapesscripts_on_demo_val(demo_root, tmp_path):
+    from seg.data import build_val_dataset
+    dataset = build_val_dataset({"root": demo_root})
+    g = torch.Generator().manual_seed(0)
+    preds = []
+    for _, target in dataset:  # ground truth with 30% of pixels replaced by random classes
+        p = target.clone()
+        noise = torch.rand(p.shape, generator=g) < 0.3
+        p[noise | (p == 255)] = torch.randint(0, 19, p.shape, generator=g)[noise | (p == 255)]
+        preds.append(p)
+    result = evaluate(StoredPredictions(torch.stack(preds)), build_eval_loader(dataset), 19,
+                      save_pred=str(tmp_path), progress=False)
+    gts = [gt for _, gt in result["predictions"]]
+    assert all(gt.endswith("_gtFine_labelIds.png") and gt.startswith(demo_root) for gt in gts)  # the real files
+    official = official_scores(result["predictions"])
+    assert 5 < result["mIoU"] < 100
+    assert abs(result["mIoU"] - official["mIoU"]) / 100 < 1e-6
+    for name, ours in zip(result["class_names"], result["IoU"]):
+        theirs = official["IoU"][name]
+        assert (np.isnan(ours) and np.isnan(theirs)) or abs(ours - theirs) / 100 < 1e-6
+
+
+@pytest.fixture(scope="module")
+def r18_checkpoint(tmp_path_factory):
+    from seg.config import load_config
+    from seg.models import DeepLabV3Plus
+    cfg = load_config(CONFIG)
+    torch.manual_seed(0)
+    model = DeepLabV3Plus(**cfg["model"])
+    path = tmp_path_factory.mktemp("ckpt") / "r18_zeros.pth"
+    torch.save({"model": model.state_dict(), "config": cfg, "meta": {}}, path)
+    return str(path)
+
+
+def test_eval_tool_end_to_end(demo_root, r18_checkpoint, tmp_path):
+    out = tmp_path / "res.json"
+    load_tool("eval").main([CONFIG, r18_checkpoint, "--mode", "tile", "--tile-size", "64", "--official",
+                            "--padding", "partial", "--leave-out", "0,1/2,7/8", "--leave-out-by", "area",
+                            "--show-dir", str(tmp_path / "show"), "--out", str(out), "--num-workers", "0",
+                            "--device", "cpu", "--opts", f"data.root={demo_root}"])
+    res = json.loads(out.read_text())
+    assert res["settings"]["mode"] == "tile" and res["num_images"] == 4
+    assert res["trained_padding"] == "zeros" and res["eval_padding"] == "partial"
+    assert res["official"]["abs_diff_mIoU"] < 1e-4
+    assert [r["label"] for r in res["leave_out"]["results"]] == ["0", "1/2", "7/8"]
+    assert "area" in res["leave_out"]["meaning"] and "floor" in res["leave_out"]["rounding"]
+    assert res["leave_out"]["results"][0]["scored_pixels"] == res["pixels"]
+    assert len(os.listdir(tmp_path / "show")) == 4
+
+
+def test_eval_tool_bad_inputs(demo_root, r18_checkpoint, tmp_path):
+    from seg.engine.checkpoint import CheckpointError
+    from seg.evaluation.runner import ArchitectureMismatch
+    tool = load_tool("eval")
+    common = ["--num-workers", "0", "--device", "cpu", "--out", str(tmp_path / "r.json")]
+    data = ["--opts", f"data.root={demo_root}"]
+    missing = str(tmp_path / "nope.pth")
+    with pytest.raises(CheckpointError, match="nope.pth"):
+        tool.main([CONFIG, missing] + common + data)
+    with pytest.raises(ArchitectureMismatch, match="r18_zeros.pth"):
+        tool.main([CONFIG, r18_checkpoint] + common + data + ["model.encoder=resnet34"])
+    with pytest.raises(ArchitectureMismatch, match="r18_zeros.pth"):
+        tool.main([CONFIG, r18_checkpoint] + common + data + ["model.num_classes=7"])
+    with pytest.raises(ValueError, match="tile size 96 is larger than the image"):
+        tool.main([CONFIG, r18_checkpoint, "--mode", "tile", "--tile-size", "96"] + common + data)
+    with pytest.raises(SystemExit):
+        tool.main([CONFIG, r18_checkpoint, "--mode", "sliding"] + common + data)
