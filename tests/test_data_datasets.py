@@ -1,0 +1,206 @@
+"""Datasets, augmentation alignment and class-balanced sampling."""
+import glob
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler
+
+from seg.data import build_train_dataset, build_val_dataset
+from seg.data import balance
+from seg.data.balance import Centroids, class_pools, draw_plan
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def test_val_dataset_is_full_size_and_normalised(demo_root):
+    ds = build_val_dataset({"root": demo_root})
+    assert len(ds) == 4 and all(p.endswith("_leftImg8bit.png") for p in ds.image_paths)
+    for i, path in enumerate(ds.image_paths):
+        image, target = ds[i]
+        rgb = np.asarray(Image.open(path).convert("RGB"), np.float64) / 255.0
+        expected = (rgb - np.array(MEAN)) / np.array(STD)
+        assert image.dtype == torch.float32 and image.shape == (3, 64, 128)
+        np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), expected, atol=1e-5)
+        lbl_path = path.replace("leftImg8bit", "gtFine", 1).replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
+        assert target.dtype == torch.int64
+        assert (target.numpy() == np.asarray(Image.open(lbl_path))).all()
+
+
+def test_train_dataset_fine_plus_coarse(demo_root):
+    cfg = {"root": demo_root, "crop_size": 48, "train_sets": ["fine/train", "coarse/train_extra"]}
+    ds = build_train_dataset(cfg, seed=0)
+    assert len(ds) == 9
+    assert sum("gtCoarse" in p for p in ds.label_paths) == 3
+    image, target = ds[0]
+    assert image.shape == (3, 48, 48) and image.dtype == torch.float32
+    assert target.shape == (48, 48) and target.dtype == torch.int64
+    assert set(target.unique().tolist()) <= set(range(19)) | {255}
+
+
+# ---------------------------------------------------------------- augmentation alignment
+# An image whose label can be read back from its pixels: flat blocks, one distinct colour per class.
+COLOURS = np.array([[40 + 11 * c, 230 - 9 * c, (60 + 97 * c) % 220 + 20] for c in range(19)], np.float64)
+IGNORE_COLOUR = np.array([128, 20, 200], np.float64)
+
+
+def _write_block_dataset(root, size=64, block=8, seed=0):
+    rng = np.random.default_rng(seed)
+    grid = rng.integers(0, 20, (size // block, size // block))
+    label = np.kron(grid, np.ones((block, block), np.int64))
+    label[label == 19] = 255
+    image = np.where((label == 255)[..., None], IGNORE_COLOUR, COLOURS[np.minimum(label, 18)])
+    for sub, name, arr in (("leftImg8bit", "a_000000_000019_leftImg8bit.png", image.astype(np.uint8)),
+                           ("gtFine", "a_000000_000019_gtFine_labelTrainIds.png", label.astype(np.uint8))):
+        os.makedirs(os.path.join(root, sub, "train", "a"), exist_ok=True)
+        Image.fromarray(arr).save(os.path.join(root, sub, "train", "a", name))
+    return image, label
+
+
+def _plain_cfg(root, **kw):
+    cfg = {"root": root, "crop_size": 64, "blur_prob": 0.0, "color_jitter": 0.0, "mean": [0, 0, 0],
+           "std": [1, 1, 1], "class_balance": 0.0}
+    cfg.update(kw)
+    return cfg
+
+
+def _interior(target, r=2):
+    """Pixels whose (2r+1)^2 neighbourhood has one label (bilinear image edges blend inside r)."""
+    t = np.pad(target, r, constant_values=-1)
+    same = np.ones(target.shape, bool)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            same &= t[dy:dy + target.shape[0], dx:dx + target.shape[1]] == target
+    return same
+
+
+def test_flip_moves_image_and_mask_together(tmp_path):
+    image, label = _write_block_dataset(str(tmp_path))
+    ds = build_train_dataset(_plain_cfg(str(tmp_path), scale_range=[1.0, 1.0], hflip=1.0), seed=0)
+    img, target = ds[0]
+    np.testing.assert_allclose(img.permute(1, 2, 0).numpy() * 255, image[:, ::-1], atol=1e-3)
+    assert (target.numpy() == label[:, ::-1]).all()
+
+
+def test_scale_crop_flip_keep_image_and_mask_aligned(tmp_path):
+    _write_block_dataset(str(tmp_path))
+    ds = build_train_dataset(_plain_cfg(str(tmp_path), crop_size=48), seed=0)
+    checked = 0
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        img, target = ds[0]
+        rgb, t = img.permute(1, 2, 0).numpy().astype(np.float64) * 255, target.numpy()
+        inside = _interior(t) & (rgb.sum(-1) > 0)  # padding (image 0) checked elsewhere
+        ref = np.where((t == 255)[..., None], IGNORE_COLOUR, COLOURS[np.minimum(t, 18)])
+        err = np.abs(rgb - ref).max(-1)[inside]
+        assert err.max() < 1.5, (epoch, err.max())
+        checked += inside.sum()
+    assert checked > 12 * 48 * 48 * 0.3
+
+
+def test_padding_is_zero_in_image_and_255_in_mask(tmp_path):
+    _write_block_dataset(str(tmp_path))
+    ds = build_train_dataset(_plain_cfg(str(tmp_path), scale_range=[0.5, 0.5], hflip=0.0), seed=3)
+    img, target = ds[0]
+    padded = (img.abs().sum(0) == 0).numpy()
+    assert padded.sum() == 64 * 64 - 32 * 32
+    assert (target.numpy()[padded] == 255).all()
+    assert (target.numpy()[~padded] != 255).mean() > 0.5  # the scaled image itself keeps its labels
+
+
+# ---------------------------------------------------------------- class-balanced sampling
+def _balanced(demo_root, seed=0, **kw):
+    cfg = {"root": demo_root, "crop_size": 24, "class_balance": 1.0}
+    cfg.update(kw)
+    return build_train_dataset(cfg, seed=seed)
+
+
+def test_centroids_lie_on_their_class(demo_root):
+    c = _balanced(demo_root).centroids
+    labels = [np.asarray(Image.open(p)) for p in _balanced(demo_root).label_paths]
+    assert len(c.item) > 0
+    for i, cls, (x, y) in zip(c.item, c.cls, c.xy):
+        assert labels[i][y, x] == cls
+    for i, lbl in enumerate(labels):  # every class of every image has centroids
+        assert set(np.unique(lbl).tolist()) - {255} == set(c.cls[c.item == i].tolist())
+
+
+def test_centroid_cache_is_reused_and_invalidated_by_the_file_list(demo_root, tmp_path, monkeypatch):
+    root = str(tmp_path / "data")
+    shutil.copytree(demo_root, root, ignore=shutil.ignore_patterns(".cache"))
+    first = _balanced(root).centroids
+    caches = glob.glob(os.path.join(root, ".cache", "centroids_*.npz"))
+    assert len(caches) == 1
+
+    def fail(*a, **k):
+        raise AssertionError("recomputed although cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(balance, "compute_centroids", fail)
+        again = _balanced(root).centroids
+    assert all((getattr(first, k) == getattr(again, k)).all() for k in ("item", "cls", "xy"))
+    img, lbl = _balanced(root).pairs[-1]
+    os.remove(img), os.remove(lbl)
+    assert len(_balanced(root)) == 5
+    assert len(glob.glob(os.path.join(root, ".cache", "centroids_*.npz"))) == 2  # new list, new cache
+
+
+def test_balanced_crops_contain_the_chosen_class(demo_root):
+    ds = _balanced(demo_root, train_sets=["fine/train", "coarse/train_extra"])
+    seen = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            cls = int(ds.plan.cls[i])
+            assert cls >= 0
+            _, target = ds[i]
+            assert (target == cls).any(), (epoch, i, cls)
+            seen.add(cls)
+    assert len(seen) >= 8
+
+
+def test_plan_draws_classes_then_images_uniformly():
+    # class 0: image 0 with 30 centroids, image 1 with 1; classes 1..18: image 2 with 2 each
+    item = np.array([0] * 30 + [1] + [2] * 36, np.int32)
+    cls = np.array([0] * 31 + [c for c in range(1, 19) for _ in range(2)], np.uint8)
+    cent = Centroids(item, cls, np.zeros((len(item), 2), np.int32))
+    plan = draw_plan(19000, cent, class_pools(cent, np.ones(len(item), bool)), 0.5, np.random.default_rng(0))
+    balanced = plan.cls >= 0
+    assert balanced.sum() == 9500
+    counts = np.bincount(plan.cls[balanced], minlength=19)
+    assert np.abs(counts - 500).max() < 5 * np.sqrt(500 * (18 / 19))  # uniform over classes
+    img_of_class0 = plan.item[plan.cls == 0]
+    assert abs((img_of_class0 == 1).mean() - 0.5) < 0.1  # uniform over images, not over centroids
+    assert sorted(plan.item[~balanced].tolist()) == sorted(set(plan.item[~balanced].tolist()))  # distinct images
+
+
+def test_coarse_boost_limits_coarse_images_to_boost_classes(demo_root):
+    ds = _balanced(demo_root, train_sets=["fine/train", "coarse/train_extra"], coarse_boost_classes=[13])
+    coarse_items = {i for i, p in enumerate(ds.label_paths) if "gtCoarse" in p}
+    for c, pool in enumerate(ds.pools):
+        from_coarse = set(pool.images.tolist()) & coarse_items
+        assert not from_coarse or c == 13
+
+
+def test_epoch_plan_is_shared_by_ranks_and_split_by_distributed_sampler(demo_root):
+    ranks = [_balanced(demo_root, seed=7, class_balance=0.5) for _ in range(2)]
+    for ds in ranks:
+        ds.set_epoch(2)
+    assert all((getattr(ranks[0].plan, k) == getattr(ranks[1].plan, k)).all() for k in ("item", "cls", "xy"))
+    shares = [list(DistributedSampler(ds, num_replicas=2, rank=r, shuffle=True, seed=7)) for r, ds in enumerate(ranks)]
+    assert not set(shares[0]) & set(shares[1]) and set(shares[0]) | set(shares[1]) == set(range(len(ranks[0])))
+    a0, t0 = ranks[0][3]
+    a1, t1 = ranks[1][3]
+    assert torch.equal(a0, a1) and torch.equal(t0, t1)
+    before = ranks[0].plan.item.copy(), ranks[0].plan.cls.copy()
+    ranks[0].set_epoch(3)
+    assert not ((ranks[0].plan.item == before[0]).all() and (ranks[0].plan.cls == before[1]).all())
+
+
+def test_samples_do_not_depend_on_worker_count(demo_root):
+    ds = _balanced(demo_root, class_balance=0.5)
+    batches = [[t for _, t in DataLoader(ds, batch_size=2, num_workers=w)] for w in (0, 2)]
+    assert all(torch.equal(a, b) for a, b in zip(*batches))
