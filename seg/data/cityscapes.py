@@ -85,8 +85,8 @@ def load_pair(img_path: str, lbl_path: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode and validate one pair: RGB uint8 (H, W, 3) and trainIds uint8 (H, W)."""
     img, lbl = read_image(img_path), read_label(lbl_path)
     if img.shape[:2] != lbl.shape:
-        raise DataError(f"{lbl_path}: label size {lbl.shape[::-1]} differs from image {img_path} size "
-                        f"{img.shape[1::-1]} (WxH)")
+        raise DataError(f"{lbl_path}: label size {lbl.shape[1]}x{lbl.shape[0]} differs from image {img_path} "
+                        f"size {img.shape[1]}x{img.shape[0]} (WxH)")
     check_label_values(lbl, TRAINID_IS_VALID, "Cityscapes trainId (0-18 or 255)", lbl_path)
     return img, lbl
 

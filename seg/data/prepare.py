@@ -66,7 +66,8 @@ def convert_one(src: str, root: str, annotation: str) -> str:
     else:
         ids = read_label(src)
         if ids.shape != img_size:
-            raise DataError(f"{src}: label size {ids.shape[::-1]} differs from image {image} size {img_size[::-1]}")
+            raise DataError(f"{src}: label size {ids.shape[1]}x{ids.shape[0]} differs from image {image} "
+                            f"size {img_size[1]}x{img_size[0]} (WxH)")
         cv2.imwrite(tmp, ids_to_train_ids(ids, src))
     os.replace(tmp, dst)  # atomic: an interrupted run never leaves a half-written label behind
     return dst
