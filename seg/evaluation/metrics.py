@@ -53,21 +53,27 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
-    valid = target != ignore_index
-    t = target[valid].long()
-    p = pred[valid].long()
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(f"target holds ids outside [0, {num_classes}) other than ignore_index={ignore_index}: "
-                         f"min {int(t.min())}, max {int(t.max())}")
-    if p.numel() and (int(p.min()) < 0 or int(p.max()) >= num_classes):
-        raise ValueError(f"prediction holds ids outside [0, {num_classes})")
+    t, p = target.long(), pred.long()
+    valid = t != ignore_index
+    if t.numel():  # range checks as min/max reductions: no boolean compaction (which syncs on GPU)
+        t_min, t_max = torch.where(valid, t, 0).aminmax()
+        if int(t_min) < 0 or int(t_max) >= num_classes:
+            raise ValueError(f"target holds ids outside [0, {num_classes}) other than ignore_index={ignore_index}: "
+                             f"min {int(t_min)}, max {int(t_max)}")
+        p_min, p_max = p.aminmax()
+        if int(p_min) < 0 or int(p_max) >= num_classes:
+            raise ValueError(f"prediction holds ids outside [0, {num_classes}): min {int(p_min)}, max {int(p_max)}")
     k2 = num_classes * num_classes
     index = t * num_classes + p
+    if region is not None:
+        index = index + region.expand_as(t).long() * k2
+    # ignored pixels go to one extra bin past the end, dropped afterwards
+    total_bins = num_regions * k2
+    index = torch.where(valid, index, total_bins)
+    counts = torch.bincount(index.reshape(-1), minlength=total_bins + 1)[:total_bins]
     if region is None:
-        return torch.bincount(index, minlength=k2).reshape(num_classes, num_classes)
-    r = region.expand_as(target)[valid].long()
-    index = index + r * k2
-    return torch.bincount(index, minlength=num_regions * k2).reshape(num_regions, num_classes, num_classes)
+        return counts.reshape(num_classes, num_classes)
+    return counts.reshape(num_regions, num_classes, num_classes)
 
 
 def scores_from_confusion(confusion: torch.Tensor) -> dict:
