@@ -1,0 +1,179 @@
+"""Epoch loop for ImageNet-style classification, built from seg.engine's pieces.
+
+The segmentation loop (seg.engine.train) is iteration-based with mIoU validation; classification needs
+a validation pass and a checkpoint at the end of every epoch and an epoch step schedule. Everything else
+is the engine's: process group and device (init_distributed), SyncBN choice, SGD (build_optimizer), the
+AMP/GradScaler step with its NaN guard hook (train_step), resumable per-rank sampling and per-item
+seeding (ResumableDistributedSampler via the engine's loader, EpochSeededDataset), atomic weights_only
+checkpoints with --resume auto (save/find/prune), RNG capture per rank, and the rank-0 RunLogger.
+
+Files in `work_dir` (rank 0): checkpoints/iter_*.pth (full state at each epoch end, plus every
+``ckpt_interval`` iterations; newest ``keep_checkpoints`` kept), checkpoints/best.pth (full state at the
+best val top-1), model_final.pth ({"model", "config", "meta"}), metrics.jsonl, tb/, summary.json.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
+
+from seg.engine.checkpoint import (FULL_KEYS, checkpoint_path, export_model, find_resume_checkpoint,
+                                   load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state)
+from seg.engine.distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
+from seg.engine.logger import RunLogger
+from seg.engine.optim import build_optimizer
+from seg.engine.sampler import EpochSeededDataset
+from seg.engine.trainer import NonFiniteLossError, _gather_rng_states, _train_loader, amp_dtype, train_step
+from seg.evaluation import build_eval_loader
+
+from .metrics import evaluate_classifier
+from .schedule import StepEpochLR
+from .summary import summarize_run, write_json
+
+__all__ = ["train_classifier"]
+
+
+def _resume_state(resume: str | None, work_dir: str, info: DistInfo):
+    """(path, checkpoint) to resume from, or None for a fresh run."""
+    if resume is None:
+        return None
+    found = find_resume_checkpoint(work_dir) if resume == "auto" else (resume, load_checkpoint(resume, FULL_KEYS))
+    if found is None and info.is_main:
+        print(f"--resume auto: no checkpoint in {work_dir}/checkpoints, starting from epoch 0", flush=True)
+    return found
+
+
+def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: Dataset, info: DistInfo,
+                     work_dir: str, resume: str | None = None) -> tuple[nn.Module, dict]:
+    """Train for ``cfg["train"]["epochs"]`` epochs, validating top-k after each; returns (model, summary).
+
+    cfg: a classifier config (seg.classification.config). train_set / val_set yield (float (3, H, W),
+    int class). resume: None, "auto" (newest loadable checkpoint in `work_dir`) or a checkpoint path.
+    summary: {"history": per-epoch records, **summarize_run(history)}; also written to summary.json.
+    Raises NonFiniteLossError when the loss becomes NaN/inf.
+    """
+    tcfg, topk = cfg["train"], cfg["eval"]["topk"]
+    device = info.device
+    model = convert_sync_bn(model, tcfg["sync_bn"], info).to(device)
+    optimizer = build_optimizer(model, tcfg)
+    seeded = EpochSeededDataset(train_set, seed=tcfg["seed"])
+    loader, sampler, iters_per_epoch = _train_loader(seeded, cfg, info)
+    scheduler = StepEpochLR(optimizer, iters_per_epoch, tcfg["lr_step_epochs"], tcfg["lr_gamma"],
+                            tcfg["warmup_epochs"], tcfg["warmup_factor"])
+    scaler = torch.amp.GradScaler(device.type, enabled=tcfg["amp"] == "fp16")
+    criterion = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
+    dtype = amp_dtype(tcfg["amp"])
+    if dtype is torch.float16 and device.type == "cpu":
+        warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=2)
+
+    start_iter, history, last_ckpt = 0, [], None
+    found = _resume_state(resume, work_dir, info)
+    if found is not None:
+        last_ckpt, ckpt = found
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_iter, history = ckpt["iteration"], list(ckpt.get("history", []))
+        rng = ckpt["rng"]
+        set_rng_state(rng[info.rank] if len(rng) == info.world_size else rng[0])
+        if info.is_main:
+            print(f"resumed from {last_ckpt} at iteration {start_iter} (epoch {start_iter / iters_per_epoch:.2f})",
+                  flush=True)
+
+    raw_model = model
+    if info.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    val_loader = build_eval_loader(val_set, batch_size=tcfg["val_batch_size"],
+                                   num_workers=cfg["data"]["num_workers"])
+    per_rank = tcfg["batch_size"] // info.world_size
+    total_iters = tcfg["epochs"] * iters_per_epoch
+    log = RunLogger(work_dir, total_iters, start_iter, enabled=info.is_main)
+
+    def best_top1() -> float:
+        return max((r["top1"] for r in history), default=-math.inf)
+
+    def save(iteration: int, path: str) -> None:
+        state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
+                 "rng": _gather_rng_states(info), "config": cfg, "history": history}
+        if info.is_main:
+            save_checkpoint(state, path)
+
+    def save_periodic(iteration: int) -> None:
+        nonlocal last_ckpt
+        last_ckpt = checkpoint_path(work_dir, iteration)
+        save(iteration, last_ckpt)
+        if info.is_main:
+            prune_checkpoints(work_dir, tcfg["keep_checkpoints"])
+
+    def check_loss(loss: torch.Tensor) -> None:
+        if not torch.isfinite(all_reduce_mean(loss)).item():
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at iteration {it + 1} (epoch {epoch}); stopping. Last good checkpoint: "
+                f"{last_ckpt or 'none written yet'} (resume with --resume auto, maybe with a lower train.lr)")
+
+    it = start_iter
+    epoch, offset = divmod(start_iter, iters_per_epoch)
+    try:
+        while epoch < tcfg["epochs"]:
+            seeded.set_epoch(epoch)
+            sampler.set_epoch(epoch, start=offset * per_rank)
+            model.train()
+            epoch_loss, epoch_steps = torch.zeros((), device=device), 0
+            window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
+            for images, targets in loader:
+                images = images.to(device, non_blocking=True)
+                targets = targets.to(device, non_blocking=True)
+                loss = train_step(model, images, targets, criterion, optimizer, scaler, dtype, check_loss)
+                scheduler.step()
+                it += 1
+                epoch_loss += loss
+                epoch_steps += 1
+                window_loss += loss.item()
+                window_steps += 1
+                if it % tcfg["log_interval"] == 0:
+                    scalars = {"loss": window_loss / window_steps, "lr": optimizer.param_groups[0]["lr"],
+                               "img_s": window_steps * tcfg["batch_size"] / (time.perf_counter() - t0),
+                               "epoch": epoch}
+                    log.log(it, scalars)
+                    log.progress(window_steps, {"ep": str(epoch), "loss": f"{scalars['loss']:.4f}",
+                                                "lr": f"{scalars['lr']:.2e}"})
+                    window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
+                if tcfg["ckpt_interval"] > 0 and it % tcfg["ckpt_interval"] == 0 and it % iters_per_epoch:
+                    save_periodic(it)
+            log.progress(window_steps, {"ep": str(epoch)})
+
+            # Without SyncBN every rank's running statistics differ; score rank 0's model everywhere.
+            broadcast_buffers(raw_model)
+            metrics = evaluate_classifier(raw_model, val_loader, device, topk, dtype)
+            train_loss = all_reduce_mean(epoch_loss / max(epoch_steps, 1)).item()
+            previous_best = best_top1()
+            history.append({"epoch": epoch + 1, **{f"top{k}": metrics[f"top{k}"] for k in topk},
+                            "val_loss": metrics["loss"], "train_loss": train_loss,
+                            "lr": optimizer.param_groups[0]["lr"], "iteration": it})
+            log.log(it, {k: v for k, v in history[-1].items() if k != "iteration"}, tag="val")
+            log.message(f"epoch {epoch + 1}/{tcfg['epochs']}: " + " ".join(
+                f"top{k} {metrics[f'top{k}']:.2f}" for k in topk) + f" (best before {previous_best:.2f})")
+            save_periodic(it)
+            if history[-1]["top1"] > previous_best:
+                save(it, os.path.join(work_dir, "checkpoints", "best.pth"))
+            epoch, offset = epoch + 1, 0
+    finally:
+        log.close()
+
+    summary = {"history": history, **summarize_run(history, cfg["eval"]["last_k"], [f"top{k}" for k in topk])}
+    if info.is_main:
+        export_model(raw_model.state_dict(), cfg, os.path.join(work_dir, "model_final.pth"),
+                     meta={"iteration": it, "epochs": len(history), "best": summary["best"],
+                           "last_k": summary["last_k"]})
+        write_json({"arch": cfg["model"]["arch"], "padding": cfg["model"]["padding"], "seed": tcfg["seed"],
+                    **summary}, os.path.join(work_dir, "summary.json"))
+    barrier()
+    return raw_model, summary
