@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Data pipeline speed: demo generator images/s, and training samples/s at crop 896 on 1024x2048 images
+with 0, 1 and 2 DataLoader workers (default augmentations, class-balanced fraction 0.5).
+
+    python bench/data_speed.py [--samples 24] [--json work_dirs/bench/data_speed.json]
+
+Prints a table and writes the numbers as JSON. All figures come from this one run on this machine.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from seg.data import build_train_dataset  # noqa: E402
+from seg.data.demo import generate_demo_dataset  # noqa: E402
+
+
+def generator_speed(out: str, n: int, height: int, width: int) -> dict:
+    """Images/s of the demo generator in one process: per wall second and per CPU second (the latter is
+    what one core delivers even when other jobs share the machine)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    generate_demo_dataset(out, train=n, val=0, height=height, width=width, seed=0, workers=1)
+    return {"size": f"{height}x{width}", "images": n, "img_per_s": n / (time.perf_counter() - t0),
+            "img_per_cpu_s": n / (time.process_time() - c0)}
+
+
+def loader_speed(ds, workers: int, samples: int, batch_size: int) -> dict:
+    """Samples/s of a DataLoader, steady state (after the first batch) and including start-up."""
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
+                        persistent_workers=workers > 0)
+    t0 = time.perf_counter()
+    seen, epoch, t_first = 0, 0, None
+    while seen < samples + batch_size:
+        ds.set_epoch(epoch)
+        for images, targets in loader:
+            assert images.shape[-2:] == (896, 896) and targets.dtype == torch.int64
+            seen += images.shape[0]
+            if t_first is None:
+                t_first, seen = time.perf_counter(), 0
+            elif seen >= samples:
+                break
+        epoch += 1
+    t1 = time.perf_counter()
+    return {"workers": workers, "samples": seen, "samples_per_s": seen / (t1 - t_first),
+            "samples_per_s_incl_startup": (seen + batch_size) / (t1 - t0)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", type=int, default=24, help="timed samples per worker setting")
+    p.add_argument("--images", type=int, default=12, help="generated 1024x2048 training images")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--json", default="work_dirs/bench/data_speed.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    result = {"cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        big = os.path.join(tmp, "big")
+        result["generator"] = [generator_speed(os.path.join(tmp, "small"), 40, 256, 512),
+                               generator_speed(big, args.images, 1024, 2048)]
+        ds = build_train_dataset({"root": big, "crop_size": 896}, seed=0)
+        result["loader"] = [loader_speed(ds, w, args.samples, args.batch_size) for w in (0, 1, 2)]
+    result["load_avg_after"] = os.getloadavg()[0]
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"{'demo generator, 1 process':<28}{'img/s (wall)':>13}{'img/CPU-s':>11}")
+    for g in result["generator"]:
+        print(f"{g['size']:<28}{g['img_per_s']:>13.1f}{g['img_per_cpu_s']:>11.1f}")
+    print(f"load average before/after: {result['load_avg_before']:.1f} / {result['load_avg_after']:.1f} "
+          "(other jobs on the machine slow the wall-clock figures)")
+    print(f"training samples/s, crop 896 from 1024x2048, batch {args.batch_size}, {os.cpu_count()} CPU cores:")
+    print(f"{'workers':>8} {'samples/s':>10} {'incl. start-up':>15} {'vs 0 workers':>13}")
+    base = result["loader"][0]["samples_per_s"]
+    for r in result["loader"]:
+        print(f"{r['workers']:>8} {r['samples_per_s']:>10.2f} {r['samples_per_s_incl_startup']:>15.2f} "
+              f"{r['samples_per_s'] / base:>12.2f}x")
+    print(f"JSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
