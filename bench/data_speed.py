@@ -34,7 +34,7 @@ def generator_speed(out: str, n: int, height: int, width: int) -> dict:
 def loader_speed(ds, workers: int, samples: int, batch_size: int) -> dict:
     """Samples/s of a DataLoader, steady state (after the first batch) and including start-up."""
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=workers > 0)
+                        persistent_workers=False)  # as the trainer: set_epoch must reach the workers
     t0 = time.perf_counter()
     seen, epoch, t_first = 0, 0, None
     while seen < samples + batch_size:
@@ -55,7 +55,7 @@ def loader_speed(ds, workers: int, samples: int, batch_size: int) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=24, help="timed samples per worker setting")
-    p.add_argument("--images", type=int, default=12, help="generated 1024x2048 training images")
+    p.add_argument("--images", type=int, default=16, help="generated 1024x2048 training images")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--json", default="work_dirs/bench/data_speed.json")
     args = p.parse_args(argv)

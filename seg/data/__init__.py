@@ -52,6 +52,8 @@ def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> Citysc
     """Full-size unaugmented dataset of ``split`` (default ``val_split``); "val" means "fine/val"."""
     cfg = _with_defaults(data_cfg)
     split = split or cfg["val_split"]
+    if not split:
+        raise ValueError("build_val_dataset: no split given and data.val_split is null")
     name = split if "/" in split else f"fine/{split}"
     return CityscapesDataset(cfg["root"], [name], mean=cfg["mean"], std=cfg["std"])
 

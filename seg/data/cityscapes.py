@@ -142,6 +142,10 @@ class CityscapesTrainDataset(CityscapesDataset):
         super().__init__(root, sets, mean, std)
         if not 0.0 <= class_balance <= 1.0:
             raise ValueError(f"data.class_balance must be in [0, 1], got {class_balance}")
+        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"data.scale_range must be [low, high] with 0 < low <= high, got {list(scale_range)}")
+        if crop_size < 1:
+            raise ValueError(f"data.crop_size must be positive, got {crop_size}")
         self.seed, self.crop_size, self.class_balance = int(seed), int(crop_size), float(class_balance)
         self.geometric = build_geometric(self.crop_size, tuple(scale_range))
         self.photometric = build_photometric(hflip, blur_prob, color_jitter, mean, std)
