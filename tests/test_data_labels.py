@@ -31,3 +31,19 @@ def test_ids_to_train_ids_rejects_values_that_are_no_cityscapes_id():
     bad = np.array([[7, 40]], np.uint8)
     with pytest.raises(ValueError, match=r"some_label\.png.*\[40\].*no Cityscapes id"):
         L.ids_to_train_ids(bad, "some_label.png")
+
+
+@pytest.mark.parametrize("table,allowed", [
+    (L.ID_IS_VALID, {lab.id for lab in labels if lab.id >= 0}),
+    (L.TRAINID_IS_VALID, {lab.trainId for lab in labels if 0 <= lab.trainId < 255} | {255}),
+])
+def test_check_label_values_accepts_exactly_the_table(table, allowed):
+    base = np.full((3, 4), min(allowed), np.uint8)
+    for v in range(256):
+        arr = base.copy()
+        arr[1, 2] = v
+        if v in allowed:
+            L.check_label_values(arr, table, "x", "f.png")
+        else:
+            with pytest.raises(ValueError, match=rf"f\.png: label values \[{v}\]"):
+                L.check_label_values(arr, table, "x", "f.png")
