@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 
+import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -20,8 +21,6 @@ from . import balance
 from .io import DataError, png_size, read_image, read_label
 from .labels import TRAINID_IS_VALID, check_label_values
 from .transforms import build_geometric, build_photometric, crop_window, normalize_ops
-
-import albumentations as A
 
 ANNOTATIONS = {"fine": "gtFine", "coarse": "gtCoarse", "gtFine": "gtFine", "gtCoarse": "gtCoarse"}
 IMAGE_SUFFIX = "_leftImg8bit.png"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from multiprocessing import get_context
 
 import cv2
@@ -103,93 +104,131 @@ def _clip(poly: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- scene
-def _scene(rng: np.random.Generator, W: int, H: int) -> list[tuple[str, np.ndarray]]:
-    """Polygons (label, (N, 2) float xy) of one street scene, back to front."""
-    objs: list[tuple[str, np.ndarray]] = []
-    add = lambda label, poly: objs.append((label, poly))  # noqa: E731
-    yh = H * rng.uniform(0.36, 0.5)  # horizon
-    vx = W * rng.uniform(0.35, 0.65)  # vanishing point
-    add("sky", _rect(-5, -5, W + 5, yh + 2))
+Objects = list[tuple[str, np.ndarray]]  # (label or style, (N, 2) float xy polygon), back to front
 
-    # buildings on both sides, the outer ones crossing the left / right borders
+
+@dataclass
+class _View:
+    """Image size and the street's perspective: horizon row ``yh`` and vanishing column ``vx``."""
+
+    W: int
+    H: int
+    yh: float
+    vx: float
+
+    def depth(self, y: float) -> float:
+        """0 at the horizon, 1 at the bottom row: scales the size of things standing at row y."""
+        return (y - self.yh) / (self.H - self.yh)
+
+    def ground_row(self, rng, lo: float, hi: float) -> float:
+        return self.yh + (self.H - self.yh) * rng.uniform(lo, hi)
+
+
+def _backdrop(rng, v: _View) -> Objects:
+    """Sky, buildings on both sides (the outer ones cross the left / right borders), maybe a tree line."""
+    W, H, yh, vx = v.W, v.H, v.yh, v.vx
+    objs = [("sky", _rect(-5, -5, W + 5, yh + 2))]
     for side in (-1, 1):
         x = vx + side * W * rng.uniform(0.02, 0.08)
-        while (side < 0 and x > -0.1 * W) or (side > 0 and x < 1.1 * W):
-            bw = W * rng.uniform(0.08, 0.22)
+        while -0.1 * W < x < 1.1 * W:
+            x1 = x + side * W * rng.uniform(0.08, 0.22)
             top = yh - H * rng.uniform(0.08, 0.5) * (1 + abs(x - vx) / W)
-            x1 = x + side * bw
-            add("building", _rect(min(x, x1), top, max(x, x1), yh + H * 0.02))
+            objs.append(("building", _rect(min(x, x1), top, max(x, x1), yh + H * 0.02)))
             x = x1
-    if rng.random() < 0.5:  # a tree line behind the street
+    if rng.random() < 0.5:
         for _ in range(rng.integers(2, 5)):
-            cx = W * rng.uniform(-0.1, 1.1)
-            add("vegetation", _ellipse(cx, yh - H * .05, W * rng.uniform(.05, .15), H * rng.uniform(.05, .15),
-                                       n=18, rng=rng, wobble=0.25))
+            objs.append(("vegetation", _ellipse(W * rng.uniform(-0.1, 1.1), yh - H * .05, W * rng.uniform(.05, .15),
+                                                H * rng.uniform(.05, .15), n=18, rng=rng, wobble=0.25)))
+    return objs
 
-    # ground: sidewalks wide, road between, optional terrain strip
-    rw = W * rng.uniform(0.02, 0.06)
-    add("sidewalk", np.array([[-0.6 * W, yh], [1.6 * W, yh], [1.6 * W, H + 5], [-0.6 * W, H + 5]]))
+
+def _ground(rng, v: _View) -> Objects:
+    """Sidewalk everywhere below the horizon, the road over it, lane markings, maybe terrain and a fence/wall."""
+    W, H, yh, vx = v.W, v.H, v.yh, v.vx
+    rw = W * rng.uniform(0.02, 0.06)  # half road width at the horizon
+    objs = [("sidewalk", np.array([[-0.6 * W, yh], [1.6 * W, yh], [1.6 * W, H + 5], [-0.6 * W, H + 5]]))]
     if rng.random() < 0.6:
         tx = rng.uniform(-0.5, -0.2) * W
-        add("terrain", np.array([[vx - rw * 3, yh], [vx - rw * 1.5, yh], [tx + 0.15 * W, H + 5], [tx, H + 5]]))
-    add("road", np.array([[vx - rw, yh], [vx + rw, yh], [W * rng.uniform(1.0, 1.4), H + 5],
-                          [W * rng.uniform(-0.4, 0.0), H + 5]]))
-    for k in range(4):  # lane markings: bright road pixels
-        t0, t1 = 0.15 + 0.22 * k, 0.25 + 0.22 * k
-        mx = lambda t: vx + (W * 0.5 - vx) * t  # noqa: E731
-        yy = lambda t: yh + (H - yh) * t  # noqa: E731
-        lw = W * 0.004 + W * 0.01 * t1
-        add("road marking", np.array([[mx(t0) - lw * t0, yy(t0)], [mx(t0) + lw * t0, yy(t0)], [mx(t1) + lw, yy(t1)],
-                              [mx(t1) - lw, yy(t1)]]))
+        objs.append(("terrain", np.array([[vx - rw * 3, yh], [vx - rw * 1.5, yh], [tx + 0.15 * W, H + 5],
+                                          [tx, H + 5]])))
+    objs.append(("road", np.array([[vx - rw, yh], [vx + rw, yh], [W * rng.uniform(1.0, 1.4), H + 5],
+                                   [W * rng.uniform(-0.4, 0.0), H + 5]])))
+    centre = lambda t: (vx + (W * 0.5 - vx) * t, yh + (H - yh) * t)  # noqa: E731  on the lane line
+    for k in range(4):  # dashes: bright pixels that are still road
+        (x0, y0), (x1, y1) = centre(0.15 + 0.22 * k), centre(0.25 + 0.22 * k)
+        lw = W * (0.004 + 0.01 * (0.25 + 0.22 * k))
+        dash = np.array([[x0 - lw * 0.5, y0], [x0 + lw * 0.5, y0], [x1 + lw, y1], [x1 - lw, y1]])
+        objs.append(("road marking", dash))
     if rng.random() < 0.5:
-        label = "fence" if rng.random() < 0.5 else "wall"
         x0 = W * rng.uniform(-0.2, 0.6)
-        add(label, _rect(x0, yh - H * 0.06, x0 + W * rng.uniform(0.15, 0.5), yh + H * 0.1))
+        objs.append(("fence" if rng.random() < 0.5 else "wall",
+                     _rect(x0, yh - H * 0.06, x0 + W * rng.uniform(0.15, 0.5), yh + H * 0.1)))
+    return objs
 
-    # things, sorted far to near by their foot point
-    things = []
-    depth = lambda y: (y - yh) / (H - yh)  # noqa: E731  0 at horizon, 1 at the bottom
-    for _ in range(rng.integers(2, 6)):  # cars on the road, some crossing the side borders
-        yb = yh + (H - yh) * rng.uniform(0.15, 1.05)
-        w = W * 0.35 * depth(yb) + W * 0.03
-        x = W * rng.uniform(-0.25, 1.05) - w / 2
+
+def _vehicles(rng, v: _View) -> list[tuple[float, Objects]]:
+    """(foot row, parts) of cars / trucks / buses on the road, some crossing the side borders."""
+    out = []
+    for _ in range(rng.integers(2, 6)):
+        yb = v.ground_row(rng, 0.15, 1.05)
+        w = v.W * (0.35 * v.depth(yb) + 0.03)
+        x = v.W * rng.uniform(-0.25, 1.05) - w / 2
         label = "car" if rng.random() < 0.8 else ("truck" if rng.random() < 0.5 else "bus")
-        things.append((yb, [(label, _car(x, yb, w * (1.3 if label != "car" else 1), w * (0.55 if label == "car" else 0.8)))]))
-    for _ in range(rng.integers(1, 5)):  # persons, sometimes a rider on a bicycle
-        yb = yh + (H - yh) * rng.uniform(0.1, 0.9)
-        h = H * 0.5 * depth(yb) + H * 0.05
-        x = W * rng.uniform(-0.05, 1.05)
+        w, h = (w, 0.55 * w) if label == "car" else (1.3 * w, 0.8 * w)
+        out.append((yb, [(label, _car(x, yb, w, h))]))
+    return out
+
+
+def _people(rng, v: _View) -> list[tuple[float, Objects]]:
+    """(foot row, parts) of persons, sometimes a rider on a bicycle."""
+    out = []
+    for _ in range(rng.integers(1, 5)):
+        yb = v.ground_row(rng, 0.1, 0.9)
+        h = v.H * (0.5 * v.depth(yb) + 0.05)
+        x = v.W * rng.uniform(-0.05, 1.05)
         if rng.random() < 0.25:
-            bike = _ellipse(x, yb - h * 0.18, h * 0.3, h * 0.18, n=10)
             body, head = _person(x, yb - h * 0.25, h * 0.8)
-            things.append((yb, [("bicycle", bike), ("rider", body), ("rider", head)]))
+            out.append((yb, [("bicycle", _ellipse(x, yb - h * 0.18, h * 0.3, h * 0.18, n=10)),
+                             ("rider", body), ("rider", head)]))
         else:
             body, head = _person(x, yb, h)
-            things.append((yb, [("person", body), ("person", head)]))
-    for _ in range(rng.integers(2, 5)):  # poles with signs / lights; trees
-        yb = yh + (H - yh) * rng.uniform(0.05, 0.7)
-        d = depth(yb)
-        x = W * rng.uniform(-0.02, 1.02)
+            out.append((yb, [("person", body), ("person", head)]))
+    return out
+
+
+def _street_furniture(rng, v: _View) -> list[tuple[float, Objects]]:
+    """(foot row, parts) of poles carrying a traffic sign or light, and roadside trees."""
+    out = []
+    for _ in range(rng.integers(2, 5)):
+        yb = v.ground_row(rng, 0.05, 0.7)
+        d = v.depth(yb)
+        x = v.W * rng.uniform(-0.02, 1.02)
+        top = yb - v.H * (0.25 + 0.75 * d)
         if rng.random() < 0.35:
-            r = W * (0.04 + 0.15 * d)
-            things.append((yb, [("vegetation", _ellipse(x, yb - H * (0.2 + 0.5 * d), r, r * 1.1, 18, rng, 0.3)),
-                                ("vegetation", _rect(x - r * 0.08, yb - H * (0.2 + 0.5 * d), x + r * 0.08, yb))]))
+            r, crown = v.W * (0.04 + 0.15 * d), yb - v.H * (0.2 + 0.5 * d)
+            out.append((yb, [("vegetation", _ellipse(x, crown, r, r * 1.1, 18, rng, 0.3)),
+                             ("vegetation", _rect(x - r * 0.08, crown, x + r * 0.08, yb))]))
             continue
-        pw = max(W * (0.002 + 0.008 * d), 1.2)
-        top = yb - H * (0.25 + 0.75 * d)
-        parts = [("pole", _rect(x - pw, top, x + pw, yb))]
-        s = W * (0.01 + 0.03 * d)
+        pw, s = max(v.W * (0.002 + 0.008 * d), 1.2), v.W * (0.01 + 0.03 * d)
         if rng.random() < 0.5:
-            parts.append(("traffic sign", _ellipse(x, top + s, s, s, n=12) if rng.random() < 0.5
-                          else _rect(x - s, top, x + s, top + 1.6 * s)))
+            head = ("traffic sign", _ellipse(x, top + s, s, s, n=12) if rng.random() < 0.5
+                    else _rect(x - s, top, x + s, top + 1.6 * s))
         else:
-            parts.append(("traffic light", _rect(x - 0.6 * s, top, x + 0.6 * s, top + 2.2 * s)))
-        things.append((yb, parts))
+            head = ("traffic light", _rect(x - 0.6 * s, top, x + 0.6 * s, top + 2.2 * s))
+        out.append((yb, [("pole", _rect(x - pw, top, x + pw, yb)), head]))
+    return out
+
+
+def _scene(rng: np.random.Generator, W: int, H: int) -> Objects:
+    """Polygons of one street scene, back to front (things sorted far to near by their foot row)."""
+    v = _View(W, H, yh=H * rng.uniform(0.36, 0.5), vx=W * rng.uniform(0.35, 0.65))
+    objs = _backdrop(rng, v) + _ground(rng, v)
+    things = _vehicles(rng, v) + _people(rng, v) + _street_furniture(rng, v)
     for _, parts in sorted(things, key=lambda t: t[0]):
-        objs.extend(parts)
+        objs += parts
     if rng.random() < 0.4:  # ego-vehicle bonnet (void, ignored) at the bottom
-        add("ego vehicle", np.array([[-5, H + 5], [-5, H * 0.95], [W * 0.3, H * 0.9], [W * 0.7, H * 0.9],
-                                     [W + 5, H * 0.95], [W + 5, H + 5]]))
+        objs.append(("ego vehicle", np.array([[-5, H + 5], [-5, H * 0.95], [W * 0.3, H * 0.9], [W * 0.7, H * 0.9],
+                                              [W + 5, H * 0.95], [W + 5, H + 5]])))
     return objs
 
 
