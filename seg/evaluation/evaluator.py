@@ -9,6 +9,7 @@ so up to W-1 images are counted twice. All confusion matrices are then summed ac
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Callable, Iterator, Sequence
@@ -77,8 +78,11 @@ class RegionLayout:
         num_bits = len(leave_out)
         if distance_bands:
             code |= distance_band_index(height, width, distance_bands, device) << num_bits
-        codes, inverse = torch.unique(code, return_inverse=True)
-        self.region = inverse.reshape(height, width)
+        # compact the codes that occur to 0..R-1 with an O(N) occupancy table (no sort, unlike torch.unique)
+        present = torch.bincount(code.reshape(-1)) > 0
+        lut = present.long().cumsum(0) - 1
+        codes = torch.nonzero(present).flatten()
+        self.region = lut[code]
         self.num_regions = codes.numel()
         bits = torch.arange(num_bits, device=device)
         self.scored = ((codes[None, :] >> bits[:, None]) & 1).bool()  # (L, R)
@@ -88,10 +92,21 @@ class RegionLayout:
     def reduce(self, region_cm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(R, K, K) region matrices -> total (K, K), leave-out (L, K, K), bands (B, K, K)."""
         total = region_cm.sum(0)
-        leave = torch.stack([region_cm[m].sum(0) for m in self.scored]) if len(self.scored) else \
-            region_cm.new_zeros(0, *total.shape)
+        # (L, R) x (R, K*K) in float64: exact for counts below 2**53, and matmul runs on any device
+        flat = region_cm.reshape(region_cm.shape[0], -1).double()
+        leave = (self.scored.double() @ flat).round().long().reshape(-1, *total.shape)
         bands = region_cm.new_zeros(self.num_bands, *total.shape).index_add_(0, self.band, region_cm)
         return total, leave, bands
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_layout(size, leave_out, leave_out_by, distance_bands, device) -> RegionLayout:
+    return RegionLayout(*size, leave_out, leave_out_by, distance_bands, device)
+
+
+def _layout(size, leave_out, leave_out_by, distance_bands, device) -> RegionLayout:
+    """Region layout per image size, cached across evaluate() calls (periodic validation reuses it)."""
+    return _cached_layout(tuple(size), tuple(leave_out), leave_out_by, tuple(distance_bands), device)
 
 
 def _fraction_label(p: float) -> str:
@@ -161,7 +176,6 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     if hasattr(model, "eval"):
         model.eval()
     timer = NetworkTimer()
-    layouts: dict[tuple[int, int], RegionLayout] = {}
     k = num_classes
     total = torch.zeros(k, k, dtype=torch.long, device=device)
     leave = torch.zeros(len(leave_out), k, k, dtype=torch.long, device=device)
@@ -179,9 +193,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
                 raise ValueError(f"model returned {logits.shape[1]} channels but num_classes={k}")
             pred = logits.max(1).indices  # same first-maximum rule as argmax, ~4x faster on CPU over dim 1
             size = tuple(target.shape[-2:])
-            if size not in layouts:
-                layouts[size] = RegionLayout(*size, leave_out, leave_out_by, distance_bands, device)
-            layout = layouts[size]
+            layout = _layout(size, leave_out, leave_out_by, distance_bands, device)
             region_cm = confusion_matrix(pred, target, k, ignore_index, layout.region, layout.num_regions)
             t, lo, b = layout.reduce(region_cm)
             total += t

@@ -173,4 +173,4 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
                 logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             total = logits if total is None else total + logits
             runs += 1
-    return total / runs
+    return total if runs == 1 else total / runs

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Evaluation speed: tiled / overlapping-tile inference against the ideal, and the time spent outside
+the network during a full evaluation pass (data loading, argmax, confusion matrices, leave-out, bands).
+
+    python bench/eval_speed.py [--encoder resnet18 --output-stride 16 --padding partial]
+        [--height 512 --width 1024 --tile-size 512 --overlap 1/3] [--images 4] [--json OUT]
+
+Ideal cost of a tiled mode = (total tile area / image area) x (regular cost): what tiling would cost if
+the network's time were proportional to the pixels it sees. Ratio 1.00 = no tiling overhead.
+The evaluation pass runs on a generated Cityscapes-format demo val set of the same size, then the same
+predictions are scored by cityscapesscripts to show the numbers match. All figures come from one run.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+
+from seg.evaluation import build_eval_loader, evaluate, predict_logits, tile_grid, tile_stride  # noqa: E402
+from seg.evaluation.inference import NetworkTimer  # noqa: E402
+from seg.evaluation.official import official_scores  # noqa: E402
+from seg.evaluation.runner import parse_fractions  # noqa: E402
+
+
+def time_mode(model, image, mode, repeats, **kw) -> tuple[float, float]:
+    """Median wall seconds of one predict_logits call, and the network's share of it."""
+    predict_logits(model, image, mode, **kw)  # warm-up: allocator, padding ratio caches
+    walls, nets = [], []
+    for _ in range(repeats):
+        timer = NetworkTimer()
+        t0 = time.perf_counter()
+        predict_logits(model, image, mode, forward=timer, **kw)
+        walls.append(time.perf_counter() - t0)
+        nets.append(timer.seconds)
+    i = walls.index(statistics.median_low(walls))
+    return walls[i], nets[i]
+
+
+def main() -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", default="resnet18")
+    p.add_argument("--output-stride", type=int, default=16)
+    p.add_argument("--padding", default="partial")
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument("--overlap", type=lambda s: parse_fractions(s)[0], default=1 / 3)
+    p.add_argument("--tile-batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--images", type=int, default=4, help="images in the evaluation pass")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers in the evaluation pass")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", help="also write the numbers here")
+    args = p.parse_args()
+
+    from seg.data import build_val_dataset
+    from seg.data.demo import generate_demo_dataset
+    from seg.models import DeepLabV3Plus
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = DeepLabV3Plus(args.encoder, 19, args.output_stride, args.padding).to(device).eval()
+    h, w, t = args.height, args.width, args.tile_size
+    image = torch.randn(1, 3, h, w, device=device)
+    kw = dict(tile_size=t, overlap=args.overlap, tile_batch=args.tile_batch)
+    print(f"{args.encoder} OS{args.output_stride} {args.padding} padding, image {h}x{w}, tile {t}, "
+          f"overlap {args.overlap:.3f}, tile batch {args.tile_batch}, {device}, {torch.get_num_threads()} threads")
+
+    out = {"settings": vars(args), "modes": {}}
+    regular_wall, regular_net = time_mode(model, image, "regular", args.repeats, **kw)
+    print(f"{'mode':<8} {'tiles':>5} {'area':>5} {'time s':>8} {'ideal s':>8} {'ratio':>6} {'net ratio':>9}")
+    for mode in ("regular", "tile", "overlap"):
+        if mode == "regular":
+            n_tiles, wall, net = 1, regular_wall, regular_net
+            area = 1.0
+        else:
+            n_tiles = len(tile_grid(h, w, t, tile_stride(mode, t, args.overlap)))
+            area = n_tiles * t * t / (h * w)
+            wall, net = time_mode(model, image, mode, args.repeats, **kw)
+        ideal = area * regular_wall
+        row = {"tiles": n_tiles, "area_ratio": area, "seconds": wall, "ideal_seconds": ideal,
+               "ratio_to_ideal": wall / ideal, "network_ratio_to_ideal": net / (area * regular_net)}
+        out["modes"][mode] = row
+        print(f"{mode:<8} {n_tiles:>5} {area:>5.2f} {wall:>8.3f} {ideal:>8.3f} {row['ratio_to_ideal']:>6.3f} "
+              f"{row['network_ratio_to_ideal']:>9.3f}")
+
+    with tempfile.TemporaryDirectory() as root:
+        generate_demo_dataset(root, train=0, val=args.images, height=h, width=w, seed=0)
+        loader = build_eval_loader(build_val_dataset({"root": root}), num_workers=args.workers)
+        for mode in ("regular", "overlap"):
+            r = evaluate(model, loader, 19, device, mode, leave_out=[0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8],
+                         distance_bands=[0, 16, 32, 64, 128], progress=False, **kw)
+            timing = r["timing"]
+            pred_dir = os.path.join(root, f"pred_{mode}")
+            saved = evaluate(model, loader, 19, device, mode, save_pred=pred_dir, progress=False, **kw)
+            official = official_scores(saved["predictions"])
+            out[f"eval_{mode}"] = {**timing, "mIoU": r["mIoU"], "official_mIoU": official["mIoU"],
+                                   "abs_diff": abs(official["mIoU"] - r["mIoU"])}
+            print(f"evaluate({mode}) on {args.images} images with 6 leave-out proportions and 5 bands: "
+                  f"{timing['total_s']:.2f}s, network {timing['network_s']:.2f}s, outside the network "
+                  f"{100 * timing['outside_share']:.1f}%; mIoU {r['mIoU']:.6f} vs cityscapesscripts "
+                  f"{official['mIoU']:.6f} (|diff| {out[f'eval_{mode}']['abs_diff']:.1e})")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
