@@ -101,3 +101,41 @@ def test_eval_tool_bad_inputs(demo_root, r18_checkpoint, tmp_path):
         tool.main([CONFIG, r18_checkpoint, "--mode", "tile", "--tile-size", "96"] + common + data)
     with pytest.raises(SystemExit):
         tool.main([CONFIG, r18_checkpoint, "--mode", "sliding"] + common + data)
+
+
+def fake_result(encoder, padding, mode, miou, leave, bands):
+    return {"mIoU": miou, "encoder": encoder, "trained_padding": padding, "eval_padding": padding,
+            "settings": {"mode": mode},
+            "leave_out": {"by": "side", "meaning": "m", "results": [
+                {"proportion": p, "label": lab, "mIoU": v} for (p, lab), v in zip([(0.0, "0"), (0.5, "1/2")], leave)]},
+            "distance_bands": {"meaning": "d", "results": [
+                {"label": lab, "mIoU": v} for lab, v in zip(["0-16", "16+"], bands)]}}
+
+
+def test_compare_tables_and_plots(tmp_path):
+    files = []
+    for name, pad, mode, miou, leave, bands in [("a", "zeros", "regular", 70.0, [70.0, 60.0], [50.0, 75.0]),
+                                                ("b", "partial", "regular", 71.5, [71.5, 62.25], [53.0, 75.5]),
+                                                ("c", "zeros", "tile", 69.0, [69.0, 59.0], [49.0, 74.0])]:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(fake_result("resnet50", pad, mode, miou, leave, bands)))
+        files.append(str(path))
+    text = load_tool("compare").main(files + ["--out-dir", str(tmp_path / "cmp")])
+    assert "| resnet50 zeros | 70.00 | 69.00 | - |" in text
+    assert "| resnet50 partial | 71.50 | - | - |" in text
+    assert "| Δ resnet50 partial − resnet50 zeros | 1.50 | - | - |" in text
+    assert "| Δ resnet50 partial − resnet50 zeros | 1.50 | 2.25 |" in text  # leave-out diff row
+    assert "| Δ resnet50 partial − resnet50 zeros | 3.00 | 0.50 |" in text  # distance-band diff row
+    assert (tmp_path / "cmp" / "leave_out.png").stat().st_size > 0
+    assert (tmp_path / "cmp" / "distance_profile.png").stat().st_size > 0
+
+
+def test_cross_test_matches_eval_tool(demo_root, r18_checkpoint, tmp_path):
+    common = ["--num-workers", "0", "--device", "cpu", "--opts", f"data.root={demo_root}"]
+    summary = load_tool("cross_test").main([CONFIG, r18_checkpoint, "--paddings", "zeros,partial",
+                                            "--out-dir", str(tmp_path / "ct")] + common)
+    single = load_tool("eval").main([CONFIG, r18_checkpoint, "--padding", "partial",
+                                     "--out", str(tmp_path / "p.json")] + common)
+    row = summary["rows"][0]
+    assert row["trained_padding"] == "zeros" and row["mIoU"]["partial"] == single["mIoU"]
+    assert "**" in (tmp_path / "ct" / "cross_test.md").read_text()
