@@ -157,3 +157,7 @@ def test_evaluate_restores_training_mode_and_rejects_unknown_mode():
     assert model.training
     with pytest.raises(ValueError, match="unknown inference mode"):
         evaluate(model, loader, 4, mode="sliding", progress=False)
+    with pytest.raises(ValueError, match="leave_out_by"):
+        evaluate(model, loader, 4, leave_out=[0.5], leave_out_by="diagonal", progress=False)
+    with pytest.raises(ValueError, match="at most 16"):
+        evaluate(model, loader, 4, leave_out=[i / 20 for i in range(17)], progress=False)

@@ -72,6 +72,8 @@ class RegionLayout:
 
     def __init__(self, height: int, width: int, leave_out: Sequence[float], leave_out_by: str,
                  distance_bands: Sequence[int], device: torch.device) -> None:
+        if len(leave_out) > 16:  # one bit per proportion in the region code
+            raise ValueError(f"at most 16 leave-out proportions per pass, got {len(leave_out)}")
         code = torch.zeros(height, width, dtype=torch.long, device=device)
         for i, p in enumerate(leave_out):
             code |= centre_leave_out_mask(height, width, p, leave_out_by, device).long() << i
