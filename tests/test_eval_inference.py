@@ -121,3 +121,5 @@ def test_bad_inputs_raise_clear_errors():
         predict_logits(model, image, "sliding")
     with pytest.raises(ValueError, match="overlap"):
         predict_logits(model, image, "overlap", tile_size=16, overlap=1.0)
+    with pytest.raises(ValueError, match="mode 'tile'"):
+        predict_logits(model, image, "tile", tile_size=16, stride=8)

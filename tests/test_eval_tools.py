@@ -139,3 +139,13 @@ def test_cross_test_matches_eval_tool(demo_root, r18_checkpoint, tmp_path):
     row = summary["rows"][0]
     assert row["trained_padding"] == "zeros" and row["mIoU"]["partial"] == single["mIoU"]
     assert "**" in (tmp_path / "ct" / "cross_test.md").read_text()
+
+
+def test_palette_and_error_map():
+    from seg.evaluation.visualize import colorize, error_map
+    label = np.array([[0, 10], [13, 255]])
+    np.testing.assert_array_equal(colorize(label), [[[128, 64, 128], [70, 130, 180]], [[0, 0, 142], [0, 0, 0]]])
+    err = error_map(np.array([[0, 1], [13, 5]]), label)
+    assert err[0, 0, 1] > 0 and err[0, 0, 0] == 0  # correct: green
+    assert err[0, 1, 0] > 0 and err[0, 1, 1] < err[0, 1, 0]  # wrong: red
+    assert (err[1, 1] == 0).all()  # ignored: black

@@ -72,6 +72,8 @@ def tile_stride(mode: str, tile_size: int, overlap: float = 1 / 3, stride: int |
     """Stride between tile origins: tile_size for "tile", the explicit ``stride`` or
     ceil(tile_size * (1 - overlap)) for "overlap"."""
     if mode == "tile":
+        if stride is not None and stride != tile_size:
+            raise ValueError(f"stride {stride} given with mode 'tile' (stride = tile size); use mode 'overlap'")
         return tile_size
     if mode != "overlap":
         raise ValueError(f"unknown inference mode {mode!r}; expected one of {MODES}")

@@ -1,6 +1,7 @@
 """Cityscapes-palette overlays and error maps for qualitative inspection (``--show-dir``)."""
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -14,6 +15,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+@functools.lru_cache(maxsize=1)
 def cityscapes_palette() -> np.ndarray:
     """uint8 (256, 3) RGB colour per trainId (Cityscapes colours for 0-18, black elsewhere)."""
     from cityscapesscripts.helpers.labels import trainId2label
