@@ -106,7 +106,8 @@ def plot(runs, key: str, path: str, xlabel: str) -> bool:
     if not drawn:
         plt.close(fig)
         return False
-    ax.set_xlabel(xlabel)
+    bys = sorted({r[key].get("by") for _, r in runs if key in r} - {None})
+    ax.set_xlabel(xlabel + (f" (by {' / '.join(bys)})" if bys else ""))
     ax.set_ylabel("mIoU (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
