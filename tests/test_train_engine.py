@@ -154,3 +154,50 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert good["iteration"] == 4
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
+
+
+class DtypeProbe(TinyNet):
+    """TinyNet that records the dtype its first conv computes in."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+        self.body[0].register_forward_hook(lambda m, i, o: self.seen.add(o.dtype))
+
+
+def test_bf16_autocast_is_used(tmp_path):
+    model = DtypeProbe()
+    train(tiny_cfg(amp="bf16", iterations=2), model, ColourBlobs(), CPU, str(tmp_path))
+    assert model.seen == {torch.bfloat16}
+
+
+def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
+    cfg = tiny_cfg(amp="fp16", iterations=8)
+    with pytest.warns(UserWarning, match="fp16 on CPU"):
+        run(cfg, tmp_path)
+    saved = torch.load(checkpoint_path(str(tmp_path), 4), weights_only=True)["scaler"]
+    assert saved["scale"] > 0 and saved["_growth_tracker"] == 4
+    # resume from iteration 4 with a modified scale: the run must pick up the stored value
+    ckpt = torch.load(checkpoint_path(str(tmp_path), 4), weights_only=True)
+    ckpt["scaler"]["scale"] = 1024.0
+    os.remove(checkpoint_path(str(tmp_path), 8))
+    torch.save(ckpt, checkpoint_path(str(tmp_path), 4))
+    with pytest.warns(UserWarning, match="fp16 on CPU"):
+        run(cfg, tmp_path, resume="auto")
+    final = torch.load(checkpoint_path(str(tmp_path), 8), weights_only=True)["scaler"]
+    assert final["scale"] == 1024.0 and final["_growth_tracker"] == 8
+
+
+def test_class_weighted_loss_matches_float64_formula():
+    from seg.engine import build_criterion
+    cfg = tiny_cfg(class_weights="[0.5, 2.0, 1.0]")
+    logits = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    target = torch.randint(0, 3, (2, 4, 5))
+    target[0, 0, :3] = 255
+    loss = build_criterion(cfg["train"], torch.device("cpu"))(logits.float(), target)
+    w = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)
+    valid = target != 255
+    logp = logits.log_softmax(1).permute(0, 2, 3, 1)[valid]  # (P, C)
+    t = target[valid]
+    expected = -(w[t] * logp[torch.arange(len(t)), t]).sum() / w[t].sum()
+    assert torch.isclose(loss.double(), expected, rtol=1e-5)
