@@ -1,4 +1,4 @@
-"""Write a tiny procedurally drawn ImageFolder (4 classes: disk, hstripes, square, vstripes).
+"""Write a tiny procedurally drawn ImageFolder (4 classes: checker, disk, hstripes, vstripes).
 
     python tools/make_demo_imagefolder.py --out datasets/demo_cls --train 24 --val 8 --size 32
 Then: python tools/train_classifier.py configs/demo_cls/tinynet_zeros.yaml
