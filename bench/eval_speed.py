@@ -13,7 +13,6 @@ predictions are scored by cityscapesscripts to show the numbers match. All figur
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,18 +27,19 @@ from seg.evaluation.official import official_scores  # noqa: E402
 from seg.evaluation.runner import parse_fractions  # noqa: E402
 
 
-def time_mode(model, image, mode, repeats, **kw) -> tuple[float, float]:
-    """Median wall seconds of one predict_logits call, and the network's share of it."""
-    predict_logits(model, image, mode, **kw)  # warm-up: allocator, padding ratio caches
-    walls, nets = [], []
+def time_modes(model, image, modes, repeats, **kw) -> dict:
+    """Median wall seconds of one predict_logits call per mode, and the network time of that run.
+    Modes are interleaved in every repeat so machine load drifts affect them alike."""
+    for mode in modes:  # warm-up: allocator, padding ratio caches
+        predict_logits(model, image, mode, **kw)
+    runs = {mode: [] for mode in modes}
     for _ in range(repeats):
-        timer = NetworkTimer()
-        t0 = time.perf_counter()
-        predict_logits(model, image, mode, forward=timer, **kw)
-        walls.append(time.perf_counter() - t0)
-        nets.append(timer.seconds)
-    i = walls.index(statistics.median_low(walls))
-    return walls[i], nets[i]
+        for mode in modes:
+            timer = NetworkTimer()
+            t0 = time.perf_counter()
+            predict_logits(model, image, mode, forward=timer, **kw)
+            runs[mode].append((time.perf_counter() - t0, timer.seconds))
+    return {mode: sorted(r)[(len(r) - 1) // 2] for mode, r in runs.items()}
 
 
 def main() -> dict:
@@ -73,16 +73,12 @@ def main() -> dict:
           f"overlap {args.overlap:.3f}, tile batch {args.tile_batch}, {device}, {torch.get_num_threads()} threads")
 
     out = {"settings": vars(args), "modes": {}}
-    regular_wall, regular_net = time_mode(model, image, "regular", args.repeats, **kw)
+    times = time_modes(model, image, ("regular", "tile", "overlap"), args.repeats, **kw)
+    regular_wall, regular_net = times["regular"]
     print(f"{'mode':<8} {'tiles':>5} {'area':>5} {'time s':>8} {'ideal s':>8} {'ratio':>6} {'net ratio':>9}")
-    for mode in ("regular", "tile", "overlap"):
-        if mode == "regular":
-            n_tiles, wall, net = 1, regular_wall, regular_net
-            area = 1.0
-        else:
-            n_tiles = len(tile_grid(h, w, t, tile_stride(mode, t, args.overlap)))
-            area = n_tiles * t * t / (h * w)
-            wall, net = time_mode(model, image, mode, args.repeats, **kw)
+    for mode, (wall, net) in times.items():
+        n_tiles = 1 if mode == "regular" else len(tile_grid(h, w, t, tile_stride(mode, t, args.overlap)))
+        area = 1.0 if mode == "regular" else n_tiles * t * t / (h * w)
         ideal = area * regular_wall
         row = {"tiles": n_tiles, "area_ratio": area, "seconds": wall, "ideal_seconds": ideal,
                "ratio_to_ideal": wall / ideal, "network_ratio_to_ideal": net / (area * regular_net)}

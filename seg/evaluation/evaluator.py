@@ -58,9 +58,13 @@ class ShardSampler(Sampler[int]):
 
 
 def build_eval_loader(dataset: Dataset, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
-    """Sequential loader over ``dataset``, sharded across ranks with :class:`ShardSampler` under torchrun."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(dataset), num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    """Sequential loader over ``dataset``, sharded across ranks with :class:`ShardSampler` under torchrun.
+
+    With batch_size 1 samples are not collated (no stacking copy of a full-size image); evaluate() adds
+    the batch dimension itself.
+    """
+    return DataLoader(dataset, batch_size=None if batch_size == 1 else batch_size, sampler=ShardSampler(dataset),
+                      num_workers=num_workers, pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
 
 class RegionLayout:
@@ -132,6 +136,8 @@ def _sample_indices(loader: DataLoader) -> list[int]:
     from torch.utils.data import RandomSampler
     if isinstance(loader.sampler, RandomSampler) or getattr(loader.sampler, "shuffle", False):
         raise ValueError("saving predictions needs a loader that does not shuffle")
+    if loader.batch_sampler is None:  # batch_size=None: one sample per step
+        return list(loader.sampler)
     return [i for batch in loader.batch_sampler for i in batch]
 
 
@@ -187,6 +193,8 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     try:
         for image, target in tqdm(loader, desc=f"eval[{mode}]", disable=not progress or rank != 0,
                                   dynamic_ncols=True):
+            if image.dim() == 3:  # uncollated single sample (build_eval_loader with batch_size 1)
+                image, target = image[None], target[None]
             image = image.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
             logits = predict_logits(model, image, mode, tile_size=tile_size, overlap=overlap, stride=stride,
