@@ -1,6 +1,6 @@
 """Write a tiny procedurally drawn ImageFolder (4 classes: checker, disk, hstripes, vstripes).
 
-    python tools/make_demo_imagefolder.py --out datasets/demo_cls --train 24 --val 8 --size 32
+    python tools/make_demo_imagefolder.py --out datasets/demo_cls --train 48 --val 8 --size 24
 Then: python tools/train_classifier.py configs/demo_cls/tinynet_zeros.yaml
 """
 import argparse
@@ -11,9 +11,9 @@ from seg.classification.demo import generate_demo_imagefolder
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="datasets/demo_cls", help="ImageFolder root to write")
-    parser.add_argument("--train", type=int, default=24, help="training images per class")
+    parser.add_argument("--train", type=int, default=48, help="training images per class")
     parser.add_argument("--val", type=int, default=8, help="validation images per class")
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--size", type=int, default=24, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     root = generate_demo_imagefolder(args.out, args.train, args.val, args.size, args.seed)

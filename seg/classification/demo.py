@@ -49,7 +49,7 @@ def draw_demo_image(cls: str, size: int, rng: np.random.Generator) -> np.ndarray
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def generate_demo_imagefolder(root: str, train_per_class: int = 24, val_per_class: int = 8, size: int = 32,
+def generate_demo_imagefolder(root: str, train_per_class: int = 48, val_per_class: int = 8, size: int = 24,
                               seed: int = 0) -> str:
     """Write ``root/{train,val}/<class>/<n>.png`` for DEMO_CLASSES; returns `root`. Deterministic in `seed`."""
     rng = np.random.default_rng(seed)
