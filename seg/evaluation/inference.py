@@ -145,6 +145,9 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
         mode: "regular" (whole image at once), "tile" or "overlap" (see module docstring).
         scales: the image is resized by each factor (bilinear), inferred with ``mode``, and the logits
             resized back to (H, W); with ``flip`` each scale is also run mirrored. All are averaged.
+            Tiles keep ``tile_size`` pixels at every scale, except where a down-scaled image is smaller
+            than a tile: there the tile shrinks to the image's shorter side (still square, no padding).
+            A tile larger than the image at its own size is an error.
         tile_batch: tiles per forward pass (bounds memory).
         forward: optional ``forward(model, x) -> logits`` hook (e.g. a NetworkTimer).
     Returns:
@@ -156,6 +159,9 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
     forward = forward or (lambda m, x: forward_logits(m, x))
     step = tile_stride(mode, tile_size, overlap, stride) if mode != "regular" else 0
     height, width = image.shape[-2:]
+    if mode != "regular" and tile_size > min(height, width):
+        raise ValueError(f"tile size {tile_size} is larger than the image {height}x{width}; "
+                         f"use a smaller --tile-size or mode 'regular'")
     total, runs = None, 0
     for scale in scales:
         if scale <= 0:
@@ -163,12 +169,13 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         scaled = image if size == (height, width) else F.interpolate(image, size=size, mode="bilinear",
                                                                        align_corners=False)
-        if mode != "regular" and tile_size > min(size):
-            raise ValueError(f"tile size {tile_size} is larger than the image {size[0]}x{size[1]} "
-                             f"(scale {scale}); use a smaller --tile-size or mode 'regular'")
+        tile, tile_step = tile_size, step
+        if mode != "regular" and tile_size > min(size):  # a down-scaled image smaller than a tile
+            tile = min(size)
+            tile_step = tile_stride(mode, tile, overlap, None if stride is None else min(stride, tile))
         for mirrored in ((False, True) if flip else (False,)):
             x = scaled.flip(-1) if mirrored else scaled
-            logits = _single_scale_logits(model, x, mode, tile_size, step, tile_batch, forward)
+            logits = _single_scale_logits(model, x, mode, tile, tile_step, tile_batch, forward)
             if mirrored:
                 logits = logits.flip(-1)
             if logits.shape[-2:] != (height, width):
