@@ -3,7 +3,6 @@
 References are independent: hand-computed counts, numpy float64, torch's StepLR, the paper's own tables.
 """
 import glob
-import math
 import os
 
 import numpy as np

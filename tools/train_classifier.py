@@ -27,6 +27,7 @@ from seg.classification.metrics import evaluate_classifier
 from seg.classification.models import build_classifier, load_classifier_weights
 from seg.classification.summary import cross_test_rows, format_comparison, padding_tables, write_json
 from seg.classification.trainer import train_classifier
+from seg.evaluation import build_eval_loader
 from seg.engine import (CheckpointError, NonFiniteLossError, cleanup_distributed, init_distributed, load_checkpoint,
                         seed_everything, set_determinism)
 from seg.nn import PADDING_MODES, convert_padding
@@ -49,6 +50,9 @@ def parse_args(argv=None):
         parser.error("give exactly one of CONFIG, --cross-test CKPT..., --summarize DIR...")
     if args.runs < 1:
         parser.error("--runs must be >= 1")
+    if args.runs > 1 and args.resume not in (None, "auto"):
+        parser.error("--resume PATH names one run's checkpoint; with --runs use --resume auto (each run resumes "
+                     "from its own run<r>/checkpoints)")
     return args
 
 
@@ -132,7 +136,6 @@ def cross_test(args) -> None:
             split_dir = os.path.join(args.data_root or data["root"], data["val_split"])
             keys = ("crop_size", "resize_size", "scale_range", "hflip", "mean", "std")
             val_set = build_imagefolder(split_dir, build_transforms(False, **{k: data[k] for k in keys}))
-            from seg.evaluation import build_eval_loader
             loader = build_eval_loader(val_set, cfg["train"]["val_batch_size"], data["num_workers"])
             model = build_classifier(cfg["model"]["arch"], cfg["model"]["num_classes"], cfg["model"]["padding"])
             load_classifier_weights(model, path).to(info.device)
