@@ -6,7 +6,7 @@ process and no process group is created. Backend: NCCL on GPU, gloo on CPU.
 from __future__ import annotations
 
 import os
-import warnings
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -111,7 +111,7 @@ def convert_sync_bn(model: nn.Module, enabled: bool, info: DistInfo) -> nn.Modul
     if info.device.type != "cuda":
         if (enabled and info.distributed) or has_sync:
             if info.is_main:
-                warnings.warn("SyncBatchNorm needs CUDA: using per-rank BatchNorm2d on CPU", stacklevel=2)
+                print("warning: SyncBatchNorm needs CUDA: using per-rank BatchNorm2d on CPU", file=sys.stderr, flush=True)
             return revert_sync_bn(model)
         return model
     if enabled and info.distributed:

@@ -141,6 +141,9 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
             _print(info, f"--resume auto: no checkpoint in {work_dir}/checkpoints, starting from iteration 0")
         else:
             last_ckpt, ckpt = found
+            if ckpt["config"].get("model") != cfg["model"]:
+                warnings.warn(f"resuming from {last_ckpt}, whose model section {ckpt['config'].get('model')} differs "
+                              f"from this config's {cfg['model']}", stacklevel=2)
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
