@@ -161,3 +161,22 @@ def test_cli_reports_empty_class_folder(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1
     assert f"error: class folder {empty} holds no image" in proc.stderr
+
+
+def test_torchrun_two_cpu_ranks_score_every_val_image_once(demo_cls, tmp_path):
+    work = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(ROOT, "tools", "train_classifier.py"), os.path.join(ROOT, "configs", "demo_cls", "tinynet_partial.yaml"),
+           "--work-dir", str(work), *_opts(demo_cls, **{"train.epochs": 2})]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2 on cpu | global batch 16" in proc.stdout
+    s = _summary(str(work))
+    assert [h["val_count"] for h in s["history"]] == [4 * VAL_PER_CLASS] * 2  # sharded, no padding repeats
+    # the all-reduced sharded score equals a one-process evaluation of the saved best weights
+    tool.main(["--cross-test", str(work / "checkpoints" / "best.pth"), "--paddings", "partial", "--out", str(tmp_path)])
+    with open(tmp_path / "cross_test.json") as f:
+        (result,) = json.load(f)["results"]
+    assert result["top1"] == pytest.approx(s["best"]["top1"])
+    assert result["loss"] == pytest.approx(s["history"][s["best"]["epoch"] - 1]["val_loss"], rel=1e-5)
