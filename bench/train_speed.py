@@ -165,7 +165,7 @@ def main(args):
     for name, r in results["variants"].items():
         r["time_ratio"] = r["sec_per_it"] / ref["sec_per_it"]
         r["mem_ratio"] = r["peak_mem_mib"] / ref["peak_mem_mib"] if r["peak_mem_mib"] and ref["peak_mem_mib"] else None
-        mem = f"{r['peak_mem_mib']:>11.1f}{r['mem_ratio']:>11.3f}" if r["mem_ratio"] is not None else f"{'-':>11}{'-':>11}"
+        mem = f"{r['peak_mem_mib']:>11.1f}{r['mem_ratio']:>11.3f}" if r["mem_ratio"] is not None else f"{'-':>22}"
         print(f"{name:<10}{r['it_s']:>9.3f}{r['img_s']:>9.2f}{r['time_ratio']:>12.3f}{mem}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

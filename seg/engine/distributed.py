@@ -49,7 +49,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = _pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", device_id=dev if dev.type == "cuda" else None)
+        if dev.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=dev)
+        else:
+            dist.init_process_group(backend="gloo")
     return DistInfo(rank, world_size, local_rank, dev)
 
 
@@ -111,7 +114,8 @@ def convert_sync_bn(model: nn.Module, enabled: bool, info: DistInfo) -> nn.Modul
     if info.device.type != "cuda":
         if (enabled and info.distributed) or has_sync:
             if info.is_main:
-                print("warning: SyncBatchNorm needs CUDA: using per-rank BatchNorm2d on CPU", file=sys.stderr, flush=True)
+                print("warning: SyncBatchNorm needs CUDA: using per-rank BatchNorm2d on CPU", file=sys.stderr,
+                      flush=True)
             return revert_sync_bn(model)
         return model
     if enabled and info.distributed:

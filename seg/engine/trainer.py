@@ -28,7 +28,7 @@ from .logger import RunLogger
 from .optim import PolyLR, build_criterion, build_optimizer
 from .sampler import EpochSeededDataset, ResumableDistributedSampler
 
-__all__ = ["NonFiniteLossError", "seed_everything", "set_determinism", "amp_dtype", "train_step", "train"]
+__all__ = ["NonFiniteLossError", "Trainer", "seed_everything", "set_determinism", "amp_dtype", "train_step", "train"]
 
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -115,116 +115,148 @@ def _gather_rng_states(info: DistInfo) -> list[dict]:
     return states
 
 
-def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_dir: str,
-          val_set: Dataset | None = None, resume: str | None = None) -> nn.Module:
-    """Train `model` for ``cfg["train"]["iterations"]`` iterations; returns the trained (unwrapped) model.
+class Trainer:
+    """Holds one run's model, optimizer, scheduler, scaler and loader; `run()` trains to the end.
 
-    resume: None (fresh run), "auto" (newest loadable periodic checkpoint in `work_dir`, if any) or a
-    checkpoint path. Files written in `work_dir` (rank 0): checkpoints/iter_*.pth, checkpoints/best.pth,
-    model_final.pth, metrics.jsonl, tb/. Raises NonFiniteLossError when the loss is NaN/inf.
+    Files written in `work_dir` (rank 0): checkpoints/iter_*.pth (newest `keep_checkpoints` kept),
+    checkpoints/best.pth (best validation mIoU), model_final.pth, metrics.jsonl, tb/.
     """
-    tcfg = cfg["train"]
-    device = info.device
-    model = convert_sync_bn(model, tcfg["sync_bn"], info).to(device)
-    optimizer = build_optimizer(model, tcfg)
-    scheduler = PolyLR(optimizer, tcfg["iterations"], tcfg["poly_power"], tcfg["warmup_iters"], tcfg["warmup_factor"])
-    scaler = torch.amp.GradScaler(device.type, enabled=tcfg["amp"] == "fp16")
-    criterion = build_criterion(tcfg, device)
-    dtype = amp_dtype(tcfg["amp"])
-    if dtype is torch.float16 and device.type == "cpu":
-        warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=2)
 
-    start_iter, best_miou, last_ckpt = 0, -math.inf, None
-    if resume is not None:
-        found = find_resume_checkpoint(work_dir) if resume == "auto" else (resume, load_checkpoint(resume, FULL_KEYS))
+    def __init__(self, cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_dir: str,
+                 val_set: Dataset | None = None):
+        self.cfg, self.tcfg, self.info, self.work_dir, self.val_set = cfg, cfg["train"], info, work_dir, val_set
+        tcfg, device = self.tcfg, info.device
+        self.model = convert_sync_bn(model, tcfg["sync_bn"], info).to(device)
+        self.optimizer = build_optimizer(self.model, tcfg)
+        self.scheduler = PolyLR(self.optimizer, tcfg["iterations"], tcfg["poly_power"], tcfg["warmup_iters"],
+                                tcfg["warmup_factor"])
+        self.scaler = torch.amp.GradScaler(device.type, enabled=tcfg["amp"] == "fp16")
+        self.criterion = build_criterion(tcfg, device)
+        self.dtype = amp_dtype(tcfg["amp"])
+        if self.dtype is torch.float16 and device.type == "cpu":
+            warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=3)
+        self.train_set = EpochSeededDataset(train_set, seed=tcfg["seed"])
+        self.loader, self.sampler, self.iters_per_epoch = _train_loader(self.train_set, cfg, info)
+        self.iteration, self.best_miou, self.last_ckpt = 0, -math.inf, None
+
+    def resume(self, spec: str) -> None:
+        """spec "auto": newest loadable periodic checkpoint in the work dir (if any); else a checkpoint path."""
+        found = find_resume_checkpoint(self.work_dir) if spec == "auto" else (spec, load_checkpoint(spec, FULL_KEYS))
         if found is None:
-            _print(info, f"--resume auto: no checkpoint in {work_dir}/checkpoints, starting from iteration 0")
-        else:
-            last_ckpt, ckpt = found
-            if ckpt["config"].get("model") != cfg["model"]:
-                warnings.warn(f"resuming from {last_ckpt}, whose model section {ckpt['config'].get('model')} differs "
-                              f"from this config's {cfg['model']}", stacklevel=2)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
-            start_iter, best_miou = ckpt["iteration"], ckpt.get("best_miou", -math.inf)
-            rng = ckpt["rng"]
-            set_rng_state(rng[info.rank] if len(rng) == info.world_size else rng[0])
-            _print(info, f"resumed from {last_ckpt} at iteration {start_iter}")
+            _print(self.info, f"--resume auto: no checkpoint in {self.work_dir}/checkpoints, starting from scratch")
+            return
+        path, ckpt = found
+        if ckpt["config"].get("model") != self.cfg["model"]:
+            warnings.warn(f"resuming from {path}, whose model section {ckpt['config'].get('model')} differs "
+                          f"from this config's {self.cfg['model']}", stacklevel=2)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.iteration, self.best_miou, self.last_ckpt = ckpt["iteration"], ckpt.get("best_miou", -math.inf), path
+        rng = ckpt["rng"]
+        set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
+        _print(self.info, f"resumed from {path} at iteration {self.iteration}")
 
-    raw_model = model
-    if info.distributed:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    model.train()
-
-    seeded = EpochSeededDataset(train_set, seed=tcfg["seed"])
-    loader, sampler, iters_per_epoch = _train_loader(seeded, cfg, info)
-    per_rank = tcfg["batch_size"] // info.world_size
-    log = RunLogger(work_dir, tcfg["iterations"], start_iter, enabled=info.is_main)
-
-    def save(iteration: int, path: str) -> None:
-        state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
-                 "rng": _gather_rng_states(info), "config": cfg, "best_miou": best_miou}
-        if info.is_main:
+    def save(self, path: str) -> None:
+        """Full checkpoint (collective: every rank contributes its RNG state; rank 0 writes)."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                 "iteration": self.iteration, "rng": _gather_rng_states(self.info), "config": self.cfg,
+                 "best_miou": self.best_miou}
+        if self.info.is_main:
             save_checkpoint(state, path)
 
-    def check_loss(loss: torch.Tensor) -> None:
+    def check_loss(self, loss: torch.Tensor) -> None:
+        """Stop on a NaN/inf loss on any rank, before the step can spoil the weights."""
         if not torch.isfinite(all_reduce_mean(loss)).item():
             raise NonFiniteLossError(
-                f"loss is {loss.item()} at iteration {it + 1}; stopping. Last good checkpoint: "
-                f"{last_ckpt or 'none written yet'} (resume with --resume auto, maybe with a lower train.lr)")
+                f"loss is {loss.item()} at iteration {self.iteration + 1}; stopping. Last good checkpoint: "
+                f"{self.last_ckpt or 'none written yet'} (resume with --resume auto, maybe with a lower train.lr)")
 
-    it = start_iter
-    epoch, offset = divmod(start_iter, iters_per_epoch)
-    window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
-    try:
-        while it < tcfg["iterations"]:
-            seeded.set_epoch(epoch)
-            sampler.set_epoch(epoch, start=offset * per_rank)
-            for images, targets in loader:
-                images = images.to(device, non_blocking=True)
-                targets = targets.to(device, non_blocking=True)
-                loss = train_step(model, images, targets, criterion, optimizer, scaler, dtype, check_loss)
-                scheduler.step()
-                it += 1
-                window_loss += loss.item()
-                window_steps += 1
-                if it % tcfg["log_interval"] == 0 or it == tcfg["iterations"]:
+    def batches(self):
+        """(images, targets) on the device from the current iteration on, across epochs, forever."""
+        per_rank = self.tcfg["batch_size"] // self.info.world_size
+        epoch, offset = divmod(self.iteration, self.iters_per_epoch)
+        while True:
+            self.train_set.set_epoch(epoch)
+            self.sampler.set_epoch(epoch, start=offset * per_rank)
+            for images, targets in self.loader:
+                yield epoch, images.to(self.info.device, non_blocking=True), \
+                    targets.to(self.info.device, non_blocking=True)
+            epoch, offset = epoch + 1, 0
+
+    def validate(self, log: RunLogger) -> None:
+        """Regular-mode mIoU (all-reduced over ranks); saves best.pth when it improves."""
+        metrics = _validate(self.model, self.val_set, self.cfg, self.info.device)
+        log.log(self.iteration, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, tag="val")
+        log.message(f"iter {self.iteration}: val mIoU {metrics['mIoU']:.2f} (best before: {self.best_miou:.2f})")
+        if metrics["mIoU"] > self.best_miou:
+            self.best_miou = metrics["mIoU"]
+            self.save(os.path.join(self.work_dir, "checkpoints", "best.pth"))
+
+    def run(self) -> nn.Module:
+        """Train from the current iteration to the last; returns the trained (unwrapped) model."""
+        tcfg, info, total = self.tcfg, self.info, self.tcfg["iterations"]
+        ddp = DistributedDataParallel(self.model, device_ids=[info.device.index] if info.device.type == "cuda"
+                                      else None) if info.distributed else self.model
+        ddp.train()
+        log = RunLogger(self.work_dir, total, self.iteration, enabled=info.is_main)
+        window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
+        batches = self.batches()
+        try:
+            while self.iteration < total:
+                epoch, images, targets = next(batches)
+                loss = train_step(ddp, images, targets, self.criterion, self.optimizer, self.scaler, self.dtype,
+                                  self.check_loss)
+                self.scheduler.step()
+                self.iteration += 1
+                it = self.iteration
+                window_loss, window_steps = window_loss + loss.item(), window_steps + 1
+                if it % tcfg["log_interval"] == 0 or it == total:
                     elapsed = time.perf_counter() - t0
-                    scalars = {"loss": window_loss / window_steps, "lr": optimizer.param_groups[0]["lr"],
+                    scalars = {"loss": window_loss / window_steps, "lr": self.optimizer.param_groups[0]["lr"],
                                "img_s": window_steps * tcfg["batch_size"] / elapsed, "epoch": epoch}
                     log.log(it, scalars)
                     log.progress(window_steps, {"loss": f"{scalars['loss']:.4f}", "lr": f"{scalars['lr']:.2e}",
                                                 "img/s": f"{scalars['img_s']:.1f}"})
                     window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
+                # validate before the periodic checkpoint, so that the checkpoint carries the new best mIoU
                 periodic_val = tcfg["val_interval"] > 0 and it % tcfg["val_interval"] == 0
-                if val_set is not None and (periodic_val or it == tcfg["iterations"]):
-                    metrics = _validate(raw_model, val_set, cfg, device)  # mIoU is all-reduced over ranks
-                    miou = metrics["mIoU"]
-                    log.log(it, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, tag="val")
-                    log.message(f"iter {it}: val mIoU {miou:.2f} (best before: {best_miou:.2f})")
-                    if miou > best_miou:
-                        best_miou = miou
-                        save(it, os.path.join(work_dir, "checkpoints", "best.pth"))
-                if it % tcfg["ckpt_interval"] == 0 or it == tcfg["iterations"]:
-                    last_ckpt = checkpoint_path(work_dir, it)
-                    save(it, last_ckpt)
+                if self.val_set is not None and (periodic_val or it == total):
+                    self.validate(log)
+                if it % tcfg["ckpt_interval"] == 0 or it == total:
+                    self.last_ckpt = checkpoint_path(self.work_dir, it)
+                    self.save(self.last_ckpt)
                     if info.is_main:
-                        prune_checkpoints(work_dir, tcfg["keep_checkpoints"])
-                if it >= tcfg["iterations"]:
-                    break
-            epoch, offset = epoch + 1, 0
-    finally:
-        log.close()
+                        prune_checkpoints(self.work_dir, tcfg["keep_checkpoints"])
+        finally:
+            batches.close()
+            log.close()
+        self.export()
+        return self.model
 
-    broadcast_buffers(raw_model)
-    if info.is_main:
-        export_model(raw_model.state_dict(), cfg, os.path.join(work_dir, "model_final.pth"),
-                     meta={"iteration": it, "best_miou": best_miou if math.isfinite(best_miou) else None})
-    barrier()
-    return raw_model
+    def export(self) -> None:
+        """model_final.pth (model-only) with every rank's BN statistics made equal to rank 0's first."""
+        broadcast_buffers(self.model)
+        if self.info.is_main:
+            best = self.best_miou if math.isfinite(self.best_miou) else None
+            export_model(self.model.state_dict(), self.cfg, os.path.join(self.work_dir, "model_final.pth"),
+                         meta={"iteration": self.iteration, "best_miou": best})
+        barrier()
+
+
+def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_dir: str,
+          val_set: Dataset | None = None, resume: str | None = None) -> nn.Module:
+    """Train `model` for ``cfg["train"]["iterations"]`` iterations; returns the trained (unwrapped) model.
+
+    resume: None (fresh run), "auto" (newest loadable periodic checkpoint in `work_dir`, if any) or a
+    checkpoint path. Raises NonFiniteLossError when the loss becomes NaN/inf (see :class:`Trainer`).
+    """
+    trainer = Trainer(cfg, model, train_set, info, work_dir, val_set)
+    if resume is not None:
+        trainer.resume(resume)
+    return trainer.run()
 
 
 def _print(info: DistInfo, text: str) -> None:
