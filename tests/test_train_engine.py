@@ -127,6 +127,20 @@ def test_truncated_checkpoint_is_passed_over(tmp_path):
     assert path == checkpoint_path(str(tmp_path), 4) and ckpt["iteration"] == 4
 
 
+def test_model_only_export_from_checkpoint(tmp_path):
+    from seg.engine.checkpoint import export_from_checkpoint
+    run(tiny_cfg(), tmp_path)
+    src = checkpoint_path(str(tmp_path), 4)
+    export_from_checkpoint(src, str(tmp_path / "shared.pth"))
+    out = torch.load(tmp_path / "shared.pth", weights_only=True)
+    assert set(out) == {"model", "config", "meta"} and out["meta"]["iteration"] == 4
+    full = torch.load(src, weights_only=True)
+    assert out["model"].keys() == full["model"].keys()
+    assert all(torch.equal(out["model"][k], full["model"][k]) for k in full["model"])
+    net = TinyNet()
+    net.load_state_dict(out["model"])  # loads into a fresh network as is
+
+
 def test_missing_checkpoint_names_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found: .*nope.pth"):
         load_checkpoint(str(tmp_path / "nope.pth"))

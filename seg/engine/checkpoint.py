@@ -13,6 +13,7 @@ and passed over by :func:`find_resume_checkpoint`.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import random
 import re
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_path", "list_checkpoints",
-           "find_resume_checkpoint", "prune_checkpoints", "export_model", "get_rng_state", "set_rng_state"]
+           "find_resume_checkpoint", "prune_checkpoints", "export_model", "export_from_checkpoint", "get_rng_state",
+           "set_rng_state"]
 
 FULL_KEYS = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config")
 _ITER_RE = re.compile(r"iter_(\d+)\.pth$")
@@ -102,6 +104,15 @@ def export_model(model_state: dict, config: dict, path: str, meta: dict | None =
     save_checkpoint({"model": model_state, "config": config, "meta": dict(meta or {})}, path)
 
 
+def export_from_checkpoint(src: str, dst: str) -> None:
+    """Model-only export of a full training checkpoint (e.g. checkpoints/best.pth) for sharing."""
+    ckpt = load_checkpoint(src, required=("model", "config"))
+    best = ckpt.get("best_miou")
+    meta = {"source": os.path.basename(src), "iteration": ckpt.get("iteration"),
+            "best_miou": best if best is not None and math.isfinite(best) else None}
+    export_model(ckpt["model"], ckpt["config"], dst, meta)
+
+
 def get_rng_state() -> dict:
     """RNG states of torch (CPU, CUDA), numpy and python, as tensors/lists/numbers (weights_only-safe)."""
     np_state = np.random.get_state()
@@ -125,3 +136,14 @@ def set_rng_state(state: dict) -> None:
                          n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description="Write a model-only export of a full training checkpoint: "
+                                                 "python -m seg.engine.checkpoint SRC DST")
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    args = parser.parse_args()
+    export_from_checkpoint(args.src, args.dst)
+    print(f"wrote {args.dst}")
