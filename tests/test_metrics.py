@@ -65,7 +65,13 @@ def test_scores_match_naive_formula_and_skip_absent_classes():
 
 def test_out_of_range_target_is_an_error():
     with pytest.raises(ValueError, match="outside"):
-        confusion_matrix(torch.zeros(3, 3, dtype=torch.long), torch.full((3, 3), 20), 19)
+        confusion_matrix(torch.zeros(3, 3, dtype=torch.long), torch.full((3, 3), 20), 19)  # between K and 255
+    with pytest.raises(ValueError, match="outside"):
+        confusion_matrix(torch.zeros(3, 3, dtype=torch.long), torch.full((3, 3), -1), 19)
+    with pytest.raises(ValueError, match="outside"):
+        confusion_matrix(torch.zeros(3, 3, dtype=torch.long), torch.full((3, 3), 256), 19)
+    with pytest.raises(ValueError, match="prediction holds"):
+        confusion_matrix(torch.full((3, 3), 19), torch.zeros(3, 3, dtype=torch.long), 19)
 
 
 @pytest.mark.parametrize("h,w", [(64, 128), (37, 53), (10, 7), (1024, 2048)])

@@ -125,7 +125,7 @@ def _tiled_logits(model: Callable, image: torch.Tensor, tile_size: int, stride: 
             total = image.new_zeros(n, logits.shape[1], height, width, dtype=torch.float32)
         for (b, y, x), tile_logits in zip(chunk, logits):
             total[b, :, y:y + tile_size, x:x + tile_size] += tile_logits
-    return total / count
+    return total.div_(count)
 
 
 def _single_scale_logits(model, image, mode, tile_size, stride, tile_batch, forward):

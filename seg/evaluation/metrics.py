@@ -39,41 +39,55 @@ LEAVE_OUT_ROUNDING = ("round half up: h = floor(f*H + 0.5), w = floor(f*W + 0.5)
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255,
-                     region: torch.Tensor | None = None, num_regions: int = 1) -> torch.Tensor:
-    """Confusion matrix of integer label maps, on their device.
+                     region: torch.Tensor | None = None, num_regions: int = 1,
+                     region_offset: torch.Tensor | None = None, check_pred: bool = True) -> torch.Tensor:
+    """Confusion matrix of integer label maps, on their device, with one bincount.
 
     Args:
-        pred: predicted class ids, any shape, values in [0, num_classes).
-        target: ground-truth ids, same shape; ``ignore_index`` pixels are skipped.
+        pred: predicted class ids, any shape, values in [0, num_classes) (checked unless ``check_pred``
+            is False, e.g. for an argmax over num_classes channels).
+        target: ground-truth ids, same shape; ``ignore_index`` (>= 0) pixels are skipped, any other id
+            outside [0, num_classes) is an error.
         region: optional region id per pixel (same shape or broadcastable), values in [0, num_regions):
             one confusion matrix per region is built by the same single bincount.
+        region_offset: ``region * num_classes**2`` precomputed (saves a pass when reused); replaces region.
     Returns:
         int64 tensor (num_classes, num_classes), or (num_regions, num_classes, num_classes) when
         ``region`` is given; rows index the ground truth.
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    if ignore_index < 0:
+        raise ValueError(f"ignore_index must be >= 0, got {ignore_index}")
+    k, k2 = num_classes, num_classes * num_classes
+    bins = num_regions * k2
     t, p = target.long(), pred.long()
-    valid = t != ignore_index
-    if t.numel():  # range checks as min/max reductions: no boolean compaction (which syncs on GPU)
-        t_min, t_max = torch.where(valid, t, 0).aminmax()
-        if int(t_min) < 0 or int(t_max) >= num_classes:
-            raise ValueError(f"target holds ids outside [0, {num_classes}) other than ignore_index={ignore_index}: "
-                             f"min {int(t_min)}, max {int(t_max)}")
-        p_min, p_max = p.aminmax()
-        if int(p_min) < 0 or int(p_max) >= num_classes:
-            raise ValueError(f"prediction holds ids outside [0, {num_classes}): min {int(p_min)}, max {int(p_max)}")
-    k2 = num_classes * num_classes
-    index = t * num_classes + p
-    if region is not None:
-        index = index + region.expand_as(t).long() * k2
-    # ignored pixels go to one extra bin past the end, dropped afterwards
-    total_bins = num_regions * k2
-    index = torch.where(valid, index, total_bins)
-    counts = torch.bincount(index.reshape(-1), minlength=total_bins + 1)[:total_bins]
-    if region is None:
-        return counts.reshape(num_classes, num_classes)
-    return counts.reshape(num_regions, num_classes, num_classes)
+    if t.numel():  # min/max reductions only: no boolean compaction (which syncs on GPU)
+        t_min, t_max = (int(v) for v in t.aminmax())
+        if t_min < 0 or t_max > max(k - 1, ignore_index):
+            raise ValueError(f"target holds ids outside [0, {k}) other than ignore_index={ignore_index}: "
+                             f"min {t_min}, max {t_max}")
+        if check_pred:
+            p_min, p_max = (int(v) for v in p.aminmax())
+            if p_min < 0 or p_max >= k:
+                raise ValueError(f"prediction holds ids outside [0, {k}): min {p_min}, max {p_max}")
+    # Row offset per target id by table lookup: class c -> c*K; ignore -> past the real bins (dropped);
+    # any other id -> a sentinel range checked below. Saves separate mask / where passes.
+    lut = torch.full((max(k, ignore_index + 1),), 2 * bins, dtype=torch.long, device=t.device)
+    lut[:k] = torch.arange(k, device=t.device) * k
+    lut[ignore_index] = bins
+    index = lut[t] + p
+    if region_offset is None and region is not None:
+        region_offset = region.long() * k2
+    if region_offset is not None:
+        index += region_offset.expand_as(index)
+    counts = torch.bincount(index.reshape(-1), minlength=3 * bins)
+    if t.numel() and int(counts[2 * bins:].sum()):
+        raise ValueError(f"target holds ids outside [0, {k}) other than ignore_index={ignore_index}")
+    counts = counts[:bins]
+    if region is None and region_offset is None:
+        return counts.reshape(k, k)
+    return counts.reshape(num_regions, k, k)
 
 
 def scores_from_confusion(confusion: torch.Tensor) -> dict:
