@@ -244,3 +244,16 @@ def test_corrupt_image_is_named(tmp_path, damage):
     assert dataset[0][0].shape == (3, 8, 8)
     with pytest.raises(ImageFolderError, match=f"cannot read image {bad}"):
         dataset[1]
+
+
+def test_classifier_checkpoint_initialises_a_segmentation_encoder(tmp_path):
+    """The paper's pipeline: ImageNet classifier weights (any padding) -> DeepLabV3+ encoder."""
+    from seg.engine.checkpoint import export_model
+    from seg.models import DeepLabV3Plus
+    classifier = build_classifier("resnet18", num_classes=10, padding="partial")
+    path = str(tmp_path / "model_final.pth")
+    export_model(classifier.state_dict(), {}, path)
+    net = DeepLabV3Plus(encoder="resnet18", num_classes=19, output_stride=8, padding="zeros", pretrained=path)
+    src, enc = classifier.state_dict(), net.encoder.state_dict()
+    assert set(enc) <= set(src) and all(torch.equal(enc[k], src[k]) for k in enc)
+    assert sorted(net.pretrained_report.unexpected) == ["fc.bias", "fc.weight"]

@@ -131,6 +131,7 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
             for images, targets in loader:
                 images = images.to(device, non_blocking=True)
                 targets = targets.to(device, non_blocking=True)
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (scheduler steps after it)
                 loss = train_step(model, images, targets, criterion, optimizer, scaler, dtype, check_loss)
                 scheduler.step()
                 it += 1
@@ -139,7 +140,7 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
                 window_loss += loss.item()
                 window_steps += 1
                 if it % tcfg["log_interval"] == 0:
-                    scalars = {"loss": window_loss / window_steps, "lr": optimizer.param_groups[0]["lr"],
+                    scalars = {"loss": window_loss / window_steps, "lr": lr,
                                "img_s": window_steps * tcfg["batch_size"] / (time.perf_counter() - t0),
                                "epoch": epoch}
                     log.log(it, scalars)
@@ -157,7 +158,7 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
             previous_best = best_top1()
             history.append({"epoch": epoch + 1, **{f"top{k}": metrics[f"top{k}"] for k in topk}, "val_count": metrics["count"],
                             "val_loss": metrics["loss"], "train_loss": train_loss,
-                            "lr": optimizer.param_groups[0]["lr"], "iteration": it})
+                            "lr": lr, "iteration": it})
             log.log(it, {k: v for k, v in history[-1].items() if k != "iteration"}, tag="val")
             log.message(f"epoch {epoch + 1}/{tcfg['epochs']}: " + " ".join(
                 f"top{k} {metrics[f'top{k}']:.2f}" for k in topk) + f" (best before {previous_best:.2f})")
