@@ -99,13 +99,13 @@ def _is_key_spec(node: dict) -> bool:
     return "kind" in node and "default" in node
 
 
-def default_config() -> dict:
-    """All defaults, as nested plain dicts."""
+def default_config(*, schema: dict | None = None) -> dict:
+    """All defaults of `schema` (default: SCHEMA), as nested plain dicts."""
     def walk(node):
         if _is_key_spec(node):
             return copy.deepcopy(node["default"])
         return {name: walk(child) for name, child in node.items()}
-    return walk(SCHEMA)
+    return walk(SCHEMA if schema is None else schema)
 
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -138,8 +138,8 @@ def _check_value(value: Any, kind: str) -> Any:
     return _check_scalar(value, kind)
 
 
-def validate(cfg: dict, source: str = "config") -> dict:
-    """Check `cfg` against SCHEMA and fill defaults; returns a new dict.
+def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -> dict:
+    """Check `cfg` against `schema` (default: SCHEMA) and fill defaults; returns a new dict.
 
     Raises ConfigError naming the dotted key and `source` for an unknown key, a wrong type or a value
     outside its choices.
@@ -168,7 +168,7 @@ def validate(cfg: dict, source: str = "config") -> dict:
             else:
                 out[name] = walk(child, child["default"], path) if _is_key_spec(child) else walk(child, {}, path)
         return out
-    return walk(SCHEMA, cfg, "")
+    return walk(SCHEMA if schema is None else schema, cfg, "")
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
@@ -181,7 +181,7 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
-def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
+def _read_yaml(path: str, chain: tuple[str, ...] = (), *, schema: dict | None = None) -> dict:
     """Read one YAML file and its `_base_` parents, merged (parents first)."""
     path = os.path.abspath(path)
     if path in chain:
@@ -202,13 +202,13 @@ def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{path}: '_base_' must be a path or a list of paths, got {bases!r}")
     merged: dict = {}
     for base in bases:
-        merged = _deep_merge(merged, _read_yaml(os.path.join(os.path.dirname(path), base), chain + (path,)))
+        merged = _deep_merge(merged, _read_yaml(os.path.join(os.path.dirname(path), base), chain + (path,), schema=schema))
     # Validate each file on its own so that an error names the file that holds the bad key.
-    validate(_deep_merge(merged, data), source=path)
+    validate(_deep_merge(merged, data), source=path, schema=schema)
     return _deep_merge(merged, data)
 
 
-def merge_overrides(cfg: dict, opts: Iterable[str]) -> dict:
+def merge_overrides(cfg: dict, opts: Iterable[str], *, schema: dict | None = None) -> dict:
     """Apply ``a.b=value`` overrides (value parsed with yaml.safe_load); returns a new dict."""
     cfg = copy.deepcopy(cfg)
     for item in opts:
@@ -220,28 +220,30 @@ def merge_overrides(cfg: dict, opts: Iterable[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"--opts: cannot parse value of {key!r} ({raw!r}) as YAML: {e}") from None
-        node, schema = cfg, SCHEMA
+        node, spec = cfg, SCHEMA if schema is None else schema
         parts = key.split(".")
         for depth, part in enumerate(parts):
-            if not isinstance(schema, dict) or _is_key_spec(schema) or part not in schema:
+            if not isinstance(spec, dict) or _is_key_spec(spec) or part not in spec:
                 raise ConfigError(f"--opts: unknown key {'.'.join(parts[:depth + 1])!r} in {item!r}")
-            schema = schema[part]
+            spec = spec[part]
             if depth < len(parts) - 1:
                 node = node.setdefault(part, {})
-        if not _is_key_spec(schema):
-            raise ConfigError(f"--opts: {key!r} is a section; override one of its keys ({', '.join(schema)})")
+        if not _is_key_spec(spec):
+            raise ConfigError(f"--opts: {key!r} is a section; override one of its keys ({', '.join(spec)})")
         node[parts[-1]] = value
     return cfg
 
 
-def load_config(path: str | None, opts: Iterable[str] = ()) -> dict:
-    """Load `path` (YAML, with `_base_` inheritance), apply `opts` overrides, validate, fill defaults.
+def load_config(path: str | None, opts: Iterable[str] = (), *, schema: dict | None = None) -> dict:
+    """Load `path` (YAML, with `_base_` inheritance), apply `opts` overrides, validate against `schema`
+    (default: SCHEMA, the segmentation schema), fill defaults.
 
     `path` may be None for the pure defaults. Returns nested plain dicts; raises ConfigError.
     """
-    cfg = _read_yaml(path) if path is not None else {}
-    cfg = merge_overrides(cfg, opts)
-    return validate(cfg, source=f"{path or 'defaults'} + --opts" if opts else (path or "defaults"))
+    cfg = _read_yaml(path, schema=schema) if path is not None else {}
+    cfg = merge_overrides(cfg, opts, schema=schema)
+    source = f"{path or 'defaults'} + --opts" if opts else (path or "defaults")
+    return validate(cfg, source=source, schema=schema)
 
 
 def dump_config(cfg: dict, path: str) -> None:

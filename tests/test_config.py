@@ -145,3 +145,14 @@ def test_shipped_config_set_is_complete():
     for path in demo:
         cfg = load_config(path)
         assert cfg["train"]["device"] == "cpu" and cfg["data"]["crop_size"] <= 128
+
+
+def test_other_schema_through_the_same_loader(tmp_path):
+    from seg.config import _key
+    schema = {"net": {"depth": _key(18, "int"), "act": _key("relu", "str", ("relu", "gelu"))}}
+    path = write(tmp_path / "c.yaml", {"net": {"act": "gelu"}})
+    assert load_config(path, ["net.depth=50"], schema=schema) == {"net": {"depth": 50, "act": "gelu"}}
+    with pytest.raises(ConfigError, match=r"unknown key 'train'"):
+        load_config(None, ["train.lr=1"], schema=schema)
+    with pytest.raises(ConfigError, match=r"c2\.yaml.*unknown key 'model'"):
+        load_config(write(tmp_path / "c2.yaml", {"model": {}}), schema=schema)
