@@ -257,3 +257,23 @@ def test_classifier_checkpoint_initialises_a_segmentation_encoder(tmp_path):
     src, enc = classifier.state_dict(), net.encoder.state_dict()
     assert set(enc) <= set(src) and all(torch.equal(enc[k], src[k]) for k in enc)
     assert sorted(net.pretrained_report.unexpected) == ["fc.bias", "fc.weight"]
+
+
+def test_train_and_val_class_folders_must_agree(tmp_path):
+    from seg.classification import build_classification_datasets
+    from seg.classification.config import default_classifier_config
+    for split, classes in (("train", ("a", "b")), ("val", ("a", "c"))):
+        for c in classes:
+            _write_png(str(tmp_path / split / c / "0.png"))
+    data_cfg = {**default_classifier_config()["data"], "root": str(tmp_path)}
+    with pytest.raises(ImageFolderError, match=r"only in train \['b'\], only in val \['c'\]"):
+        build_classification_datasets(data_cfg)
+
+
+def test_weights_of_another_arch_are_refused_naming_the_file(tmp_path):
+    from seg.classification import load_classifier_weights
+    from seg.engine.checkpoint import export_model
+    path = str(tmp_path / "tiny.pth")
+    export_model(build_classifier("tinynet", num_classes=4).state_dict(), {}, path)
+    with pytest.raises(ValueError, match=f"weights in {path} do not fit TinyNet: 0 missing keys.*2 with another shape"):
+        load_classifier_weights(build_classifier("tinynet", num_classes=7), path)
