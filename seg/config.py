@@ -25,8 +25,8 @@ class ConfigError(ValueError):
     """A config file, key or override is invalid; the message names which and why."""
 
 
-def _key(default: Any, kind: str, choices: Iterable | None = None, doc: str = "") -> dict:
-    return {"default": default, "kind": kind, "choices": tuple(choices) if choices else None, "doc": doc}
+def _key(default: Any, kind: str, choices: Iterable | None = None, doc: str = "", *, min: float | None = None) -> dict:
+    return {"default": default, "kind": kind, "choices": tuple(choices) if choices else None, "doc": doc, "min": min}
 
 
 # Every key the toolkit understands. `kind` is a small type language: str, int, float, bool, list[T],
@@ -34,7 +34,7 @@ def _key(default: Any, kind: str, choices: Iterable | None = None, doc: str = ""
 SCHEMA: dict[str, dict[str, dict]] = {
     "model": {
         "encoder": _key("resnet50", "str", doc="encoder name, e.g. resnet18, resnet50, wrn38"),
-        "num_classes": _key(19, "int"),
+        "num_classes": _key(19, "int", min=1),
         "output_stride": _key(8, "int", (8, 16)),
         "padding": _key("zeros", "str", ("zeros", "reflect", "replicate", "partial")),
         "pretrained": _key(None, "str?", doc="path to ImageNet encoder weights, or null for random init"),
@@ -44,7 +44,7 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "root": _key("datasets/demo", "str"),
         "train_sets": _key(["fine/train"], "list[str]", doc='"annotation/split" entries, e.g. coarse/train_extra'),
         "val_split": _key("val", "str?", doc="split used for periodic validation; null disables it"),
-        "crop_size": _key(896, "int"),
+        "crop_size": _key(896, "int", min=1),
         "scale_range": _key([0.5, 2.0], "list[float]"),
         "hflip": _key(0.5, "float"),
         "blur_prob": _key(0.5, "float"),
@@ -54,18 +54,18 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "class_balance": _key(0.5, "float", doc="fraction of crops centred on a pixel of a chosen class"),
         "centroids_per_class": _key(32, "int"),
         "coarse_boost_classes": _key([], "list[int]"),
-        "num_workers": _key(4, "int"),
+        "num_workers": _key(4, "int", min=0),
     },
     "train": {
-        "iterations": _key(31000, "int"),
-        "batch_size": _key(8, "int", doc="GLOBAL batch: split evenly over the world size (must divide it)"),
-        "lr": _key(0.01, "float"),
+        "iterations": _key(31000, "int", min=1),
+        "batch_size": _key(8, "int", min=1, doc="GLOBAL batch: split evenly over the world size (must divide it)"),
+        "lr": _key(0.01, "float", min=0),
         "momentum": _key(0.9, "float"),
         "nesterov": _key(False, "bool"),
-        "weight_decay": _key(1e-4, "float"),
+        "weight_decay": _key(1e-4, "float", min=0),
         "no_wd_norm_bias": _key(False, "bool", doc="exclude biases and norm parameters from weight decay"),
         "poly_power": _key(0.9, "float"),
-        "warmup_iters": _key(0, "int"),
+        "warmup_iters": _key(0, "int", min=0),
         "warmup_factor": _key(0.1, "float", doc="LR multiplier at iteration 0 of the linear warm-up"),
         "class_weights": _key(None, "list[float]?"),
         "ignore_index": _key(255, "int"),
@@ -74,11 +74,11 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "device": _key("auto", "str", ("auto", "cpu", "cuda")),
         "seed": _key(0, "int"),
         "deterministic": _key(False, "bool"),
-        "log_interval": _key(20, "int"),
-        "ckpt_interval": _key(1000, "int"),
+        "log_interval": _key(20, "int", min=1),
+        "ckpt_interval": _key(1000, "int", min=1),
         "keep_checkpoints": _key(2, "int", doc="periodic checkpoints kept on disk (best/last/export apart)"),
-        "val_interval": _key(0, "int", doc="0 = validate only at the end"),
-        "val_batch_size": _key(1, "int"),
+        "val_interval": _key(0, "int", min=0, doc="0 = validate only at the end"),
+        "val_batch_size": _key(1, "int", min=1),
     },
     "eval": {
         "mode": _key("regular", "str", ("regular", "tile", "tile_overlap")),
@@ -153,6 +153,9 @@ def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -
                                   f"got {type(values).__name__} {values!r}") from None
             if node["choices"] and value not in node["choices"]:
                 raise ConfigError(f"{source}: key '{prefix}' must be one of {list(node['choices'])}, got {value!r}")
+            low = node.get("min")
+            if low is not None and value is not None and min(value if isinstance(value, list) else [value]) < low:
+                raise ConfigError(f"{source}: key '{prefix}' must be >= {low}, got {value!r}")
             return value
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: key '{prefix}' is a section and expects a mapping, got {values!r}")
@@ -202,7 +205,8 @@ def _read_yaml(path: str, chain: tuple[str, ...] = (), *, schema: dict | None = 
         raise ConfigError(f"{path}: '_base_' must be a path or a list of paths, got {bases!r}")
     merged: dict = {}
     for base in bases:
-        merged = _deep_merge(merged, _read_yaml(os.path.join(os.path.dirname(path), base), chain + (path,), schema=schema))
+        parent = _read_yaml(os.path.join(os.path.dirname(path), base), chain + (path,), schema=schema)
+        merged = _deep_merge(merged, parent)
     # Validate each file on its own so that an error names the file that holds the bad key.
     validate(_deep_merge(merged, data), source=path, schema=schema)
     return _deep_merge(merged, data)

@@ -73,6 +73,8 @@ def test_unknown_key_in_base_names_the_base_file(tmp_path):
     ("data.scale_range=0.5", r"'data\.scale_range' expects list\[float\]"),
     ("model.padding=circular", r"'model\.padding' must be one of \['zeros', 'reflect', 'replicate', 'partial'\]"),
     ("model.encoder=null", r"'model\.encoder' expects str, got NoneType"),
+    ("train.ckpt_interval=0", r"'train\.ckpt_interval' must be >= 1, got 0"),
+    ("train.lr=-0.1", r"'train\.lr' must be >= 0"),
 ])
 def test_wrong_type_names_key(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
