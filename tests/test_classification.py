@@ -182,6 +182,8 @@ def test_classifier_config_errors_name_key_and_file(tmp_path):
         load_classifier_config(str(bad))
     with pytest.raises(ConfigError, match="model.arch"):
         load_classifier_config(None, ["model.arch=alexnet"])
+    with pytest.raises(ConfigError, match="'train.epochs' must be >= 1"):
+        load_classifier_config(None, ["train.epochs=0"])
     import seg.config  # the segmentation schema is untouched by the classifier's
     assert "arch" not in seg.config.default_config()["model"]
 
