@@ -77,6 +77,7 @@ def test_resnet18_dilated_stage_sizes_and_shape():
     for name, halvings in expected_halvings.items():
         assert feats[name].shape == (1, expected_channels[name], ceil_halvings(h, halvings),
                                      ceil_halvings(w, halvings)), name
+    assert enc.feature_strides == {name: 2 ** halvings for name, halvings in expected_halvings.items()}
     model = DeepLabV3Plus("resnet18", num_classes=3, output_stride=16, padding="partial").eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, h, w)).shape == (2, 3, h, w)

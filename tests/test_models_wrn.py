@@ -57,6 +57,7 @@ def check_stages(model, output_stride):
     with torch.no_grad():
         feats = model.encoder.forward_features(torch.randn(1, 3, *SIZE))
     column = 1 if output_stride == 8 else 2
+    assert model.encoder.feature_strides == {name: spec[column] for name, spec in STAGES.items()}
     for name, spec in STAGES.items():
         stride = spec[column]
         assert feats[name].shape == (1, spec[0], strided_size(SIZE[0], stride), strided_size(SIZE[1], stride)), name

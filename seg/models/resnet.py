@@ -97,9 +97,11 @@ class ResNetEncoder(nn.Module):
         self.out_channels = (last_block.bn3 if hasattr(last_block, "bn3") else last_block.bn2).num_features
         self.skip_channels = self.layer1[-1].conv1.in_channels
         self.output_stride = output_stride
-        dilated = sum(DILATE_FLAGS[output_stride])
-        self.feature_strides = {"stem": 2, "layer1": 4, "layer2": 8, "layer3": 16 if dilated < 2 else 8,
-                                "layer4": output_stride}
+        self.feature_strides = {"stem": 2, "layer1": 4}
+        stride = 4
+        for name, dilate in zip(STAGES[2:], DILATE_FLAGS[output_stride]):
+            stride *= 1 if dilate else 2
+            self.feature_strides[name] = stride
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every stage output: ``{"stem", "layer1", ..., "layer4"}`` (stem = after conv1/bn1/relu)."""
