@@ -52,7 +52,7 @@ def main() -> dict:
     p.add_argument("--tile-size", type=int, default=512)
     p.add_argument("--overlap", type=lambda s: parse_fractions(s)[0], default=1 / 3)
     p.add_argument("--tile-batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--images", type=int, default=4, help="images in the evaluation pass")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers in the evaluation pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -77,10 +77,12 @@ def main(argv=None) -> dict:
     rows, details = [], []
     for path in args.checkpoints:
         run_cfg = copy.deepcopy(cfg)
-        stored = (load_checkpoint(path).get("config") or {}).get("model")
+        ckpt = load_checkpoint(path)
+        stored = (ckpt.get("config") or {}).get("model")
         if stored:
             run_cfg["model"].update(stored)
-        model, minfo = load_model_for_eval(run_cfg, path, None, info.device)
+        model, minfo = load_model_for_eval(run_cfg, path, None, info.device, loaded=ckpt)
+        del ckpt
         row = {"checkpoint": minfo["checkpoint"], "trained_padding": minfo["trained_padding"],
                "label": f"{os.path.basename(path)} ({minfo['encoder']}, {minfo['trained_padding']})", "mIoU": {},
                "not_run": {}}

@@ -112,7 +112,7 @@ class RegionLayout:
         return total, leave, bands
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)  # a few image sizes; each entry holds two (H, W) int64 maps
 def _cached_layout(size, leave_out, leave_out_by, distance_bands, device) -> RegionLayout:
     return RegionLayout(*size, leave_out, leave_out_by, distance_bands, device)
 

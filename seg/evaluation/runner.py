@@ -26,10 +26,12 @@ def _strip_prefix(state: dict) -> dict:
 
 
 def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
-                        device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+                        device: torch.device | str = "cpu", loaded: dict | None = None
+                        ) -> tuple[torch.nn.Module, dict]:
     """Build ``DeepLabV3Plus(**cfg["model"])``, load ``checkpoint``'s weights strictly and switch every
     padded conv to ``padding`` (default: the padding the weights were trained with).
 
+    ``loaded``: the checkpoint dict if the caller already read ``checkpoint`` (avoids a second read).
     Returns (model in eval mode on ``device``, info {"checkpoint", "trained_padding", "eval_padding",
     "encoder"}). Raises CheckpointError (missing / corrupt file) or ArchitectureMismatch, naming the file.
     """
@@ -37,7 +39,7 @@ def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
     from seg.models import DeepLabV3Plus
     from seg.nn import PADDING_MODES, convert_padding
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = loaded if loaded is not None else load_checkpoint(checkpoint)
     model_cfg = copy.deepcopy(cfg["model"])
     model_cfg["pretrained"] = None  # the checkpoint supplies every weight
     trained_cfg = (ckpt.get("config") or {}).get("model", {})
