@@ -146,6 +146,11 @@ def test_centroid_cache_is_reused_and_invalidated_by_the_file_list(demo_root, tm
     os.remove(img), os.remove(lbl)
     assert len(_balanced(root)) == 5
     assert len(glob.glob(os.path.join(root, ".cache", "centroids_*.npz"))) == 2  # new list, new cache
+    _, lbl = _balanced(root).pairs[0]
+    Image.fromarray(np.full((64, 128), 13, np.uint8)).save(lbl)  # a rewritten label, same name
+    rewritten = _balanced(root).centroids
+    assert len(glob.glob(os.path.join(root, ".cache", "centroids_*.npz"))) == 3
+    assert set(rewritten.cls[rewritten.item == 0].tolist()) == {13}
 
 
 def test_balanced_crops_contain_the_chosen_class(demo_root):

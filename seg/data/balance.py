@@ -81,15 +81,18 @@ def compute_centroids(label_paths: list[str], per_class: int, workers: int | Non
 
 
 def cache_key(root: str, label_paths: list[str], per_class: int) -> str:
-    """Hash of the file list (relative to ``root``) and the sampling settings."""
+    """Hash of the file list (paths relative to ``root``, sizes and modification times, so a regenerated
+    label invalidates it too) and the sampling settings."""
     h = hashlib.sha1(f"v{_CACHE_VERSION}|{per_class}".encode())
     for p in label_paths:
-        h.update(b"\0" + os.path.relpath(p, root).encode())
+        st = os.stat(p)
+        h.update(f"\0{os.path.relpath(p, root)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
 def load_or_compute_centroids(root: str, label_paths: list[str], per_class: int) -> Centroids:
-    """Centroids cached at ``ROOT/.cache/centroids_<hash of file list>.npz``; a changed list gets a new file."""
+    """Centroids cached at ``ROOT/.cache/centroids_<hash of file list>.npz``; a changed list gets a new file.
+    Concurrent first runs (DDP ranks) each compute and atomically write the same file."""
     path = os.path.join(root, ".cache", f"centroids_{cache_key(root, label_paths, per_class)}.npz")
     if os.path.isfile(path):
         try:

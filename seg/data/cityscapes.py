@@ -171,14 +171,18 @@ class CityscapesTrainDataset(CityscapesDataset):
         item, cls = int(self.plan.item[index]), int(self.plan.cls[index])
         img, lbl = load_pair(*self.pairs[item])
         seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-        rng = np.random.default_rng(seed)
-        center = tuple(self.plan.xy[index].tolist()) if cls >= 0 else (0.0, 0.0)
-        self.geometric.set_random_seed(seed)
-        out = self.geometric(image=img, mask=lbl, keypoints=np.array([center], np.float32))
-        img, lbl = out["image"], out["mask"]
-        c = self.crop_size
-        y0, x0 = crop_window(img.shape[0], img.shape[1], c, tuple(out["keypoints"][0][:2]) if cls >= 0 else None, rng)
+        center = tuple(self.plan.xy[index].tolist()) if cls >= 0 else None
+        img, lbl = self._scaled_crop(img, lbl, center, seed)
         self.photometric.set_random_seed(seed + 1)
-        out = self.photometric(image=np.ascontiguousarray(img[y0:y0 + c, x0:x0 + c]),
-                               mask=np.ascontiguousarray(lbl[y0:y0 + c, x0:x0 + c]))
+        out = self.photometric(image=img, mask=lbl)
         return out["image"], out["mask"].long()
+
+    def _scaled_crop(self, img: np.ndarray, lbl: np.ndarray, center: tuple[int, int] | None, seed: int):
+        """Random scale + pad (the centre pixel travels along as a keypoint), then a crop_size window
+        centred on it (class-balanced sample) or uniformly placed (random sample)."""
+        self.geometric.set_random_seed(seed)
+        out = self.geometric(image=img, mask=lbl, keypoints=np.array([center or (0, 0)], np.float32))
+        img, lbl, c = out["image"], out["mask"], self.crop_size
+        moved = tuple(out["keypoints"][0][:2]) if center is not None else None
+        y0, x0 = crop_window(img.shape[0], img.shape[1], c, moved, np.random.default_rng(seed))
+        return np.ascontiguousarray(img[y0:y0 + c, x0:x0 + c]), np.ascontiguousarray(lbl[y0:y0 + c, x0:x0 + c])
