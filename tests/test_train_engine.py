@@ -41,6 +41,7 @@ class ColourBlobs(Dataset):
         # random augmentation through the global RNG: the engine must seed it per (epoch, index)
         img = torch.rand(3, self.size, self.size) * 2 - 1
         target = img.argmax(0)
+        img = img + 0.1 * self.epoch  # the data depends on the epoch, as a class-balanced crop plan does
         target[torch.rand(self.size, self.size) < 0.1] = 255
         return img, target
 
@@ -72,6 +73,16 @@ def test_short_training_lowers_loss(tmp_path):
     assert (tmp_path / "model_final.pth").exists()
     export = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert set(export) == {"model", "config", "meta"} and export["meta"]["iteration"] == 30
+
+
+def test_data_workers_give_the_same_run(tmp_path):
+    """Persistent workers must still see every epoch (it travels with the index) and per-item seeds."""
+    inline = run(tiny_cfg(iterations=10), tmp_path / "w0")  # 4 iterations per epoch: 3 epochs
+    cfg = tiny_cfg(iterations=10)
+    cfg["data"]["num_workers"] = 2
+    workers = run(cfg, tmp_path / "w2")
+    for (name, a), b in zip(inline.state_dict().items(), workers.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_poly_lr_with_warmup_matches_formula():

@@ -3,6 +3,10 @@
 The permutation of epoch `e` is drawn from a generator seeded with (seed, e) alone, and every item's
 augmentation from (seed, e, index) alone, so a run resumed at any iteration sees exactly the batches
 an uninterrupted run would have seen from that iteration on, whatever the number of workers.
+
+The sampler yields (epoch, index) keys and :class:`EpochSeededDataset` reads the epoch from the key, so
+the epoch reaches data-loader workers with every item: workers can persist across epochs (no
+re-spawn per epoch, which matters for small datasets) and still see each epoch's crop plan.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 class ResumableDistributedSampler(Sampler[int]):
     """Like torch's DistributedSampler (shuffled, rank r takes every world-th index, padded to equal length)
     plus `set_epoch(epoch, start=k)` which skips the first k indices of this rank's share, for resuming.
+    Yields (epoch, index) keys for :class:`EpochSeededDataset`.
     """
 
     def __init__(self, num_samples: int, world_size: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True):
@@ -49,7 +54,7 @@ class ResumableDistributedSampler(Sampler[int]):
         return order[self.rank:total:self.world_size]
 
     def __iter__(self):
-        return iter(self._indices()[self.start:])
+        return iter([(self.epoch, i) for i in self._indices()[self.start:]])
 
     def __len__(self) -> int:
         return self.per_rank - self.start
@@ -73,13 +78,14 @@ def _seeded_rngs(seed: int):
 class EpochSeededDataset(Dataset):
     """Wraps a training dataset so that item i of epoch e is drawn with RNGs seeded from (seed, e, i).
 
-    If the wrapped dataset has `set_epoch(epoch)` (the class-balanced crop plan) it is forwarded; if it
-    has `seed_item(seed)` (for transforms with their own generators, e.g. albumentations 2.x) it is called
-    with the item seed before the item is fetched.
+    Indexed by (epoch, index) keys (or a plain index for the current epoch). When the epoch changes, the
+    wrapped dataset's `set_epoch(epoch)` (the class-balanced crop plan) is called, in whichever process
+    holds this copy. If the wrapped dataset has `seed_item(seed)` (transforms with their own generators,
+    e.g. albumentations 2.x) it is called with the item seed before the item is fetched.
     """
 
     def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.dataset, self.seed, self.epoch = dataset, seed, None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -89,8 +95,11 @@ class EpochSeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
-        s = item_seed(self.seed, self.epoch, index)
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (self.epoch or 0, key)
+        if epoch != self.epoch:
+            self.set_epoch(epoch)
+        s = item_seed(self.seed, epoch, index)
         with _seeded_rngs(s):
             if hasattr(self.dataset, "seed_item"):
                 self.dataset.seed_item(s)

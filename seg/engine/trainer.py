@@ -88,7 +88,7 @@ def _train_loader(dataset: Dataset, cfg: dict, info: DistInfo) -> tuple[DataLoad
         raise ValueError(f"training set has {len(dataset)} samples, fewer than train.batch_size={batch}")
     workers = cfg["data"]["num_workers"]
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers, drop_last=True,
-                        pin_memory=info.device.type == "cuda", persistent_workers=False,
+                        pin_memory=info.device.type == "cuda", persistent_workers=workers > 0,
                         # own generator: creating an iterator must not consume the global torch RNG,
                         # or a resumed run's dropout masks would drift from the uninterrupted run's.
                         generator=torch.Generator().manual_seed(cfg["train"]["seed"]))
@@ -179,8 +179,7 @@ class Trainer:
         per_rank = self.tcfg["batch_size"] // self.info.world_size
         epoch, offset = divmod(self.iteration, self.iters_per_epoch)
         while True:
-            self.train_set.set_epoch(epoch)
-            self.sampler.set_epoch(epoch, start=offset * per_rank)
+            self.sampler.set_epoch(epoch, start=offset * per_rank)  # the epoch travels with each index
             for images, targets in self.loader:
                 yield epoch, images.to(self.info.device, non_blocking=True), \
                     targets.to(self.info.device, non_blocking=True)
