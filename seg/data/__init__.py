@@ -6,14 +6,9 @@ Entry points (config section ``data``, see ``DATA_DEFAULTS``):
 """
 from __future__ import annotations
 
-import os
-
-# albumentations 2.x asks PyPI for a newer version on import (up to 2 s per process without network)
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from .cityscapes import CityscapesDataset, CityscapesTrainDataset, list_pairs, load_pair, parse_set  # noqa: E402
-from .io import DataError  # noqa: E402
-from .labels import (  # noqa: E402
+from .cityscapes import CityscapesDataset, CityscapesTrainDataset, list_pairs, load_pair, parse_set
+from .io import DataError
+from .labels import (
     CLASS_NAMES, ID_TO_TRAINID, IGNORE_INDEX, NUM_CLASSES, PALETTE, TRAINID_TO_ID, ids_to_train_ids, train_ids_to_ids)
 
 DATA_DEFAULTS = {
