@@ -69,9 +69,16 @@ def build_datasets(cfg):
     train_set, val_set = original(cfg)
     return Recording(train_set), val_set
 
-tool.build_datasets = build_datasets
+initial, original_model = {{}}, tool.build_model
+
+def build_model(cfg):
+    model = original_model(cfg)
+    initial.update({{k: v.clone() for k, v in model.state_dict().items()}})
+    return model
+
+tool.build_datasets, tool.build_model = build_datasets, build_model
 model = tool.main(tool.parse_args(sys.argv[1:]))
-torch.save({{"state": model.state_dict(), "seen": seen}}, os.path.join({out!r}, "rank%s.pt" % os.environ["RANK"]))
+torch.save({{"state": model.state_dict(), "seen": seen, "initial": initial}}, os.path.join({out!r}, "rank%s.pt" % os.environ["RANK"]))
 """
 
 
@@ -90,6 +97,10 @@ def test_torchrun_two_cpu_ranks_end_identical(demo_root, tmp_path):
     assert_same_state(r0["state"], r1["state"])
     exported = torch.load(tmp_path / "wd" / "model_final.pth", weights_only=True)["model"]
     assert_same_state(r0["state"], exported)
+    initial = r0["initial"]
+    assert_same_state(initial, r1["initial"])  # both ranks started from the same weights
+    moved = [k for k in initial if initial[k].is_floating_point() and not torch.equal(initial[k], exported[k])]
+    assert len(moved) > len(initial) // 2  # the ranks trained, and in step
     # documented split: each rank loads batch_size / world images per iteration, disjoint from the other's
     for seen in (r0["seen"], r1["seen"]):
         assert len(seen) == iters * batch // 2
