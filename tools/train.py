@@ -18,8 +18,10 @@ import os
 import sys
 
 from seg.config import ConfigError, dump_config, load_config
+from seg.data import DataError, build_train_dataset, build_val_dataset
 from seg.engine import (CheckpointError, NonFiniteLossError, cleanup_distributed, init_distributed,
                         seed_everything, set_determinism, train)
+from seg.models import DeepLabV3Plus, PretrainedLoadError
 
 
 def parse_args(argv=None):
@@ -33,13 +35,11 @@ def parse_args(argv=None):
 
 def build_model(cfg):
     """DeepLabV3+ from the config's model section."""
-    from seg.models import DeepLabV3Plus
     return DeepLabV3Plus(**cfg["model"])
 
 
 def build_datasets(cfg):
     """(train set, validation set or None) from the config's data section."""
-    from seg.data import build_train_dataset, build_val_dataset
     train_set = build_train_dataset(cfg["data"], seed=cfg["train"]["seed"])
     val_set = build_val_dataset(cfg["data"]) if cfg["data"]["val_split"] else None
     return train_set, val_set
@@ -65,13 +65,12 @@ def main(args):
               f"{cfg['train']['batch_size']} = {info.world_size} x {cfg['train']['batch_size'] // info.world_size}",
               flush=True)
 
-    set_determinism(cfg["train"]["deterministic"])
-    seed_everything(cfg["train"]["seed"])  # same initial weights on every rank
-    model = build_model(cfg)
-    train_set, val_set = build_datasets(cfg)
-    seed_everything(cfg["train"]["seed"] + info.rank)  # distinct dropout streams per rank
-
     try:
+        set_determinism(cfg["train"]["deterministic"])
+        seed_everything(cfg["train"]["seed"])  # same initial weights on every rank
+        model = build_model(cfg)
+        train_set, val_set = build_datasets(cfg)
+        seed_everything(cfg["train"]["seed"] + info.rank)  # distinct dropout streams per rank
         return train(cfg, model, train_set, info, work_dir, val_set=val_set, resume=args.resume)
     finally:
         cleanup_distributed()
@@ -80,6 +79,6 @@ def main(args):
 if __name__ == "__main__":
     try:
         main(parse_args())
-    except (ConfigError, CheckpointError, NonFiniteLossError) as e:
+    except (ConfigError, DataError, FileNotFoundError, PretrainedLoadError, CheckpointError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -21,6 +21,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from seg.config import ConfigError
+
 from .checkpoint import (FULL_KEYS, checkpoint_path, export_model, find_resume_checkpoint, get_rng_state,
                          load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state)
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
@@ -80,12 +82,13 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
 def _train_loader(dataset: Dataset, cfg: dict, info: DistInfo) -> tuple[DataLoader, ResumableDistributedSampler, int]:
     batch, world = cfg["train"]["batch_size"], info.world_size
     if batch % world:
-        raise ValueError(f"train.batch_size={batch} (global) must be divisible by the world size {world}")
+        raise ConfigError(f"train.batch_size={batch} (global) must be divisible by the world size {world}")
     per_rank = batch // world
     sampler = ResumableDistributedSampler(len(dataset), world, info.rank, seed=cfg["train"]["seed"])
     iters_per_epoch = sampler.per_rank // per_rank
     if iters_per_epoch == 0:
-        raise ValueError(f"training set has {len(dataset)} samples, fewer than train.batch_size={batch}")
+        raise ConfigError(f"training set has {len(dataset)} samples, fewer than train.batch_size={batch} "
+                          f"(global; each of the {world} process(es) needs {per_rank} per step)")
     workers = cfg["data"]["num_workers"]
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers, drop_last=True,
                         pin_memory=info.device.type == "cuda", persistent_workers=workers > 0,
