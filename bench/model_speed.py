@@ -10,6 +10,7 @@ next step's peak (Linux ``/proc/self/clear_refs`` resets the high-water mark).
 
     python bench/model_speed.py                       # 2x3x256x512, CPU-sized
     python bench/model_speed.py --size 2 3 1024 2048 --device cuda --repeats 10 --json speed.json
+    python bench/model_speed.py --threads 1 --clock cpu  # on a shared, busy CPU machine
 
 The default batch is 2 because the ASPP's image-pooling BatchNorm cannot train on a single image.
 """
@@ -94,16 +95,22 @@ def train_step(model: torch.nn.Module, x: torch.Tensor) -> None:
 STEP_FNS = {"forward": forward_step, "forward+backward": train_step}
 
 
-def timed(fn, model, x, device) -> tuple[float, float | None]:
+#: "wall": elapsed time; "cpu": this process's CPU time, which a busy shared machine does not inflate
+#: by descheduling us (use it with --threads 1, where no thread spin-waits)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(fn, model, x, device, clock: str = "wall") -> tuple[float, float | None]:
     """(seconds, peak MiB) of one ``fn(model, x)``."""
+    now = CLOCKS[clock]
     with PeakMemory(device) as mem:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start = now()
         fn(model, x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
+        seconds = now() - start
     return seconds, mem.mib
 
 
@@ -157,7 +164,7 @@ def run(args) -> dict:
         order = MODES if rep % 2 == 0 else MODES[::-1]
         for step in STEPS:
             for mode in order:
-                seconds, mib = timed(STEP_FNS[step], models[mode], x, device)
+                seconds, mib = timed(STEP_FNS[step], models[mode], x, device, args.clock)
                 times[mode, step].append(seconds)
                 peaks[mode, step].append(mib)
     if device.type == "cpu":
@@ -181,7 +188,7 @@ def run(args) -> dict:
         results.append(row)
     return {"encoder": args.encoder, "output_stride": args.output_stride, "size": list(args.size),
             "repeats": args.repeats, "device": str(device), "device_name": device_name(device),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}
+            "threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__, "results": results}
 
 
 def device_name(device: torch.device) -> str:
@@ -192,7 +199,7 @@ def print_table(report: dict) -> None:
     b, c, h, w = report["size"]
     print(f"\nDeepLabV3+ {report['encoder']} OS{report['output_stride']}, input {b}x{c}x{h}x{w}, "
           f"{report['device']} ({report['device_name']}, {report['threads']} threads), "
-          f"median of {report['repeats']} interleaved repeats")
+          f"{report['clock']} clock, median of {report['repeats']} interleaved repeats")
     print(f"{'step':<17} {'padding':<8} {'median s':>9} {'images/s':>9} {'peak MiB':>9}")
     for row in report["results"]:
         for mode in MODES:
@@ -213,11 +220,15 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="wall time, or process CPU time (robust on a shared CPU machine; CPU only)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--memory-probe", nargs=2, metavar=("PADDING", "STEP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.size[1] != 3:
         parser.error("--size channel count must be 3 (RGB)")
+    if args.clock == "cpu" and args.device.startswith("cuda"):
+        parser.error("--clock cpu measures host CPU time; use wall time on CUDA")
     if args.size[0] < 2:
         parser.error("--size batch must be >= 2: the ASPP image-pooling BatchNorm cannot train on one image")
     return args
