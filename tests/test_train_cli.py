@@ -111,13 +111,13 @@ def test_torchrun_two_cpu_ranks_end_identical(demo_root, tmp_path):
 
 
 def test_sigkill_then_resume_auto_matches_uninterrupted_run(demo_root, tmp_path):
-    opts = demo_opts(demo_root, iterations=12, ckpt_interval=3)
+    opts = demo_opts(demo_root, iterations=12, ckpt_interval=4)  # 3 iterations per epoch
     ref = subprocess.run(train_cmd(tmp_path / "ref", opts), env=ENV, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(train_cmd(run_dir, opts), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = run_dir / "checkpoints" / "iter_0000006.pth"
+    target = run_dir / "checkpoints" / "iter_0000008.pth"
     deadline = time.time() + 240
     while not target.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -125,20 +125,20 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(demo_root, tmp_path)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert target.exists() and not (run_dir / "model_final.pth").exists(), "the run was not killed mid-way"
 
-    # truncate the newest checkpoint: --resume auto must report it and go back to iteration 3
+    # truncate the newest checkpoint: --resume auto must report it and go back to iteration 4, mid-epoch
     data = target.read_bytes()
     target.write_bytes(data[: len(data) // 3])
     resumed = subprocess.run(train_cmd(run_dir, opts, "--resume", "auto"), env=ENV, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "skipping checkpoint" in resumed.stderr and "iter_0000006.pth is truncated or corrupt" in resumed.stderr
-    assert "resumed from" in resumed.stdout and "iter_0000003.pth at iteration 3" in resumed.stdout
+    assert "skipping checkpoint" in resumed.stderr and "iter_0000008.pth is truncated or corrupt" in resumed.stderr
+    assert "resumed from" in resumed.stdout and "iter_0000004.pth at iteration 4" in resumed.stdout
 
     a = torch.load(tmp_path / "ref" / "model_final.pth", weights_only=True)["model"]
     b = torch.load(run_dir / "model_final.pth", weights_only=True)["model"]
     assert_same_state(a, b)
     losses = [json.loads(line)["iter"] for line in open(run_dir / "metrics.jsonl")]
-    assert losses == list(range(1, 13))  # records of the lost iterations 4-6 were replaced, not duplicated
+    assert losses == list(range(1, 13))  # records of the lost iterations 5-8 were replaced, not duplicated
 
 
 @pytest.mark.parametrize("opts, message", [

@@ -107,10 +107,11 @@ def test_no_wd_norm_bias_groups():
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
-    """Train 8 iterations straight, vs stop at 4 (checkpoint) and resume from a fresh process state."""
-    cfg = tiny_cfg()
+    """Train 8 iterations straight, vs resume from the iteration-6 checkpoint: mid-epoch (4 iterations per
+    epoch), from a scrambled process state."""
+    cfg = tiny_cfg(ckpt_interval=3)
     full = run(cfg, tmp_path / "full")
-    run(tiny_cfg(iterations=8), tmp_path / "part")  # writes iter 4 and iter 8
+    run(cfg, tmp_path / "part")  # writes iter 3, 6 and 8
     os.remove(checkpoint_path(str(tmp_path / "part"), 8))
     seed_everything(123)  # scramble the global RNG: the checkpoint must restore it
     resumed = run(cfg, tmp_path / "part", resume="auto", model_seed=99)
