@@ -227,3 +227,21 @@ def test_class_weighted_loss_matches_float64_formula():
     t = target[valid]
     expected = -(w[t] * logp[torch.arange(len(t)), t]).sum() / w[t].sum()
     assert torch.isclose(loss.double(), expected, rtol=1e-5)
+
+
+def test_sampler_shards_cover_the_epoch_and_resume_offsets():
+    from seg.engine.sampler import ResumableDistributedSampler
+    n, world = 11, 3
+    shards = []
+    for rank in range(world):
+        s = ResumableDistributedSampler(n, world, rank, seed=5)
+        s.set_epoch(2)
+        shards.append([i for e, i in s])
+        assert {e for e, _ in s} == {2} and len(shards[-1]) == 4  # ceil(11 / 3), padded
+        s.set_epoch(2, start=3)
+        assert [i for _, i in s] == shards[-1][3:] and len(s) == 1
+    flat = [i for shard in shards for i in shard]
+    assert set(flat) == set(range(n)) and len(flat) == 12  # one index repeated as padding
+    other = ResumableDistributedSampler(n, world, 0, seed=5)
+    other.set_epoch(3)
+    assert [i for _, i in other] != shards[0]  # a new permutation each epoch

@@ -26,7 +26,7 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
                .dot(np.array([1, 1 << 32], dtype=np.uint64)) & np.uint64((1 << 63) - 1))
 
 
-class ResumableDistributedSampler(Sampler[int]):
+class ResumableDistributedSampler(Sampler[tuple[int, int]]):
     """Like torch's DistributedSampler (shuffled, rank r takes every world-th index, padded to equal length)
     plus `set_epoch(epoch, start=k)` which skips the first k indices of this rank's share, for resuming.
     Yields (epoch, index) keys for :class:`EpochSeededDataset`.
