@@ -68,9 +68,13 @@ def build_variants(arch: str) -> dict[str, nn.Module]:
     return models
 
 
-def clock(fn) -> float:
+def clock(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -86,23 +90,27 @@ def train_step(model, x):
     model(x).float().sum().backward()
 
 
-def measure(models, scenario, shape, repeats, warmup=1) -> dict[str, list[float]]:
+def measure(models, scenario, shape, repeats, device, warmup=1) -> dict[str, list[float]]:
     """Seconds per scenario step for each variant, interleaved repeat by repeat."""
     times = {name: [] for name in models}
     b, c, h, w = shape
+
+    def randn(*size):
+        return torch.randn(*size, device=device)
+
     for rep in range(-warmup, repeats):
         for name, model in models.items():
             if scenario == "first_call":
                 # a size no variant has seen: plans, ratio maps and oneDNN kernels are all built anew
-                x = torch.randn(b, c, h + 32 * (rep + warmup + 1), w)
-                t = clock(lambda: forward_step(model, x))
+                x = randn(b, c, h + 32 * (rep + warmup + 1), w)
+                t = clock(lambda: forward_step(model, x), device)
             elif scenario == "alternating_batch":
-                full, short = torch.randn(b, c, h, w), torch.randn(max(1, b // 2), c, h, w)
-                t = clock(lambda: (forward_step(model, full), forward_step(model, short)))
+                full, short = randn(b, c, h, w), randn(max(1, b // 2), c, h, w)
+                t = clock(lambda: (forward_step(model, full), forward_step(model, short)), device)
             else:
                 step = forward_step if scenario == "forward" else train_step
-                x = torch.randn(b, c, h, w)
-                t = clock(lambda: step(model, x))
+                x = randn(b, c, h, w)
+                t = clock(lambda: step(model, x), device)
             if rep >= 0:
                 times[name].append(t)
     return times
@@ -120,22 +128,25 @@ def main():
     parser.add_argument("--size", nargs=4, type=int, default=[2, 3, 192, 384], metavar=("B", "C", "H", "W"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = steadiest numbers)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--scenarios", nargs="+",
                         default=["forward", "forward_backward", "alternating_batch", "first_call"])
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    results = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-                          f"{args.threads} thread(s)", "size": args.size, "repeats": args.repeats, "archs": {}}
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.processor() or platform.machine()}, {args.threads} thread(s)"
+    results = {"machine": f"{where}, torch {torch.__version__}", "size": args.size, "repeats": args.repeats, "archs": {}}
     print(f"{results['machine']}; input {tuple(args.size)}; {args.repeats} interleaved repeats; median seconds")
     print(f"{'arch':10s} {'scenario':18s} {'zeros':>9s} {'partial':>9s} {'naive':>9s} {'partial/zeros':>14s} "
           f"{'naive/zeros':>12s}")
     for arch in args.arch:
-        models = build_variants(arch)
+        models = {name: m.to(device) for name, m in build_variants(arch).items()}
         results["archs"][arch] = {}
         for scenario in args.scenarios:
-            summary = summarise(measure(models, scenario, args.size, args.repeats))
+            summary = summarise(measure(models, scenario, args.size, args.repeats, device))
             results["archs"][arch][scenario] = summary
             print(f"{arch:10s} {scenario:18s} {summary['zeros']['median_s']:9.4f} "
                   f"{summary['partial']['median_s']:9.4f} {summary['naive']['median_s']:9.4f} "
