@@ -24,12 +24,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from seg.engine.checkpoint import (FULL_KEYS, checkpoint_path, export_model, find_resume_checkpoint,
-                                   load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state)
+                                   gather_rng_states, load_checkpoint, prune_checkpoints, save_checkpoint,
+                                   set_rng_state)
 from seg.engine.distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
 from seg.engine.logger import RunLogger
 from seg.engine.optim import build_optimizer
 from seg.engine.sampler import EpochSeededDataset
-from seg.engine.trainer import NonFiniteLossError, _gather_rng_states, _train_loader, amp_dtype, train_step
+from seg.engine.trainer import NonFiniteLossError, amp_dtype, build_train_loader, train_step
 from seg.evaluation import build_eval_loader
 
 from .metrics import evaluate_classifier
@@ -63,7 +64,7 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
     model = convert_sync_bn(model, tcfg["sync_bn"], info).to(device)
     optimizer = build_optimizer(model, tcfg)
     seeded = EpochSeededDataset(train_set, seed=tcfg["seed"])
-    loader, sampler, iters_per_epoch = _train_loader(seeded, cfg, info)
+    loader, sampler, iters_per_epoch = build_train_loader(seeded, cfg, info)
     scheduler = StepEpochLR(optimizer, iters_per_epoch, tcfg["lr_step_epochs"], tcfg["lr_gamma"],
                             tcfg["warmup_epochs"], tcfg["warmup_factor"])
     scaler = torch.amp.GradScaler(device.type, enabled=tcfg["amp"] == "fp16")
@@ -102,7 +103,7 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
     def save(iteration: int, path: str) -> None:
         state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
-                 "rng": _gather_rng_states(info), "config": cfg, "history": history}
+                 "rng": gather_rng_states(info), "config": cfg, "history": history}
         if info.is_main:
             save_checkpoint(state, path)
 

@@ -22,9 +22,11 @@ import warnings
 import numpy as np
 import torch
 
+from .distributed import DistInfo
+
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_path", "list_checkpoints",
            "find_resume_checkpoint", "prune_checkpoints", "export_model", "export_from_checkpoint", "get_rng_state",
-           "set_rng_state"]
+           "set_rng_state", "gather_rng_states"]
 
 FULL_KEYS = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config")
 _ITER_RE = re.compile(r"iter_(\d+)\.pth$")
@@ -136,6 +138,19 @@ def set_rng_state(state: dict) -> None:
                          n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def gather_rng_states(info: DistInfo) -> list[dict]:
+    """Every rank's RNG state (rank order), so a resumed DDP run continues each rank's own stream.
+
+    Collective under DDP: every rank must call it.
+    """
+    state = get_rng_state()
+    if not info.distributed:
+        return [state]
+    states = [None] * info.world_size
+    torch.distributed.all_gather_object(states, state)
+    return states
 
 
 if __name__ == "__main__":

@@ -23,14 +23,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from seg.config import ConfigError
 
-from .checkpoint import (FULL_KEYS, checkpoint_path, export_model, find_resume_checkpoint, get_rng_state,
+from .checkpoint import (FULL_KEYS, checkpoint_path, export_model, find_resume_checkpoint, gather_rng_states,
                          load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state)
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
 from .logger import RunLogger
 from .optim import PolyLR, build_criterion, build_optimizer
 from .sampler import EpochSeededDataset, ResumableDistributedSampler
 
-__all__ = ["NonFiniteLossError", "Trainer", "seed_everything", "set_determinism", "amp_dtype", "train_step", "train"]
+__all__ = ["NonFiniteLossError", "Trainer", "seed_everything", "set_determinism", "amp_dtype", "train_step",
+           "build_train_loader", "train"]
 
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -79,7 +80,13 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
     return loss.detach()
 
 
-def _train_loader(dataset: Dataset, cfg: dict, info: DistInfo) -> tuple[DataLoader, ResumableDistributedSampler, int]:
+def build_train_loader(dataset: Dataset, cfg: dict, info: DistInfo
+                       ) -> tuple[DataLoader, ResumableDistributedSampler, int]:
+    """(loader, sampler, iterations per epoch) over this rank's share of `dataset`.
+
+    ``cfg["train"]["batch_size"]`` is the global batch: each of the W ranks loads batch_size // W items a
+    step (ConfigError unless W divides it, or when the set is smaller than one global batch).
+    """
     batch, world = cfg["train"]["batch_size"], info.world_size
     if batch % world:
         raise ConfigError(f"train.batch_size={batch} (global) must be divisible by the world size {world}")
@@ -108,16 +115,6 @@ def _validate(model: nn.Module, val_set: Dataset, cfg: dict, device: torch.devic
                     ignore_index=cfg["train"]["ignore_index"])
 
 
-def _gather_rng_states(info: DistInfo) -> list[dict]:
-    """Every rank's RNG state (rank order), so a resumed DDP run continues each rank's own stream."""
-    state = get_rng_state()
-    if not info.distributed:
-        return [state]
-    states = [None] * info.world_size
-    torch.distributed.all_gather_object(states, state)
-    return states
-
-
 class Trainer:
     """Holds one run's model, optimizer, scheduler, scaler and loader; `run()` trains to the end.
 
@@ -139,7 +136,7 @@ class Trainer:
         if self.dtype is torch.float16 and device.type == "cpu":
             warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=3)
         self.train_set = EpochSeededDataset(train_set, seed=tcfg["seed"])
-        self.loader, self.sampler, self.iters_per_epoch = _train_loader(self.train_set, cfg, info)
+        self.loader, self.sampler, self.iters_per_epoch = build_train_loader(self.train_set, cfg, info)
         self.iteration, self.best_miou, self.last_ckpt = 0, -math.inf, None
 
     def resume(self, spec: str) -> None:
@@ -165,7 +162,7 @@ class Trainer:
         """Full checkpoint (collective: every rank contributes its RNG state; rank 0 writes)."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                 "iteration": self.iteration, "rng": _gather_rng_states(self.info), "config": self.cfg,
+                 "iteration": self.iteration, "rng": gather_rng_states(self.info), "config": self.cfg,
                  "best_miou": self.best_miou}
         if self.info.is_main:
             save_checkpoint(state, path)
