@@ -127,11 +127,11 @@ def seg_tables(args) -> list[str]:
     lines = ["## Table 5: Cityscapes val mIoU, regular inference", "",
              "| model | zero (ours) | partial (ours) | zero (paper) | partial (paper) |", "|---|---|---|---|---|"]
     for enc, (pz, pp) in PAPER["5"].items():
-        lines.append(f"| {enc} | {miou(enc, 'zeros', 'regular')} | {miou(enc, 'partial', 'regular')} | {pz} | {pp} |")
+        lines.append(f"| {enc} | {miou(enc, 'zeros', 'regular')} | {miou(enc, 'partial', 'regular')} | {pz:.2f} | {pp:.2f} |")
     lines += ["", "## Table 6: WRN-38, tiled inference", "",
               "| mode | zero (ours) | partial (ours) | zero (paper) | partial (paper) |", "|---|---|---|---|---|"]
     for mode, (pz, pp) in PAPER["6"].items():
-        lines.append(f"| {mode} | {miou('wrn38', 'zeros', mode)} | {miou('wrn38', 'partial', mode)} | {pz} | {pp} |")
+        lines.append(f"| {mode} | {miou('wrn38', 'zeros', mode)} | {miou('wrn38', 'partial', mode)} | {pz:.2f} | {pp:.2f} |")
     lines += ["", "## Table 7: WRN-38, tile inference, centre leave-out mIoU", "", f"Paper: {PAPER['7']}.", ""]
     zero, part = res[("wrn38", "zeros", "tile")], res[("wrn38", "partial", "tile")]
     if zero and part:
