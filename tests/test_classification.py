@@ -16,7 +16,7 @@ from seg.classification import (CLASSIFIER_ARCHS, ImageFolderError, aggregate, b
                                 build_transforms, cross_test_rows, evaluate_classifier, format_comparison,
                                 load_classifier_config, padding_tables, summarize_run, topk_correct)
 from seg.classification.config import ConfigError
-from seg.classification.schedule import StepEpochLR
+from seg.engine.optim import StepEpochLR
 from seg.nn import PADDING_MODES
 from seg.nn.factory import padding_modes
 

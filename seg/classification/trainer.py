@@ -28,13 +28,12 @@ from seg.engine.checkpoint import (FULL_KEYS, checkpoint_path, export_model, fin
                                    set_rng_state)
 from seg.engine.distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
 from seg.engine.logger import RunLogger
-from seg.engine.optim import build_optimizer
+from seg.engine.optim import build_optimizer, build_scheduler
 from seg.engine.sampler import EpochSeededDataset
 from seg.engine.trainer import NonFiniteLossError, amp_dtype, build_train_loader, train_step
 from seg.evaluation import build_eval_loader
 
 from .metrics import evaluate_classifier
-from .schedule import StepEpochLR
 from .summary import summarize_run, write_json
 
 __all__ = ["train_classifier"]
@@ -65,8 +64,7 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
     optimizer = build_optimizer(model, tcfg)
     seeded = EpochSeededDataset(train_set, seed=tcfg["seed"])
     loader, sampler, iters_per_epoch = build_train_loader(seeded, cfg, info)
-    scheduler = StepEpochLR(optimizer, iters_per_epoch, tcfg["lr_step_epochs"], tcfg["lr_gamma"],
-                            tcfg["warmup_epochs"], tcfg["warmup_factor"])
+    scheduler = build_scheduler(optimizer, tcfg, iters_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=tcfg["amp"] == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=tcfg["label_smoothing"])
     dtype = amp_dtype(tcfg["amp"])

@@ -1,11 +1,12 @@
-"""SGD with optional weight-decay exclusion, iteration-based poly LR with linear warm-up, and the loss."""
+"""SGD with optional weight-decay exclusion, iteration-stepped LR schedules (poly; epoch steps) with linear
+warm-up, and the loss."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["build_optimizer", "PolyLR", "build_criterion"]
+__all__ = ["build_optimizer", "WarmupLR", "PolyLR", "StepEpochLR", "build_scheduler", "build_criterion"]
 
 
 def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.SGD:
@@ -26,11 +27,37 @@ def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.SGD:
                            nesterov=train_cfg["nesterov"])
 
 
-class PolyLR(LRScheduler):
+class WarmupLR(LRScheduler):
+    """Base of the iteration-stepped schedules: lr(it) = base_lr * decay(it), times a linear warm-up.
+
+    Warm-up ramps the multiplier from `warmup_factor` at it = 0 to 1 at it = warmup_iters. Subclasses
+    set their own attributes before calling ``super().__init__`` (it computes the first lr) and define
+    `decay`. The state_dict holds only numbers, so checkpoints stay weights_only-loadable.
+    """
+
+    def __init__(self, optimizer, warmup_iters: int = 0, warmup_factor: float = 0.1, last_epoch: int = -1):
+        self.warmup_iters, self.warmup_factor = warmup_iters, warmup_factor
+        super().__init__(optimizer, last_epoch)
+
+    def decay(self, it: int) -> float:
+        raise NotImplementedError
+
+    def factor(self, it: int) -> float:
+        f = self.decay(it)
+        if it < self.warmup_iters:
+            alpha = it / self.warmup_iters
+            f *= self.warmup_factor * (1 - alpha) + alpha
+        return f
+
+    def get_lr(self) -> list[float]:
+        f = self.factor(self.last_epoch)
+        return [base * f for base in self.base_lrs]
+
+
+class PolyLR(WarmupLR):
     """lr(it) = base_lr * (1 - it / max_iters) ** power, times a linear warm-up over the first iterations.
 
-    Warm-up ramps the multiplier from `warmup_factor` at it = 0 to 1 at it = warmup_iters. Stepped once
-    per iteration. Its state_dict holds only numbers, so checkpoints stay weights_only-loadable.
+    Stepped once per iteration (segmentation).
     """
 
     def __init__(self, optimizer, max_iters: int, power: float = 0.9, warmup_iters: int = 0,
@@ -38,19 +65,43 @@ class PolyLR(LRScheduler):
         if max_iters <= 0:
             raise ValueError(f"PolyLR: max_iters must be > 0, got {max_iters}")
         self.max_iters, self.power = max_iters, power
-        self.warmup_iters, self.warmup_factor = warmup_iters, warmup_factor
-        super().__init__(optimizer, last_epoch)
+        super().__init__(optimizer, warmup_iters, warmup_factor, last_epoch)
 
-    def factor(self, it: int) -> float:
-        poly = max(0.0, 1.0 - it / self.max_iters) ** self.power
-        if it < self.warmup_iters:
-            alpha = it / self.warmup_iters
-            poly *= self.warmup_factor * (1 - alpha) + alpha
-        return poly
+    def decay(self, it: int) -> float:
+        return max(0.0, 1.0 - it / self.max_iters) ** self.power
 
-    def get_lr(self) -> list[float]:
-        f = self.factor(self.last_epoch)
-        return [base * f for base in self.base_lrs]
+
+class StepEpochLR(WarmupLR):
+    """lr(it) = base_lr * gamma ** (epoch // step_epochs), epoch = it // iters_per_epoch, with an optional
+    linear warm-up from `warmup_factor` to 1 over the first `warmup_epochs` epochs (per iteration).
+
+    The PyTorch ImageNet example's schedule (classification). Stepped once per iteration: the multiplier
+    depends on the iteration count alone, so a run resumed at any iteration follows the uninterrupted one.
+    """
+
+    def __init__(self, optimizer, iters_per_epoch: int, step_epochs: int = 30, gamma: float = 0.1,
+                 warmup_epochs: int = 0, warmup_factor: float = 0.1, last_epoch: int = -1):
+        if iters_per_epoch <= 0 or step_epochs <= 0:
+            raise ValueError(f"StepEpochLR: iters_per_epoch ({iters_per_epoch}) and step_epochs ({step_epochs}) "
+                             "must be > 0")
+        self.iters_per_epoch, self.step_epochs, self.gamma = iters_per_epoch, step_epochs, gamma
+        super().__init__(optimizer, warmup_epochs * iters_per_epoch, warmup_factor, last_epoch)
+
+    def decay(self, it: int) -> float:
+        return self.gamma ** ((it // self.iters_per_epoch) // self.step_epochs)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per_epoch: int) -> WarmupLR:
+    """The schedule a config's train section describes, stepped once per iteration.
+
+    A classification config (``lr_step_epochs`` key, seg.classification.config) gets StepEpochLR;
+    a segmentation config (seg.config.SCHEMA) gets PolyLR over ``iterations``.
+    """
+    if "lr_step_epochs" in train_cfg:
+        return StepEpochLR(optimizer, iters_per_epoch, train_cfg["lr_step_epochs"], train_cfg["lr_gamma"],
+                           train_cfg["warmup_epochs"], train_cfg["warmup_factor"])
+    return PolyLR(optimizer, train_cfg["iterations"], train_cfg["poly_power"], train_cfg["warmup_iters"],
+                  train_cfg["warmup_factor"])
 
 
 def build_criterion(train_cfg: dict, device: torch.device) -> nn.CrossEntropyLoss:

@@ -27,7 +27,7 @@ from .checkpoint import (FULL_KEYS, checkpoint_path, export_model, find_resume_c
                          load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state)
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
 from .logger import RunLogger
-from .optim import PolyLR, build_criterion, build_optimizer
+from .optim import build_criterion, build_optimizer, build_scheduler
 from .sampler import EpochSeededDataset, ResumableDistributedSampler
 
 __all__ = ["NonFiniteLossError", "Trainer", "seed_everything", "set_determinism", "amp_dtype", "train_step",
@@ -128,8 +128,6 @@ class Trainer:
         tcfg, device = self.tcfg, info.device
         self.model = convert_sync_bn(model, tcfg["sync_bn"], info).to(device)
         self.optimizer = build_optimizer(self.model, tcfg)
-        self.scheduler = PolyLR(self.optimizer, tcfg["iterations"], tcfg["poly_power"], tcfg["warmup_iters"],
-                                tcfg["warmup_factor"])
         self.scaler = torch.amp.GradScaler(device.type, enabled=tcfg["amp"] == "fp16")
         self.criterion = build_criterion(tcfg, device)
         self.dtype = amp_dtype(tcfg["amp"])
@@ -137,6 +135,7 @@ class Trainer:
             warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=3)
         self.train_set = EpochSeededDataset(train_set, seed=tcfg["seed"])
         self.loader, self.sampler, self.iters_per_epoch = build_train_loader(self.train_set, cfg, info)
+        self.scheduler = build_scheduler(self.optimizer, tcfg, self.iters_per_epoch)
         self.iteration, self.best_miou, self.last_ckpt = 0, -math.inf, None
 
     def resume(self, spec: str) -> None:
