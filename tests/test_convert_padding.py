@@ -161,3 +161,12 @@ def test_onnx_export_matches_eager():
     session = onnx_reference.ReferenceEvaluator(program.model_proto)
     got = session.run(None, {session.input_names[0]: x.numpy()})[0]
     assert abs(got - want).max() < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_padding_edited_after_construction_is_honoured(mode):
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    conv.padding, conv.dilation = (2, 2), (2, 2)  # as when a model dilates a layer in place
+    convert_padding(conv, mode)
+    x = torch.randn(1, 2, 9, 8)
+    torch.testing.assert_close(conv(x), ExplicitPad(conv, mode)(x), rtol=1e-5, atol=1e-6)

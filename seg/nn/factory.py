@@ -51,6 +51,10 @@ def set_padding_mode(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     if type(conv) not in (nn.Conv2d, PartialConv2d):
         raise TypeError(f"cannot switch padding of {type(conv).__name__} (a subclass of nn.Conv2d with its "
                         "own forward); only plain nn.Conv2d and PartialConv2d are converted")
+    # nn.Conv2d pads reflect/replicate from this cached tuple, made in __init__; rebuild it so a conv
+    # whose `padding` was edited after construction pads by what it says
+    (top, bottom), (left, right) = conv_pads(conv)
+    conv._reversed_padding_repeated_twice = [left, right, top, bottom]
     if mode == "partial":
         conv.__class__ = PartialConv2d
     else:
