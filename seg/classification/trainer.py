@@ -23,30 +23,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from seg.engine.checkpoint import (FULL_KEYS, checkpoint_path, export_model, find_resume_checkpoint,
-                                   gather_rng_states, load_checkpoint, prune_checkpoints, save_checkpoint,
-                                   set_rng_state)
+from seg.engine.checkpoint import (checkpoint_path, export_model, load_resume_checkpoint, prune_checkpoints,
+                                   restore_training_state, save_training_state)
 from seg.engine.distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
 from seg.engine.logger import RunLogger
 from seg.engine.optim import build_optimizer, build_scheduler
 from seg.engine.sampler import EpochSeededDataset
-from seg.engine.trainer import NonFiniteLossError, amp_dtype, build_train_loader, train_step
+from seg.engine.trainer import amp_dtype, build_train_loader, check_finite_loss, train_step
 from seg.evaluation import build_eval_loader
 
 from .metrics import evaluate_classifier
 from .summary import summarize_run, write_json
 
 __all__ = ["train_classifier"]
-
-
-def _resume_state(resume: str | None, work_dir: str, info: DistInfo):
-    """(path, checkpoint) to resume from, or None for a fresh run."""
-    if resume is None:
-        return None
-    found = find_resume_checkpoint(work_dir) if resume == "auto" else (resume, load_checkpoint(resume, FULL_KEYS))
-    if found is None and info.is_main:
-        print(f"--resume auto: no checkpoint in {work_dir}/checkpoints, starting from epoch 0", flush=True)
-    return found
 
 
 def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: Dataset, info: DistInfo,
@@ -72,16 +61,13 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
         warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=2)
 
     start_iter, history, last_ckpt = 0, [], None
-    found = _resume_state(resume, work_dir, info)
+    found = None if resume is None else load_resume_checkpoint(resume, work_dir)
+    if resume is not None and found is None and info.is_main:
+        print(f"--resume auto: no checkpoint in {work_dir}/checkpoints, starting from epoch 0", flush=True)
     if found is not None:
         last_ckpt, ckpt = found
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_iter, history = ckpt["iteration"], list(ckpt.get("history", []))
-        rng = ckpt["rng"]
-        set_rng_state(rng[info.rank] if len(rng) == info.world_size else rng[0])
+        start_iter = restore_training_state(ckpt, model, optimizer, scheduler, scaler, info)
+        history = list(ckpt.get("history", []))
         if info.is_main:
             print(f"resumed from {last_ckpt} at iteration {start_iter} (epoch {start_iter / iters_per_epoch:.2f})",
                   flush=True)
@@ -99,11 +85,7 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
         return max((r["top1"] for r in history), default=-math.inf)
 
     def save(iteration: int, path: str) -> None:
-        state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration,
-                 "rng": gather_rng_states(info), "config": cfg, "history": history}
-        if info.is_main:
-            save_checkpoint(state, path)
+        save_training_state(path, raw_model, optimizer, scheduler, scaler, iteration, cfg, info, history=history)
 
     def save_periodic(iteration: int) -> None:
         nonlocal last_ckpt
@@ -113,10 +95,7 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
             prune_checkpoints(work_dir, tcfg["keep_checkpoints"])
 
     def check_loss(loss: torch.Tensor) -> None:
-        if not torch.isfinite(all_reduce_mean(loss)).item():
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at iteration {it + 1} (epoch {epoch}); stopping. Last good checkpoint: "
-                f"{last_ckpt or 'none written yet'} (resume with --resume auto, maybe with a lower train.lr)")
+        check_finite_loss(loss, it + 1, last_ckpt, f" (epoch {epoch})")
 
     it = start_iter
     epoch, offset = divmod(start_iter, iters_per_epoch)

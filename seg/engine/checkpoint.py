@@ -21,12 +21,14 @@ import warnings
 
 import numpy as np
 import torch
+from torch import nn
 
 from .distributed import DistInfo
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_path", "list_checkpoints",
            "find_resume_checkpoint", "prune_checkpoints", "export_model", "export_from_checkpoint", "get_rng_state",
-           "set_rng_state", "gather_rng_states"]
+           "set_rng_state", "gather_rng_states", "load_resume_checkpoint", "save_training_state",
+           "restore_training_state"]
 
 FULL_KEYS = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config")
 _ITER_RE = re.compile(r"iter_(\d+)\.pth$")
@@ -92,6 +94,38 @@ def find_resume_checkpoint(work_dir: str) -> tuple[str, dict] | None:
         except CheckpointError as e:
             warnings.warn(f"--resume auto: skipping {e}", stacklevel=2)
     return None
+
+
+def load_resume_checkpoint(spec: str, work_dir: str) -> tuple[str, dict] | None:
+    """(path, full checkpoint) to resume from: spec "auto" takes the newest loadable periodic checkpoint in
+    `work_dir` (None when there is none); any other spec is a checkpoint path (CheckpointError if unusable)."""
+    return find_resume_checkpoint(work_dir) if spec == "auto" else (spec, load_checkpoint(spec, FULL_KEYS))
+
+
+def save_training_state(path: str, model: nn.Module, optimizer, scheduler, scaler, iteration: int, config: dict,
+                        info: DistInfo, **extra) -> None:
+    """Full checkpoint at `path`: FULL_KEYS (with every rank's RNG state) plus the caller's `extra` entries.
+
+    Collective under DDP (every rank contributes its RNG state); rank 0 writes. `model` is the bare
+    module, not its DDP wrapper, so the keys carry no "module." prefix.
+    """
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict(), "iteration": iteration, "rng": gather_rng_states(info), "config": config,
+             **extra}
+    if info.is_main:
+        save_checkpoint(state, path)
+
+
+def restore_training_state(ckpt: dict, model: nn.Module, optimizer, scheduler, scaler, info: DistInfo) -> int:
+    """Load a full checkpoint's model/optimizer/scheduler/scaler states and this rank's RNG state (rank 0's
+    when the world size changed); returns the checkpoint's iteration."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    rng = ckpt["rng"]
+    set_rng_state(rng[info.rank] if len(rng) == info.world_size else rng[0])
+    return ckpt["iteration"]
 
 
 def prune_checkpoints(work_dir: str, keep: int) -> None:

@@ -23,15 +23,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from seg.config import ConfigError
 
-from .checkpoint import (FULL_KEYS, checkpoint_path, export_model, find_resume_checkpoint, gather_rng_states,
-                         load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state)
+from .checkpoint import (checkpoint_path, export_model, load_resume_checkpoint, prune_checkpoints,
+                         restore_training_state, save_training_state)
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
 from .logger import RunLogger
 from .optim import build_criterion, build_optimizer, build_scheduler
 from .sampler import EpochSeededDataset, ResumableDistributedSampler
 
 __all__ = ["NonFiniteLossError", "Trainer", "seed_everything", "set_determinism", "amp_dtype", "train_step",
-           "build_train_loader", "train"]
+           "check_finite_loss", "build_train_loader", "train"]
 
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -78,6 +78,18 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
     scaler.step(optimizer)
     scaler.update()
     return loss.detach()
+
+
+def check_finite_loss(loss: torch.Tensor, step: int, last_ckpt: str | None, where: str = "") -> None:
+    """Raise NonFiniteLossError when the scalar `loss` of iteration `step` is NaN/inf on any rank.
+
+    Collective under DDP (the loss is all-reduced, so every rank stops together). The message names the
+    iteration (plus `where`, e.g. " (epoch 3)") and the last good checkpoint to resume from.
+    """
+    if not torch.isfinite(all_reduce_mean(loss)).item():
+        raise NonFiniteLossError(
+            f"loss is {loss.item()} at iteration {step}{where}; stopping. Last good checkpoint: "
+            f"{last_ckpt or 'none written yet'} (resume with --resume auto, maybe with a lower train.lr)")
 
 
 def build_train_loader(dataset: Dataset, cfg: dict, info: DistInfo
@@ -140,7 +152,7 @@ class Trainer:
 
     def resume(self, spec: str) -> None:
         """spec "auto": newest loadable periodic checkpoint in the work dir (if any); else a checkpoint path."""
-        found = find_resume_checkpoint(self.work_dir) if spec == "auto" else (spec, load_checkpoint(spec, FULL_KEYS))
+        found = load_resume_checkpoint(spec, self.work_dir)
         if found is None:
             _print(self.info, f"--resume auto: no checkpoint in {self.work_dir}/checkpoints, starting from scratch")
             return
@@ -148,30 +160,19 @@ class Trainer:
         if ckpt["config"].get("model") != self.cfg["model"]:
             warnings.warn(f"resuming from {path}, whose model section {ckpt['config'].get('model')} differs "
                           f"from this config's {self.cfg['model']}", stacklevel=2)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.iteration, self.best_miou, self.last_ckpt = ckpt["iteration"], ckpt.get("best_miou", -math.inf), path
-        rng = ckpt["rng"]
-        set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
+        self.iteration = restore_training_state(ckpt, self.model, self.optimizer, self.scheduler, self.scaler,
+                                                self.info)
+        self.best_miou, self.last_ckpt = ckpt.get("best_miou", -math.inf), path
         _print(self.info, f"resumed from {path} at iteration {self.iteration}")
 
     def save(self, path: str) -> None:
         """Full checkpoint (collective: every rank contributes its RNG state; rank 0 writes)."""
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                 "iteration": self.iteration, "rng": gather_rng_states(self.info), "config": self.cfg,
-                 "best_miou": self.best_miou}
-        if self.info.is_main:
-            save_checkpoint(state, path)
+        save_training_state(path, self.model, self.optimizer, self.scheduler, self.scaler, self.iteration, self.cfg,
+                            self.info, best_miou=self.best_miou)
 
     def check_loss(self, loss: torch.Tensor) -> None:
         """Stop on a NaN/inf loss on any rank, before the step can spoil the weights."""
-        if not torch.isfinite(all_reduce_mean(loss)).item():
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at iteration {self.iteration + 1}; stopping. Last good checkpoint: "
-                f"{self.last_ckpt or 'none written yet'} (resume with --resume auto, maybe with a lower train.lr)")
+        check_finite_loss(loss, self.iteration + 1, self.last_ckpt)
 
     def batches(self):
         """(images, targets) on the device from the current iteration on, across epochs, forever."""
