@@ -8,7 +8,7 @@ from torch import nn
 from ..nn import PADDING_MODES
 from .aspp import ASPP, ASPP_RATES
 from .decoder import DeepLabV3PlusDecoder
-from .norm import get_norm_layer
+from .norm import get_norm_layer, init_weights
 from .pretrained import load_pretrained
 from .resnet import RESNETS, ResNetEncoder
 from .wider_resnet import WiderResNet38
@@ -57,19 +57,9 @@ class DeepLabV3Plus(nn.Module):
         self.aspp = ASPP(self.encoder.out_channels, 256, ASPP_RATES[output_stride], padding, norm_layer)
         self.decoder = DeepLabV3PlusDecoder(self.encoder.skip_channels, 256, num_classes, padding=padding,
                                             norm_layer=norm_layer)
-        self._init_head()
+        init_weights(self.aspp)
+        init_weights(self.decoder)
         self.pretrained_report = load_pretrained(self, pretrained) if pretrained else None
-
-    def _init_head(self) -> None:
-        for module in (self.aspp, self.decoder):
-            for sub in module.modules():
-                if isinstance(sub, nn.Conv2d):
-                    nn.init.kaiming_normal_(sub.weight, mode="fan_out", nonlinearity="relu")
-                    if sub.bias is not None:
-                        nn.init.zeros_(sub.bias)
-                elif isinstance(sub, nn.modules.batchnorm._BatchNorm):
-                    nn.init.ones_(sub.weight)
-                    nn.init.zeros_(sub.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:

@@ -24,3 +24,15 @@ def get_norm_layer(norm: str) -> Callable[[int], nn.Module]:
 def conv_norm_act(conv: nn.Conv2d, norm_layer: Callable[[int], nn.Module]) -> nn.Sequential:
     """``conv -> norm -> ReLU`` as one ``nn.Sequential`` (keys ``0.*`` conv, ``1.*`` norm)."""
     return nn.Sequential(conv, norm_layer(conv.out_channels), nn.ReLU(inplace=True))
+
+
+def init_weights(module: nn.Module) -> None:
+    """He init for every conv (ReLU networks), unit/zero affine for every norm; pretrained weights overwrite it."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Conv2d):
+            nn.init.kaiming_normal_(sub.weight, mode="fan_out", nonlinearity="relu")
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(sub.weight)
+            nn.init.zeros_(sub.bias)

@@ -48,8 +48,18 @@ class LoadReport:
                 f"{len(self.skipped_classifier)} classifier tensors skipped (shape mismatch)")
 
 
+def strip_wrapper_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop DDP/DataParallel's "module." and torch.compile's "_orig_mod." key prefixes (each only when every
+    key carries it), so a wrapped model's state dict loads into the bare model."""
+    state = dict(state)
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of the checkpoint at ``path``, unwrapped (``state_dict``/``model``) and without ``module.``."""
+    """Tensors of the checkpoint at ``path``, unwrapped (``state_dict``/``model``), wrapper prefixes stripped."""
     path = Path(path)
     if not path.is_file():
         raise PretrainedLoadError(f"pretrained checkpoint {path} does not exist")
@@ -67,7 +77,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise PretrainedLoadError(f"{path}: entries that are not tensors: {bad[:5]}")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return strip_wrapper_prefix(obj)
 
 
 def load_pretrained(model: nn.Module, path: str | Path, classifier: str = "decoder.classifier.") -> LoadReport:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..nn import create_conv2d
+from .norm import init_weights
 
 #: (stage name, blocks, channels); two channels = plain pre-activation block, three = bottleneck
 WRN38_STAGES = (
@@ -125,7 +126,7 @@ class WiderResNet38(nn.Module):
         for name in ("mod5", "mod6", "mod7"):
             stride *= schedule[name][0]
             self.feature_strides[name] = stride
-        _init_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every stage output ``{"mod1", ..., "mod7"}``; strides in ``self.feature_strides``."""
@@ -143,15 +144,3 @@ class WiderResNet38(nn.Module):
         x = self.mod4(self.mod3(self.pool3(skip)))
         out = self.mod7(self.mod6(self.mod5(x)))
         return skip, out
-
-
-def _init_weights(module: nn.Module) -> None:
-    # He init for convs (ReLU network), unit/zero affine for norms; pretrained weights overwrite it
-    for sub in module.modules():
-        if isinstance(sub, nn.Conv2d):
-            nn.init.kaiming_normal_(sub.weight, mode="fan_out", nonlinearity="relu")
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
-        elif isinstance(sub, nn.modules.batchnorm._BatchNorm):
-            nn.init.ones_(sub.weight)
-            nn.init.zeros_(sub.bias)
