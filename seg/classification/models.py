@@ -6,6 +6,7 @@ import torchvision
 from torch import nn
 
 from seg.engine.checkpoint import load_checkpoint
+from seg.models.pretrained import strip_wrapper_prefix
 from seg.nn import convert_padding
 
 from .config import CLASSIFIER_ARCHS
@@ -34,19 +35,11 @@ class TinyNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def _strip_prefix(state: dict) -> dict:
-    """Drop DDP's / torch.compile's key prefixes so a wrapped model's state dict loads into the bare one."""
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
 def load_classifier_weights(model: nn.Module, path: str) -> nn.Module:
     """Load weights strictly from `path`: a checkpoint {"model": state_dict, ...} or a bare state dict
     (e.g. torchvision's downloaded ``resnet50-*.pth``). Errors name the file and the offending keys."""
     ckpt = load_checkpoint(path, required=())
-    state = _strip_prefix(ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt)
+    state = strip_wrapper_prefix(ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)

@@ -17,14 +17,6 @@ class ArchitectureMismatch(RuntimeError):
     """The checkpoint's weights do not fit the model built from the config; the message names the file."""
 
 
-def _strip_prefix(state: dict) -> dict:
-    """Drop DDP's / torch.compile's key prefixes so any saved wrapper loads into the bare model."""
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
 def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
                         device: torch.device | str = "cpu", loaded: dict | None = None
                         ) -> tuple[torch.nn.Module, dict]:
@@ -37,6 +29,7 @@ def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
     """
     from seg.engine.checkpoint import load_checkpoint
     from seg.models import DeepLabV3Plus
+    from seg.models.pretrained import strip_wrapper_prefix
     from seg.nn import PADDING_MODES, convert_padding
 
     ckpt = loaded if loaded is not None else load_checkpoint(checkpoint)
@@ -48,7 +41,7 @@ def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
     if eval_padding not in PADDING_MODES:
         raise ValueError(f"unknown padding {eval_padding!r}; expected one of {PADDING_MODES}")
     model = DeepLabV3Plus(**model_cfg)
-    state = _strip_prefix(ckpt["model"])
+    state = strip_wrapper_prefix(ckpt["model"])
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
