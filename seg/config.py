@@ -18,80 +18,98 @@ from typing import Any, Iterable
 
 import yaml
 
-__all__ = ["ConfigError", "SCHEMA", "default_config", "load_config", "merge_overrides", "validate", "dump_config"]
+__all__ = ["ConfigError", "SCHEMA", "key_spec", "optimizer_keys", "runtime_keys", "default_config", "load_config",
+           "merge_overrides", "validate", "dump_config"]
 
 
 class ConfigError(ValueError):
     """A config file, key or override is invalid; the message names which and why."""
 
 
-def _key(default: Any, kind: str, choices: Iterable | None = None, doc: str = "", *, min: float | None = None) -> dict:
+def key_spec(default: Any, kind: str, choices: Iterable | None = None, doc: str = "", *,
+             min: float | None = None) -> dict:
+    """One schema key: its default, `kind` (see SCHEMA), allowed `choices`, a `doc` line and a lower bound."""
     return {"default": default, "kind": kind, "choices": tuple(choices) if choices else None, "doc": doc, "min": min}
+
+
+def optimizer_keys(*, batch_size: int, lr: float) -> dict[str, dict]:
+    """The train keys seg.engine.build_optimizer reads (SGD), with a schema's own batch and lr defaults."""
+    return {
+        "batch_size": key_spec(batch_size, "int", min=1,
+                               doc="GLOBAL batch: split evenly over the world size (must divide it)"),
+        "lr": key_spec(lr, "float", min=0),
+        "momentum": key_spec(0.9, "float"),
+        "nesterov": key_spec(False, "bool"),
+        "weight_decay": key_spec(1e-4, "float", min=0),
+        "no_wd_norm_bias": key_spec(False, "bool", doc="exclude biases and norm parameters from weight decay"),
+    }
+
+
+def runtime_keys(*, sync_bn: bool, sync_bn_doc: str) -> dict[str, dict]:
+    """The train keys for precision, device and reproducibility that every seg.engine trainer reads."""
+    return {
+        "amp": key_spec("none", "str", ("none", "bf16", "fp16")),
+        "sync_bn": key_spec(sync_bn, "bool", doc=sync_bn_doc),
+        "device": key_spec("auto", "str", ("auto", "cpu", "cuda")),
+        "seed": key_spec(0, "int"),
+        "deterministic": key_spec(False, "bool"),
+    }
 
 
 # Every key the toolkit understands. `kind` is a small type language: str, int, float, bool, list[T],
 # and a trailing "?" for "may be null". Floats accept ints (YAML writes `1` for 1.0).
 SCHEMA: dict[str, dict[str, dict]] = {
     "model": {
-        "encoder": _key("resnet50", "str", doc="encoder name, e.g. resnet18, resnet50, wrn38"),
-        "num_classes": _key(19, "int", min=1),
-        "output_stride": _key(8, "int", (8, 16)),
-        "padding": _key("zeros", "str", ("zeros", "reflect", "replicate", "partial")),
-        "pretrained": _key(None, "str?", doc="path to ImageNet encoder weights, or null for random init"),
-        "norm": _key("bn", "str", doc="normalisation layer of the network"),
+        "encoder": key_spec("resnet50", "str", doc="encoder name, e.g. resnet18, resnet50, wrn38"),
+        "num_classes": key_spec(19, "int", min=1),
+        "output_stride": key_spec(8, "int", (8, 16)),
+        "padding": key_spec("zeros", "str", ("zeros", "reflect", "replicate", "partial")),
+        "pretrained": key_spec(None, "str?", doc="path to ImageNet encoder weights, or null for random init"),
+        "norm": key_spec("bn", "str", doc="normalisation layer of the network"),
     },
     "data": {
-        "root": _key("datasets/demo", "str"),
-        "train_sets": _key(["fine/train"], "list[str]", doc='"annotation/split" entries, e.g. coarse/train_extra'),
-        "val_split": _key("val", "str?", doc="split used for periodic validation; null disables it"),
-        "crop_size": _key(896, "int", min=1),
-        "scale_range": _key([0.5, 2.0], "list[float]"),
-        "hflip": _key(0.5, "float"),
-        "blur_prob": _key(0.5, "float"),
-        "color_jitter": _key(0.25, "float"),
-        "mean": _key([0.485, 0.456, 0.406], "list[float]"),
-        "std": _key([0.229, 0.224, 0.225], "list[float]"),
-        "class_balance": _key(0.5, "float", doc="fraction of crops centred on a pixel of a chosen class"),
-        "centroids_per_class": _key(32, "int"),
-        "coarse_boost_classes": _key([], "list[int]"),
-        "num_workers": _key(4, "int", min=0),
+        "root": key_spec("datasets/demo", "str"),
+        "train_sets": key_spec(["fine/train"], "list[str]", doc='"annotation/split" entries, e.g. coarse/train_extra'),
+        "val_split": key_spec("val", "str?", doc="split used for periodic validation; null disables it"),
+        "crop_size": key_spec(896, "int", min=1),
+        "scale_range": key_spec([0.5, 2.0], "list[float]"),
+        "hflip": key_spec(0.5, "float"),
+        "blur_prob": key_spec(0.5, "float"),
+        "color_jitter": key_spec(0.25, "float"),
+        "mean": key_spec([0.485, 0.456, 0.406], "list[float]"),
+        "std": key_spec([0.229, 0.224, 0.225], "list[float]"),
+        "class_balance": key_spec(0.5, "float", doc="fraction of crops centred on a pixel of a chosen class"),
+        "centroids_per_class": key_spec(32, "int"),
+        "coarse_boost_classes": key_spec([], "list[int]"),
+        "num_workers": key_spec(4, "int", min=0),
     },
     "train": {
-        "iterations": _key(31000, "int", min=1),
-        "batch_size": _key(8, "int", min=1, doc="GLOBAL batch: split evenly over the world size (must divide it)"),
-        "lr": _key(0.01, "float", min=0),
-        "momentum": _key(0.9, "float"),
-        "nesterov": _key(False, "bool"),
-        "weight_decay": _key(1e-4, "float", min=0),
-        "no_wd_norm_bias": _key(False, "bool", doc="exclude biases and norm parameters from weight decay"),
-        "poly_power": _key(0.9, "float"),
-        "warmup_iters": _key(0, "int", min=0),
-        "warmup_factor": _key(0.1, "float", doc="LR multiplier at iteration 0 of the linear warm-up"),
-        "class_weights": _key(None, "list[float]?"),
-        "ignore_index": _key(255, "int"),
-        "amp": _key("none", "str", ("none", "bf16", "fp16")),
-        "sync_bn": _key(True, "bool", doc="SyncBatchNorm when running on GPU with world size > 1"),
-        "device": _key("auto", "str", ("auto", "cpu", "cuda")),
-        "seed": _key(0, "int"),
-        "deterministic": _key(False, "bool"),
-        "log_interval": _key(20, "int", min=1),
-        "ckpt_interval": _key(1000, "int", min=1),
-        "keep_checkpoints": _key(2, "int", doc="periodic checkpoints kept on disk (best/last/export apart)"),
-        "val_interval": _key(0, "int", min=0, doc="0 = validate only at the end"),
-        "val_batch_size": _key(1, "int", min=1),
+        "iterations": key_spec(31000, "int", min=1),
+        **optimizer_keys(batch_size=8, lr=0.01),
+        "poly_power": key_spec(0.9, "float"),
+        "warmup_iters": key_spec(0, "int", min=0),
+        "warmup_factor": key_spec(0.1, "float", doc="LR multiplier at iteration 0 of the linear warm-up"),
+        "class_weights": key_spec(None, "list[float]?"),
+        "ignore_index": key_spec(255, "int"),
+        **runtime_keys(sync_bn=True, sync_bn_doc="SyncBatchNorm when running on GPU with world size > 1"),
+        "log_interval": key_spec(20, "int", min=1),
+        "ckpt_interval": key_spec(1000, "int", min=1),
+        "keep_checkpoints": key_spec(2, "int", doc="periodic checkpoints kept on disk (best/last/export apart)"),
+        "val_interval": key_spec(0, "int", min=0, doc="0 = validate only at the end"),
+        "val_batch_size": key_spec(1, "int", min=1),
     },
     "eval": {
-        "mode": _key("regular", "str", ("regular", "tile", "tile_overlap")),
-        "tile_size": _key(1024, "int"),
-        "overlap": _key(0.333, "float"),
-        "scales": _key([1.0], "list[float]"),
-        "flip": _key(False, "bool"),
-        "tile_batch": _key(4, "int"),
-        "leave_out": _key([0.0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8], "list[float]"),
-        "leave_out_by": _key("side", "str", ("side", "area")),
-        "distance_bands": _key([0, 16, 32, 64, 128], "list[int]"),
+        "mode": key_spec("regular", "str", ("regular", "tile", "tile_overlap")),
+        "tile_size": key_spec(1024, "int"),
+        "overlap": key_spec(0.333, "float"),
+        "scales": key_spec([1.0], "list[float]"),
+        "flip": key_spec(False, "bool"),
+        "tile_batch": key_spec(4, "int"),
+        "leave_out": key_spec([0.0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8], "list[float]"),
+        "leave_out_by": key_spec("side", "str", ("side", "area")),
+        "distance_bands": key_spec([0, 16, 32, 64, 128], "list[int]"),
     },
-    "work_dir": _key(None, "str?", doc="output folder; null = work_dirs/<config file name>"),
+    "work_dir": key_spec(None, "str?", doc="output folder; null = work_dirs/<config file name>"),
 }
 
 

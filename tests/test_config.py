@@ -150,7 +150,7 @@ def test_shipped_config_set_is_complete():
 
 
 def test_other_schema_through_the_same_loader(tmp_path):
-    from seg.config import _key
+    from seg.config import key_spec as _key
     schema = {"net": {"depth": _key(18, "int"), "act": _key("relu", "str", ("relu", "gelu"))}}
     path = write(tmp_path / "c.yaml", {"net": {"act": "gelu"}})
     assert load_config(path, ["net.depth=50"], schema=schema) == {"net": {"depth": 50, "act": "gelu"}}

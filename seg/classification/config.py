@@ -6,7 +6,8 @@ the key and the file) and every default filled in.
 """
 from __future__ import annotations
 
-from seg.config import ConfigError, _key, dump_config, load_config, validate
+from seg.config import (SCHEMA, ConfigError, dump_config, key_spec, load_config, optimizer_keys, runtime_keys,
+                        validate)
 from seg.config import default_config as _default_config
 from seg.nn import PADDING_MODES
 
@@ -19,51 +20,43 @@ CLASSIFIER_ARCHS = ("tinynet", "resnet18", "resnet50", "resnet101", "resnet152",
 # batch of 256, momentum 0.9, weight decay 1e-4, lr x0.1 every 30 epochs; the paper trains 100 epochs.
 CLS_SCHEMA: dict = {
     "model": {
-        "arch": _key("resnet50", "str", CLASSIFIER_ARCHS),
-        "num_classes": _key(1000, "int", min=1),
-        "padding": _key("zeros", "str", PADDING_MODES),
-        "pretrained": _key(None, "str?", doc="path to a state dict / checkpoint to start from; null = random init"),
+        "arch": key_spec("resnet50", "str", CLASSIFIER_ARCHS),
+        "num_classes": key_spec(1000, "int", min=1),
+        "padding": key_spec("zeros", "str", PADDING_MODES),
+        "pretrained": key_spec(None, "str?", doc="path to a state dict / checkpoint to start from; null = random init"),
     },
     "data": {
-        "root": _key("datasets/imagenet", "str", doc="ImageFolder root holding <train_split>/ and <val_split>/"),
-        "train_split": _key("train", "str"),
-        "val_split": _key("val", "str"),
-        "crop_size": _key(224, "int", min=1, doc="RandomResizedCrop size (train) and centre-crop size (val)"),
-        "resize_size": _key(256, "int", min=1, doc="val: shorter side resized to this before the centre crop"),
-        "scale_range": _key([0.08, 1.0], "list[float]", doc="RandomResizedCrop area fraction range"),
-        "hflip": _key(0.5, "float"),
-        "mean": _key([0.485, 0.456, 0.406], "list[float]"),
-        "std": _key([0.229, 0.224, 0.225], "list[float]"),
-        "num_workers": _key(8, "int", min=0, doc="loader workers per process"),
+        "root": key_spec("datasets/imagenet", "str", doc="ImageFolder root holding <train_split>/ and <val_split>/"),
+        "train_split": key_spec("train", "str"),
+        "val_split": key_spec("val", "str"),
+        "crop_size": key_spec(224, "int", min=1, doc="RandomResizedCrop size (train) and centre-crop size (val)"),
+        "resize_size": key_spec(256, "int", min=1, doc="val: shorter side resized to this before the centre crop"),
+        "scale_range": key_spec([0.08, 1.0], "list[float]", doc="RandomResizedCrop area fraction range"),
+        "hflip": key_spec(0.5, "float"),
+        "mean": key_spec([0.485, 0.456, 0.406], "list[float]"),
+        "std": key_spec([0.229, 0.224, 0.225], "list[float]"),
+        "num_workers": key_spec(8, "int", min=0, doc="loader workers per process"),
     },
     "train": {
-        "epochs": _key(100, "int", min=1),
-        "batch_size": _key(256, "int", min=1, doc="GLOBAL batch: split evenly over the world size (must divide it)"),
-        "lr": _key(0.1, "float", min=0),
-        "momentum": _key(0.9, "float"),
-        "nesterov": _key(False, "bool"),
-        "weight_decay": _key(1e-4, "float", min=0),
-        "no_wd_norm_bias": _key(False, "bool", doc="exclude biases and norm parameters from weight decay"),
-        "lr_step_epochs": _key(30, "int", min=1, doc="lr is multiplied by lr_gamma every this many epochs"),
-        "lr_gamma": _key(0.1, "float"),
-        "warmup_epochs": _key(0, "int", min=0, doc="linear warm-up from warmup_factor * lr (per iteration)"),
-        "warmup_factor": _key(0.1, "float"),
-        "label_smoothing": _key(0.0, "float", min=0),
-        "amp": _key("none", "str", ("none", "bf16", "fp16")),
-        "sync_bn": _key(False, "bool", doc="the PyTorch example keeps per-GPU BatchNorm"),
-        "device": _key("auto", "str", ("auto", "cpu", "cuda")),
-        "seed": _key(0, "int"),
-        "deterministic": _key(False, "bool"),
-        "log_interval": _key(50, "int", min=1),
-        "ckpt_interval": _key(0, "int", min=0, doc="extra mid-epoch checkpoints every N iterations; 0 = epoch ends only"),
-        "keep_checkpoints": _key(2, "int", doc="periodic checkpoints kept on disk (best/final apart)"),
-        "val_batch_size": _key(256, "int", min=1, doc="per process"),
+        "epochs": key_spec(100, "int", min=1),
+        **optimizer_keys(batch_size=256, lr=0.1),
+        "lr_step_epochs": key_spec(30, "int", min=1, doc="lr is multiplied by lr_gamma every this many epochs"),
+        "lr_gamma": key_spec(0.1, "float"),
+        "warmup_epochs": key_spec(0, "int", min=0, doc="linear warm-up from warmup_factor * lr (per iteration)"),
+        "warmup_factor": key_spec(0.1, "float"),
+        "label_smoothing": key_spec(0.0, "float", min=0),
+        **runtime_keys(sync_bn=False, sync_bn_doc="the PyTorch example keeps per-GPU BatchNorm"),
+        "log_interval": key_spec(50, "int", min=1),
+        "ckpt_interval": key_spec(0, "int", min=0,
+                                  doc="extra mid-epoch checkpoints every N iterations; 0 = epoch ends only"),
+        "keep_checkpoints": key_spec(2, "int", doc="periodic checkpoints kept on disk (best/final apart)"),
+        "val_batch_size": key_spec(256, "int", min=1, doc="per process"),
     },
     "eval": {
-        "topk": _key([1, 5], "list[int]", min=1),
-        "last_k": _key(5, "int", min=1, doc="the 'last_k' protocol: mean accuracy over the last k epochs"),
+        "topk": key_spec([1, 5], "list[int]", min=1),
+        "last_k": key_spec(5, "int", min=1, doc="the 'last_k' protocol: mean accuracy over the last k epochs"),
     },
-    "work_dir": _key(None, "str?", doc="output folder; null = work_dirs/<config file name>"),
+    "work_dir": SCHEMA["work_dir"],
 }
 
 
