@@ -134,8 +134,8 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
             metrics = evaluate_classifier(raw_model, val_loader, device, topk, dtype)
             train_loss = all_reduce_mean(epoch_loss / max(epoch_steps, 1)).item()
             previous_best = best_top1()
-            history.append({"epoch": epoch + 1, **{f"top{k}": metrics[f"top{k}"] for k in topk}, "val_count": metrics["count"],
-                            "val_loss": metrics["loss"], "train_loss": train_loss,
+            history.append({"epoch": epoch + 1, **{f"top{k}": metrics[f"top{k}"] for k in topk},
+                            "val_count": metrics["count"], "val_loss": metrics["loss"], "train_loss": train_loss,
                             "lr": lr, "iteration": it})
             log.log(it, {k: v for k, v in history[-1].items() if k != "iteration"}, tag="val")
             log.message(f"epoch {epoch + 1}/{tcfg['epochs']}: " + " ".join(
