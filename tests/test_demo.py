@@ -31,8 +31,8 @@ def test_demo_writes_report_with_measured_numbers(demo_report):
             line = next(l for l in text.splitlines() if l.startswith(mode))
             assert f"{padding} {miou:6.2f}" in line  # the summary quotes the eval JSON, not a made-up value
     assert "Cross-testing" in text and "Centre leave-out" in text
-    plots = re.findall(r"!\[[^]]*\]\((compare/[^)]+\.png)\)", text)
-    assert plots and all(os.path.getsize(run / p) > 0 for p in plots)
+    plots = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text)
+    assert plots and all(os.path.getsize(run / p) > 0 for p in plots)  # every linked plot exists
     assert "78.08" in text  # the paper's table sits beside the measured one
 
 

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,8 @@ def evaluate(padding: str, checkpoint: str, args, log: str) -> dict[str, str]:
         if not os.path.exists(out):
             show = ["--show-dir", os.path.join(args.work_dir, padding, "show")] if mode == "regular" else []
             run([sys.executable, "tools/eval.py", f"configs/demo/deeplabv3plus_r18_{padding}.yaml", checkpoint,
-                 "--mode", mode, "--tile-size", str(args.tile), "--out", out, "--opts", f"data.root={args.data}",
+                 "--mode", mode, "--tile-size", str(args.tile), "--distance-bands", args.bands, "--out", out,
+                 "--opts", f"data.root={args.data}",
                  *show], log)
         outs[mode] = out
     return outs
@@ -97,8 +99,9 @@ def summary_lines(results: dict[str, dict[str, str]]) -> list[str]:
 def write_report(args, results, checkpoints, seconds) -> str:
     compare_dir = os.path.join(args.work_dir, "compare")
     cross_md = open(os.path.join(args.work_dir, "cross_test", "cross_test.md")).read()
-    compare_md = open(os.path.join(compare_dir, "compare.md")).read()
-    plots = sorted(f for f in os.listdir(compare_dir) if f.endswith(".png"))
+    # compare.md links its plots relative to its own folder; the report sits one level up
+    compare_md = re.sub(r"!\[([^]]*)\]\(([^)/]+\.png)\)", r"![\1](compare/\2)",
+                        open(os.path.join(compare_dir, "compare.md")).read())
     lines = [
         "# Demo report: zero vs partial padding on the synthetic Cityscapes-format data",
         "",
@@ -123,10 +126,6 @@ def write_report(args, results, checkpoints, seconds) -> str:
         "",
         cross_md,
         "",
-        "## Plots",
-        "",
-        *[f"![{p}](compare/{p})" for p in plots],
-        "",
         "## The paper's figures (SPEC §5)",
         "",
         PAPER,
@@ -141,13 +140,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work-dir", default="work_dirs/demo")
     p.add_argument("--data", default="datasets/demo")
-    p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--crop", type=int, default=96)
-    p.add_argument("--tile", type=int, default=128, help="square tile side for tile / overlap modes")
+    p.add_argument("--iterations", type=int, default=400)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--tile", type=int, default=256, help="square tile side for tile / overlap modes")
+    p.add_argument("--bands", default="0,8,16,32,64", help="border-distance band edges in px")
     p.add_argument("--train-images", type=int, default=60)
     p.add_argument("--val-images", type=int, default=20)
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=512)
     p.add_argument("--fresh", action="store_true", help="delete the work dir first")
     return p.parse_args(argv)
 
