@@ -99,7 +99,9 @@ def measure(models, scenario, shape, repeats, device, warmup=1) -> dict[str, lis
         return torch.randn(*size, device=device)
 
     for rep in range(-warmup, repeats):
-        for name, model in models.items():
+        # reverse the order every other repeat, so no variant always runs right after another
+        order = list(models.items()) if rep % 2 == 0 else list(models.items())[::-1]
+        for name, model in order:
             if scenario == "first_call":
                 # a size no variant has seen: plans, ratio maps and oneDNN kernels are all built anew
                 x = randn(b, c, h + 32 * (rep + warmup + 1), w)
@@ -117,8 +119,14 @@ def measure(models, scenario, shape, repeats, device, warmup=1) -> dict[str, lis
 
 
 def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    base = statistics.median(times["zeros"])
-    return {name: {"median_s": statistics.median(ts), "ratio": statistics.median(ts) / base}
+    """Median seconds, and the median over repeats of each variant's time / zeros' time in that repeat.
+
+    The per-repeat ratio is the figure to read: within a repeat every variant ran the same input (in
+    first_call, a size that changes from repeat to repeat), back to back.
+    """
+    zeros = times["zeros"]
+    return {name: {"median_s": statistics.median(ts),
+                   "ratio": statistics.median(t / z for t, z in zip(ts, zeros))}
             for name, ts in times.items()}
 
 
@@ -139,7 +147,8 @@ def main():
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {args.threads} thread(s)"
     results = {"machine": f"{where}, torch {torch.__version__}", "size": args.size, "repeats": args.repeats, "archs": {}}
-    print(f"{results['machine']}; input {tuple(args.size)}; {args.repeats} interleaved repeats; median seconds")
+    print(f"{results['machine']}; input {tuple(args.size)}; {args.repeats} interleaved repeats; median seconds, "
+          "median of per-repeat ratios")
     print(f"{'arch':10s} {'scenario':18s} {'zeros':>9s} {'partial':>9s} {'naive':>9s} {'partial/zeros':>14s} "
           f"{'naive/zeros':>12s}")
     for arch in args.arch:
