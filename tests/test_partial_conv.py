@@ -138,7 +138,7 @@ def test_mask_mode_has_windows_entirely_in_hole():
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_gradcheck(masked):
+def test_gradcheck(masked, backward_strategy):
     conv = build((3, 3), (2, 1), (1, 2), (2, 1), (2, 3, 1), True)
     x = torch.randn(1, 2, 7, 6, dtype=torch.float64, requires_grad=True)
     mask = random_mask(1, 7, 6, seed=5)
@@ -152,18 +152,66 @@ def test_gradcheck(masked):
     assert torch.autograd.gradcheck(fn, params)
 
 
-def test_gradients_match_reference():
-    conv = build((3, 3), (1, 1), (2, 2), 2, (3, 4, 1), True)
-    x = torch.randn(2, 3, 9, 10, dtype=torch.float64, requires_grad=True)
-    gy = torch.randn(2, 4, 9, 10, dtype=torch.float64)
-    conv(x).backward(gy)
-    grads = [x.grad, conv.weight.grad, conv.bias.grad]
-    x2 = x.detach().clone().requires_grad_()
-    w2 = conv.weight.detach().clone().requires_grad_()
-    b2 = conv.bias.detach().clone().requires_grad_()
-    naive_partial_conv(x2, w2, b2, (1, 1), 2, (2, 2), 1)[0].backward(gy)
-    for got, want in zip(grads, [x2.grad, w2.grad, b2.grad]):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+def naive_grads(x, weight, bias, gy, stride, padding, dilation, groups):
+    """Gradients of sum(naive_output * gy) with respect to x, weight and bias (float64)."""
+    leaves = [t.detach().double().requires_grad_() for t in (x, weight) + ((bias,) if bias is not None else ())]
+    out = naive_partial_conv(leaves[0], leaves[1], leaves[2] if bias is not None else None,
+                             stride, padding, dilation, groups)[0]
+    return torch.autograd.grad(out, leaves, gy.double())
+
+
+def conv_grads(conv, x, gy):
+    """Gradients of sum(conv(x) * gy) with respect to x, weight and bias through PartialConv2d."""
+    leaves = [x] + [p for p in (conv.weight, conv.bias) if p is not None]
+    return torch.autograd.grad(conv(x), leaves, gy)
+
+
+@pytest.fixture(params=["strips", "copy"])
+def backward_strategy(request, monkeypatch):
+    """Force backward to correct the bands by strip convolutions, or by scaling a copy of the gradient."""
+    monkeypatch.setattr(pc, "STRIP_WORK_LIMIT", float("inf") if request.param == "strips" else 0)
+    return request.param
+
+
+@pytest.mark.parametrize("case", grid_cases(), ids=str)
+def test_gradients_match_naive_reference(case, backward_strategy):
+    k, s, d, padding, size, g, bias = case
+    conv = build(k, s, d, padding, g, bias)
+    x = torch.randn(2, g[0], *size, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        gy = torch.randn_like(conv(x))
+    gy_before = gy.clone()
+    want = naive_grads(x, conv.weight, conv.bias, gy, s, padding, d, g[2])
+    got = conv_grads(conv, x, gy)
+    assert torch.equal(gy, gy_before)  # the incoming gradient may be shared: never written to
+    for name, a, b in zip(("x", "weight", "bias"), got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"grad {name}: {m}")
+
+
+@pytest.mark.parametrize("case", grid_cases(12, seed=2), ids=str)
+def test_parameter_gradients_without_input_gradient(case, backward_strategy):
+    # the first conv of a network sees an image that needs no gradient
+    k, s, d, padding, size, g, bias = case
+    conv = build(k, s, d, padding, g, bias)
+    x = torch.randn(1, g[0], *size, dtype=torch.float64)
+    with torch.no_grad():
+        gy = torch.randn_like(conv(x))
+    want = naive_grads(x, conv.weight, conv.bias, gy, s, padding, d, g[2])[1:]
+    params = [p for p in (conv.weight, conv.bias) if p is not None]
+    got = torch.autograd.grad(conv(x), params, gy)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_gradient_through_shared_output():
+    # y feeds two branches: each branch's gradient must reach the conv unchanged
+    conv = build((3, 3), (1, 1), (1, 1), 1, (2, 3, 1), True)
+    x = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    y = conv(x)
+    gx = torch.autograd.grad((y * 2).sum() + y.square().sum(), x)[0]
+    gy = 2 + 2 * naive_partial_conv(x, conv.weight, conv.bias, (1, 1), 1, (1, 1), 1)[0]
+    torch.testing.assert_close(gx, naive_grads(x, conv.weight, conv.bias, gy, (1, 1), 1, (1, 1), 1)[0],
+                               rtol=1e-10, atol=1e-10)
 
 
 @pytest.fixture
@@ -259,3 +307,18 @@ def test_rejects_bad_mask_shape():
     conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), True)
     with pytest.raises(ValueError, match="mask must be"):
         conv(torch.randn(1, 2, 6, 6, dtype=torch.float64), torch.ones(1, 2, 6, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("padding, dilation", [(2, (2, 1)), ("same", (1, 1))])  # "same": asymmetric here
+def test_autocast_bf16_backward_close_to_reference(padding, dilation, backward_strategy):
+    conv = build((4, 3), (1, 1), dilation, padding, (3, 4, 1), True).float()
+    x = torch.randn(2, 3, 10, 9, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16
+    gy = torch.randn(y.shape)
+    got = torch.autograd.grad(y, (x, conv.weight, conv.bias), gy.bfloat16())
+    want = naive_grads(x, conv.weight, conv.bias, gy, (1, 1), padding, dilation, 1)
+    for a, b, t in zip(got, want, (x, conv.weight, conv.bias)):
+        assert a.dtype == t.dtype and torch.isfinite(a).all()
+        torch.testing.assert_close(a.double(), b, rtol=3e-2, atol=3e-2 * b.abs().max().item())

@@ -18,6 +18,13 @@ from .ratio import AxisBands, axis_bands
 #: How many input sizes one conv keeps plans for (multi-scale and tiled inference switch often).
 PLAN_CACHE_SIZE = 16
 
+#: Backward corrects the bands with strip convolutions (no gradient copy) while
+#: ``band outputs * C_in/groups * K * (gradients wanted of x and weight) < STRIP_WORK_LIMIT * output area``;
+#: above that the strip convolutions cost more than copying the gradient once. Calibrated on one CPU
+#: thread (strip MACs ~0.03 ns, copied gradient elements 0.4-1.6 ns): VGG's first two convs take strips.
+#: Strips for every conv made VGG16-BN / ResNet-50 forward+backward 16-22% slower than copying.
+STRIP_WORK_LIMIT = 32
+
 
 def conv_pads(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]]:
     """Zero padding ``((top, bottom), (left, right))`` that ``conv`` applies, resolving "same"/"valid"."""
@@ -57,12 +64,16 @@ class BorderPlan:
         middle = slice(top, ho - bottom)
         all_cols = slice(0, wo)
         self.regions = []
+        self.grad_offsets = []  # per region (r - 1, valid - 1): how its gradients differ from a plain conv's
         for rs, cs in ((slice(0, top), all_cols), (slice(ho - bottom, ho), all_cols),
                        (middle, slice(0, left)), (middle, slice(wo - right, wo))):
             if rs.stop - rs.start <= 0 or cs.stop - cs.start <= 0:
                 continue
             ratio = rh[rs, None] * rw[None, cs]
-            self.regions.append((rs, cs, ratio, vh[rs, None] * vw[None, cs] - ratio))
+            valid = vh[rs, None] * vw[None, cs]
+            self.regions.append((rs, cs, ratio, valid - ratio))
+            self.grad_offsets.append((ratio - 1, valid - 1))
+        self.band_area = sum((rs.stop - rs.start) * (cs.stop - cs.start) for rs, cs, _, _ in self.regions)
 
     def apply_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Re-weight ``y`` (B, C, Ho, Wo), the zero-padded conv output including bias, in place."""
@@ -89,10 +100,11 @@ class BorderPlan:
 
 
 class _BorderReweight(torch.autograd.Function):
-    """In-place border re-weighting with its own backward, so the forward allocates nothing.
+    """In-place border re-weighting of a conv output ``y`` with its own backward.
 
     Autograd's generic in-place-on-a-view path would copy the whole gradient once per band;
-    this backward copies it once and scales only the bands.
+    this backward copies it once and scales only the bands. Used only where
+    :class:`_PartialConvFunction` cannot be (asymmetric "same" padding of even kernels).
     """
 
     @staticmethod
@@ -115,6 +127,96 @@ class _BorderReweight(torch.autograd.Function):
                 grad_bias += (block * coef).sum(dim=(0, 2, 3), dtype=grad_bias.dtype)
             block.mul_(ratio)
         return grad_y, grad_bias, None
+
+
+def _strip(lo: int, hi: int, size_in: int, kernel: int, stride: int, pad_lo: int, dilation: int):
+    """Input rows feeding output positions ``[lo, hi)`` of one axis: ``(slice, zeros_before, zeros_after)``.
+
+    Convolving the slice, zero-padded by the two counts, with padding 0 gives exactly those outputs.
+    """
+    start = lo * stride - pad_lo
+    stop = (hi - 1) * stride + dilation * (kernel - 1) + 1 - pad_lo
+    first = min(max(start, 0), size_in)
+    last = max(min(stop, size_in), first)
+    return slice(first, last), first - start, stop - last
+
+
+def _autocast_inputs(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` and ``weight`` as autocast would hand them to conv2d, so backward can reuse the very same casts."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return x, weight
+    dtype = torch.get_autocast_dtype(device)
+    # autocast casts floating tensors except float64 to its low precision for conv
+    return tuple(t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t for t in (x, weight))
+
+
+class _PartialConvFunction(torch.autograd.Function):
+    """Zero-padded conv plus in-place border re-weighting, with a backward that scales only the bands.
+
+    The gradient of the zero-padded conv's output is ``g * r``. Conv backward is linear in it and
+    ``r - 1`` is zero off the bands, so where the bands are cheap (see ``STRIP_WORK_LIMIT``) backward
+    runs the conv backward on ``g`` itself and adds, per band, the conv backward of ``g_band * (r - 1)``
+    on just the strip of ``x`` feeding that band: no O(area) copy of ``g``. Otherwise it copies ``g``
+    once and scales the bands of the copy. ``g`` is never written to (other branches may share it).
+    Symmetric zero padding only (``pads = (ph, pw)``); asymmetric "same" padding uses :class:`_BorderReweight`.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, plan, stride, pads, dilation, groups):
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        x, weight = _autocast_inputs(x, weight)
+        y = F.conv2d(x, weight, bias, stride, pads, dilation, groups)
+        ctx.save_for_backward(x, weight)
+        ctx.plan, ctx.conv_args = plan, (stride, pads, dilation, groups)
+        strip_work = plan.band_area * weight[0].numel() * sum(ctx.needs_input_grad[:2])
+        ctx.use_strips = strip_work < STRIP_WORK_LIMIT * y.shape[-2] * y.shape[-1]
+        return plan.apply_(y, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, pads, dilation, groups = ctx.conv_args
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        plan = ctx.plan
+        grad = grad.to(x.dtype)  # no-op unless autograd handed a differently typed gradient
+        scaled = bool(plan.regions) and not ctx.use_strips and (need_x or need_w)
+        grad_conv = grad.clone() if scaled else grad
+        with torch.autocast(grad.device.type, enabled=False):
+            for rows, cols, ratio, _ in plan.regions if scaled else ():
+                grad_conv[:, :, rows, cols].mul_(ratio)
+            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad_conv, x, weight, [weight.shape[0]] if need_b else None, stride, pads, dilation, False, (0, 0),
+                groups, (need_x, need_w, need_b))
+            grad_x = grad_x.to(ctx.dtypes[0]) if need_x else None
+            grad_w = grad_w.to(ctx.dtypes[1]) if need_w else None
+            grad_b = grad_b.to(ctx.dtypes[2]) if need_b else None
+            for (rows, cols, _, coef), (ratio_off, valid_off) in zip(plan.regions, plan.grad_offsets):
+                block = grad[:, :, rows, cols]
+                if need_b:  # d y / d b = valid; the conv's own bias gradient counted r (scaled) or 1
+                    grad_b += (block * (coef if scaled else valid_off)).sum(dim=(0, 2, 3), dtype=grad_b.dtype)
+                if (need_x or need_w) and not scaled:
+                    _add_band_grads(block * ratio_off, x, weight, rows, cols, ctx.conv_args, grad_x, grad_w)
+        return grad_x, grad_w, grad_b, None, None, None, None, None
+
+
+def _add_band_grads(grad_band, x, weight, rows, cols, conv_args, grad_x, grad_w):
+    """Add to ``grad_x`` / ``grad_w`` (in place) the conv backward of ``grad_band`` (B, C_out, h, w),
+    the gradient correction on output block ``[rows, cols]``."""
+    stride, pads, dilation, groups = conv_args
+    (kh, kw), (height, width) = weight.shape[-2:], x.shape[-2:]
+    in_rows, top, bottom = _strip(rows.start, rows.stop, height, kh, stride[0], pads[0], dilation[0])
+    in_cols, left, right = _strip(cols.start, cols.stop, width, kw, stride[1], pads[1], dilation[1])
+    if in_rows.stop == in_rows.start or in_cols.stop == in_cols.start:
+        return  # every window of the block lies in the padding: it reads no input, its weight gradient is 0
+    strip = F.pad(x[:, :, in_rows, in_cols], (left, right, top, bottom))
+    gx, gw, _ = torch.ops.aten.convolution_backward(
+        grad_band.to(x.dtype), strip, weight, None, stride, (0, 0), dilation, False, (0, 0), groups,
+        (grad_x is not None, grad_w is not None, False))
+    if grad_x is not None:
+        grad_x[:, :, in_rows, in_cols] += gx[:, :, top:gx.shape[-2] - bottom, left:gx.shape[-1] - right]
+    if grad_w is not None:
+        grad_w += gw
 
 
 class PartialConv2d(nn.Conv2d):
@@ -169,15 +271,20 @@ class PartialConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         if mask is not None:
             return self._masked_forward(x, mask)
-        y = self._zero_pad_conv(x, self.bias)
         height, width = x.shape[-2:]
         if torch.compiler.is_compiling():
+            y = self._zero_pad_conv(x, self.bias)
             plan = self._make_plan(height, width, y.device, _ratio_dtype(y.dtype))
             return plan.apply(y, self.bias)
-        plan = self._plan(height, width, y.device, y.dtype)
-        if torch.is_grad_enabled() and y.requires_grad:
-            return _BorderReweight.apply(y, self.bias, plan)
-        return plan.apply_(y, self.bias)
+        plan = self._plan(height, width, x.device, x.dtype)
+        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                                for t in (x, self.weight, self.bias))):
+            return plan.apply_(self._zero_pad_conv(x, self.bias), self.bias)
+        (pt, pb), (pl, pr) = conv_pads(self)
+        if pt == pb and pl == pr:
+            return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, (pt, pl),
+                                              self.dilation, self.groups)
+        return _BorderReweight.apply(self._zero_pad_conv(x, self.bias), self.bias, plan)
 
     def _masked_forward(self, x: torch.Tensor, mask: torch.Tensor):
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
