@@ -99,36 +99,6 @@ class BorderPlan:
         return out.to(y.dtype)
 
 
-class _BorderReweight(torch.autograd.Function):
-    """In-place border re-weighting of a conv output ``y`` with its own backward.
-
-    Autograd's generic in-place-on-a-view path would copy the whole gradient once per band;
-    this backward copies it once and scales only the bands. Used only where
-    :class:`_PartialConvFunction` cannot be (asymmetric "same" padding of even kernels).
-    """
-
-    @staticmethod
-    def forward(ctx, y, bias, plan):
-        ctx.plan = plan
-        ctx.mark_dirty(y)
-        return plan.apply_(y, bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad_y = grad.clone()
-        grad_bias = None
-        need_bias = ctx.needs_input_grad[1]
-        if need_bias:
-            grad_bias = grad.new_zeros(grad.shape[1], dtype=torch.float64 if grad.dtype == torch.float64
-                                       else torch.float32)
-        for rs, cs, ratio, coef in ctx.plan.regions:
-            block = grad_y[:, :, rs, cs]
-            if need_bias:
-                grad_bias += (block * coef).sum(dim=(0, 2, 3), dtype=grad_bias.dtype)
-            block.mul_(ratio)
-        return grad_y, grad_bias, None
-
-
 def _strip(lo: int, hi: int, size_in: int, kernel: int, stride: int, pad_lo: int, dilation: int):
     """Input rows feeding output positions ``[lo, hi)`` of one axis: ``(slice, zeros_before, zeros_after)``.
 
@@ -159,7 +129,8 @@ class _PartialConvFunction(torch.autograd.Function):
     runs the conv backward on ``g`` itself and adds, per band, the conv backward of ``g_band * (r - 1)``
     on just the strip of ``x`` feeding that band: no O(area) copy of ``g``. Otherwise it copies ``g``
     once and scales the bands of the copy. ``g`` is never written to (other branches may share it).
-    Symmetric zero padding only (``pads = (ph, pw)``); asymmetric "same" padding uses :class:`_BorderReweight`.
+    Symmetric zero padding only (``pads = (ph, pw)``); the caller zero-pads asymmetric ("same" with even
+    kernels) inputs itself, as ``F.conv2d(padding="same")`` would, and passes ``pads = (0, 0)``.
     """
 
     @staticmethod
@@ -281,10 +252,11 @@ class PartialConv2d(nn.Conv2d):
                                                 for t in (x, self.weight, self.bias))):
             return plan.apply_(self._zero_pad_conv(x, self.bias), self.bias)
         (pt, pb), (pl, pr) = conv_pads(self)
-        if pt == pb and pl == pr:
-            return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, (pt, pl),
-                                              self.dilation, self.groups)
-        return _BorderReweight.apply(self._zero_pad_conv(x, self.bias), self.bias, plan)
+        pads = (pt, pl)
+        if pt != pb or pl != pr:  # the plan stays the one of the unpadded (H, W)
+            x, pads = F.pad(x, (pl, pr, pt, pb)), (0, 0)
+        return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, pads, self.dilation,
+                                          self.groups)
 
     def _masked_forward(self, x: torch.Tensor, mask: torch.Tensor):
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
