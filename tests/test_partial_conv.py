@@ -322,3 +322,52 @@ def test_autocast_bf16_backward_close_to_reference(padding, dilation, backward_s
     for a, b, t in zip(got, want, (x, conv.weight, conv.bias)):
         assert a.dtype == t.dtype and torch.isfinite(a).all()
         torch.testing.assert_close(a.double(), b, rtol=3e-2, atol=3e-2 * b.abs().max().item())
+
+
+@pytest.fixture
+def fullmap():
+    """Re-weight by the cached full-size ratio map instead of the in-place border bands."""
+    old = pc.set_reweight_strategy("fullmap")
+    yield
+    pc.set_reweight_strategy(old)
+
+
+@pytest.mark.parametrize("case", grid_cases(80, seed=3), ids=str)
+def test_fullmap_strategy_matches_naive_reference(case, fullmap):
+    k, s, d, padding, size, g, bias = case
+    conv = build(k, s, d, padding, g, bias)
+    x = torch.randn(2, g[0], *size, dtype=torch.float64, requires_grad=True)
+    want, _ = naive_partial_conv(x, conv.weight, conv.bias, s, padding, d, g[2])
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), want, rtol=1e-12, atol=1e-12)
+    gy = torch.randn_like(want)
+    got = conv_grads(conv, x, gy)
+    for name, a, b in zip(("x", "weight", "bias"), got, naive_grads(x, conv.weight, conv.bias, gy, s, padding,
+                                                                     d, g[2])):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_fullmap_under_bf16_autocast_keeps_float32_ratio(fullmap):
+    conv = build((3, 3), (1, 1), (2, 2), 2, (3, 4, 1), True).float()
+    x = torch.randn(2, 3, 9, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16
+    ratio, coef = next(iter(conv._ratio_plans.values())).full_maps()
+    assert ratio.dtype == coef.dtype == torch.float32
+    want, _ = naive_partial_conv(x, conv.weight, conv.bias, (1, 1), 2, (2, 2), 1)
+    torch.testing.assert_close(y.double(), want, rtol=3e-2, atol=3e-2 * want.abs().max().item())
+
+
+def test_auto_strategy_picks_by_device_and_size(monkeypatch):
+    monkeypatch.setattr(pc, "CUDA_FULLMAP_MAX_NUMEL", 1000)
+    assert not pc.use_fullmap(torch.device("cpu"), 10)  # CPU: always the bands
+    assert pc.use_fullmap(torch.device("cuda", 0), 1000)
+    assert not pc.use_fullmap(torch.device("cuda", 0), 1001)
+    old = pc.set_reweight_strategy("bands")
+    try:
+        assert not pc.use_fullmap(torch.device("cuda", 0), 10)
+    finally:
+        pc.set_reweight_strategy(old)
+    with pytest.raises(ValueError, match="reweight strategy"):
+        pc.set_reweight_strategy("fast")

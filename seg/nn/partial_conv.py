@@ -1,9 +1,15 @@
 """Partial-convolution based padding (Liu et al., 2018) as a drop-in ``nn.Conv2d``.
 
 ``y = conv2d(x, W, zero padding) * r + b``, with ``r = K / S`` and ``S`` the number of taps of each
-window that fall inside the image (SPEC §1). ``r`` is 1 except in thin bands along the borders, so
-the re-weighting touches only those bands (cost O(perimeter), not O(area)) and is cached per input
-size: a batch-size change never recomputes it.
+window that fall inside the image (arXiv 1811.11718, eq. 1; docs/partial_padding.md). ``r`` is 1 except
+in thin bands along the borders and is cached per input size: a batch-size change never recomputes it.
+
+Two ways to apply ``r`` (:func:`set_reweight_strategy`): ``"bands"`` scales the border blocks in place
+(O(perimeter) memory traffic, but up to 8 small operations per conv) and ``"fullmap"`` multiplies the
+whole output by a cached full-size ratio map (one elementwise pass over the output, as NVIDIA's reference
+layer does, without recomputing the map). On a CPU the bands always win. On a GPU each small operation is
+a kernel launch, so ``"auto"`` takes the full map for outputs of at most ``CUDA_FULLMAP_MAX_NUMEL``
+elements (measured by ``bench/gpu_check.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +30,32 @@ PLAN_CACHE_SIZE = 16
 #: thread (strip MACs ~0.03 ns, copied gradient elements 0.4-1.6 ns): VGG's first two convs take strips.
 #: Strips for every conv made VGG16-BN / ResNet-50 forward+backward 16-22% slower than copying.
 STRIP_WORK_LIMIT = 32
+
+#: Re-weighting strategies; "auto" chooses per device type and output size.
+REWEIGHT_STRATEGIES = ("auto", "bands", "fullmap")
+
+#: With "auto" on CUDA, outputs of at most this many elements (B * C * Ho * Wo) take the full-map multiply
+#: (one kernel) instead of the in-place band updates (several launches). Measured on an H200
+#: by bench/gpu_check.py's layer sweep (BENCHMARKS.md, GPU section).
+CUDA_FULLMAP_MAX_NUMEL = 0
+
+_strategy = "auto"
+
+
+def set_reweight_strategy(strategy: str) -> str:
+    """Choose how PartialConv2d applies its ratio: "auto" (default), "bands" or "fullmap"; returns the old one."""
+    global _strategy
+    if strategy not in REWEIGHT_STRATEGIES:
+        raise ValueError(f"reweight strategy must be one of {REWEIGHT_STRATEGIES}, got {strategy!r}")
+    old, _strategy = _strategy, strategy
+    return old
+
+
+def use_fullmap(device: torch.device, numel: int) -> bool:
+    """Whether an output of ``numel`` elements on ``device`` is re-weighted by the full-map multiply."""
+    if _strategy != "auto":
+        return _strategy == "fullmap"
+    return device.type == "cuda" and numel <= CUDA_FULLMAP_MAX_NUMEL
 
 
 def conv_pads(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -74,6 +106,18 @@ class BorderPlan:
             self.regions.append((rs, cs, ratio, valid - ratio))
             self.grad_offsets.append((ratio - 1, valid - 1))
         self.band_area = sum((rs.stop - rs.start) * (cs.stop - cs.start) for rs, cs, _, _ in self.regions)
+        self._full_maps = None
+
+    def full_maps(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(ratio, bias coefficient) as full (Ho, Wo) maps (1 and 0 off the bands), built once; None if no band."""
+        if self._full_maps is None and self.regions:
+            ratio = torch.ones(self.out_size, dtype=self.regions[0][2].dtype, device=self.regions[0][2].device)
+            coef = torch.zeros_like(ratio)
+            for rs, cs, r, c in self.regions:
+                ratio[rs, cs] = r
+                coef[rs, cs] = c
+            self._full_maps = (ratio, coef)
+        return self._full_maps
 
     def apply_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Re-weight ``y`` (B, C, Ho, Wo), the zero-padded conv output including bias, in place."""
@@ -85,14 +129,11 @@ class BorderPlan:
         return y
 
     def apply(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Out-of-place, full-map version of :meth:`apply_` (for tracing compilers)."""
-        ratio = torch.ones(self.out_size, dtype=self.regions[0][2].dtype, device=y.device) if self.regions else None
-        if ratio is None:
+        """Out-of-place, full-map version of :meth:`apply_` (one elementwise pass; differentiable by autograd)."""
+        maps = self.full_maps()
+        if maps is None:
             return y
-        coef = torch.zeros_like(ratio)
-        for rs, cs, r, c in self.regions:
-            ratio[rs, cs] = r
-            coef[rs, cs] = c
+        ratio, coef = maps
         out = y * ratio
         if bias is not None:
             out = out + bias.view(-1, 1, 1) * coef
@@ -248,6 +289,8 @@ class PartialConv2d(nn.Conv2d):
             plan = self._make_plan(height, width, y.device, _ratio_dtype(y.dtype))
             return plan.apply(y, self.bias)
         plan = self._plan(height, width, x.device, x.dtype)
+        if use_fullmap(x.device, x.shape[0] * self.out_channels * plan.out_size[0] * plan.out_size[1]):
+            return plan.apply(self._zero_pad_conv(x, self.bias), self.bias)
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                 for t in (x, self.weight, self.bias))):
             return plan.apply_(self._zero_pad_conv(x, self.bias), self.bias)
