@@ -10,6 +10,7 @@ from .cityscapes import CityscapesDataset, CityscapesTrainDataset, list_pairs, l
 from .io import DataError
 from .labels import (
     CLASS_NAMES, ID_TO_TRAINID, IGNORE_INDEX, NUM_CLASSES, PALETTE, TRAINID_TO_ID, ids_to_train_ids, train_ids_to_ids)
+from .transforms import BatchNormalize
 
 DATA_DEFAULTS = {
     "root": "datasets/demo",
@@ -39,7 +40,8 @@ def _with_defaults(data_cfg: dict | None) -> dict:
 
 
 def build_train_dataset(data_cfg: dict | None, seed: int) -> CityscapesTrainDataset:
-    """Training dataset of (image float32 (3, crop, crop), target int64 (crop, crop)) over ``train_sets``."""
+    """Training dataset of (image uint8 (3, crop, crop), target int64 (crop, crop)) over ``train_sets``;
+    its ``.normalize`` turns a (B, 3, crop, crop) uint8 batch into float32 network input on any device."""
     cfg = _with_defaults(data_cfg)
     return CityscapesTrainDataset(
         cfg["root"], cfg["train_sets"], seed=seed, crop_size=cfg["crop_size"], scale_range=cfg["scale_range"],
@@ -59,7 +61,7 @@ def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> Citysc
 
 
 __all__ = [
-    "DATA_DEFAULTS", "build_train_dataset", "build_val_dataset", "CityscapesDataset", "CityscapesTrainDataset",
-    "DataError", "list_pairs", "load_pair", "parse_set", "CLASS_NAMES", "ID_TO_TRAINID", "IGNORE_INDEX",
+    "DATA_DEFAULTS", "BatchNormalize", "build_train_dataset", "build_val_dataset", "CityscapesDataset",
+    "CityscapesTrainDataset", "DataError", "list_pairs", "load_pair", "parse_set", "CLASS_NAMES", "ID_TO_TRAINID", "IGNORE_INDEX",
     "NUM_CLASSES", "PALETTE", "TRAINID_TO_ID", "ids_to_train_ids", "train_ids_to_ids",
 ]

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from . import balance
 from .io import DataError, png_size, read_image, read_label
 from .labels import TRAINID_IS_VALID, check_label_values
-from .transforms import build_geometric, build_photometric, crop_window, normalize_ops
+from .transforms import BatchNormalize, build_geometric, build_photometric, crop_window, normalize_ops
 
 ANNOTATIONS = {"fine": "gtFine", "coarse": "gtCoarse", "gtFine": "gtFine", "gtCoarse": "gtCoarse"}
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -129,6 +129,10 @@ class CityscapesDataset(Dataset):
 class CityscapesTrainDataset(CityscapesDataset):
     """Augmented, class-balanced crops; one epoch = one crop per image of the union of ``sets``.
 
+    ``ds[i]`` -> (image uint8 (3, crop, crop), target int64 (crop, crop)); ``ds.normalize`` (a
+    :class:`BatchNormalize` with the dataset's mean / std) turns a batch of images into the network's
+    float32 input on the training device.
+
     The crop plan of an epoch is drawn from (seed, epoch) and the augmentation of sample i from
     (seed, epoch, i), so every DDP rank holds the same plan and a DistributedSampler gives each rank a
     distinct share of it; results do not depend on the number of DataLoader workers.
@@ -146,8 +150,9 @@ class CityscapesTrainDataset(CityscapesDataset):
         if crop_size < 1:
             raise ValueError(f"data.crop_size must be positive, got {crop_size}")
         self.seed, self.crop_size, self.class_balance = int(seed), int(crop_size), float(class_balance)
+        self.normalize = BatchNormalize(mean, std)
         self.geometric = build_geometric(self.crop_size, tuple(scale_range))
-        self.photometric = build_photometric(hflip, blur_prob, color_jitter, mean, std)
+        self.photometric = build_photometric(hflip, blur_prob, color_jitter)
         self.centroids = balance.Centroids(np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros((0, 2), np.int32))
         if self.class_balance > 0:
             self.centroids = balance.load_or_compute_centroids(root, self.label_paths, centroids_per_class)

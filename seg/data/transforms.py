@@ -4,13 +4,17 @@ Training runs in three steps so that class-balanced crops can be centred on a ch
   1. ``geometric``: random scale, then pad to at least the crop size (image 0, mask 255), carrying the
      crop centre along as a keypoint;
   2. the crop window itself (``crop_window``), centred on that keypoint or uniformly random;
-  3. ``photometric``: horizontal flip, Gaussian blur, colour jitter, normalisation, to tensor.
+  3. ``photometric``: horizontal flip, Gaussian blur, colour jitter, to a uint8 (3, H, W) tensor.
+Normalisation is not part of the worker pipeline: :class:`BatchNormalize` runs it on the training device,
+so workers hand over uint8 crops (a quarter of float32's bytes through the inter-process pipe and the
+host-to-device copy) and the float arithmetic runs on the GPU.
 """
 from __future__ import annotations
 
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 
 from .labels import IGNORE_INDEX
@@ -30,9 +34,9 @@ def build_geometric(crop_size: int, scale_range: tuple[float, float]) -> A.Compo
     )
 
 
-def build_photometric(hflip: float, blur_prob: float, color_jitter: float,
-                      mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
-    """Flip / blur / colour jitter (each skipped when its probability or strength is 0), then normalise."""
+def build_photometric(hflip: float, blur_prob: float, color_jitter: float) -> A.Compose:
+    """Flip / blur / colour jitter (each skipped when its probability or strength is 0), then a uint8
+    (3, H, W) tensor (normalised later, on the device, by :class:`BatchNormalize`)."""
     ops = []
     if hflip > 0:
         ops.append(A.HorizontalFlip(p=hflip))
@@ -43,7 +47,7 @@ def build_photometric(hflip: float, blur_prob: float, color_jitter: float,
         j = color_jitter
         ops.append(A.ColorJitter(brightness=(1 - j, 1 + j), contrast=(1 - j, 1 + j),
                                  saturation=(1 - j, 1 + j), hue=(-j / 10, j / 10), p=1.0))
-    return A.Compose(ops + normalize_ops(mean, std))
+    return A.Compose(ops + [ToTensorV2()])
 
 
 def normalize_ops(mean, std) -> list:
@@ -65,3 +69,25 @@ def crop_window(height: int, width: int, crop: int, center: tuple[float, float] 
     y0 = min(max(cy - crop // 2, 0), height - crop)
     x0 = min(max(cx - crop // 2, 0), width - crop)
     return y0, x0
+
+
+class BatchNormalize:
+    """``(x / 255 - mean) / std`` for a uint8 (B, 3, H, W) batch, computed on the batch's own device.
+
+    Returns float32 (B, 3, H, W) in the batch's memory format; a floating batch is returned unchanged
+    (already normalised by its dataset).
+    """
+
+    def __init__(self, mean, std):
+        self.scale = [1.0 / (255.0 * s) for s in std]
+        self.shift = [-m / s for m, s in zip(mean, std)]
+        self._consts: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.is_floating_point():
+            return images
+        if images.device not in self._consts:
+            self._consts[images.device] = tuple(torch.tensor(v, dtype=torch.float32, device=images.device)
+                                                .view(1, -1, 1, 1) for v in (self.scale, self.shift))
+        scale, shift = self._consts[images.device]
+        return images.float() * scale + shift

@@ -1,7 +1,8 @@
 """Process-group set-up from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
 
 One process per device. Without torchrun (no WORLD_SIZE in the environment) the run is a single
-process and no process group is created. Backend: NCCL on GPU, gloo on CPU.
+process and no process group is created; under torchrun one is, whatever the world size.
+ Backend: NCCL on GPU, gloo on CPU.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "is_main_process", "barrier",
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "describe", "is_main_process", "barrier",
            "all_reduce_mean", "broadcast_buffers", "convert_sync_bn", "revert_sync_bn"]
 
 
@@ -30,7 +31,8 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """True in a process group (torchrun, any world size): DDP and SyncBatchNorm are used."""
+        return self.world_size > 1 or (dist.is_available() and dist.is_initialized())
 
 
 def _pick_device(request: str, local_rank: int) -> torch.device:
@@ -48,12 +50,21 @@ def init_distributed(device: str = "auto") -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = _pick_device(device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    # under torchrun the process group exists even for one process (as in torchvision's references), so
+    # `torchrun --nproc_per_node 1` runs the very code of a multi-GPU job: NCCL, DDP and SyncBatchNorm
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
         if dev.type == "cuda":
             dist.init_process_group(backend="nccl", device_id=dev)
         else:
             dist.init_process_group(backend="gloo")
     return DistInfo(rank, world_size, local_rank, dev)
+
+
+def describe(info: DistInfo, model: nn.Module) -> str:
+    """One line saying how the run is spread: process group backend, world size, device, norm layers."""
+    backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else "no process group"
+    norms = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)})
+    return f"{backend}, world size {info.world_size}, {info.device}, norm {'/'.join(norms) or 'none'}"
 
 
 def cleanup_distributed() -> None:

@@ -25,7 +25,7 @@ from seg.config import ConfigError
 
 from .checkpoint import (checkpoint_path, export_model, load_resume_checkpoint, prune_checkpoints,
                          restore_training_state, save_training_state)
-from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
+from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn, describe
 from .logger import RunLogger
 from .optim import build_criterion, build_optimizer, build_scheduler
 from .sampler import EpochSeededDataset, ResumableDistributedSampler
@@ -139,6 +139,7 @@ class Trainer:
         self.cfg, self.tcfg, self.info, self.work_dir, self.val_set = cfg, cfg["train"], info, work_dir, val_set
         tcfg, device = self.tcfg, info.device
         self.model = convert_sync_bn(model, tcfg["sync_bn"], info).to(device)
+        _print(info, f"distributed: {describe(info, self.model)}")
         self.optimizer = build_optimizer(self.model, tcfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=tcfg["amp"] == "fp16")
         self.criterion = build_criterion(tcfg, device)
@@ -146,6 +147,8 @@ class Trainer:
         if self.dtype is torch.float16 and device.type == "cpu":
             warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=3)
         self.train_set = EpochSeededDataset(train_set, seed=tcfg["seed"])
+        # uint8 batches are normalised here, on the device (see seg.data.BatchNormalize)
+        self.normalize = getattr(train_set, "normalize", None) or (lambda images: images)
         self.loader, self.sampler, self.iters_per_epoch = build_train_loader(self.train_set, cfg, info)
         self.scheduler = build_scheduler(self.optimizer, tcfg, self.iters_per_epoch)
         self.iteration, self.best_miou, self.last_ckpt = 0, -math.inf, None
@@ -181,7 +184,7 @@ class Trainer:
         while True:
             self.sampler.set_epoch(epoch, start=offset * per_rank)  # the epoch travels with each index
             for images, targets in self.loader:
-                yield epoch, images.to(self.info.device, non_blocking=True), \
+                yield epoch, self.normalize(images.to(self.info.device, non_blocking=True)), \
                     targets.to(self.info.device, non_blocking=True)
             epoch, offset = epoch + 1, 0
 
