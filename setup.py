@@ -21,6 +21,6 @@ setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "onnx>=1.15", "onnxscript"],
+        "dev": ["pytest>=7.4", "pytest-timeout>=2.1", "onnx>=1.15", "onnxscript", "scipy>=1.11"],
     },
 )

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
 from .inference import NetworkTimer, canonical_mode, predict_logits
 from .metrics import (LEAVE_OUT_MEANING, LEAVE_OUT_ROUNDING, centre_leave_out_mask, confusion_matrix,
                       distance_band_index, scores_from_confusion)
+from .stats import REGION_ALL, counts_from_confusion
 
 __all__ = ["evaluate", "build_eval_loader", "ShardSampler", "class_names_for", "RegionLayout"]
 
@@ -140,9 +143,8 @@ def _check_sampler(loader: DataLoader, world_size: int) -> None:
 
 def _sample_indices(loader: DataLoader) -> list[int]:
     """Dataset index of every sample in loader order (needs a deterministic sampler)."""
-    from torch.utils.data import RandomSampler
     if isinstance(loader.sampler, RandomSampler) or getattr(loader.sampler, "shuffle", False):
-        raise ValueError("saving predictions needs a loader that does not shuffle")
+        raise ValueError("saving predictions or per-image statistics needs a loader that does not shuffle")
     if loader.batch_sampler is None:  # batch_size=None: one sample per step
         return list(loader.sampler)
     return [i for batch in loader.batch_sampler for i in batch]
@@ -155,7 +157,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
              leave_out: Sequence[float] = (), leave_out_by: str = "side", distance_bands: Sequence[int] = (),
              ignore_index: int = 255, save_pred: str | None = None, show_dir: str | None = None,
              image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
-             progress: bool = True) -> dict:
+             image_stats: bool = False, progress: bool = True) -> dict:
     """Evaluate ``model`` on every (image, target) batch of ``loader``.
 
     Args:
@@ -175,7 +177,9 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
         dict with "mIoU" (0-100), "IoU" (list, NaN for classes absent from truth and prediction),
         "pixel_acc", "class_names", "confusion_matrix", "num_images", "leave_out", "distance_bands",
         "settings" and "timing" (total / network / outside-network seconds); with ``save_pred`` also
-        "predictions": [(prediction PNG, ground-truth PNG)] of all ranks, for :func:`official_scores`.
+        "predictions": [(prediction PNG, ground-truth PNG)] of all ranks, for :func:`official_scores`;
+        with ``image_stats`` also "image_stats": per-image, per-region class counts in dataset order (see
+        :mod:`seg.evaluation.stats`; numpy arrays, saved with ``save_image_stats``, not JSON).
     """
     mode = canonical_mode(mode)
     if leave_out_by not in LEAVE_OUT_MEANING:
@@ -196,6 +200,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     leave = torch.zeros(len(leave_out), k, k, dtype=torch.long, device=device)
     bands = torch.zeros(max(len(distance_bands), 1), k, k, dtype=torch.long, device=device)
     num_images, position = 0, 0
+    per_image: list[torch.Tensor] = []  # (regions, 3, K) counts per image, with image_stats
     start = time.perf_counter()
     try:
         for image, target in tqdm(loader, desc=f"eval[{mode}]", disable=not progress or rank != 0,
@@ -211,12 +216,15 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
             pred = logits.max(1).indices  # same first-maximum rule as argmax, ~4x faster on CPU over dim 1
             size = tuple(target.shape[-2:])
             layout = _layout(size, leave_out, leave_out_by, distance_bands, device)
-            region_cm = confusion_matrix(pred, target, k, ignore_index, num_regions=layout.num_regions,
-                                         region_offset=layout.offset(k), check_pred=False)
-            t, lo, b = layout.reduce(region_cm)
-            total += t
-            leave += lo
-            bands += b
+            for one_pred, one_target in zip(pred, target):  # per image: the bootstrap resamples images
+                region_cm = confusion_matrix(one_pred, one_target, k, ignore_index, num_regions=layout.num_regions,
+                                             region_offset=layout.offset(k), check_pred=False)
+                t, lo, b = layout.reduce(region_cm)
+                total += t
+                leave += lo
+                bands += b
+                if image_stats:
+                    per_image.append(counts_from_confusion(torch.cat([t[None], lo, b[:len(distance_bands)]])))
             for write in writers:
                 write(position, image, pred, target)
             position += image.shape[0]
@@ -233,6 +241,9 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     result = _assemble(total, leave, bands, leave_out, leave_out_by, distance_bands, num_images, elapsed, timer,
                        dict(mode=mode, tile_size=tile_size, overlap=overlap, stride=stride, scales=list(scales),
                             flip=flip, tile_batch=tile_batch, ignore_index=ignore_index, world_size=world_size))
+    if image_stats:
+        result["image_stats"] = _image_stats(per_image, loader, world_size, result["class_names"],
+                                             _region_labels(result))
     if save_pred:
         pairs = writers[0].pairs
         if world_size > 1:
@@ -241,6 +252,35 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
             pairs = [pair for part in gathered for pair in part]
         result["predictions"] = pairs
     return result
+
+
+def _region_labels(result: dict) -> list[str]:
+    """Labels of the regions counted per image: the whole image, leave-out proportions, distance bands."""
+    labels = [REGION_ALL]
+    labels += [f"leave_out {row['label']}" for row in result.get("leave_out", {}).get("results", [])]
+    labels += [f"band {row['label']}" for row in result.get("distance_bands", {}).get("results", [])]
+    return labels
+
+
+def _image_stats(per_image: list[torch.Tensor], loader: DataLoader, world_size: int, class_names: list[str],
+                 regions: list[str]) -> dict:
+    """Per-image counts of all ranks in dataset order, as numpy: intersection / prediction / ground_truth
+    (N, regions, K), with the image names (file stems when the dataset has image_paths)."""
+    indices = _sample_indices(loader)
+    k = len(class_names)
+    counts = (torch.stack(per_image) if per_image else torch.zeros(0, len(regions), 3, k, dtype=torch.long)).cpu()
+    if world_size > 1:  # every rank holds its shard; gather and restore the dataset order
+        gathered = [None] * world_size
+        dist.all_gather_object(gathered, (indices, counts.numpy()))
+        indices = [i for part, _ in gathered for i in part]
+        counts = torch.from_numpy(np.concatenate([c for _, c in gathered]))
+    order = sorted(range(len(indices)), key=indices.__getitem__)
+    counts = counts[order].numpy()
+    paths = getattr(loader.dataset, "image_paths", None)
+    names = [os.path.basename(paths[indices[i]]).split(".")[0] if paths is not None else str(indices[i])
+             for i in order]
+    return {"intersection": counts[:, :, 0], "prediction": counts[:, :, 1], "ground_truth": counts[:, :, 2],
+            "regions": regions, "images": names, "class_names": class_names}
 
 
 def _prediction_writers(loader, save_pred, show_dir, mean, std) -> list[Callable]:
