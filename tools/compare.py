@@ -1,33 +1,62 @@
-"""Paper-style comparison tables and plots from tools/eval.py result files.
+"""Paper-style comparison tables and plots from tools/eval.py result files, with their uncertainty.
 
-    python tools/compare.py A.json B.json ... [--labels zeros,partial] [--out-dir DIR]
+    python tools/compare.py A.json B.json ... [--labels zeros,zeros,partial,...] [--resamples 1000]
+        [--seed 0] [--out-dir DIR]
 
-Writes (and prints) Markdown tables: mIoU per inference mode (regular / tile / overlap), centre
-leave-out mIoU per proportion and border-distance mIoU per band, each with difference rows against the
-first model; and PNG plots of the leave-out curve and the distance profile.
+Results are grouped by inference mode (regular / tile / overlap) and, within a mode, into *arms* by label
+(default: encoder + padding), so several runs of one setting (one eval JSON per training seed) form one
+arm. The first arm is the baseline; every other arm is compared with it:
+
+* per arm: mean ± standard deviation over its runs (n);
+* seeds: the difference of the arm means with a 95% Student-t interval, paired by seed when both arms
+  hold the same training seeds, Welch otherwise (the table says which) -- training variation;
+* images: a paired bootstrap over the evaluated images (the per-image ``.images.npz`` beside each JSON,
+  ``--resamples`` draws with ``--seed``) -- the variation from which images were tested.
+
+This holds for mIoU, every centre leave-out proportion, every border-distance band and every class IoU.
+Writes compare.md (tables and one verdict sentence per comparison), compare.json and PNG plots of the
+leave-out curve and the distance profile with error bars.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
+import sys
 from collections import OrderedDict
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from seg.atomic import atomic_write_text  # noqa: E402
+from seg.cli import positive_int, run_tool, tool_parser  # noqa: E402
+from seg.errors import ResultFileError  # noqa: E402
+from seg.evaluation.runner import write_results  # noqa: E402
+from seg.evaluation.stats import REGION_ALL, load_image_stats  # noqa: E402
+from seg.evaluation.uncertainty import (DEFAULT_RESAMPLES, LEVEL, bootstrap_difference,  # noqa: E402
+                                        difference_interval, excludes_zero, mean_std)
+
 MODES = ("regular", "tile", "overlap")
+SECTIONS = (("leave_out", "leave_out", "Centre leave-out mIoU", "centre proportion left out"),
+            ("distance_bands", "band", "mIoU by distance to the nearest image border", "distance to the border (px)"))
 
 
+# ----------------------------------------------------------------------------- loading
 def load(path: str) -> dict:
+    """A tools/eval.py result with its per-image statistics under "_stats" (None when it has none)."""
     try:
         with open(path) as f:
             result = json.load(f)
-    except FileNotFoundError:
-        raise SystemExit(f"compare: result file not found: {path}")
     except json.JSONDecodeError as err:
-        raise SystemExit(f"compare: {path} is not valid JSON ({err})")
+        raise ResultFileError(f"{path} is not valid JSON ({err})") from None
     for key in ("mIoU", "settings"):
         if key not in result:
-            raise SystemExit(f"compare: {path} lacks '{key}'; is it a tools/eval.py result?")
+            raise ResultFileError(f"{path} lacks '{key}'; is it a tools/eval.py result?")
+    sidecar = result.get("image_stats")
+    result["_stats"] = load_image_stats(os.path.join(os.path.dirname(path), sidecar)) if sidecar else None
+    result["_path"] = path
     return result
 
 
@@ -37,113 +66,263 @@ def model_label(result: dict) -> str:
     return " ".join(str(p) for p in (result.get("encoder"), pad) if p) or os.path.basename(result.get("checkpoint", "?"))
 
 
-def fmt(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+def run_metrics(result: dict) -> OrderedDict:
+    """Every compared number of one run: "all" (mIoU), "leave_out <p>", "band <a-b>", "class <name>"."""
+    metrics = OrderedDict([(REGION_ALL, result["mIoU"])])
+    for key, prefix, _, _ in SECTIONS:
+        for row in result.get(key, {}).get("results", []):
+            metrics[f"{prefix} {row['label']}"] = row["mIoU"]
+    for name, iou in zip(result.get("class_names", []), result.get("IoU", [])):
+        metrics[f"class {name}"] = iou
+    return metrics
 
 
-def diff(a, b):
-    return None if a is None or b is None else a - b
-
-
-def markdown(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) if isinstance(c, str) else fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def with_diffs(rows: OrderedDict) -> list[list]:
-    """Rows {label: [values]} plus one "Δ label − first" row per later model."""
-    out = [[label] + values for label, values in rows.items()]
-    labels = list(rows)
-    for label in labels[1:]:
-        out.append([f"Δ {label} − {labels[0]}"] + [diff(b, a) for a, b in zip(rows[labels[0]], rows[label])])
-    return out
-
-
-def mode_table(runs: list[tuple[str, dict]]) -> str:
-    rows: OrderedDict = OrderedDict()
-    for label, r in runs:
-        rows.setdefault(label, [None] * len(MODES))[MODES.index(r["settings"]["mode"])] = r["mIoU"]
-    return "### mIoU by inference mode\n\n" + markdown(["model"] + list(MODES), with_diffs(rows))
-
-
-def analysis_table(runs, key: str, title: str) -> list[str]:
-    """One table per (mode, leave-out meaning) for key "leave_out" or "distance_bands"."""
+def group_arms(labels: list[str], results: list[dict]) -> OrderedDict:
+    """{mode: {label: [results]}} in first-seen order."""
     groups: OrderedDict = OrderedDict()
-    for label, r in runs:
-        if key not in r:
+    for label, r in zip(labels, results):
+        groups.setdefault(r["settings"]["mode"], OrderedDict()).setdefault(label, []).append(r)
+    return groups
+
+
+# ----------------------------------------------------------------------------- statistics
+def _nan(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def arm_summary(runs: list[dict]) -> dict:
+    """{metric: (mean, std, n)} over the arm's runs, plus the runs' seeds."""
+    per_run = [run_metrics(r) for r in runs]
+    keys = list(per_run[0])
+    summary = {k: mean_std([_nan(m.get(k)) for m in per_run]) for k in keys}
+    return {"metrics": summary, "values": {k: [_nan(m.get(k)) for m in per_run] for k in keys},
+            "seeds": [r.get("train_seed") for r in runs], "files": [r["_path"] for r in runs]}
+
+
+def _bootstrap(runs_a: list[dict], runs_b: list[dict], resamples: int, seed: int) -> tuple[dict, str]:
+    """{metric: (low, high)} of the paired image bootstrap, and a note (why it is missing, if it is)."""
+    stats_a, stats_b = [r["_stats"] for r in runs_a], [r["_stats"] for r in runs_b]
+    if any(s is None for s in stats_a + stats_b):
+        return {}, "no image bootstrap: a result file has no per-image statistics (re-run tools/eval.py)"
+    try:
+        boot = bootstrap_difference(stats_a, stats_b, resamples, seed)
+    except ValueError as err:
+        return {}, f"no image bootstrap: {err}"
+    intervals = dict(boot["regions"])
+    names = stats_a[0].get("class_names", [])
+    intervals.update({f"class {n}": iv for n, iv in zip(names, boot["classes"])})
+    return intervals, f"paired bootstrap over {boot['num_images']} images, B={resamples}, seed {seed}"
+
+
+def compare_arms(base: dict, other: dict, runs_a, runs_b, resamples: int, seed: int) -> dict:
+    """Per metric: difference of means, seed interval (paired / Welch t) and image-bootstrap interval."""
+    boot, boot_note = _bootstrap(runs_a, runs_b, resamples, seed)
+    rows, method = OrderedDict(), None
+    for key in base["values"]:
+        if key not in other["values"]:
             continue
-        section = r[key]
-        cols = tuple(row["label"] for row in section["results"])
-        group = (r["settings"]["mode"], section.get("by"), cols)
-        groups.setdefault(group, (section["meaning"], OrderedDict()))[1][label] = \
-            [row["mIoU"] for row in section["results"]]
-    tables = []
-    for (mode, by, cols), (meaning, rows) in groups.items():
-        what = f"leave-out by {by}" if by else "distance to border (px)"
-        tables.append(f"### {title}, {mode} inference\n\n{meaning}\n\n"
-                      + markdown([f"model \\ {what}"] + list(cols), with_diffs(rows)))
-    return tables
+        t = difference_interval(base["values"][key], other["values"][key], base["seeds"], other["seeds"])
+        method = method or t["method"]
+        rows[key] = {"diff": t["diff"], "seeds": (t["low"], t["high"]), "images": boot.get(key, (math.nan, math.nan))}
+    return {"rows": rows, "seed_method": method, "image_method": boot_note}
 
 
-def plot(runs, key: str, path: str, xlabel: str) -> bool:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+# ----------------------------------------------------------------------------- text
+def fmt(v, sign: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:+.2f}" if sign else f"{v:.2f}"
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for label, r in runs:
-        if key not in r:
-            continue
-        res = r[key]["results"]
-        ys = [row["mIoU"] if row["mIoU"] is not None else math.nan for row in res]
-        xs = [row["proportion"] for row in res] if key == "leave_out" else list(range(len(res)))
-        ax.plot(xs, ys, marker="o", label=f"{label} ({r['settings']['mode']})")
-        if key == "distance_bands":
-            ax.set_xticks(xs, [row["label"] for row in res])
-        drawn = True
+
+def fmt_ms(stat: tuple) -> str:
+    mean, std, n = stat
+    return f"{fmt(mean)} ± {fmt(std)} ({n})" if n > 1 else f"{fmt(mean)} (1)"
+
+
+def fmt_iv(iv: tuple) -> str:
+    return "-" if any(math.isnan(v) for v in iv) else f"[{iv[0]:+.2f}, {iv[1]:+.2f}]"
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _says(iv: tuple) -> str:
+    verdict = excludes_zero(*iv)
+    return {True: "excludes 0", False: "includes 0", None: "-"}[verdict]
+
+
+def verdict(name: str, mode: str, cmp: dict) -> str:
+    """One sentence: does the mIoU difference stand out from training noise and from test-set sampling?"""
+    row = cmp["rows"][REGION_ALL]
+    seeds, images = row["seeds"], row["images"]
+    parts = [f"**{name}, {mode} inference**: mIoU difference {fmt(row['diff'], True)}"]
+    if excludes_zero(*seeds) is None:
+        parts.append("no seed interval (an arm has one run), so nothing can be said about run-to-run variation")
+    elif excludes_zero(*seeds):
+        parts.append(f"the {LEVEL:.0%} interval over seeds {fmt_iv(seeds)} ({cmp['seed_method']}) excludes 0, "
+                     "so it is larger than run-to-run variation")
+    else:
+        parts.append(f"the {LEVEL:.0%} interval over seeds {fmt_iv(seeds)} ({cmp['seed_method']}) includes 0, "
+                     "so it is not distinguishable from run-to-run variation")
+    if excludes_zero(*images) is not None:
+        parts.append(f"over test images the interval {fmt_iv(images)} {_says(images)}")
+    return "; ".join(parts) + "."
+
+
+def metric_rows(keys, arms: OrderedDict, comparisons: dict, label_of) -> list[list[str]]:
+    """One row per metric key: each arm's mean ± std (n), then Δ and both intervals per comparison."""
+    rows = []
+    for key in keys:
+        row = [label_of(key)] + [fmt_ms(a["metrics"][key]) if key in a["metrics"] else "-" for a in arms.values()]
+        for cmp in comparisons.values():
+            r = cmp["rows"].get(key)
+            row += ([fmt(r["diff"], True), fmt_iv(r["seeds"]), fmt_iv(r["images"])] if r else ["-", "-", "-"])
+        rows.append(row)
+    return rows
+
+
+def metric_header(first: str, arms: OrderedDict, comparisons: dict) -> list[str]:
+    header = [first] + [f"{label} mean ± std (n)" for label in arms]
+    for name in comparisons:
+        header += [f"Δ {name}", "95% seeds", "95% images"]
+    return header
+
+
+def mode_section(mode: str, arms: OrderedDict, comparisons: dict, results: list[dict]) -> list[str]:
+    """Markdown of one inference mode: verdicts, mIoU, leave-out, distance bands, per-class IoU."""
+    parts = [f"### {mode} inference"]
+    parts += [verdict(name, mode, cmp) for name, cmp in comparisons.items()]
+    notes = [f"- {name}: seeds: {cmp['seed_method']}; images: {cmp['image_method']}" for name, cmp in comparisons.items()]
+    parts.append("\n".join(notes) if notes else "Only one arm: nothing to compare.")
+    keys = list(next(iter(arms.values()))["metrics"])
+    header = metric_header("mIoU", arms, comparisons)
+    parts.append(markdown(header, metric_rows([REGION_ALL], arms, comparisons, lambda k: "all pixels")))
+    first = results[0]
+    for key, prefix, title, what in SECTIONS:
+        section_keys = [k for k in keys if k.startswith(prefix + " ")]
+        if section_keys and key in first:
+            parts.append(f"#### {title}\n\n{first[key]['meaning']}\n\n" + markdown(
+                metric_header(what, arms, comparisons),
+                metric_rows(section_keys, arms, comparisons, lambda k: k.split(" ", 1)[1])))
+    class_keys = [k for k in keys if k.startswith("class ")]
+    parts.append("#### Per-class IoU\n\n" + markdown(metric_header("class", arms, comparisons),
+                                                     metric_rows(class_keys, arms, comparisons, lambda k: k[6:])))
+    return parts
+
+
+def overview(groups: OrderedDict, summaries: dict) -> str:
+    """mIoU mean ± std (n) per arm and inference mode."""
+    labels = list(OrderedDict.fromkeys(label for arms in groups.values() for label in arms))
+    modes = [m for m in MODES if m in groups] + [m for m in groups if m not in MODES]
+    rows = [[label] + [fmt_ms(summaries[m][label]["metrics"][REGION_ALL]) if label in summaries[m] else "-"
+                       for m in modes] for label in labels]
+    return "### mIoU by inference mode, mean ± std over runs (n)\n\n" + markdown(["model"] + modes, rows)
+
+
+# ----------------------------------------------------------------------------- plots
+def _series(summary: dict, prefix: str) -> tuple[list[str], list[float], list[float]]:
+    keys = [k for k in summary["metrics"] if k.startswith(prefix + " ")]
+    return ([k.split(" ", 1)[1] for k in keys], [summary["metrics"][k][0] for k in keys],
+            [summary["metrics"][k][1] for k in keys])
+
+
+def plot(prefix: str, xlabel: str, summaries: dict, comparisons: dict, path: str) -> bool:
+    """Top: each arm's mean ± std over runs; bottom: each difference with its 95% interval (seeds when
+    both arms have several runs, else images)."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True)
+    drawn = []  # the x tick labels, once an arm has the section
+    for mode, arms in summaries.items():
+        for label, summary in arms.items():
+            ticks, means, stds = _series(summary, prefix)
+            if ticks:
+                top.errorbar(range(len(ticks)), means, yerr=[0 if math.isnan(s) else s for s in stds], marker="o",
+                             capsize=3, label=f"{label} ({mode})")
+                drawn = ticks
+        for name, cmp in comparisons[mode].items():
+            keys = [k for k in cmp["rows"] if k.startswith(prefix + " ")]
+            if not keys:
+                continue
+            diffs = [cmp["rows"][k]["diff"] for k in keys]
+            ivs = [_primary(cmp["rows"][k]) for k in keys]
+            err = [[d - lo for d, (lo, _) in zip(diffs, ivs)], [hi - d for d, (_, hi) in zip(diffs, ivs)]]
+            bottom.errorbar(range(len(keys)), diffs, yerr=err, marker="s", capsize=3, label=f"{name} ({mode})")
     if not drawn:
         plt.close(fig)
         return False
-    bys = sorted({r[key].get("by") for _, r in runs if key in r} - {None})
-    ax.set_xlabel(xlabel + (f" (by {' / '.join(bys)})" if bys else ""))
-    ax.set_ylabel("mIoU (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    bottom.axhline(0, color="grey", lw=0.8)
+    bottom.set_xticks(range(len(drawn)), drawn)
+    bottom.set_xlabel(xlabel)
+    top.set_ylabel("mIoU (%), mean ± std")
+    bottom.set_ylabel(f"difference, {LEVEL:.0%} interval")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
-def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", nargs="+", help="tools/eval.py JSON files")
-    p.add_argument("--labels", help="comma-separated model labels, one per file (default: encoder + padding)")
+def _primary(row: dict) -> tuple[float, float]:
+    """The seed interval when there is one, else the image bootstrap (NaN-free for error bars)."""
+    iv = row["seeds"] if excludes_zero(*row["seeds"]) is not None else row["images"]
+    return (row["diff"], row["diff"]) if excludes_zero(*iv) is None else iv
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = tool_parser(__doc__)
+    p.add_argument("results", nargs="+", help="tools/eval.py JSON files (several per arm for several seeds)")
+    p.add_argument("--labels", help="comma-separated arm label per file (default: encoder + padding)")
+    p.add_argument("--resamples", type=positive_int, default=DEFAULT_RESAMPLES, help="bootstrap resamples B")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     p.add_argument("--out-dir", default="work_dirs/compare")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def compare(results: list[dict], labels: list[str], resamples: int, seed: int) -> tuple[dict, dict, OrderedDict]:
+    """Arm summaries and comparisons per mode: ({mode: {label: summary}}, {mode: {name: comparison}}, groups)."""
+    groups = group_arms(labels, results)
+    summaries, comparisons = OrderedDict(), OrderedDict()
+    for mode, arms in groups.items():
+        summaries[mode] = OrderedDict((label, arm_summary(runs)) for label, runs in arms.items())
+        names = list(arms)
+        comparisons[mode] = OrderedDict(
+            (f"{label} − {names[0]}", compare_arms(summaries[mode][names[0]], summaries[mode][label],
+                                                  arms[names[0]], arms[label], resamples, seed))
+            for label in names[1:])
+    return summaries, comparisons, groups
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
     results = [load(path) for path in args.results]
     labels = args.labels.split(",") if args.labels else [model_label(r) for r in results]
     if len(labels) != len(results):
-        raise SystemExit(f"compare: {len(labels)} labels for {len(results)} result files")
-    runs = list(zip(labels, results))
-    parts = ["## Comparison\n", mode_table(runs)]
-    parts += analysis_table(runs, "leave_out", "Centre leave-out mIoU")
-    parts += analysis_table(runs, "distance_bands", "mIoU by distance to the nearest image border")
+        raise ResultFileError(f"compare: {len(labels)} labels for {len(results)} result files")
+    summaries, comparisons, groups = compare(results, labels, args.resamples, args.seed)
+    parts = ["## Comparison", f"All intervals are {LEVEL:.0%}. *Seeds*: Student t over training runs (paired by "
+             "seed when both arms hold the same seeds, else Welch): how much retraining moves the difference, "
+             "test set fixed. *Images*: paired bootstrap over the evaluated images: how much the choice of "
+             "test images moves it, trainings fixed. A difference is supported only where an interval "
+             "excludes 0.", overview(groups, summaries)]
+    for mode, arms in groups.items():
+        parts += mode_section(mode, summaries[mode], comparisons[mode], [r for runs in arms.values() for r in runs])
     os.makedirs(args.out_dir, exist_ok=True)
-    for key, name, xlabel in (("leave_out", "leave_out.png", "centre proportion left out"),
-                              ("distance_bands", "distance_profile.png", "distance to the nearest border (px)")):
-        path = os.path.join(args.out_dir, name)
-        if plot(runs, key, path, xlabel):
-            parts.append(f"![{key}]({name})")
+    for _, prefix, _, xlabel in SECTIONS:
+        name = "leave_out.png" if prefix == "leave_out" else "distance_profile.png"
+        if plot(prefix, xlabel, summaries, comparisons, os.path.join(args.out_dir, name)):
+            parts.append(f"![{prefix}]({name})")
     text = "\n\n".join(parts) + "\n"
-    with open(os.path.join(args.out_dir, "compare.md"), "w") as f:
-        f.write(text)
+    atomic_write_text(os.path.join(args.out_dir, "compare.md"), text)
+    write_results({"level": LEVEL, "resamples": args.resamples, "seed": args.seed, "summaries": summaries,
+                   "comparisons": comparisons}, os.path.join(args.out_dir, "compare.json"))
     print(text)
-    print(f"written to {args.out_dir}/compare.md")
+    print(f"written to {args.out_dir}/compare.md and compare.json")
     return text
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))
