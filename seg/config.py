@@ -18,18 +18,24 @@ from typing import Any, Iterable
 
 import yaml
 
+from seg.atomic import atomic_open
+from seg.errors import SegError
+from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES
+from seg.nn import PADDING_MODES
+
 __all__ = ["ConfigError", "SCHEMA", "key_spec", "optimizer_keys", "runtime_keys", "default_config", "load_config",
-           "merge_overrides", "validate", "dump_config"]
+           "merge_overrides", "override_keys", "validate", "config_changes", "dump_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(SegError, ValueError):
     """A config file, key or override is invalid; the message names which and why."""
 
 
 def key_spec(default: Any, kind: str, choices: Iterable | None = None, doc: str = "", *,
-             min: float | None = None) -> dict:
-    """One schema key: its default, `kind` (see SCHEMA), allowed `choices`, a `doc` line and a lower bound."""
-    return {"default": default, "kind": kind, "choices": tuple(choices) if choices else None, "doc": doc, "min": min}
+             min: float | None = None, max: float | None = None) -> dict:
+    """One schema key: its default, `kind` (see SCHEMA), allowed `choices`, a `doc` line and inclusive bounds."""
+    return {"default": default, "kind": kind, "choices": tuple(choices) if choices else None, "doc": doc, "min": min,
+            "max": max}
 
 
 def optimizer_keys(*, batch_size: int, lr: float) -> dict[str, dict]:
@@ -53,6 +59,8 @@ def runtime_keys(*, sync_bn: bool, sync_bn_doc: str) -> dict[str, dict]:
         "device": key_spec("auto", "str", ("auto", "cpu", "cuda")),
         "seed": key_spec(0, "int"),
         "deterministic": key_spec(False, "bool"),
+        "dist_timeout_min": key_spec(10.0, "float", min=0.01,
+                                     doc="minutes a collective waits for a hung or dead rank before the run fails"),
     }
 
 
@@ -60,12 +68,12 @@ def runtime_keys(*, sync_bn: bool, sync_bn_doc: str) -> dict[str, dict]:
 # and a trailing "?" for "may be null". Floats accept ints (YAML writes `1` for 1.0).
 SCHEMA: dict[str, dict[str, dict]] = {
     "model": {
-        "encoder": key_spec("resnet50", "str", doc="encoder name, e.g. resnet18, resnet50, wrn38"),
+        "encoder": key_spec("resnet50", "str", ENCODERS, doc="encoder name (the builder's own list)"),
         "num_classes": key_spec(19, "int", min=1),
-        "output_stride": key_spec(8, "int", (8, 16)),
-        "padding": key_spec("zeros", "str", ("zeros", "reflect", "replicate", "partial")),
+        "output_stride": key_spec(8, "int", OUTPUT_STRIDES),
+        "padding": key_spec("zeros", "str", PADDING_MODES),
         "pretrained": key_spec(None, "str?", doc="path to ImageNet encoder weights, or null for random init"),
-        "norm": key_spec("bn", "str", doc="normalisation layer of the network"),
+        "norm": key_spec("bn", "str", NORMS, doc="normalisation layer of the network"),
     },
     "data": {
         "root": key_spec("datasets/demo", "str"),
@@ -73,12 +81,13 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "val_split": key_spec("val", "str?", doc="split used for periodic validation; null disables it"),
         "crop_size": key_spec(896, "int", min=1),
         "scale_range": key_spec([0.5, 2.0], "list[float]"),
-        "hflip": key_spec(0.5, "float"),
-        "blur_prob": key_spec(0.5, "float"),
-        "color_jitter": key_spec(0.25, "float"),
+        "hflip": key_spec(0.5, "float", min=0, max=1, doc="probability of a horizontal flip"),
+        "blur_prob": key_spec(0.5, "float", min=0, max=1),
+        "color_jitter": key_spec(0.25, "float", min=0, max=1),
         "mean": key_spec([0.485, 0.456, 0.406], "list[float]"),
         "std": key_spec([0.229, 0.224, 0.225], "list[float]"),
-        "class_balance": key_spec(0.5, "float", doc="fraction of crops centred on a pixel of a chosen class"),
+        "class_balance": key_spec(0.5, "float", min=0, max=1,
+                                  doc="fraction of crops centred on a pixel of a chosen class"),
         "centroids_per_class": key_spec(32, "int"),
         "coarse_boost_classes": key_spec([], "list[int]"),
         "num_workers": key_spec(4, "int", min=0),
@@ -100,11 +109,11 @@ SCHEMA: dict[str, dict[str, dict]] = {
     },
     "eval": {
         "mode": key_spec("regular", "str", ("regular", "tile", "tile_overlap")),
-        "tile_size": key_spec(1024, "int"),
-        "overlap": key_spec(0.333, "float"),
+        "tile_size": key_spec(1024, "int", min=1),
+        "overlap": key_spec(0.333, "float", min=0, max=0.99),
         "scales": key_spec([1.0], "list[float]"),
         "flip": key_spec(False, "bool"),
-        "tile_batch": key_spec(4, "int"),
+        "tile_batch": key_spec(4, "int", min=1),
         "leave_out": key_spec([0.0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8], "list[float]"),
         "leave_out_by": key_spec("side", "str", ("side", "area")),
         "distance_bands": key_spec([0, 16, 32, 64, 128], "list[int]"),
@@ -156,6 +165,16 @@ def _check_value(value: Any, kind: str) -> Any:
     return _check_scalar(value, kind)
 
 
+def _check_bounds(value: Any, spec: dict, where: str) -> None:
+    """ConfigError unless every number of `value` lies within the spec's min/max (None = unbounded)."""
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    low, high = spec.get("min"), spec.get("max")
+    if low is not None and values and min(values) < low:
+        raise ConfigError(f"{where} must be >= {low}, got {value!r}")
+    if high is not None and values and max(values) > high:
+        raise ConfigError(f"{where} must be <= {high}, got {value!r}")
+
+
 def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -> dict:
     """Check `cfg` against `schema` (default: SCHEMA) and fill defaults; returns a new dict.
 
@@ -171,9 +190,7 @@ def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -
                                   f"got {type(values).__name__} {values!r}") from None
             if node["choices"] and value not in node["choices"]:
                 raise ConfigError(f"{source}: key '{prefix}' must be one of {list(node['choices'])}, got {value!r}")
-            low = node.get("min")
-            if low is not None and value is not None and min(value if isinstance(value, list) else [value]) < low:
-                raise ConfigError(f"{source}: key '{prefix}' must be >= {low}, got {value!r}")
+            _check_bounds(value, node, f"{source}: key '{prefix}'")
             return value
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: key '{prefix}' is a section and expects a mapping, got {values!r}")
@@ -256,6 +273,12 @@ def merge_overrides(cfg: dict, opts: Iterable[str], *, schema: dict | None = Non
     return cfg
 
 
+def override_keys(opts: Iterable[str], section: str) -> set[str]:
+    """Keys of `section` that ``a.b=value`` overrides set, e.g. {"output_stride"} for model.output_stride=16."""
+    keys = (item.partition("=")[0].strip() for item in opts)
+    return {key[len(section) + 1:] for key in keys if key.startswith(section + ".")}
+
+
 def load_config(path: str | None, opts: Iterable[str] = (), *, schema: dict | None = None) -> dict:
     """Load `path` (YAML, with `_base_` inheritance), apply `opts` overrides, validate against `schema`
     (default: SCHEMA, the segmentation schema), fill defaults.
@@ -268,9 +291,19 @@ def load_config(path: str | None, opts: Iterable[str] = (), *, schema: dict | No
     return validate(cfg, source=source, schema=schema)
 
 
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """"key: old -> new" for every dotted key whose value differs between two configs (keys of `new`)."""
+    out = []
+    for name, value in new.items():
+        key, before = f"{prefix}{name}", old.get(name) if isinstance(old, dict) else None
+        if isinstance(value, dict):
+            out += config_changes(before if isinstance(before, dict) else {}, value, f"{key}.")
+        elif before != value:
+            out.append(f"{key}: {before!r} -> {value!r}")
+    return out
+
+
 def dump_config(cfg: dict, path: str) -> None:
     """Write the resolved config as YAML (atomic), so a run can be repeated from its work dir."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=None)
-    os.replace(tmp, path)

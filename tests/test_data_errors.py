@@ -64,12 +64,28 @@ def test_size_mismatch(root):
         build_val_dataset({"root": root})
 
 
+def _damage_middle(path):
+    """Invert 64 bytes in the middle of a file: header and IEND trailer intact, pixel data corrupt."""
+    data = bytearray(open(path, "rb").read())
+    mid = len(data) // 2
+    data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
+    open(path, "wb").write(bytes(data))
+
+
 @pytest.mark.parametrize("which", [0, 1])
-def test_truncated_png(root, which):
+def test_truncated_png_is_found_when_the_set_is_built(root, which):
     path = _val_pair(root)[which]
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
-    ds = build_val_dataset({"root": root})  # the header is intact: found when decoding
+    with pytest.raises(DataError, match=rf"{re.escape(path)}: truncated PNG"):
+        build_val_dataset({"root": root})
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_corrupt_png_data(root, which):
+    path = _val_pair(root)[which]
+    _damage_middle(path)
+    ds = build_val_dataset({"root": root})  # header and trailer are intact: found when decoding
     with pytest.raises(DataError, match=rf"{re.escape(path)}: cannot decode"):
         ds[0]
 
@@ -158,8 +174,7 @@ def test_prepare_image_without_label(root):
 
 def test_prepare_verify_decodes_labels(root):
     _, lbl = _val_pair(root)
-    data = open(lbl, "rb").read()
-    open(lbl, "wb").write(data[: len(data) // 2])
+    _damage_middle(lbl)
     prepare_cityscapes(root)  # without --verify nothing is decoded
     with pytest.raises(DataError, match=rf"{re.escape(lbl)}: cannot decode"):
         prepare_cityscapes(root, verify=True)
@@ -168,9 +183,12 @@ def test_prepare_verify_decodes_labels(root):
 def test_prepare_cli_exit_code_and_message(tmp_path, capsys):
     import importlib.util
 
+    from seg.cli import run_tool
+
     spec = importlib.util.spec_from_file_location("prep", os.path.join(os.path.dirname(__file__), "..", "tools",
                                                                        "prepare_cityscapes.py"))
     prep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prep)
-    assert prep.main([str(tmp_path / "missing")]) == 1
-    assert "missing" in capsys.readouterr().err
+    assert run_tool(prep.main, [str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset root not found") and "missing" in err and "Traceback" not in err

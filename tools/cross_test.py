@@ -4,22 +4,26 @@
         [--mode regular] [--out-dir DIR] [--opts data.root=...]
 
 The data and eval sections come from CONFIG; each checkpoint's model section comes from the config
-stored in it (so checkpoints of different encoders can be mixed), falling back to CONFIG's. The same
-weights are switched in place to each padding with seg.nn.convert_padding and evaluated.
+stored in it (so checkpoints of different encoders can be mixed), falling back to CONFIG's; a conflicting
+``--opts model.KEY=...`` is an error. The same weights are switched in place to each padding with
+seg.nn.convert_padding and evaluated. ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 
-import argparse
-import copy
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from seg.atomic import atomic_write_text
+from seg.cli import add_config_args, add_device_args, positive_int, run_tool, tool_parser
+from seg.config import ConfigError, load_config, override_keys
+from seg.data import build_val_dataset
+from seg.engine.checkpoint import load_checkpoint
+from seg.engine.distributed import cleanup_distributed, init_distributed
+from seg.evaluation import build_eval_loader, evaluate
+from seg.evaluation.runner import eval_options, load_model_for_eval, write_results
+from seg.nn import PADDING_MODES, convert_padding
 
-from seg.evaluation import build_eval_loader, evaluate  # noqa: E402
-from seg.evaluation.runner import eval_options, load_model_for_eval, write_results  # noqa: E402
-
-PADDINGS = ("zeros", "partial", "reflect", "replicate")
+PADDINGS = ("zeros", "partial", "reflect", "replicate")  # table column order: the paper's pair first
 
 
 def fmt(v) -> str:
@@ -44,31 +48,23 @@ def table(rows: list[dict], paddings: list[str]) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
+    p = tool_parser(__doc__)
+    add_config_args(p)
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--paddings", default=",".join(PADDINGS))
     p.add_argument("--mode", choices=("regular", "tile", "overlap"))
-    p.add_argument("--tile-size", type=int)
+    p.add_argument("--tile-size", type=positive_int)
     p.add_argument("--split")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--num-workers", type=int)
+    add_device_args(p)
     p.add_argument("--out-dir", default="work_dirs/cross_test")
-    p.add_argument("--opts", nargs="*", default=[])
     args = p.parse_args(argv)
     paddings = [s.strip() for s in args.paddings.split(",") if s.strip()]
-    bad = [s for s in paddings if s not in PADDINGS]
+    bad = [s for s in paddings if s not in PADDING_MODES]
     if bad:
-        raise SystemExit(f"cross_test: unknown padding(s) {bad}; expected some of {PADDINGS}")
-
-    from seg.config import load_config
-    from seg.data import build_val_dataset
-    from seg.engine.checkpoint import load_checkpoint
-    from seg.engine.distributed import cleanup_distributed, init_distributed
-    from seg.nn import convert_padding
+        raise ConfigError(f"--paddings: unknown padding(s) {bad}; expected some of {list(PADDING_MODES)}")
 
     cfg = load_config(args.config, args.opts)
-    info = init_distributed(args.device)
+    info = init_distributed(args.device, cfg["train"]["dist_timeout_min"])
     opts = eval_options(cfg["eval"])
     opts.update({k: v for k, v in (("mode", args.mode), ("tile_size", args.tile_size)) if v is not None})
     dataset = build_val_dataset(cfg["data"], args.split)
@@ -76,12 +72,9 @@ def main(argv=None) -> dict:
     loader = build_eval_loader(dataset, num_workers=workers)
     rows, details = [], []
     for path in args.checkpoints:
-        run_cfg = copy.deepcopy(cfg)
         ckpt = load_checkpoint(path)
-        stored = (ckpt.get("config") or {}).get("model")
-        if stored:
-            run_cfg["model"].update(stored)
-        model, minfo = load_model_for_eval(run_cfg, path, None, info.device, loaded=ckpt)
+        model, minfo = load_model_for_eval(cfg, path, None, info.device, loaded=ckpt,
+                                           explicit=override_keys(args.opts, "model"))
         del ckpt
         row = {"checkpoint": minfo["checkpoint"], "trained_padding": minfo["trained_padding"],
                "label": f"{os.path.basename(path)} ({minfo['encoder']}, {minfo['trained_padding']})", "mIoU": {},
@@ -89,7 +82,7 @@ def main(argv=None) -> dict:
         for padding in paddings:
             convert_padding(model, padding)
             try:
-                result = evaluate(model, loader, run_cfg["model"]["num_classes"], info.device, **opts)
+                result = evaluate(model, loader, minfo["num_classes"], info.device, **opts)
             except ValueError as err:  # e.g. reflect padding wider than a small feature map: report, go on
                 row["mIoU"][padding] = None
                 row["not_run"][padding] = str(err)
@@ -107,8 +100,7 @@ def main(argv=None) -> dict:
         os.makedirs(args.out_dir, exist_ok=True)
         text = (f"### Cross-testing: mIoU ({opts['mode']} inference), rows = trained padding, columns = padding "
                 f"at test time; bold = as trained, (±) = change from it\n\n{table(rows, paddings)}\n")
-        with open(os.path.join(args.out_dir, "cross_test.md"), "w") as f:
-            f.write(text)
+        atomic_write_text(os.path.join(args.out_dir, "cross_test.md"), text)
         write_results(summary, os.path.join(args.out_dir, "cross_test.json"))
         print(text)
         print(f"written to {args.out_dir}/cross_test.md and cross_test.json")
@@ -117,4 +109,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

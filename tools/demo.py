@@ -14,7 +14,6 @@ README shows. Finished steps are reused when the demo is run again (--fresh star
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -24,8 +23,9 @@ import subprocess
 import sys
 import time
 
+from seg.cli import run_tool, tool_parser
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 PADDINGS = ("zeros", "partial")
 MODES = ("regular", "tile", "overlap")
@@ -137,7 +137,7 @@ def write_report(args, results, checkpoints, seconds) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__)
     p.add_argument("--work-dir", default="work_dirs/demo")
     p.add_argument("--data", default="datasets/demo")
     p.add_argument("--iterations", type=int, default=400)
@@ -174,4 +174,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

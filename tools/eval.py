@@ -5,7 +5,9 @@
         [--save-pred DIR] [--show-dir DIR] [--official] [--out results.json] [--opts key=value ...]
     torchrun --nproc_per_node N tools/eval.py ...   # the split is sharded; confusion matrices are summed
 
-Options left out fall back to the config's ``eval`` section.
+Options left out fall back to the config's ``eval`` section. The model is built as the checkpoint was
+trained (its stored model section); a conflicting ``--opts model.KEY=...`` is an error. ``--debug`` shows
+tracebacks.
 """
 from __future__ import annotations
 
@@ -14,29 +16,31 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-
-from seg.evaluation import build_eval_loader, evaluate  # noqa: E402
-from seg.evaluation.runner import (eval_options, format_table, load_model_for_eval, parse_fractions,  # noqa: E402
-                                   write_results)
+from seg.cli import add_config_args, add_device_args, positive_int, run_tool, tool_parser
+from seg.config import load_config, override_keys
+from seg.data import build_val_dataset
+from seg.engine.distributed import barrier, cleanup_distributed, init_distributed
+from seg.evaluation import build_eval_loader, evaluate
+from seg.evaluation.official import official_scores
+from seg.evaluation.runner import eval_options, format_table, load_model_for_eval, parse_fractions, write_results
+from seg.evaluation.stats import save_image_stats, sidecar_path
+from seg.nn import PADDING_MODES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
+    p = tool_parser(__doc__)
+    add_config_args(p)
     p.add_argument("checkpoint")
     p.add_argument("--mode", choices=("regular", "tile", "overlap"))
-    p.add_argument("--tile-size", type=int)
+    p.add_argument("--tile-size", type=positive_int)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overlap", type=lambda s: parse_fractions(s)[0],
                    help="overlap fraction of a tile side, e.g. 1/3 (default from config)")
-    g.add_argument("--stride", type=int, help="pixels between tile origins (instead of --overlap)")
+    g.add_argument("--stride", type=positive_int, help="pixels between tile origins (instead of --overlap)")
     p.add_argument("--flip", action="store_true", default=None)
     p.add_argument("--scales", type=parse_fractions, help="e.g. 0.5,1.0,2.0")
-    p.add_argument("--tile-batch", type=int)
-    p.add_argument("--padding", choices=("zeros", "partial", "reflect", "replicate"),
+    p.add_argument("--tile-batch", type=positive_int)
+    p.add_argument("--padding", choices=PADDING_MODES,
                    help="evaluate the weights under this padding (cross-testing); default: as trained")
     p.add_argument("--leave-out", type=parse_fractions, help="centre leave-out proportions, e.g. 0,1/3,1/2")
     p.add_argument("--leave-out-by", choices=("side", "area"))
@@ -46,9 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--show-dir", metavar="DIR", help="write palette overlays and error maps")
     p.add_argument("--official", action="store_true", help="also score with cityscapesscripts")
     p.add_argument("--out", help="results JSON (default: <checkpoint dir>/eval_<mode>.json)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--opts", nargs="*", default=[], help="config overrides key.sub=value")
+    add_device_args(p)
     return p.parse_args(argv)
 
 
@@ -64,37 +66,37 @@ def options_from(args, cfg: dict) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from seg.config import load_config
-    from seg.data import build_val_dataset
-    from seg.engine.distributed import barrier, cleanup_distributed, init_distributed
-
     cfg = load_config(args.config, args.opts)
-    info = init_distributed(args.device)
-    model, model_info = load_model_for_eval(cfg, args.checkpoint, args.padding, info.device)
+    info = init_distributed(args.device, cfg["train"]["dist_timeout_min"])
+    model, model_info = load_model_for_eval(cfg, args.checkpoint, args.padding, info.device,
+                                            explicit=override_keys(args.opts, "model"))
     dataset = build_val_dataset(cfg["data"], args.split)
     workers = cfg["data"]["num_workers"] if args.num_workers is None else args.num_workers
     loader = build_eval_loader(dataset, batch_size=1, num_workers=workers)
     opts = options_from(args, cfg)
     save_pred = args.save_pred or (tempfile.mkdtemp(prefix="seg_official_") if args.official else None)
-    result = evaluate(model, loader, cfg["model"]["num_classes"], info.device, save_pred=save_pred,
-                      show_dir=args.show_dir, image_mean=cfg["data"]["mean"], image_std=cfg["data"]["std"], **opts)
+    result = evaluate(model, loader, model_info["num_classes"], info.device, save_pred=save_pred,
+                      show_dir=args.show_dir, image_mean=cfg["data"]["mean"], image_std=cfg["data"]["std"],
+                      image_stats=True, **opts)
     result.update(model_info, config=os.path.abspath(args.config), split=args.split or cfg["data"]["val_split"])
     barrier()
     if info.is_main:
         if args.official:
-            from seg.evaluation.official import official_scores
             official = official_scores(result["predictions"])
             result["official"] = {"mIoU": official["mIoU"], "IoU": official["IoU"],
                                   "abs_diff_mIoU": abs(official["mIoU"] - result["mIoU"])}
         result.pop("predictions", None)
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
                                        f"eval_{result['settings']['mode']}_{model_info['eval_padding']}.json")
+        stats_path = sidecar_path(out)  # per-image counts for tools/compare.py's bootstrap
+        save_image_stats(result.pop("image_stats"), stats_path)
+        result["image_stats"] = os.path.basename(stats_path)
         write_results(result, out)
         print(format_table(result))
-        print(f"results written to {out}")
+        print(f"results written to {out} (per-image statistics: {stats_path})")
     cleanup_distributed()
     return result
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -7,19 +7,16 @@
 Writes leftImg8bit/{train,val[,train_extra]} photos, gtFine polygon JSONs with the labelIds / labelTrainIds /
 color PNGs made from them by cityscapesscripts' json2labelImg, and (with --extra) gtCoarse annotations.
 """
-import argparse
 import json
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from seg.data.demo import generate_demo_dataset  # noqa: E402
+from seg.cli import run_tool, tool_parser
+from seg.data.demo import generate_demo_dataset
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__)
     p.add_argument("--out", default="datasets/demo", help="dataset root to write (default: datasets/demo)")
     p.add_argument("--train", type=int, default=60, help="number of gtFine train images")
     p.add_argument("--val", type=int, default=20, help="number of gtFine val images")
@@ -40,4 +37,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -3,13 +3,14 @@
     python tools/make_demo_imagefolder.py --out datasets/demo_cls --train 48 --val 8 --size 24
 Then: python tools/train_classifier.py configs/demo_cls/tinynet_zeros.yaml
 """
-import argparse
+import sys
 
+from seg.cli import run_tool, tool_parser
 from seg.classification.demo import generate_demo_imagefolder
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--out", default="datasets/demo_cls", help="ImageFolder root to write")
     parser.add_argument("--train", type=int, default=48, help="training images per class")
     parser.add_argument("--val", type=int, default=8, help="validation images per class")
@@ -21,4 +22,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -4,8 +4,8 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 
 import matplotlib
 
@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from seg.cli import run_tool, tool_parser
 from seg.nn import PartialConv2d  # noqa: E402
 
 
@@ -33,10 +34,10 @@ def ratio_map(height: int, width: int, kernel: int, dilation: int = 1, stride: i
     return (partial / zero)[0, 0]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    parser = tool_parser(__doc__)
     parser.add_argument("--out", default="docs/ratio_map.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     panels = [("3x3 conv, 16x32 map", ratio_map(16, 32, 3)),
               ("7x7 conv, 16x32 map", ratio_map(16, 32, 7)),
               ("ASPP 3x3 rate 36, 64x128 map (OS8)", ratio_map(64, 128, 3, dilation=36))]
@@ -55,4 +56,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

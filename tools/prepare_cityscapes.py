@@ -8,34 +8,26 @@ progress bar; files that exist are skipped, so re-running is cheap. Then checks 
 and every label its image, with equal sizes; --verify also decodes every PNG and checks label values.
 Exits non-zero with a message naming the offending file.
 """
-import argparse
 import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from seg.data.io import DataError  # noqa: E402
-from seg.data.prepare import prepare_cityscapes  # noqa: E402
+from seg.cli import run_tool, tool_parser
+from seg.data.prepare import prepare_cityscapes
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__)
     p.add_argument("root", help="Cityscapes root holding leftImg8bit/, gtFine/ and optionally gtCoarse/")
     p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8))
     p.add_argument("--verify", action="store_true", help="decode every PNG and check the label values")
     args = p.parse_args(argv)
-    try:
-        summary = prepare_cityscapes(args.root, workers=args.workers, verify=args.verify)
-    except (DataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    summary = prepare_cityscapes(args.root, workers=args.workers, verify=args.verify)
     print(json.dumps(summary, indent=2))
     print(f"{'split':<24}{'pairs':>8}")
     for name, n in summary["pairs"].items():
         print(f"{name:<24}{n:>8}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -20,11 +20,12 @@ ImageNet in --imagenet ({train,val}/<wnid>/*.JPEG), ImageNet-pretrained encoders
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
+
+from seg.cli import run_tool, tool_parser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,7 +152,7 @@ def text_result(path: str, title: str, paper: str) -> list[str]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__)
     p.add_argument("--tables", nargs="+", default=["5", "6", "7", "seg4"],
                    choices=["1", "2", "3", "4", "5", "6", "7", "seg4"])
     p.add_argument("--run", action="store_true", help="run the missing steps (default: only print the plan)")
@@ -198,4 +199,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

@@ -8,28 +8,34 @@ Several processes (one per GPU, or CPU processes with gloo), with torchrun:
 Options:
     --opts train.lr=0.02 data.crop_size=512   override config keys (values are YAML)
     --work-dir DIR                            output folder (default: config's work_dir, else work_dirs/<config name>)
-    --resume auto|PATH                        continue from the newest valid checkpoint in the work dir, or from PATH
+    --resume auto|PATH                        continue this work dir's run from its newest valid checkpoint, or
+                                              from PATH; changed train.* keys (lr, iterations, ...) take effect
+    --overwrite                               start afresh in a work dir that holds a run: the old run is moved
+                                              aside to <work dir>.old-<time> (without it, that is refused)
+    --verify                                  before iteration 1, decode every data file (default: a sample)
+    --debug                                   show tracebacks
 
 ``train.batch_size`` is the global batch: each of the N processes loads batch_size / N images per step.
-Outputs in the work dir: config.yaml (resolved), metrics.jsonl, tb/ (TensorBoard), checkpoints/, model_final.pth.
+Outputs in the work dir: config.yaml (resolved), run.json (run id), metrics.jsonl, tb/ (TensorBoard),
+checkpoints/, model_final.pth. A running job holds the work dir's lock (.lock); a second one is refused.
 """
-import argparse
 import os
 import sys
 
-from seg.config import ConfigError, dump_config, load_config
-from seg.data import DataError, build_train_dataset, build_val_dataset
-from seg.engine import (CheckpointError, NonFiniteLossError, cleanup_distributed, init_distributed,
-                        seed_everything, set_determinism, train)
-from seg.models import DeepLabV3Plus, PretrainedLoadError
+from seg.cli import add_config_args, run_tool, tool_parser
+from seg.config import load_config
+from seg.data import build_train_dataset, build_val_dataset
+from seg.engine import cleanup_distributed, init_distributed, seed_everything, set_determinism, train
+from seg.models import DeepLabV3Plus
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="YAML config file")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser = tool_parser(__doc__)
+    add_config_args(parser)
     parser.add_argument("--work-dir", default=None, help="output folder")
     parser.add_argument("--resume", default=None, metavar="auto|PATH", help="resume training")
+    parser.add_argument("--overwrite", action="store_true", help="move a previous run in the work dir aside")
+    parser.add_argument("--verify", action="store_true", help="check every data file before iteration 1")
     return parser.parse_args(argv)
 
 
@@ -57,10 +63,8 @@ def main(args):
     cfg = load_config(args.config, args.opts)
     work_dir = resolve_work_dir(args, cfg)
     cfg["work_dir"] = work_dir
-    info = init_distributed(cfg["train"]["device"])
+    info = init_distributed(cfg["train"]["device"], cfg["train"]["dist_timeout_min"])
     if info.is_main:
-        os.makedirs(work_dir, exist_ok=True)
-        dump_config(cfg, os.path.join(work_dir, "config.yaml"))
         print(f"work dir: {work_dir} | world size {info.world_size} on {info.device.type} | global batch "
               f"{cfg['train']['batch_size']} = {info.world_size} x {cfg['train']['batch_size'] // info.world_size}",
               flush=True)
@@ -71,14 +75,11 @@ def main(args):
         model = build_model(cfg)
         train_set, val_set = build_datasets(cfg)
         seed_everything(cfg["train"]["seed"] + info.rank)  # distinct dropout streams per rank
-        return train(cfg, model, train_set, info, work_dir, val_set=val_set, resume=args.resume)
+        return train(cfg, model, train_set, info, work_dir, val_set=val_set, resume=args.resume,
+                     overwrite=args.overwrite, verify=args.verify)
     finally:
         cleanup_distributed()
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (ConfigError, DataError, FileNotFoundError, PretrainedLoadError, CheckpointError, NonFiniteLossError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    sys.exit(run_tool(lambda argv: main(parse_args(argv))))

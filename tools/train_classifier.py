@@ -14,7 +14,6 @@ Cross-testing (Table 4): evaluate checkpoints under other paddings (the weights 
 Tables 2 and 3 (best / last-5 protocols) over every summary.json found under the given folders:
     python tools/train_classifier.py --summarize work_dirs/ --out work_dirs/imagenet_tables
 """
-import argparse
 import copy
 import glob
 import json
@@ -22,19 +21,19 @@ import os
 import sys
 
 from seg.classification.config import ConfigError, dump_config, load_classifier_config, validate_classifier_config
-from seg.classification.data import ImageFolderError, build_classification_datasets, build_imagefolder, build_transforms
+from seg.classification.data import build_classification_datasets, build_imagefolder, build_transforms
 from seg.classification.metrics import evaluate_classifier
 from seg.classification.models import build_classifier, load_classifier_weights
 from seg.classification.summary import cross_test_rows, format_comparison, padding_tables, write_json
 from seg.classification.trainer import train_classifier
+from seg.cli import run_tool, tool_parser
 from seg.evaluation import build_eval_loader
-from seg.engine import (CheckpointError, NonFiniteLossError, cleanup_distributed, init_distributed, load_checkpoint,
-                        seed_everything, set_determinism)
+from seg.engine import cleanup_distributed, init_distributed, load_checkpoint, seed_everything, set_determinism
 from seg.nn import PADDING_MODES, convert_padding
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("config", nargs="?", help="YAML config file (training)")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--work-dir", default=None, help="output folder")
@@ -181,8 +180,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, CheckpointError, NonFiniteLossError, ImageFolderError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    sys.exit(run_tool(main))

@@ -13,11 +13,13 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from seg.errors import SegError
+
 __all__ = ["ImageFolderError", "build_transforms", "build_imagefolder", "build_classification_datasets",
            "load_rgb", "check_class_folders"]
 
 
-class ImageFolderError(ValueError):
+class ImageFolderError(SegError, ValueError):
     """An ImageFolder split is missing, has an empty class folder, or holds an unreadable image."""
 
 

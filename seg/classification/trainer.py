@@ -66,7 +66,8 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
         print(f"--resume auto: no checkpoint in {work_dir}/checkpoints, starting from epoch 0", flush=True)
     if found is not None:
         last_ckpt, ckpt = found
-        start_iter = restore_training_state(ckpt, model, optimizer, scheduler, scaler, info)
+        start_iter = restore_training_state(ckpt, model, optimizer, scaler, info)
+        scheduler = build_scheduler(optimizer, tcfg, iters_per_epoch, start=start_iter)  # the live config's
         history = list(ckpt.get("history", []))
         if info.is_main:
             print(f"resumed from {last_ckpt} at iteration {start_iter} (epoch {start_iter / iters_per_epoch:.2f})",

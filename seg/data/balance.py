@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -100,7 +101,7 @@ def load_or_compute_centroids(root: str, label_paths: list[str], per_class: int)
                 cached = Centroids(z["item"], z["cls"], z["xy"])
             if len(cached.item) == 0 or cached.item.max() < len(label_paths):
                 return cached
-        except (OSError, ValueError, KeyError) as e:  # damaged cache: recompute rather than fail
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # damaged cache: recompute
             warnings.warn(f"ignoring unreadable centroid cache {path}: {e}")
     cent = compute_centroids(label_paths, per_class)
     try:

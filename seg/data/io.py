@@ -1,27 +1,36 @@
 """PNG reading with errors that name the file (never a silent None)."""
 from __future__ import annotations
 
+import os
 import struct
 
 import cv2
 import numpy as np
 
+from seg.errors import SegError
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with
 
 
-class DataError(ValueError):
+class DataError(SegError, ValueError):
     """Bad dataset content: unpaired files, corrupt images, size mismatches, invalid label values."""
 
 
 def png_size(path: str) -> tuple[int, int]:
-    """(height, width) from a PNG header without decoding the pixels."""
+    """(height, width) from a PNG header without decoding the pixels; the file's last bytes must be the IEND
+    chunk, so a truncated file is found here too (a dataset reads every header when it is built)."""
     try:
         with open(path, "rb") as f:
             head = f.read(24)
+            f.seek(max(0, os.fstat(f.fileno()).st_size - len(_PNG_END)))
+            tail = f.read()
     except OSError as e:
         raise DataError(f"{path}: cannot open ({e})") from e
     if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
         raise DataError(f"{path}: not a PNG file (corrupt or truncated header)")
+    if tail != _PNG_END:
+        raise DataError(f"{path}: truncated PNG (it does not end with the IEND chunk)")
     width, height = struct.unpack(">II", head[16:24])
     return int(height), int(width)
 

@@ -40,6 +40,9 @@ def _read_polygons(path: str) -> dict:
             ann = json.load(f)
         size = int(ann["imgHeight"]), int(ann["imgWidth"])
         labels = [str(o["label"]) for o in ann["objects"]]
+        for o in ann["objects"]:  # json2labelImg draws each as a list of [x, y] points
+            if not all(len(point) == 2 for point in o["polygon"]):
+                raise ValueError(f"object {o['label']!r}: polygon points must be [x, y] pairs")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not a valid Cityscapes polygon JSON ({type(e).__name__}: {e})") from e
     for label in labels:

@@ -8,7 +8,8 @@ Layout in a work dir::
 
 Every file is written to a temporary name in the same folder and renamed, so a crash never leaves a
 half-written file under the final name; a file truncated some other way is detected on load, reported
-and passed over by :func:`find_resume_checkpoint`.
+and passed over by :func:`find_resume_checkpoint`, as is one of another run (its ``run_id`` differs)
+or one that holds a NaN/inf tensor (the trainer never writes such a file).
 """
 from __future__ import annotations
 
@@ -23,18 +24,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from seg.atomic import atomic_open
+from seg.errors import SegError
+
 from .distributed import DistInfo
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_path", "list_checkpoints",
            "find_resume_checkpoint", "prune_checkpoints", "export_model", "export_from_checkpoint", "get_rng_state",
            "set_rng_state", "gather_rng_states", "load_resume_checkpoint", "save_training_state",
-           "restore_training_state"]
+           "restore_training_state", "nonfinite_entries"]
 
 FULL_KEYS = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config")
 _ITER_RE = re.compile(r"iter_(\d+)\.pth$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SegError, RuntimeError):
     """A checkpoint is missing, truncated, corrupt or lacks required entries; the message names the file."""
 
 
@@ -43,18 +47,16 @@ def checkpoint_path(work_dir: str, iteration: int) -> str:
 
 
 def save_checkpoint(state: dict, path: str) -> None:
-    """torch.save `state` to `path` atomically (temporary file in the same folder, fsync, rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
+    """torch.save `state` to `path` atomically (temporary file in the same folder, fsync, rename).
+
+    A failed write (disk full, read-only folder) raises CheckpointError naming `path`; the file that was
+    there before stays as it was.
+    """
     try:
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError("... unexpected pos ...")
+        raise CheckpointError(f"cannot write checkpoint {path}: {e}") from e
 
 
 def load_checkpoint(path: str, required: tuple[str, ...] = ("model",), map_location="cpu") -> dict:
@@ -83,23 +85,44 @@ def list_checkpoints(work_dir: str) -> list[tuple[int, str]]:
     return sorted(found, reverse=True)
 
 
-def find_resume_checkpoint(work_dir: str) -> tuple[str, dict] | None:
-    """Newest periodic checkpoint in `work_dir` that loads; broken ones are reported and passed over.
+def nonfinite_entries(state: dict) -> list[str]:
+    """Names of the floating-point tensors of a state_dict that hold a NaN or an inf."""
+    return [name for name, t in state.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+def load_full_checkpoint(path: str, run_id: str | None = None) -> dict:
+    """A full training checkpoint that is complete, of run `run_id` (None: any run) and finite throughout;
+    CheckpointError naming `path` otherwise."""
+    ckpt = load_checkpoint(path, required=FULL_KEYS)
+    if run_id is not None and ckpt.get("run_id") != run_id:
+        raise CheckpointError(f"checkpoint {path} belongs to run {ckpt.get('run_id')}, not to this work dir's "
+                              f"run {run_id}")
+    bad = nonfinite_entries(ckpt["model"])
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds {len(bad)} non-finite tensor(s), e.g. {bad[:3]}")
+    return ckpt
+
+
+def find_resume_checkpoint(work_dir: str, run_id: str | None = None) -> tuple[str, dict] | None:
+    """Newest periodic checkpoint in `work_dir` that loads, belongs to run `run_id` (None: any) and is
+    finite; the others are reported and passed over.
 
     Returns (path, checkpoint) or None when there is none to resume from.
     """
     for _, path in list_checkpoints(work_dir):
         try:
-            return path, load_checkpoint(path, required=FULL_KEYS)
+            return path, load_full_checkpoint(path, run_id)
         except CheckpointError as e:
             warnings.warn(f"--resume auto: skipping {e}", stacklevel=2)
     return None
 
 
-def load_resume_checkpoint(spec: str, work_dir: str) -> tuple[str, dict] | None:
-    """(path, full checkpoint) to resume from: spec "auto" takes the newest loadable periodic checkpoint in
-    `work_dir` (None when there is none); any other spec is a checkpoint path (CheckpointError if unusable)."""
-    return find_resume_checkpoint(work_dir) if spec == "auto" else (spec, load_checkpoint(spec, FULL_KEYS))
+def load_resume_checkpoint(spec: str, work_dir: str, run_id: str | None = None) -> tuple[str, dict] | None:
+    """(path, full checkpoint) to resume from: spec "auto" takes the newest usable periodic checkpoint of
+    run `run_id` in `work_dir` (None when there is none); any other spec is a checkpoint path of any run
+    (CheckpointError if unusable)."""
+    return find_resume_checkpoint(work_dir, run_id) if spec == "auto" else (spec, load_full_checkpoint(spec))
 
 
 def save_training_state(path: str, model: nn.Module, optimizer, scheduler, scaler, iteration: int, config: dict,
@@ -116,12 +139,20 @@ def save_training_state(path: str, model: nn.Module, optimizer, scheduler, scale
         save_checkpoint(state, path)
 
 
-def restore_training_state(ckpt: dict, model: nn.Module, optimizer, scheduler, scaler, info: DistInfo) -> int:
-    """Load a full checkpoint's model/optimizer/scheduler/scaler states and this rank's RNG state (rank 0's
-    when the world size changed); returns the checkpoint's iteration."""
+def restore_training_state(ckpt: dict, model: nn.Module, optimizer, scaler, info: DistInfo) -> int:
+    """Load a full checkpoint's model/optimizer/scaler states and this rank's RNG state (rank 0's when the
+    world size changed); returns the checkpoint's iteration.
+
+    The optimizer keeps the hyper-parameters of the live config (momentum, weight decay, ...): the
+    checkpoint supplies its per-parameter state (momentum buffers). The caller rebuilds the LR schedule
+    from the live config at the returned iteration (build_scheduler(..., start=iteration)), so a changed
+    train.lr or train.iterations takes effect on resume instead of being silently replaced.
+    """
     model.load_state_dict(ckpt["model"])
+    live = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
+    for group, own in zip(optimizer.param_groups, live):
+        group.update(own)
     scaler.load_state_dict(ckpt["scaler"])
     rng = ckpt["rng"]
     set_rng_state(rng[info.rank] if len(rng) == info.world_size else rng[0])

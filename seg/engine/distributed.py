@@ -6,6 +6,7 @@ process and no process group is created; under torchrun one is, whatever the wor
 """
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from dataclasses import dataclass
@@ -14,8 +15,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from seg.config import SCHEMA
+
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "describe", "is_main_process", "barrier",
-           "all_reduce_mean", "broadcast_buffers", "convert_sync_bn", "revert_sync_bn"]
+           "all_reduce_mean", "broadcast_object", "broadcast_buffers", "convert_sync_bn", "revert_sync_bn"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,15 @@ def _pick_device(request: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Read torchrun's environment, pick the device, and init the process group when world size > 1."""
+def init_distributed(device: str = "auto", timeout_min: float | None = None) -> DistInfo:
+    """Read torchrun's environment, pick the device, and init the process group when world size > 1.
+
+    timeout_min: how long a collective waits for a hung or dead rank before it raises, so a stopped
+    process fails the run instead of blocking the others (default: the schema's train.dist_timeout_min).
+    """
+    if timeout_min is None:
+        timeout_min = SCHEMA["train"]["dist_timeout_min"]["default"]
+    timeout = datetime.timedelta(minutes=timeout_min)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -54,9 +64,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     # `torchrun --nproc_per_node 1` runs the very code of a multi-GPU job: NCCL, DDP and SyncBatchNorm
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
         if dev.type == "cuda":
-            dist.init_process_group(backend="nccl", device_id=dev)
+            dist.init_process_group(backend="nccl", device_id=dev, timeout=timeout)
         else:
-            dist.init_process_group(backend="gloo")
+            dist.init_process_group(backend="gloo", timeout=timeout)
     return DistInfo(rank, world_size, local_rank, dev)
 
 
@@ -88,6 +98,15 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     value = value.clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / dist.get_world_size()
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank `src`'s picklable `obj` on every rank (identity for a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
 
 
 def broadcast_buffers(model: nn.Module, src: int = 0) -> None:

@@ -8,8 +8,11 @@ import json
 import math
 import os
 import time
+import warnings
 
 from tqdm import tqdm
+
+from seg.atomic import atomic_open
 
 __all__ = ["RunLogger"]
 
@@ -18,7 +21,8 @@ class RunLogger:
     """Writes `metrics.jsonl` and TensorBoard events (`tb/`) in `work_dir` and drives the progress bar.
 
     On resume from iteration `start`, records of later iterations (left by the interrupted run) are
-    dropped from metrics.jsonl, so the file reads like one uninterrupted run.
+    dropped from metrics.jsonl, so the file reads like one uninterrupted run; a line that a kill cut short
+    is dropped with a warning. Each record is appended with one write, so at most the last line can tear.
     """
 
     def __init__(self, work_dir: str, total: int, start: int = 0, enabled: bool = True):
@@ -35,16 +39,26 @@ class RunLogger:
     def _truncate_after(self, start: int) -> None:
         if not os.path.exists(self.metrics_path):
             return
+        kept = []
         with open(self.metrics_path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line).get("iter", 0) <= start]
-        with open(self.metrics_path, "w") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except ValueError:
+                    warnings.warn(f"{self.metrics_path}: dropping unreadable line {number} (cut short by a kill?): "
+                                  f"{line[:60]!r}", stacklevel=3)
+                    continue
+                if record is not None and record.get("iter", 0) <= start:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        with atomic_open(self.metrics_path) as f:  # a kill now leaves the old file, not a half-written one
             f.writelines(kept)
 
     def log(self, iteration: int, scalars: dict[str, float], tag: str = "train") -> None:
         """Append one record {"iter", "tag", "time", **scalars} and the TensorBoard scalars `tag/name`."""
         if not self.enabled:
             return
-        clean = {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else str(v)) for k, v in scalars.items()}
+        clean = {k: v if v is None or (isinstance(v, (int, float)) and math.isfinite(v)) else str(v)
+                 for k, v in scalars.items()}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps({"iter": iteration, "tag": tag, "time": round(time.time(), 3), **clean}) + "\n")
         for name, value in clean.items():

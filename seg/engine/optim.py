@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["build_optimizer", "WarmupLR", "PolyLR", "StepEpochLR", "build_scheduler", "build_criterion"]
+__all__ = ["build_optimizer", "WarmupLR", "PolyLR", "StepEpochLR", "build_scheduler", "SegCrossEntropy",
+           "build_criterion"]
 
 
 def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.SGD:
@@ -91,22 +92,38 @@ class StepEpochLR(WarmupLR):
         return self.gamma ** ((it // self.iters_per_epoch) // self.step_epochs)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per_epoch: int) -> WarmupLR:
-    """The schedule a config's train section describes, stepped once per iteration.
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per_epoch: int,
+                    start: int = 0) -> WarmupLR:
+    """The schedule a config's train section describes, stepped once per iteration, positioned at
+    iteration `start` (a resumed run: the schedule of the config as it is now, at the resumed step).
 
     A classification config (``lr_step_epochs`` key, seg.classification.config) gets StepEpochLR;
-    a segmentation config (seg.config.SCHEMA) gets PolyLR over ``iterations``.
+    a segmentation config (seg.config.SCHEMA) gets PolyLR over ``iterations``. The schedules are closed
+    forms of the iteration, so a rebuilt one continues exactly where an unchanged one would.
     """
+    for group in optimizer.param_groups:
+        group["initial_lr"] = train_cfg["lr"]  # the base the schedule scales, whatever a checkpoint held
+    last = start - 1  # the constructor takes one step, to `start`
     if "lr_step_epochs" in train_cfg:
         return StepEpochLR(optimizer, iters_per_epoch, train_cfg["lr_step_epochs"], train_cfg["lr_gamma"],
-                           train_cfg["warmup_epochs"], train_cfg["warmup_factor"])
+                           train_cfg["warmup_epochs"], train_cfg["warmup_factor"], last_epoch=last)
     return PolyLR(optimizer, train_cfg["iterations"], train_cfg["poly_power"], train_cfg["warmup_iters"],
-                  train_cfg["warmup_factor"])
+                  train_cfg["warmup_factor"], last_epoch=last)
 
 
-def build_criterion(train_cfg: dict, device: torch.device) -> nn.CrossEntropyLoss:
+class SegCrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy averaged over the labelled pixels; a batch without one gives 0 (with a graph, so DDP's
+    gradient all-reduce still runs on that rank), not 0/0 = NaN."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not (target != self.ignore_index).any():
+            return logits.sum() * 0.0
+        return super().forward(logits, target)
+
+
+def build_criterion(train_cfg: dict, device: torch.device) -> SegCrossEntropy:
     """Pixel-wise cross-entropy ignoring `ignore_index`, with optional per-class weights."""
     weights = train_cfg["class_weights"]
     if weights is not None:
         weights = torch.tensor(weights, dtype=torch.float32, device=device)
-    return nn.CrossEntropyLoss(weight=weights, ignore_index=train_cfg["ignore_index"])
+    return SegCrossEntropy(weight=weights, ignore_index=train_cfg["ignore_index"])

@@ -21,23 +21,30 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from seg.config import ConfigError
+from seg.config import ConfigError, config_changes, dump_config
+from seg.data.io import DataError
+from seg.data.verify import check_pairs
+from seg.errors import SegError, WorkDirError
 
-from .checkpoint import (checkpoint_path, export_model, load_resume_checkpoint, prune_checkpoints,
+from .checkpoint import (checkpoint_path, export_model, load_resume_checkpoint, nonfinite_entries, prune_checkpoints,
                          restore_training_state, save_training_state)
-from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn, describe
+from .distributed import (DistInfo, all_reduce_mean, barrier, broadcast_buffers, broadcast_object, convert_sync_bn,
+                          describe)
 from .logger import RunLogger
 from .optim import build_criterion, build_optimizer, build_scheduler
 from .sampler import EpochSeededDataset, ResumableDistributedSampler
+from .workdir import claim_work_dir, new_run_id, write_run_id
 
 __all__ = ["NonFiniteLossError", "Trainer", "seed_everything", "set_determinism", "amp_dtype", "train_step",
            "check_finite_loss", "build_train_loader", "train"]
 
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+VERIFY_SAMPLE = 16  # files per data set whose label values are checked before iteration 1 (all with verify)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or inf; raised before the bad step touches the weights."""
+class NonFiniteLossError(SegError, FloatingPointError):
+    """The training loss, a parameter or a BatchNorm buffer became NaN or inf (divergence); the message names
+    the last checkpoint verified finite. A checkpoint holding a non-finite value is never written."""
 
 
 def seed_everything(seed: int) -> None:
@@ -87,9 +94,40 @@ def check_finite_loss(loss: torch.Tensor, step: int, last_ckpt: str | None, wher
     iteration (plus `where`, e.g. " (epoch 3)") and the last good checkpoint to resume from.
     """
     if not torch.isfinite(all_reduce_mean(loss)).item():
-        raise NonFiniteLossError(
-            f"loss is {loss.item()} at iteration {step}{where}; stopping. Last good checkpoint: "
-            f"{last_ckpt or 'none written yet'} (resume with --resume auto, maybe with a lower train.lr)")
+        raise NonFiniteLossError(f"loss is {loss.item()} at iteration {step}{where}; stopping. "
+                                 f"{_last_good(last_ckpt)}")
+
+
+def _last_good(last_ckpt: str | None) -> str:
+    return (f"Last good checkpoint (verified finite): {last_ckpt or 'none written yet'}; resume with "
+            "--resume auto, maybe with a lower train.lr (a changed schedule takes effect on resume)")
+
+
+def check_finite_state(model: nn.Module, step: int, last_ckpt: str | None) -> None:
+    """Raise NonFiniteLossError when a parameter or buffer (BatchNorm statistics) of `model` holds a NaN/inf
+    on any rank after iteration `step`. Collective under DDP."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all().float()
+    if all_reduce_mean(finite).item() < 1:
+        bad = nonfinite_entries(model.state_dict()) or ["(on another rank)"]
+        raise NonFiniteLossError(f"the model diverged: {len(bad)} parameter/buffer tensor(s) hold NaN/inf after "
+                                 f"iteration {step}, e.g. {bad[:3]}; stopping without saving them. "
+                                 f"{_last_good(last_ckpt)}")
+
+
+def count_labelled(targets: torch.Tensor, num_classes: int, ignore_index: int, where: str) -> int:
+    """Labelled (not `ignore_index`) pixels of `targets` summed over ranks; DataError, on every rank, when a
+    value is neither a class of ``model.num_classes`` nor the ignore index. Collective under DDP."""
+    labelled = targets != ignore_index
+    values = torch.where(labelled, targets, 0)
+    bad = ((values < 0) | (values >= num_classes)).any()
+    stats = all_reduce_mean(torch.stack([labelled.sum().float(), bad.float()]))
+    if stats[1].item() > 0:
+        seen = torch.unique(values[(values < 0) | (values >= num_classes)])[:5].tolist()
+        raise DataError(f"{where}: label values {seen or '(on another rank)'} are outside 0..{num_classes - 1} "
+                        f"of model.num_classes={num_classes} and are not train.ignore_index={ignore_index}; set "
+                        "model.num_classes to the dataset's number of classes")
+    return int(round(stats[0].item()))
 
 
 def build_train_loader(dataset: Dataset, cfg: dict, info: DistInfo
@@ -152,26 +190,74 @@ class Trainer:
         self.loader, self.sampler, self.iters_per_epoch = build_train_loader(self.train_set, cfg, info)
         self.scheduler = build_scheduler(self.optimizer, tcfg, self.iters_per_epoch)
         self.iteration, self.best_miou, self.last_ckpt = 0, -math.inf, None
+        self.run_id, self.skipped, self.verify = None, 0, False
+        if tcfg["batch_size"] // info.world_size < 2 and _has_batchnorm(self.model):
+            raise ConfigError(f"train.batch_size={tcfg['batch_size']} gives {tcfg['batch_size'] // info.world_size} "
+                              "image per process; BatchNorm needs at least 2 (its image-pooling statistics are "
+                              "undefined for one image): raise train.batch_size")
 
     def resume(self, spec: str) -> None:
-        """spec "auto": newest loadable periodic checkpoint in the work dir (if any); else a checkpoint path."""
-        found = load_resume_checkpoint(spec, self.work_dir)
+        """spec "auto": newest usable periodic checkpoint of this work dir's run (if any); else a checkpoint path.
+
+        The LR schedule is rebuilt from the live config at the resumed iteration, so changed schedule keys
+        (train.lr, train.iterations, warm-up, poly power) take effect from there; every changed key is listed.
+        """
+        found = load_resume_checkpoint(spec, self.work_dir, self.run_id if spec == "auto" else None)
         if found is None:
             _print(self.info, f"--resume auto: no checkpoint in {self.work_dir}/checkpoints, starting from scratch")
             return
         path, ckpt = found
+        self._adopt_run(path, ckpt.get("run_id"))
         if ckpt["config"].get("model") != self.cfg["model"]:
             warnings.warn(f"resuming from {path}, whose model section {ckpt['config'].get('model')} differs "
                           f"from this config's {self.cfg['model']}", stacklevel=2)
-        self.iteration = restore_training_state(ckpt, self.model, self.optimizer, self.scheduler, self.scaler,
-                                                self.info)
+        self.iteration = restore_training_state(ckpt, self.model, self.optimizer, self.scaler, self.info)
+        if self.iteration > self.tcfg["iterations"]:
+            raise ConfigError(f"train.iterations={self.tcfg['iterations']} is below the iteration {self.iteration} "
+                              f"of {path}; resume with train.iterations >= {self.iteration}")
+        self.scheduler = build_scheduler(self.optimizer, self.tcfg, self.iters_per_epoch, start=self.iteration)
         self.best_miou, self.last_ckpt = ckpt.get("best_miou", -math.inf), path
         _print(self.info, f"resumed from {path} at iteration {self.iteration}")
+        changed = config_changes(ckpt["config"].get("train", {}), self.tcfg, "train.")
+        if changed:
+            _print(self.info, f"resume: {'; '.join(changed)} (changed since the checkpoint) take effect from "
+                              f"iteration {self.iteration}: LR schedule rebuilt there, lr now "
+                              f"{self.optimizer.param_groups[0]['lr']:.4g}")
+
+    def _adopt_run(self, path: str, ckpt_run: str | None) -> None:
+        """Continue the run `path` belongs to; a checkpoint of another run than the work dir's is refused."""
+        if self.run_id is not None and ckpt_run is not None and ckpt_run != self.run_id:
+            raise WorkDirError(f"{path} belongs to run {ckpt_run}, but work dir {self.work_dir} holds run "
+                               f"{self.run_id}; resume into the checkpoint's own work dir, or pass --overwrite "
+                               "to move this one's run aside")
+        if self.run_id is None:
+            self.run_id = ckpt_run or new_run_id()
 
     def save(self, path: str) -> None:
-        """Full checkpoint (collective: every rank contributes its RNG state; rank 0 writes)."""
+        """Full checkpoint (collective: every rank contributes its RNG state; rank 0 writes), written only
+        when every parameter and buffer is finite."""
+        check_finite_state(self.model, self.iteration, self.last_ckpt)
         save_training_state(path, self.model, self.optimizer, self.scheduler, self.scaler, self.iteration, self.cfg,
-                            self.info, best_miou=self.best_miou)
+                            self.info, best_miou=self.best_miou, run_id=self.run_id)
+
+    def check_data(self) -> None:
+        """Fail in seconds, before iteration 1, on data that would fail later: the label values of a sample of
+        each set (of every file with `verify`), then one validation image through the model."""
+        sample = None if self.verify else VERIFY_SAMPLE
+        for name, ds in (("training", self.train_set.dataset), ("validation", self.val_set)):
+            if hasattr(ds, "pairs"):
+                check_pairs(ds.pairs, sample)
+        if self.val_set is None:
+            return
+        image, target = self.val_set[0]
+        self.model.eval()
+        with torch.no_grad(), torch.autocast(self.info.device.type, dtype=self.dtype or torch.float32,
+                                             enabled=self.dtype is not None):
+            self.model(image[None].to(self.info.device))
+        self.model.train()
+        labels = getattr(self.val_set, "label_paths", None)
+        count_labelled(target, self.cfg["model"]["num_classes"], self.tcfg["ignore_index"],
+                       labels[0] if labels else "validation sample 0")
 
     def check_loss(self, loss: torch.Tensor) -> None:
         """Stop on a NaN/inf loss on any rank, before the step can spoil the weights."""
@@ -203,26 +289,32 @@ class Trainer:
         ddp = DistributedDataParallel(self.model, device_ids=[info.device.index] if info.device.type == "cuda"
                                       else None) if info.distributed else self.model
         ddp.train()
+        self.check_data()
         log = RunLogger(self.work_dir, total, self.iteration, enabled=info.is_main)
-        window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
+        window_loss, window_steps, window_losses, t0 = 0.0, 0, 0, time.perf_counter()
         batches = self.batches()
         try:
             while self.iteration < total:
                 epoch, images, targets = next(batches)
-                loss = train_step(ddp, images, targets, self.criterion, self.optimizer, self.scaler, self.dtype,
-                                  self.check_loss)
+                lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler steps after it)
+                if self.has_labels(targets, log):
+                    loss = train_step(ddp, images, targets, self.criterion, self.optimizer, self.scaler,
+                                      self.dtype, self.check_loss)
+                    window_loss, window_losses = window_loss + loss.item(), window_losses + 1
                 self.scheduler.step()
                 self.iteration += 1
                 it = self.iteration
-                window_loss, window_steps = window_loss + loss.item(), window_steps + 1
+                window_steps += 1
                 if it % tcfg["log_interval"] == 0 or it == total:
+                    check_finite_state(self.model, it, self.last_ckpt)
                     elapsed = time.perf_counter() - t0
-                    scalars = {"loss": window_loss / window_steps, "lr": self.optimizer.param_groups[0]["lr"],
-                               "img_s": window_steps * tcfg["batch_size"] / elapsed, "epoch": epoch}
+                    scalars = {"loss": window_loss / window_losses if window_losses else None, "lr": lr,
+                               "img_s": window_steps * tcfg["batch_size"] / elapsed, "epoch": epoch,
+                               **({"skipped_batches": self.skipped} if self.skipped else {})}
                     log.log(it, scalars)
-                    log.progress(window_steps, {"loss": f"{scalars['loss']:.4f}", "lr": f"{scalars['lr']:.2e}",
-                                                "img/s": f"{scalars['img_s']:.1f}"})
-                    window_loss, window_steps, t0 = 0.0, 0, time.perf_counter()
+                    log.progress(window_steps, {"loss": f"{scalars['loss'] or float('nan'):.4f}",
+                                                "lr": f"{scalars['lr']:.2e}", "img/s": f"{scalars['img_s']:.1f}"})
+                    window_loss, window_steps, window_losses, t0 = 0.0, 0, 0, time.perf_counter()
                 # validate before the periodic checkpoint, so that the checkpoint carries the new best mIoU
                 periodic_val = tcfg["val_interval"] > 0 and it % tcfg["val_interval"] == 0
                 if self.val_set is not None and (periodic_val or it == total):
@@ -235,30 +327,81 @@ class Trainer:
         finally:
             batches.close()
             log.close()
+        if self.skipped:
+            _print(info, f"warning: {self.skipped} batch(es) without a labelled pixel were skipped")
         self.export()
         return self.model
+
+    def has_labels(self, targets: torch.Tensor, log: RunLogger) -> bool:
+        """False (with a counted warning) for a batch whose every pixel, on every rank, is ignore: its loss
+        would be 0/0 = NaN. The step is skipped; the iteration still counts, so the data order and the LR
+        schedule stay those of an uninterrupted run."""
+        where = f"training batch of iteration {self.iteration + 1}"
+        if count_labelled(targets, self.cfg["model"]["num_classes"], self.tcfg["ignore_index"], where):
+            return True
+        self.skipped += 1
+        log.message(f"warning: every pixel of the {where} is train.ignore_index={self.tcfg['ignore_index']}; "
+                    f"step skipped ({self.skipped} so far)")
+        return False
 
     def export(self) -> None:
         """model_final.pth (model-only) with every rank's BN statistics made equal to rank 0's first."""
         broadcast_buffers(self.model)
+        check_finite_state(self.model, self.iteration, self.last_ckpt)
         if self.info.is_main:
             best = self.best_miou if math.isfinite(self.best_miou) else None
             export_model(self.model.state_dict(), self.cfg, os.path.join(self.work_dir, "model_final.pth"),
-                         meta={"iteration": self.iteration, "best_miou": best})
+                         meta={"iteration": self.iteration, "best_miou": best, "skipped_batches": self.skipped,
+                               "run_id": self.run_id})
         barrier()
 
 
 def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_dir: str,
-          val_set: Dataset | None = None, resume: str | None = None) -> nn.Module:
+          val_set: Dataset | None = None, resume: str | None = None, overwrite: bool = False,
+          verify: bool = False) -> nn.Module:
     """Train `model` for ``cfg["train"]["iterations"]`` iterations; returns the trained (unwrapped) model.
 
-    resume: None (fresh run), "auto" (newest loadable periodic checkpoint in `work_dir`, if any) or a
-    checkpoint path. Raises NonFiniteLossError when the loss becomes NaN/inf (see :class:`Trainer`).
+    resume: None (fresh run), "auto" (newest usable periodic checkpoint of the work dir's run, if any) or
+    a checkpoint path. The work dir is locked for the run; a fresh run in a folder that holds one is
+    refused (WorkDirError) unless `overwrite` moves it aside (see seg.engine.workdir). `verify`: check every
+    data file's label values before iteration 1, not a sample. Raises NonFiniteLossError on divergence.
     """
     trainer = Trainer(cfg, model, train_set, info, work_dir, val_set)
-    if resume is not None:
-        trainer.resume(resume)
-    return trainer.run()
+    trainer.verify = verify
+    lock = None
+    try:
+        lock, trainer.run_id = _claim(work_dir, resume, overwrite, info)
+        if resume is not None:
+            trainer.resume(resume)
+        trainer.run_id = trainer.run_id or new_run_id()
+        if info.is_main:
+            write_run_id(work_dir, trainer.run_id)
+            dump_config(cfg, os.path.join(work_dir, "config.yaml"))
+        return trainer.run()
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _claim(work_dir: str, resume: str | None, overwrite: bool, info: DistInfo):
+    """Rank 0 locks and settles the work dir; every rank gets its run id, or the same WorkDirError."""
+    lock, answer = None, None
+    if info.is_main:
+        try:
+            lock, run_id, notes = claim_work_dir(work_dir, resume, overwrite)
+            answer = {"run_id": run_id}
+            for note in notes:
+                print(note, flush=True)
+        except WorkDirError as e:
+            answer = {"error": str(e)}
+    answer = broadcast_object(answer)
+    if "error" in answer:
+        raise WorkDirError(answer["error"])
+    return lock, answer["run_id"]
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def _print(info: DistInfo, text: str) -> None:

@@ -2,30 +2,55 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from fractions import Fraction
+from typing import Iterable
 
 import torch
 
-__all__ = ["ArchitectureMismatch", "load_model_for_eval", "eval_options", "parse_fractions", "write_results",
-           "format_table", "to_json_safe"]
+from seg.atomic import atomic_write_json
+from seg.errors import SegError
+
+__all__ = ["ArchitectureMismatch", "ARCH_KEYS", "model_config_for", "load_model_for_eval", "eval_options",
+           "parse_fractions", "write_results", "format_table", "to_json_safe"]
 
 
-class ArchitectureMismatch(RuntimeError):
+class ArchitectureMismatch(SegError, RuntimeError):
     """The checkpoint's weights do not fit the model built from the config; the message names the file."""
 
 
-def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
-                        device: torch.device | str = "cpu", loaded: dict | None = None
-                        ) -> tuple[torch.nn.Module, dict]:
-    """Build ``DeepLabV3Plus(**cfg["model"])``, load ``checkpoint``'s weights strictly and switch every
-    padded conv to ``padding`` (default: the padding the weights were trained with).
+ARCH_KEYS = ("encoder", "num_classes", "output_stride", "norm", "padding")  # what the weights were built as
 
+
+def model_config_for(cfg_model: dict, trained: dict, explicit: Iterable[str], checkpoint: str) -> dict:
+    """The model section to build for `checkpoint`: its own stored `trained` values of ARCH_KEYS (the truth
+    for its weights), else the config's. A key in `explicit` (set on the command line) whose value differs
+    from the checkpoint's is an ArchitectureMismatch naming both."""
+    out = copy.deepcopy(cfg_model)
+    for key in ARCH_KEYS:
+        if key not in trained:
+            continue
+        if key in explicit and cfg_model[key] != trained[key]:
+            hint = "; evaluate under another padding with --padding" if key == "padding" else ""
+            raise ArchitectureMismatch(f"model.{key}={cfg_model[key]!r} on the command line conflicts with "
+                                       f"checkpoint {checkpoint}, trained with model.{key}={trained[key]!r}{hint}")
+        out[key] = trained[key]
+    return out
+
+
+def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
+                        device: torch.device | str = "cpu", loaded: dict | None = None,
+                        explicit: Iterable[str] = ()) -> tuple[torch.nn.Module, dict]:
+    """Build DeepLabV3Plus as `checkpoint` was trained (its stored model section; `cfg`'s for what it does
+    not store), load its weights strictly and switch every padded conv to ``padding`` (default: the
+    padding the weights were trained with).
+
+    ``explicit``: model keys set on the command line; one that contradicts the checkpoint is an error.
     ``loaded``: the checkpoint dict if the caller already read ``checkpoint`` (avoids a second read).
     Returns (model in eval mode on ``device``, info {"checkpoint", "trained_padding", "eval_padding",
-    "encoder"}). Raises CheckpointError (missing / corrupt file) or ArchitectureMismatch, naming the file.
+    "encoder", "output_stride", "norm", "num_classes"}). Raises CheckpointError (missing / corrupt file) or
+    ArchitectureMismatch, naming the file.
     """
     from seg.engine.checkpoint import load_checkpoint
     from seg.models import DeepLabV3Plus
@@ -33,10 +58,10 @@ def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
     from seg.nn import PADDING_MODES, convert_padding
 
     ckpt = loaded if loaded is not None else load_checkpoint(checkpoint)
-    model_cfg = copy.deepcopy(cfg["model"])
-    model_cfg["pretrained"] = None  # the checkpoint supplies every weight
     trained_cfg = (ckpt.get("config") or {}).get("model", {})
-    trained_padding = trained_cfg.get("padding", model_cfg.get("padding", "zeros"))
+    model_cfg = model_config_for(cfg["model"], trained_cfg, explicit, checkpoint)
+    model_cfg["pretrained"] = None  # the checkpoint supplies every weight
+    trained_padding = model_cfg.get("padding", "zeros")
     eval_padding = padding or trained_padding
     if eval_padding not in PADDING_MODES:
         raise ValueError(f"unknown padding {eval_padding!r}; expected one of {PADDING_MODES}")
@@ -57,7 +82,8 @@ def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
     convert_padding(model, eval_padding)
     model.to(device).eval()
     return model, {"checkpoint": os.path.abspath(checkpoint), "trained_padding": trained_padding,
-                   "eval_padding": eval_padding, "encoder": model_cfg.get("encoder")}
+                   "eval_padding": eval_padding, "train_seed": (ckpt.get("config") or {}).get("train", {}).get("seed"),
+                   **{key: model_cfg.get(key) for key in ("encoder", "output_stride", "norm", "num_classes")}}
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -90,9 +116,8 @@ def to_json_safe(obj):
 
 
 def write_results(result: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(to_json_safe(result), f, indent=1, allow_nan=False)
+    """Strict JSON, written atomically: a crash or error leaves the previous file at `path` as it was."""
+    atomic_write_json(to_json_safe(result), path, indent=1, allow_nan=False)
 
 
 def _fmt(v) -> str:

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seg.errors import SegError
+
 logger = logging.getLogger(__name__)
 
 #: top-level submodules of :class:`seg.models.DeepLabV3Plus`; keys starting with one mean a full-model file
@@ -27,7 +29,7 @@ MODEL_PREFIXES = ("encoder.", "aspp.", "decoder.")
 WRAPPER_KEYS = ("state_dict", "model")
 
 
-class PretrainedLoadError(RuntimeError):
+class PretrainedLoadError(SegError, RuntimeError):
     """A checkpoint that cannot be loaded as asked (missing file, wrong content, shape mismatch)."""
 
 

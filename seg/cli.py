@@ -1,0 +1,81 @@
+"""The shell every command-line tool shares: common arguments, argument types, and one error wrapper.
+
+    def main(argv=None): args = tool_parser(__doc__).parse_args(argv); ...
+    if __name__ == "__main__": sys.exit(run_tool(main))
+
+`run_tool` turns every expected error (a seg.errors.SegError, or an OSError such as a missing file, a
+read-only folder or a full disk) into one line ``error: <message>`` on stderr and exit code 1; the
+traceback is shown only with ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from seg.config import SCHEMA
+from seg.errors import SegError
+
+__all__ = ["EXPECTED_ERRORS", "tool_parser", "add_config_args", "add_device_args", "positive_int",
+           "nonnegative_int", "run_tool", "one_line"]
+
+EXPECTED_ERRORS = (SegError, OSError)
+
+
+def tool_parser(doc: str | None) -> argparse.ArgumentParser:
+    """An ArgumentParser showing the tool's docstring, with --debug."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """The positional config file and ``--opts key=value ...`` overrides (values are YAML)."""
+    parser.add_argument("config", help="YAML config file")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. "
+                        "train.lr=0.02 (values are YAML)")
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """--device (the schema's train.device choices) and --num-workers."""
+    parser.add_argument("--device", default="auto", choices=SCHEMA["train"]["device"]["choices"])
+    parser.add_argument("--num-workers", type=nonnegative_int, help="data loader workers (default: the config's)")
+
+
+def _bounded_int(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    parse.__name__ = f"int>={low}"
+    return parse
+
+
+positive_int = _bounded_int(1)
+nonnegative_int = _bounded_int(0)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (OSError: its reason and file)."""
+    text = str(err)
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    return " ".join(text.split())
+
+
+def run_tool(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)``; an expected error becomes ``error: <message>`` on stderr and exit code 1
+    (re-raised with its traceback under --debug). Returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        main(argv)
+    except EXPECTED_ERRORS as err:
+        if "--debug" in argv:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+        return 1
+    return 0

@@ -1,0 +1,135 @@
+"""Work-dir ownership: one running job per work dir (a lock), one run per work dir (a run id).
+
+A work dir "holds a run" once any of RUN_MARKERS exists in it. A fresh start (no --resume) in such a
+folder is refused, unless `overwrite` moves the old run aside to ``<work dir>.old-<time>``, so nothing
+of it is lost. Every run gets an id, kept in ``run.json`` and written into each of its checkpoints;
+``--resume auto`` takes only checkpoints of the work dir's own run.
+"""
+from __future__ import annotations
+
+import fcntl
+import glob
+import json
+import os
+import time
+import uuid
+
+from seg.atomic import TMP_MARK, atomic_write_json
+from seg.errors import WorkDirError
+
+__all__ = ["RUN_FILE", "LOCK_FILE", "RUN_MARKERS", "WorkDirLock", "run_markers", "move_aside", "read_run_id",
+           "write_run_id", "new_run_id", "remove_stale_temporaries", "claim_work_dir"]
+
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "model_final.pth", "checkpoints", RUN_FILE)
+
+
+class WorkDirLock:
+    """An exclusive, non-blocking flock on ``<work dir>/.lock`` held until `release` (or process exit, so a
+    killed job never leaves a stale lock); the file names the holder's pid for the error message."""
+
+    def __init__(self, work_dir: str):
+        self.path = os.path.join(work_dir, LOCK_FILE)
+        try:
+            os.makedirs(work_dir, exist_ok=True)
+            self.file = open(self.path, "a+")
+        except OSError as e:
+            raise WorkDirError(f"cannot use work dir {work_dir}: {e.strerror or e}") from e
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise WorkDirError(f"work dir {work_dir} is in use by another job (pid {holder}, lock {self.path}); "
+                               "wait for it to end or choose another --work-dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+
+
+def run_markers(work_dir: str) -> list[str]:
+    """The RUN_MARKERS present in `work_dir` (an empty checkpoints/ folder does not count)."""
+    found = []
+    for name in RUN_MARKERS:
+        path = os.path.join(work_dir, name)
+        if os.path.isfile(path) or (os.path.isdir(path) and os.listdir(path)):
+            found.append(name)
+    return found
+
+
+def move_aside(work_dir: str) -> str:
+    """Move everything in `work_dir` but the lock into a new sibling ``<work dir>.old-<time>``; returns it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{os.path.normpath(work_dir)}.old-{stamp}"
+    dest, n = base, 1
+    while os.path.exists(dest):
+        dest, n = f"{base}-{n}", n + 1
+    os.makedirs(dest)
+    for name in os.listdir(work_dir):
+        if name != LOCK_FILE:
+            os.replace(os.path.join(work_dir, name), os.path.join(dest, name))
+    return dest
+
+
+def read_run_id(work_dir: str) -> str | None:
+    """The run id of `work_dir` (None when it has no run.json); WorkDirError if run.json is unreadable."""
+    path = os.path.join(work_dir, RUN_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return str(json.load(f)["run_id"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise WorkDirError(f"{path} is unreadable ({type(e).__name__}: {e}); move the work dir aside with "
+                           "--overwrite or choose another --work-dir") from e
+
+
+def write_run_id(work_dir: str, run_id: str) -> None:
+    atomic_write_json({"run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+                      os.path.join(work_dir, RUN_FILE))
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def remove_stale_temporaries(work_dir: str) -> list[str]:
+    """Delete temporary files that a killed writer left (``*.tmp<pid>``, up to a checkpoint's size each).
+    Only safe while holding the work dir's lock: then no live writer owns them."""
+    stale = glob.glob(os.path.join(work_dir, f"*{TMP_MARK}*")) + \
+        glob.glob(os.path.join(work_dir, "checkpoints", f"*{TMP_MARK}*"))
+    for path in stale:
+        os.remove(path)
+    return stale
+
+
+def claim_work_dir(work_dir: str, resume: str | None, overwrite: bool) -> tuple[WorkDirLock, str | None, list[str]]:
+    """Lock `work_dir` and settle whose run it is; returns (lock, run id, messages for the user).
+
+    resume None: a fresh run, refused in a folder that holds one unless `overwrite` (then moved aside).
+    resume "auto" or a path: continue the folder's run (run id None for a folder without run.json,
+    which the caller fills in from the checkpoint it resumes).
+    """
+    lock = WorkDirLock(work_dir)
+    try:
+        notes = [f"removed stale temporary file {p}" for p in remove_stale_temporaries(work_dir)]
+        found = run_markers(work_dir)
+        if resume is not None and not overwrite:
+            return lock, read_run_id(work_dir), notes
+        if found and not overwrite:
+            raise WorkDirError(f"work dir {work_dir} already holds a run ({', '.join(found)}); continue it with "
+                               "--resume auto, choose another --work-dir, or pass --overwrite to move it aside")
+        if found:
+            notes.append(f"--overwrite: moved the previous run in {work_dir} to {move_aside(work_dir)}")
+        return lock, None, notes
+    except BaseException:
+        lock.release()
+        raise
