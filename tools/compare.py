@@ -30,7 +30,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from seg.atomic import atomic_write_text  # noqa: E402
+from seg.atomic import atomic_open, atomic_write_text  # noqa: E402
 from seg.cli import positive_int, run_tool, tool_parser  # noqa: E402
 from seg.errors import ResultFileError  # noqa: E402
 from seg.evaluation.runner import write_results  # noqa: E402
@@ -260,7 +260,8 @@ def plot(prefix: str, xlabel: str, summaries: dict, comparisons: dict, path: str
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_open(path, "wb") as f:  # a killed run keeps the previous plot, not half a PNG
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return True
 
