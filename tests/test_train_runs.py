@@ -21,7 +21,8 @@ from seg.errors import WorkDirError
 
 def run(cfg, work_dir, resume=None, overwrite=False):
     seed_everything(0)
-    return train(cfg, TinyNet(), ColourBlobs(), CPU, str(work_dir), resume=resume, overwrite=overwrite)
+    extra = {"overwrite": True} if overwrite else {}
+    return train(cfg, TinyNet(), ColourBlobs(), CPU, str(work_dir), resume=resume, **extra)
 
 
 def metrics(work_dir, tag="train"):

@@ -1,0 +1,184 @@
+"""One CLI shell for every tool (issue 12, cases 1 and 7-9): one-line errors with exit code 1, the
+checkpoint as the truth for the architecture in eval, schema choices from the builders, housekeeping.
+Tools run in-process through seg.cli.run_tool, as `python tools/X.py` runs them."""
+import ast
+import glob
+import importlib.util
+import json
+import os
+import shutil
+import socket
+
+import pytest
+import torch
+
+from seg.cli import run_tool
+from seg.config import ConfigError, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "demo", "deeplabv3plus_r18_zeros.yaml")
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_line_error(main, argv, capsys) -> str:
+    """Run a tool's main through run_tool; assert exit code 1 and one `error: ...` line (progress bars aside),
+    no traceback. Returns that line."""
+    assert run_tool(main, argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "Traceback" not in err, err
+    return "error: " + err.split("error: ")[1].split("\n")[0]
+
+
+def train_main(argv):
+    tool = load_tool("train")
+    return tool.main(tool.parse_args(argv))
+
+
+def train_argv(work_dir, root, *opts):
+    return [CONFIG, "--work-dir", str(work_dir), "--opts", f"data.root={root}", "data.crop_size=32",
+            "data.num_workers=0", "data.val_split=null", "train.batch_size=2", "train.iterations=2", *opts]
+
+
+# ---------------------------------------------------------------- case 8: one-line errors
+@pytest.mark.parametrize("opt, message", [
+    ("model.encoder=wrn38", "key 'model.encoder' must be one of ['resnet18', 'resnet34', 'resnet50', 'resnet101', "
+                            "'wider_resnet38'], got 'wrn38'"),
+    ("model.norm=bogus", "key 'model.norm' must be one of ['bn', 'syncbn'], got 'bogus'"),
+    ("data.hflip=5", "key 'data.hflip' must be <= 1, got 5.0"),
+    ("eval.tile_size=0", "key 'eval.tile_size' must be >= 1, got 0"),
+])
+def test_train_config_errors_are_one_line(tmp_path, demo_root, capsys, opt, message):
+    err = one_line_error(train_main, train_argv(tmp_path, demo_root, opt), capsys)
+    assert message in err
+
+
+def test_schema_choices_are_the_builders_own():
+    from seg.config import SCHEMA
+    from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES
+    from seg.nn import PADDING_MODES
+    model = SCHEMA["model"]
+    assert (model["encoder"]["choices"], model["norm"]["choices"]) == (ENCODERS, NORMS)
+    assert (model["output_stride"]["choices"], model["padding"]["choices"]) == (OUTPUT_STRIDES, PADDING_MODES)
+    for name in ENCODERS:  # every choice builds
+        assert load_config(None, [f"model.encoder={name}"])["model"]["encoder"] == name
+    with pytest.raises(ConfigError, match="model.encoder"):
+        load_config(None, ["model.encoder=wrn38"])
+
+
+def test_labels_beyond_num_classes_name_the_key(tmp_path, demo_root, capsys):
+    err = one_line_error(train_main, train_argv(tmp_path, demo_root, "model.num_classes=5"), capsys)
+    assert "training batch of iteration 1: label values [" in err and "outside 0..4 of model.num_classes=5" in err
+
+
+def test_one_image_per_process_with_batchnorm_is_one_line(tmp_path, demo_root, capsys):
+    err = one_line_error(train_main, train_argv(tmp_path, demo_root, "train.batch_size=1"), capsys)
+    assert "train.batch_size=1 gives 1 image per process; BatchNorm needs at least 2" in err
+
+
+def test_train_refuses_a_work_dir_holding_a_run_in_one_line(tmp_path, demo_root, capsys):
+    (tmp_path / "config.yaml").write_text("model: {}\n")  # an earlier run's
+    err = one_line_error(train_main, train_argv(tmp_path, demo_root), capsys)
+    assert f"work dir {tmp_path} already holds a run (config.yaml)" in err and "--overwrite" in err
+    assert (tmp_path / "config.yaml").read_text() == "model: {}\n"
+
+
+def test_debug_shows_the_traceback(tmp_path, demo_root):
+    with pytest.raises(ConfigError, match="model.norm"):
+        run_tool(train_main, train_argv(tmp_path, demo_root, "model.norm=bogus") + ["--debug"])
+
+
+def test_malformed_polygon_names_the_file(demo_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root, ignore=shutil.ignore_patterns(".cache"))
+    poly = sorted(glob.glob(str(root / "gtFine" / "val" / "*" / "*_polygons.json")))[0]
+    ann = json.load(open(poly))
+    del ann["objects"][1]["polygon"]
+    json.dump(ann, open(poly, "w"))
+    os.remove(poly.replace("_polygons.json", "_labelTrainIds.png"))  # so that it is converted again
+    err = one_line_error(load_tool("prepare_cityscapes").main, [str(root), "--workers", "1"], capsys)
+    assert f"error: {poly}: not a valid Cityscapes polygon JSON (KeyError: 'polygon')" in err
+
+
+def test_compare_and_cross_test_errors_are_one_line(tmp_path, capsys):
+    missing = str(tmp_path / "nope.json")
+    err = one_line_error(load_tool("compare").main, [missing, "--out-dir", str(tmp_path)], capsys)
+    assert f"error: {missing}: No such file or directory" in err
+    err = one_line_error(load_tool("cross_test").main, [CONFIG, missing, "--paddings", "zeros,bogus"], capsys)
+    assert "unknown padding(s) ['bogus']" in err
+
+
+def test_eval_argument_errors_name_the_option(capsys):
+    with pytest.raises(SystemExit) as stop:
+        load_tool("eval").main([CONFIG, "x.pth", "--tile-size", "0"])
+    assert stop.value.code == 2 and "argument --tile-size: must be >= 1, got 0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- case 7: the checkpoint is the truth
+@pytest.fixture(scope="module")
+def os16_checkpoint(tmp_path_factory):
+    """An output-stride-16 ResNet-18 checkpoint (the demo config says 8)."""
+    from seg.models import DeepLabV3Plus
+    cfg = load_config(CONFIG, ["model.output_stride=16"])
+    torch.manual_seed(0)
+    model = DeepLabV3Plus(**cfg["model"])
+    path = tmp_path_factory.mktemp("os16") / "r18_os16.pth"
+    torch.save({"model": model.state_dict(), "config": cfg, "meta": {}}, path)
+    return str(path)
+
+
+def test_eval_builds_the_checkpoints_architecture_and_records_it(demo_root, os16_checkpoint, tmp_path):
+    from seg.data import build_val_dataset
+    from seg.evaluation import build_eval_loader, evaluate
+    from seg.models import DeepLabV3Plus
+    out = tmp_path / "r.json"
+    load_tool("eval").main([CONFIG, os16_checkpoint, "--num-workers", "0", "--device", "cpu", "--out", str(out),
+                            "--opts", f"data.root={demo_root}"])
+    res = json.loads(out.read_text())
+    assert (res["encoder"], res["output_stride"], res["norm"], res["trained_padding"]) == ("resnet18", 16, "bn",
+                                                                                          "zeros")
+    reference = DeepLabV3Plus("resnet18", 19, output_stride=16)  # built by hand, as the checkpoint was trained
+    reference.load_state_dict(torch.load(os16_checkpoint, weights_only=True)["model"])
+    expected = evaluate(reference.eval(), build_eval_loader(build_val_dataset({"root": demo_root})), 19,
+                        progress=False)
+    assert res["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-9)
+
+
+def test_eval_refuses_a_command_line_architecture_that_contradicts_the_checkpoint(demo_root, os16_checkpoint,
+                                                                                  tmp_path, capsys):
+    argv = [CONFIG, os16_checkpoint, "--device", "cpu", "--out", str(tmp_path / "r.json"), "--opts",
+            f"data.root={demo_root}", "model.output_stride=8"]
+    err = one_line_error(load_tool("eval").main, argv, capsys)
+    assert (f"model.output_stride=8 on the command line conflicts with checkpoint {os16_checkpoint}, trained with "
+            "model.output_stride=16") in err
+    assert not (tmp_path / "r.json").exists()
+
+
+# ---------------------------------------------------------------- case 9: housekeeping
+def test_tools_import_the_installed_package_without_sys_path_edits():
+    for path in glob.glob(os.path.join(ROOT, "tools", "*.py")):
+        tree = ast.parse(open(path).read())
+        edits = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                 and node.attr == "path" and isinstance(node.value, ast.Name) and node.value.id == "sys"]
+        assert not edits, f"{path}: sys.path used on line(s) {edits}"
+
+
+def test_distributed_timeout_is_configurable_and_bounds_the_wait(monkeypatch):
+    """A process group whose second rank never comes fails after train.dist_timeout_min, not forever."""
+    from seg.config import SCHEMA
+    from seg.engine import init_distributed
+    assert 0 < SCHEMA["train"]["dist_timeout_min"]["default"] <= 30
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in dict(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(Exception, match=r"[Tt]imed out after [1-9] seconds"):
+        init_distributed("cpu", timeout_min=0.05)
+    assert not torch.distributed.is_initialized()
