@@ -94,3 +94,13 @@ def test_deterministic_for_a_seed(tmp_path):
     img = files[-1]
     assert img.endswith("_leftImg8bit.png")
     assert not (_read(os.path.join(a, img)) == _read(os.path.join(c, img))).all()
+
+
+def test_all_19_classes_are_drawn(tmp_path):
+    """Every Cityscapes trainId (train and motorcycle included) appears in a modest generated set, so the
+    per-class tables of the demo have no permanent holes."""
+    for i in range(30):
+        make_sample(str(tmp_path), "train", i, H, W, seed=0)
+    labels = _train_ids(str(tmp_path))
+    present = set(np.unique(np.concatenate([lbl.ravel() for lbl in labels])).tolist()) - {255}
+    assert present == set(range(19)), sorted(set(range(19)) - present)

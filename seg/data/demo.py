@@ -52,6 +52,8 @@ _STYLE = {
     "bus": ([(200, 200, 60), (240, 240, 240), (180, 30, 30), (30, 60, 160)], 4, 8, None),
     "person": (_VIVID + _GREYS, 8, 6, None),
     "rider": (_VIVID + _GREYS, 8, 6, None),
+    "train": ([(200, 200, 200), (180, 40, 40), (230, 210, 70), (90, 110, 140)], 4, 8, "windows"),
+    "motorcycle": ([(20, 20, 20), (160, 20, 20), (40, 40, 110), (110, 110, 110)], 3, 3, None),
     "bicycle": ([(20, 20, 20), (120, 20, 30), (60, 60, 60)], 3, 2, None),
     "ego vehicle": ([(25, 25, 30), (40, 40, 45)], 3, 4, None),
     "road marking": ([(230, 230, 225), (220, 200, 80)], 6, 6, None),  # drawn as "road"
@@ -166,29 +168,39 @@ def _ground(rng, v: _View) -> Objects:
     return objs
 
 
+# (probability, width factor, height / width) of each vehicle class; the rest of the draws are cars.
+# Every one of the 19 Cityscapes classes is drawn, so per-class tables have no permanent holes.
+_VEHICLES = (("truck", 0.1, 1.3, 0.8), ("bus", 0.1, 1.3, 0.8), ("train", 0.06, 2.6, 0.45))
+
+
 def _vehicles(rng, v: _View) -> list[tuple[float, Objects]]:
-    """(foot row, parts) of cars / trucks / buses on the road, some crossing the side borders."""
+    """(foot row, parts) of cars / trucks / buses / trains on the road, some crossing the side borders."""
     out = []
     for _ in range(rng.integers(2, 6)):
         yb = v.ground_row(rng, 0.15, 1.05)
         w = v.W * (0.35 * v.depth(yb) + 0.03)
         x = v.W * rng.uniform(-0.25, 1.05) - w / 2
-        label = "car" if rng.random() < 0.8 else ("truck" if rng.random() < 0.5 else "bus")
-        w, h = (w, 0.55 * w) if label == "car" else (1.3 * w, 0.8 * w)
-        out.append((yb, [(label, _car(x, yb, w, h))]))
+        label, wf, hf, u = "car", 1.0, 0.55, rng.random()
+        for name, p, width, height in _VEHICLES:
+            if u < p:
+                label, wf, hf = name, width, height
+                break
+            u -= p
+        out.append((yb, [(label, _car(x, yb, wf * w, hf * wf * w))]))
     return out
 
 
 def _people(rng, v: _View) -> list[tuple[float, Objects]]:
-    """(foot row, parts) of persons, sometimes a rider on a bicycle."""
+    """(foot row, parts) of persons, sometimes a rider on a bicycle or a motorcycle."""
     out = []
     for _ in range(rng.integers(1, 5)):
         yb = v.ground_row(rng, 0.1, 0.9)
         h = v.H * (0.5 * v.depth(yb) + 0.05)
         x = v.W * rng.uniform(-0.05, 1.05)
-        if rng.random() < 0.25:
+        if rng.random() < 0.3:
             body, head = _person(x, yb - h * 0.25, h * 0.8)
-            out.append((yb, [("bicycle", _ellipse(x, yb - h * 0.18, h * 0.3, h * 0.18, n=10)),
+            wheels, size = ("bicycle", 1.0) if rng.random() < 0.5 else ("motorcycle", 1.25)
+            out.append((yb, [(wheels, _ellipse(x, yb - h * 0.18 * size, h * 0.3 * size, h * 0.18 * size, n=10)),
                              ("rider", body), ("rider", head)]))
         else:
             body, head = _person(x, yb, h)
