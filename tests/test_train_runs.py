@@ -90,6 +90,13 @@ def test_resume_auto_takes_only_its_own_runs_checkpoints(tmp_path, capsys):
     assert f"resumed from {checkpoint_path(str(tmp_path / 'b'), 4)} at iteration 4" in capsys.readouterr().out
 
 
+def test_resume_from_another_runs_checkpoint_path_is_refused(tmp_path):
+    run(tiny_cfg(), tmp_path / "a")
+    run(tiny_cfg(iterations=4), tmp_path / "b")
+    with pytest.raises(WorkDirError, match=r"iter_0000004.pth belongs to run \w+, but work dir .*b holds run"):
+        run(tiny_cfg(), tmp_path / "b", resume=checkpoint_path(str(tmp_path / "a"), 4))
+
+
 # ---------------------------------------------------------------- case 2: resume semantics
 def test_resume_with_a_new_lr_takes_effect_from_the_resumed_step(tmp_path, capsys):
     run(tiny_cfg(), tmp_path)  # lr 0.05, 8 iterations, checkpoints at 4 and 8
@@ -193,8 +200,8 @@ def test_bad_val_label_fails_before_iteration_1(demo_copy, tmp_path):
     val_set = build_val_dataset({"root": str(demo_copy)})
     seed_everything(0)
     with pytest.raises(DataError, match=f"{label}: label values \\[200\\]"):
-        train(tiny_cfg(**{"iterations": 8}), TinyNet(), ColourBlobs(), CPU, str(tmp_path / "wd"), val_set=val_set)
-    assert not (tmp_path / "wd" / "checkpoints").exists() and not (tmp_path / "wd" / "metrics.jsonl").exists()
+        train(tiny_cfg(), TinyNet(), ColourBlobs(), CPU, str(tmp_path / "wd"), val_set=val_set)
+    assert snapshot(tmp_path / "wd") == {}  # nothing written: the same command runs once the data is fixed
 
 
 def test_verify_checks_every_val_label_not_only_a_sample(demo_copy, tmp_path, monkeypatch):
@@ -211,7 +218,7 @@ def test_val_labels_beyond_num_classes_fail_before_iteration_1_naming_the_key(de
     val_set = build_val_dataset({"root": demo_root})  # Cityscapes trainIds 0..18; the config says 3 classes
     with pytest.raises(DataError, match=r"outside 0..2 of model.num_classes=3"):
         train(tiny_cfg(), TinyNet(), ColourBlobs(), CPU, str(tmp_path), val_set=val_set)
-    assert not (tmp_path / "checkpoints").exists()
+    assert snapshot(tmp_path) == {}
 
 
 # ---------------------------------------------------------------- case 5: all-ignore batches

@@ -289,7 +289,6 @@ class Trainer:
         ddp = DistributedDataParallel(self.model, device_ids=[info.device.index] if info.device.type == "cuda"
                                       else None) if info.distributed else self.model
         ddp.train()
-        self.check_data()
         log = RunLogger(self.work_dir, total, self.iteration, enabled=info.is_main)
         window_loss, window_steps, window_losses, t0 = 0.0, 0, 0, time.perf_counter()
         batches = self.batches()
@@ -373,6 +372,7 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
         lock, trainer.run_id = _claim(work_dir, resume, overwrite, info)
         if resume is not None:
             trainer.resume(resume)
+        trainer.check_data()  # before anything is written: a data error leaves the work dir as it was
         trainer.run_id = trainer.run_id or new_run_id()
         if info.is_main:
             write_run_id(work_dir, trainer.run_id)

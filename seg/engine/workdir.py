@@ -104,8 +104,8 @@ def new_run_id() -> str:
 def remove_stale_temporaries(work_dir: str) -> list[str]:
     """Delete temporary files that a killed writer left (``*.tmp<pid>``, up to a checkpoint's size each).
     Only safe while holding the work dir's lock: then no live writer owns them."""
-    stale = glob.glob(os.path.join(work_dir, f"*{TMP_MARK}*")) + \
-        glob.glob(os.path.join(work_dir, "checkpoints", f"*{TMP_MARK}*"))
+    pattern = f"*{TMP_MARK}[0-9]*"
+    stale = glob.glob(os.path.join(work_dir, pattern)) + glob.glob(os.path.join(work_dir, "checkpoints", pattern))
     for path in stale:
         os.remove(path)
     return stale
