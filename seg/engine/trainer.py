@@ -191,10 +191,10 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, tcfg, self.iters_per_epoch)
         self.iteration, self.best_miou, self.last_ckpt = 0, -math.inf, None
         self.run_id, self.skipped, self.verify = None, 0, False
-        if tcfg["batch_size"] // info.world_size < 2 and _has_batchnorm(self.model):
+        if tcfg["batch_size"] // info.world_size < 2 and _has_per_rank_batchnorm(self.model):
             raise ConfigError(f"train.batch_size={tcfg['batch_size']} gives {tcfg['batch_size'] // info.world_size} "
                               "image per process; BatchNorm needs at least 2 (its image-pooling statistics are "
-                              "undefined for one image): raise train.batch_size")
+                              "undefined for one image): raise train.batch_size, or use SyncBatchNorm on GPUs")
 
     def resume(self, spec: str) -> None:
         """spec "auto": newest usable periodic checkpoint of this work dir's run (if any); else a checkpoint path.
@@ -400,8 +400,10 @@ def _claim(work_dir: str, resume: str | None, overwrite: bool, info: DistInfo):
     return lock, answer["run_id"]
 
 
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+def _has_per_rank_batchnorm(model: nn.Module) -> bool:
+    """BatchNorm whose batch statistics come from this process's images alone (SyncBatchNorm pools ranks)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+               for m in model.modules())
 
 
 def _print(info: DistInfo, text: str) -> None:
