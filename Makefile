@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench gpu-check clean
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py --out work_dirs/gpu_check
 
 clean:
 	rm -rf work_dirs .pytest_cache

@@ -2,7 +2,10 @@
 
 Variants, timed in turn on the same weights so drift in machine speed hits all of them alike:
   zeros    torchvision's model as is
-  partial  seg.nn.convert_padding(model, "partial"): O(perimeter) re-weighting, plan cached per (H, W)
+  partial  seg.nn.convert_padding(model, "partial") with the default re-weighting ("auto": border bands on
+           CPU; on CUDA a cached full-size map for small outputs, bands otherwise), plan cached per (H, W)
+  bands    partial, always re-weighting the border bands in place (O(perimeter) memory traffic)
+  fullmap  partial, always multiplying by the cached full-size ratio map (one elementwise pass)
   naive    the reference implementation's scheme: a full (B, 1, H, W) ratio map, multiplied over the
            whole output, recomputed whenever the input shape (batch size included) changes
 
@@ -23,9 +26,12 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet50, vgg16_bn
+from torchvision.models import resnet18, resnet50, vgg16_bn
 
-from seg.nn import convert_padding, has_padding
+from seg.nn import convert_padding, has_padding, set_reweight_strategy
+
+ARCHS = {"resnet50": resnet50, "vgg16_bn": vgg16_bn, "resnet18": resnet18}
+VARIANTS = ("zeros", "partial", "bands", "fullmap", "naive")
 
 
 class NaivePartialConv2d(nn.Conv2d):
@@ -54,27 +60,50 @@ def naive_copy(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_variants(arch: str) -> dict[str, nn.Module]:
-    factory = {"resnet50": resnet50, "vgg16_bn": vgg16_bn}[arch]
+class WithStrategy(nn.Module):
+    """Runs the wrapped partial-padding model under one re-weighting strategy (forward; backward follows
+    the graph that forward built)."""
+
+    def __init__(self, model: nn.Module, strategy: str):
+        super().__init__()
+        self.model, self.strategy = model, strategy
+
+    def forward(self, x):
+        old = set_reweight_strategy(self.strategy)
+        try:
+            return self.model(x)
+        finally:
+            set_reweight_strategy(old)
+
+
+def build_variants(arch: str, names=("zeros", "partial", "naive")) -> dict[str, nn.Module]:
+    """The same randomly initialised ``arch`` once per variant name in ``names`` (see the module doc)."""
     models = {}
-    for name in ("zeros", "partial", "naive"):
+    for name in names:
         torch.manual_seed(0)
-        model = factory()
-        if name == "partial":
-            convert_padding(model, "partial")
-        elif name == "naive":
+        model = ARCHS[arch]()
+        if name == "naive":
             naive_copy(model)
+        elif name != "zeros":
+            convert_padding(model, "partial")
+            if name in ("bands", "fullmap"):
+                model = WithStrategy(model, name)
         models[name] = model
     return models
 
 
 def clock(fn, device: torch.device) -> float:
+    """Seconds ``fn()`` takes: CUDA events on a GPU (device time, no host-side sync jitter), else wall time."""
     if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize(device)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
     start = time.perf_counter()
     fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -132,7 +161,9 @@ def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", nargs="+", default=["resnet50"], choices=["resnet50", "vgg16_bn"])
+    parser.add_argument("--arch", nargs="+", default=["resnet50"], choices=sorted(ARCHS))
+    parser.add_argument("--variants", nargs="+", default=["zeros", "partial", "naive"], choices=VARIANTS,
+                        help="ratios are to zeros, which is always measured")
     parser.add_argument("--size", nargs=4, type=int, default=[2, 3, 192, 384], metavar=("B", "C", "H", "W"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = steadiest numbers)")
@@ -141,6 +172,7 @@ def main():
                         default=["forward", "forward_backward", "alternating_batch", "first_call"])
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    args.variants = ["zeros"] + [v for v in args.variants if v != "zeros"]
     torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
@@ -149,17 +181,17 @@ def main():
     results = {"machine": f"{where}, torch {torch.__version__}", "size": args.size, "repeats": args.repeats, "archs": {}}
     print(f"{results['machine']}; input {tuple(args.size)}; {args.repeats} interleaved repeats; median seconds, "
           "median of per-repeat ratios")
-    print(f"{'arch':10s} {'scenario':18s} {'zeros':>9s} {'partial':>9s} {'naive':>9s} {'partial/zeros':>14s} "
-          f"{'naive/zeros':>12s}")
+    others = [v for v in args.variants if v != "zeros"]
+    print(f"{'arch':10s} {'scenario':18s} " + " ".join(f"{v:>9s}" for v in args.variants) + " " +
+          " ".join(f"{v + '/zeros':>14s}" for v in others))
     for arch in args.arch:
-        models = {name: m.to(device) for name, m in build_variants(arch).items()}
+        models = {name: m.to(device) for name, m in build_variants(arch, args.variants).items()}
         results["archs"][arch] = {}
         for scenario in args.scenarios:
             summary = summarise(measure(models, scenario, args.size, args.repeats, device))
             results["archs"][arch][scenario] = summary
-            print(f"{arch:10s} {scenario:18s} {summary['zeros']['median_s']:9.4f} "
-                  f"{summary['partial']['median_s']:9.4f} {summary['naive']['median_s']:9.4f} "
-                  f"{summary['partial']['ratio']:14.4f} {summary['naive']['ratio']:12.4f}", flush=True)
+            print(f"{arch:10s} {scenario:18s} " + " ".join(f"{summary[v]['median_s']:9.4f}" for v in args.variants)
+                  + " " + " ".join(f"{summary[v]['ratio']:14.4f}" for v in others), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

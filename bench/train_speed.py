@@ -53,12 +53,13 @@ def parse_args(argv=None):
 class Runner:
     """One variant: model, optimizer, scaler and a fixed synthetic batch, ready to step."""
 
-    def __init__(self, cfg: dict, padding: str, info: DistInfo, batch: int, crop: int):
+    def __init__(self, cfg: dict, padding: str, info: DistInfo, batch: int, crop: int, channels_last: bool = False):
         from seg.models import DeepLabV3Plus
         tcfg = cfg["train"]
         seed_everything(tcfg["seed"])  # same weights for every variant
         model = DeepLabV3Plus(**{**cfg["model"], "padding": padding})
-        model = convert_sync_bn(model, tcfg["sync_bn"], info).to(info.device).train()
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = convert_sync_bn(model, tcfg["sync_bn"], info).to(info.device, memory_format=memory_format).train()
         self.optimizer = build_optimizer(model, tcfg)
         self.model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda"
                                              else None) if info.distributed else model
@@ -66,7 +67,7 @@ class Runner:
         self.criterion = build_criterion(tcfg, info.device)
         self.dtype = amp_dtype(tcfg["amp"])
         g = torch.Generator().manual_seed(tcfg["seed"] + info.rank)
-        self.images = torch.randn(batch, 3, crop, crop, generator=g).to(info.device)
+        self.images = torch.randn(batch, 3, crop, crop, generator=g).to(info.device, memory_format=memory_format)
         self.targets = torch.randint(0, cfg["model"]["num_classes"], (batch, crop, crop), generator=g).to(info.device)
         self.device = info.device
 

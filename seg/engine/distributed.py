@@ -2,7 +2,7 @@
 
 One process per device. Without torchrun (no WORLD_SIZE in the environment) the run is a single
 process and no process group is created; under torchrun one is, whatever the world size.
- Backend: NCCL on GPU, gloo on CPU.
+Backend: NCCL on GPU, gloo on CPU.
 """
 from __future__ import annotations
 
