@@ -121,11 +121,12 @@ def test_compare_tables_and_plots(tmp_path):
         path.write_text(json.dumps(fake_result("resnet50", pad, mode, miou, leave, bands)))
         files.append(str(path))
     text = load_tool("compare").main(files + ["--out-dir", str(tmp_path / "cmp")])
-    assert "| resnet50 zeros | 70.00 | 69.00 | - |" in text
-    assert "| resnet50 partial | 71.50 | - | - |" in text
-    assert "| Δ resnet50 partial − resnet50 zeros | 1.50 | - | - |" in text
-    assert "| Δ resnet50 partial − resnet50 zeros | 1.50 | 2.25 |" in text  # leave-out diff row
-    assert "| Δ resnet50 partial − resnet50 zeros | 3.00 | 0.50 |" in text  # distance-band diff row
+    assert "| resnet50 zeros | 70.00 (1) | 69.00 (1) |" in text  # mean over one run each
+    assert "| resnet50 partial | 71.50 (1) | - |" in text
+    # one run per arm and no per-image statistics: the difference, without intervals
+    assert "| all pixels | 70.00 (1) | 71.50 (1) | +1.50 | - | - |" in text
+    assert "| 1/2 | 60.00 (1) | 62.25 (1) | +2.25 | - | - |" in text  # leave-out row
+    assert "| 0-16 | 50.00 (1) | 53.00 (1) | +3.00 | - | - |" in text  # distance-band row
     assert (tmp_path / "cmp" / "leave_out.png").stat().st_size > 0
     assert (tmp_path / "cmp" / "distance_profile.png").stat().st_size > 0
 

@@ -118,9 +118,11 @@ def test_eval_tool_writes_the_sidecar(demo_root, tmp_path):
     spec = importlib.util.spec_from_file_location("eval_tool", os.path.join(ROOT, "tools", "eval.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    out = tmp_path / "res.json"
-    tool.main([config, str(ckpt), "--leave-out", "0,1/3", "--distance-bands", "0,8", "--out", str(out),
-               "--num-workers", "0", "--device", "cpu", "--opts", f"data.root={demo_root}"])
+    tool.main([config, str(ckpt), "--mode", "regular,tile", "--tile-size", "64", "--leave-out", "0,1/3",
+               "--distance-bands", "0,8", "--out", str(tmp_path / "res_{mode}.json"), "--num-workers", "0",
+               "--device", "cpu", "--opts", f"data.root={demo_root}"])
+    assert json.loads((tmp_path / "res_tile.json").read_text())["settings"]["mode"] == "tile"
+    out = tmp_path / "res_regular.json"
     res = json.loads(out.read_text())
     stats = load_image_stats(sidecar_path(str(out)))
     assert res["image_stats"] == os.path.basename(sidecar_path(str(out))) and res["train_seed"] == 0

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint: regular / tiled / overlapping-tile inference, mIoU, leave-out and border bands.
 
     python tools/eval.py CONFIG CHECKPOINT [--mode overlap --tile-size 1024 --overlap 1/3] [--flip]
+        [--mode regular,tile,overlap --out DIR/eval_{mode}.json]     # several modes, one model load
         [--scales 0.5,1.0,2.0] [--padding partial] [--leave-out 0,1/3,1/2 --leave-out-by area]
         [--save-pred DIR] [--show-dir DIR] [--official] [--out results.json] [--opts key=value ...]
     torchrun --nproc_per_node N tools/eval.py ...   # the split is sharded; confusion matrices are summed
@@ -20,7 +21,7 @@ from seg.cli import add_config_args, add_device_args, positive_int, run_tool, to
 from seg.config import load_config, override_keys
 from seg.data import build_val_dataset
 from seg.engine.distributed import barrier, cleanup_distributed, init_distributed
-from seg.evaluation import build_eval_loader, evaluate
+from seg.evaluation import MODES, build_eval_loader, evaluate
 from seg.evaluation.official import official_scores
 from seg.evaluation.runner import eval_options, format_table, load_model_for_eval, parse_fractions, write_results
 from seg.evaluation.stats import save_image_stats, sidecar_path
@@ -31,7 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = tool_parser(__doc__)
     add_config_args(p)
     p.add_argument("checkpoint")
-    p.add_argument("--mode", choices=("regular", "tile", "overlap"))
+    p.add_argument("--mode", type=mode_list, help="regular, tile or overlap; several comma-separated give one "
+                   "results file each (a given --out must then contain {mode})")
     p.add_argument("--tile-size", type=positive_int)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overlap", type=lambda s: parse_fractions(s)[0],
@@ -51,12 +53,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--official", action="store_true", help="also score with cityscapesscripts")
     p.add_argument("--out", help="results JSON (default: <checkpoint dir>/eval_<mode>.json)")
     add_device_args(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.mode and len(args.mode) > 1 and args.out and "{mode}" not in args.out:
+        p.error(f"--out {args.out} must contain {{mode}} when several modes are evaluated")
+    return args
+
+
+def mode_list(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(f"expected modes from {', '.join(MODES)}, got {text!r}")
+    return modes
 
 
 def options_from(args, cfg: dict) -> dict:
     opts = eval_options(cfg["eval"])
-    for key in ("mode", "tile_size", "overlap", "stride", "flip", "scales", "tile_batch", "leave_out",
+    for key in ("tile_size", "overlap", "stride", "flip", "scales", "tile_batch", "leave_out",
                 "leave_out_by", "distance_bands"):
         value = getattr(args, key, None)
         if value is not None:
@@ -74,6 +87,15 @@ def main(argv=None) -> dict:
     workers = cfg["data"]["num_workers"] if args.num_workers is None else args.num_workers
     loader = build_eval_loader(dataset, batch_size=1, num_workers=workers)
     opts = options_from(args, cfg)
+    modes = args.mode or [opts["mode"]]
+    for mode in modes:  # the model and data are loaded once for all modes
+        result = evaluate_mode(args, cfg, model, model_info, loader, info, dict(opts, mode=mode))
+    cleanup_distributed()
+    return result
+
+
+def evaluate_mode(args, cfg, model, model_info, loader, info, opts) -> dict:
+    """One inference mode: evaluate, then (main process) write the results JSON and its per-image sidecar."""
     save_pred = args.save_pred or (tempfile.mkdtemp(prefix="seg_official_") if args.official else None)
     result = evaluate(model, loader, model_info["num_classes"], info.device, save_pred=save_pred,
                       show_dir=args.show_dir, image_mean=cfg["data"]["mean"], image_std=cfg["data"]["std"],
@@ -86,15 +108,14 @@ def main(argv=None) -> dict:
             result["official"] = {"mIoU": official["mIoU"], "IoU": official["IoU"],
                                   "abs_diff_mIoU": abs(official["mIoU"] - result["mIoU"])}
         result.pop("predictions", None)
-        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
-                                       f"eval_{result['settings']['mode']}_{model_info['eval_padding']}.json")
+        out = args.out.replace("{mode}", opts["mode"]) if args.out else os.path.join(
+            os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{opts['mode']}_{model_info['eval_padding']}.json")
         stats_path = sidecar_path(out)  # per-image counts for tools/compare.py's bootstrap
         save_image_stats(result.pop("image_stats"), stats_path)
         result["image_stats"] = os.path.basename(stats_path)
         write_results(result, out)
         print(format_table(result))
         print(f"results written to {out} (per-image statistics: {stats_path})")
-    cleanup_distributed()
     return result
 
 
