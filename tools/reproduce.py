@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 
+from seg.atomic import atomic_write_text
 from seg.cli import run_tool, tool_parser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,8 +193,7 @@ def main(argv=None):
                     "```", json.dumps(result["archs"], indent=1) if result else "not run yet", "```"]
     os.makedirs(args.work_dir, exist_ok=True)
     path = os.path.join(args.work_dir, "reproduction.md")
-    with open(path, "w") as f:
-        f.write("\n".join(report) + "\n")
+    atomic_write_text(path, "\n".join(report) + "\n")
     print("\n".join(report))
     print(f"\nwritten to {path}")
 

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 
+from seg.atomic import atomic_write_text
 from seg.classification.config import ConfigError, dump_config, load_classifier_config, validate_classifier_config
 from seg.classification.data import build_classification_datasets, build_imagefolder, build_transforms
 from seg.classification.metrics import evaluate_classifier
@@ -66,8 +67,7 @@ def resolve_work_dir(args, cfg) -> str:
 def _write_tables(out_dir: str, name: str, tables: dict[str, str], data) -> None:
     write_json(data, os.path.join(out_dir, f"{name}.json"))
     text = "\n\n".join(f"## {title}\n\n{table}" for title, table in tables.items()) + "\n"
-    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
-        f.write(text)
+    atomic_write_text(os.path.join(out_dir, f"{name}.md"), text)
     print(text)
 
 

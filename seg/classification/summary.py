@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Iterable, Sequence
+
+from seg.atomic import atomic_write_text
 
 __all__ = ["summarize_run", "aggregate", "compare_groups", "format_comparison", "padding_tables",
            "cross_test_rows", "write_json", "STD_DDOF"]
@@ -119,9 +120,4 @@ def cross_test_rows(results: list[dict], metric: str = "top1") -> list[dict]:
 
 def write_json(obj, path: str) -> None:
     """Write `obj` as indented JSON atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
