@@ -68,7 +68,7 @@ def run_markers(work_dir: str) -> list[str]:
 def move_aside(work_dir: str) -> str:
     """Move everything in `work_dir` but the lock into a new sibling ``<work dir>.old-<time>``; returns it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = f"{os.path.normpath(work_dir)}.old-{stamp}"
+    base = f"{os.path.abspath(work_dir)}.old-{stamp}"
     dest, n = base, 1
     while os.path.exists(dest):
         dest, n = f"{base}-{n}", n + 1
