@@ -60,7 +60,7 @@ tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
 seen, original = [], tool.build_datasets
 
 class Recording(torch.utils.data.Dataset):
-    def __init__(self, ds): self.ds, self.epoch, self.normalize = ds, 0, ds.normalize  # uint8 crops: on-device norm
+    def __init__(self, ds): self.ds, self.epoch, self.normalize = ds, 0, ds.normalize  # uint8 crops
     def set_epoch(self, epoch): self.epoch = epoch; self.ds.set_epoch(epoch)
     def __len__(self): return len(self.ds)
     def __getitem__(self, i): seen.append((self.epoch, i)); return self.ds[i]
