@@ -8,7 +8,12 @@ Use it as ``data.root``, e.g. ``build_val_dataset({"root": demo_root})`` or
 ``build_train_dataset({"root": demo_root, "crop_size": 64}, seed=0)``. Treat it as read-only (it is shared);
 the class-centroid cache is written to ``<demo_root>/.cache``.
 """
+import os
+
 import pytest
+
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo",
+                           "deeplabv3plus_r18_zeros.yaml")
 
 DEMO_SIZE = (64, 128)  # (height, width)
 DEMO_COUNTS = {"train": 6, "val": 4, "extra": 3}
@@ -21,3 +26,16 @@ def demo_root(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("demo_cityscapes")
     generate_demo_dataset(str(root), height=DEMO_SIZE[0], width=DEMO_SIZE[1], seed=0, **DEMO_COUNTS)
     return str(root)
+
+
+def save_demo_checkpoint(path, opts=()) -> str:
+    """A randomly initialised (seed 0) DeepLabV3+ of the demo config with `opts` overrides, saved with its config
+    as a model-only checkpoint at `path`; returns str(path)."""
+    import torch
+
+    from seg.config import load_config
+    from seg.models import DeepLabV3Plus
+    cfg = load_config(DEMO_CONFIG, list(opts))
+    torch.manual_seed(0)
+    torch.save({"model": DeepLabV3Plus(**cfg["model"]).state_dict(), "config": cfg, "meta": {}}, path)
+    return str(path)

@@ -11,6 +11,7 @@ import socket
 
 import pytest
 import torch
+from conftest import save_demo_checkpoint
 
 from seg.cli import run_tool
 from seg.config import ConfigError, load_config
@@ -123,13 +124,7 @@ def test_eval_argument_errors_name_the_option(capsys):
 @pytest.fixture(scope="module")
 def os16_checkpoint(tmp_path_factory):
     """An output-stride-16 ResNet-18 checkpoint (the demo config says 8)."""
-    from seg.models import DeepLabV3Plus
-    cfg = load_config(CONFIG, ["model.output_stride=16"])
-    torch.manual_seed(0)
-    model = DeepLabV3Plus(**cfg["model"])
-    path = tmp_path_factory.mktemp("os16") / "r18_os16.pth"
-    torch.save({"model": model.state_dict(), "config": cfg, "meta": {}}, path)
-    return str(path)
+    return save_demo_checkpoint(tmp_path_factory.mktemp("os16") / "r18_os16.pth", ["model.output_stride=16"])
 
 
 def test_eval_builds_the_checkpoints_architecture_and_records_it(demo_root, os16_checkpoint, tmp_path):

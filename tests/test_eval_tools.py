@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import save_demo_checkpoint
 
 from seg.evaluation import build_eval_loader, evaluate
 from seg.evaluation.official import official_scores
@@ -58,14 +59,7 @@ def test_miou_equals_cityscapesscripts_on_demo_val(demo_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def r18_checkpoint(tmp_path_factory):
-    from seg.config import load_config
-    from seg.models import DeepLabV3Plus
-    cfg = load_config(CONFIG)
-    torch.manual_seed(0)
-    model = DeepLabV3Plus(**cfg["model"])
-    path = tmp_path_factory.mktemp("ckpt") / "r18_zeros.pth"
-    torch.save({"model": model.state_dict(), "config": cfg, "meta": {}}, path)
-    return str(path)
+    return save_demo_checkpoint(tmp_path_factory.mktemp("ckpt") / "r18_zeros.pth")
 
 
 def test_eval_tool_end_to_end(demo_root, r18_checkpoint, tmp_path):
