@@ -154,6 +154,14 @@ def test_eval_refuses_a_command_line_architecture_that_contradicts_the_checkpoin
     assert not (tmp_path / "r.json").exists()
 
 
+def test_eval_labels_beyond_the_checkpoints_classes_name_the_key(demo_root, tmp_path, capsys):
+    ckpt = save_demo_checkpoint(tmp_path / "five.pth", ["model.num_classes=5"])
+    argv = [CONFIG, ckpt, "--device", "cpu", "--num-workers", "0", "--out", str(tmp_path / "r.json"), "--opts",
+            f"data.root={demo_root}"]
+    err = one_line_error(load_tool("eval").main, argv, capsys)
+    assert "target holds ids outside [0, 5) of model.num_classes=5" in err
+
+
 # ---------------------------------------------------------------- case 9: housekeeping
 def test_tools_import_the_installed_package_without_sys_path_edits():
     for path in glob.glob(os.path.join(ROOT, "tools", "*.py")):

@@ -17,6 +17,8 @@ from typing import Sequence
 
 import torch
 
+from seg.data.io import DataError
+
 __all__ = [
     "confusion_matrix",
     "scores_from_confusion",
@@ -65,8 +67,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     if t.numel():  # min/max reductions only: no boolean compaction (which syncs on GPU)
         t_min, t_max = (int(v) for v in t.aminmax())
         if t_min < 0 or t_max > max(k - 1, ignore_index):
-            raise ValueError(f"target holds ids outside [0, {k}) other than ignore_index={ignore_index}: "
-                             f"min {t_min}, max {t_max}")
+            raise DataError(f"target holds ids outside [0, {k}) of model.num_classes={k} other than "
+                            f"ignore_index={ignore_index}: min {t_min}, max {t_max}")
         if check_pred:
             p_min, p_max = (int(v) for v in p.aminmax())
             if p_min < 0 or p_max >= k:
@@ -83,7 +85,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         index += region_offset.expand_as(index)
     counts = torch.bincount(index.reshape(-1), minlength=3 * bins)
     if t.numel() and int(counts[2 * bins:].sum()):
-        raise ValueError(f"target holds ids outside [0, {k}) other than ignore_index={ignore_index}")
+        raise DataError(f"target holds ids outside [0, {k}) of model.num_classes={k} other than "
+                        f"ignore_index={ignore_index}")
     counts = counts[:bins]
     if region is None and region_offset is None:
         return counts.reshape(k, k)
