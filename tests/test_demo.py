@@ -4,7 +4,9 @@ import os
 import re
 import sys
 
+import numpy as np
 import pytest
+from scipy import stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -45,14 +47,25 @@ def test_demo_reuses_finished_steps(demo_report):
 
 
 def test_reproduce_plan_and_tables(tmp_path, capsys):
+    """Three seeds per cell; best-on-val and final checkpoints each as mean ± std with a paired interval."""
     work = tmp_path / "paper"
-    for padding, miou in (("zeros", 70.0), ("partial", 71.5)):
-        folder = work / "cityscapes" / f"resnet50_{padding}"
-        folder.mkdir(parents=True)
-        json.dump({"mIoU": miou}, open(folder / "eval_regular.json", "w"))
+    values = {("zeros", "best"): [70.0, 71.0, 69.5], ("partial", "best"): [71.5, 71.2, 70.9],
+              ("zeros", "final"): [69.0, 70.5, 69.1], ("partial", "final"): [70.0, 70.1, 70.6]}
+    for (padding, kind), mious in values.items():
+        for seed, miou in enumerate(mious):
+            folder = work / "cityscapes" / f"resnet50_{padding}_s{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            json.dump({"mIoU": miou}, open(folder / f"eval_{kind}_regular.json", "w"))
     reproduce.main(["--tables", "5", "--work-dir", str(work)])
     out = capsys.readouterr().out
-    assert re.search(r"\[table 5\] \[to run\] .*tools/train.py", out)  # no model_final.pth yet
-    assert re.search(r"\[table 5\] \[done\] .*tools/eval.py .*resnet50_zeros", out)
-    assert re.search(r"\| resnet50 \| 70\.00 \| 71\.50 \| 78\.08 \| 78\.20 \|", out)
-    assert "| wrn38 | not run | not run |" in out
+    for seed in (0, 1, 2):  # no model_final.pth yet: training to run, with the seed
+        assert re.search(rf"\[table 5\] \[to run\] .*tools/train.py .*resnet50_zeros_s{seed} .*train.seed={seed}", out)
+    assert re.search(r"\[table 5\] \[done\] .*tools/eval.py .*resnet50_zeros_s1/checkpoints/best.pth", out)
+    cells = []
+    for kind in ("best", "final"):
+        z, p = np.array(values[("zeros", kind)]), np.array(values[("partial", kind)])
+        ci = stats.ttest_rel(p, z).confidence_interval(0.95)
+        cells += [f"{z.mean():.2f} ± {z.std(ddof=1):.2f} (3)", f"{p.mean():.2f} ± {p.std(ddof=1):.2f} (3)",
+                  f"{p.mean() - z.mean():+.2f} [{ci.low:+.2f}, {ci.high:+.2f}]"]
+    assert f"| resnet50 | {' | '.join(cells)} | 78.08 | 78.20 |" in out
+    assert "| wrn38 | not run | not run | - | not run |" in out

@@ -4,6 +4,11 @@
     python tools/reproduce.py --tables 5 6 7 seg4 --run     # run what is missing, then print the tables
     python tools/reproduce.py --tables 1 2 3 4 --gpus 8 --run
 
+Cityscapes cells (tables 5-7) are trained once per seed (--seeds, default 0,1,2, as the paper's three runs),
+validated periodically (train.val_interval), and both the best-on-validation checkpoint (the paper's choice)
+and the final one are evaluated; the tables give mean ± std over seeds for each, with the partial - zero
+difference and its 95% interval, beside the paper's figures. The cross-test uses the first seed.
+
 Tables (numbering as in the paper):
   1     padding overhead, ResNet-50 and VGG16-BN inference, first call and steady state (bench/padding_overhead.py)
   2, 3  ImageNet top-1, best epoch / mean of last 5 epochs, 5 runs per (arch, padding) (tools/train_classifier.py)
@@ -26,11 +31,12 @@ import subprocess
 import sys
 
 from seg.atomic import atomic_write_text
-from seg.cli import run_tool, tool_parser
+from seg.cli import positive_int, run_tool, tool_parser
+from seg.evaluation.uncertainty import difference_interval, mean_std
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# SPEC §5 and the paper's tables: (zero, partial) figures
+# The paper's tables (arXiv 1811.11718): (zero, partial) figures
 PAPER = {
     "5": {"resnet50": (78.08, 78.20), "wrn38": (80.20, 80.31)},
     "6": {"tile": (79.53, 79.91), "overlap": (79.71, 80.08)},
@@ -40,6 +46,10 @@ PAPER = {
     "4": "ResNet-50: zero->partial loses about 16 points, partial->zero about 0.7",
 }
 SEG_MODELS = {"resnet50": "deeplabv3plus_r50_{}_896", "wrn38": "deeplabv3plus_wrn38_{}_736"}
+PADS = ("zeros", "partial")
+SEEDS = "0,1,2"  # the paper ran three trainings per Cityscapes cell and reported their mean
+CHECKPOINTS = {"best": os.path.join("checkpoints", "best.pth"), "final": "model_final.pth"}
+LEAVE_OUT = "0,1/3,1/2,2/3,3/4,7/8"  # centre proportions for Table 7
 CLS_ARCHS = ("resnet50", "resnet101", "resnet152", "vgg16_bn", "vgg19_bn")
 
 
@@ -57,24 +67,42 @@ def launcher(gpus: int) -> list[str]:
     return ["torchrun", "--nproc_per_node", str(gpus)] if gpus > 1 else [sys.executable]
 
 
+def seg_run_dir(args, enc: str, pad: str, seed: int) -> str:
+    return os.path.join(args.work_dir, "cityscapes", f"{enc}_{pad}_s{seed}")
+
+
+def seg_modes(enc: str) -> list[str]:
+    """Tables 5 (regular, both encoders), 6 and 7 (tile / overlap, WRN-38 only)."""
+    return ["regular"] + (["tile", "overlap"] if enc == "wrn38" else [])
+
+
+def eval_json(work: str, kind: str, mode: str) -> str:
+    """Results of the ``kind`` checkpoint ("final": model_final.pth, "best": best on validation)."""
+    return os.path.join(work, f"eval_{kind}_{mode}.json")
+
+
 def seg_steps(args) -> list[Step]:
+    """Per (encoder, padding, seed): train with periodic validation, then evaluate the final checkpoint
+    and the best-on-validation one in every mode the tables need (one eval process per checkpoint)."""
     steps = []
     data = f"data.root={args.cityscapes}"
+    val = [f"train.val_interval={args.val_interval}"] if args.val_interval else []
     for enc, name in SEG_MODELS.items():
-        for pad in ("zeros", "partial"):
+        modes = seg_modes(enc)
+        for pad in PADS:
             cfg = f"configs/cityscapes/{name.format(pad)}.yaml"
-            work = os.path.join(args.work_dir, "cityscapes", f"{enc}_{pad}")
-            ckpt = os.path.join(work, "model_final.pth")
-            steps.append(Step("5", [*launcher(args.gpus), "tools/train.py", cfg, "--work-dir", work,
-                                    "--resume", "auto", "--opts", data], ckpt))
-            modes = ["regular"] + (["tile", "overlap"] if enc == "wrn38" else [])
-            for mode in modes:
-                table = {"regular": "5", "tile": "6", "overlap": "6"}[mode]
-                steps.append(Step(table, [*launcher(args.gpus), "tools/eval.py", cfg, ckpt, "--mode", mode,
-                                          "--out", os.path.join(work, f"eval_{mode}.json"), "--opts", data],
-                                  os.path.join(work, f"eval_{mode}.json")))
-    ckpts = [os.path.join(args.work_dir, "cityscapes", f"{enc}_{pad}", "model_final.pth")
-             for enc in SEG_MODELS for pad in ("zeros", "partial")]
+            for seed in args.seeds:
+                work = seg_run_dir(args, enc, pad, seed)
+                steps.append(Step("5", [*launcher(args.gpus), "tools/train.py", cfg, "--work-dir", work, "--resume",
+                                        "auto", "--opts", data, f"train.seed={seed}", *val],
+                                  os.path.join(work, "model_final.pth")))
+                for kind, ckpt in CHECKPOINTS.items():
+                    leave = ["--leave-out", LEAVE_OUT] if enc == "wrn38" else []
+                    steps.append(Step("5", [*launcher(args.gpus), "tools/eval.py", cfg, os.path.join(work, ckpt),
+                                            "--mode", ",".join(modes), *leave, "--out", eval_json(work, kind, "{mode}"),
+                                            "--opts", data], eval_json(work, kind, modes[-1])))
+    seed = args.seeds[0]
+    ckpts = [os.path.join(seg_run_dir(args, enc, pad, seed), "model_final.pth") for enc in SEG_MODELS for pad in PADS]
     out = os.path.join(args.work_dir, "cityscapes", "cross_test")
     steps.append(Step("seg4", [sys.executable, "tools/cross_test.py", "configs/cityscapes/"
                                f"{SEG_MODELS['resnet50'].format('zeros')}.yaml", *ckpts, "--out-dir", out,
@@ -116,34 +144,76 @@ def load(path: str) -> dict | None:
         return None
 
 
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    mean, std, n = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f} ({n})" if n > 1 else f"{mean:.2f} (1)"
+
+
+def _diff(zero: list[float], part: list[float], seeds_z: list[int], seeds_p: list[int]) -> str:
+    if not zero or not part:
+        return "-"
+    t = difference_interval(zero, part, seeds_z, seeds_p)
+    iv = "" if t["df"] is None else f" [{t['low']:+.2f}, {t['high']:+.2f}]"
+    return f"{t['diff']:+.2f}{iv}"
+
+
+class SegResults:
+    """The eval JSONs of every (encoder, padding, seed, checkpoint kind, mode) found under the work dir."""
+
+    def __init__(self, args):
+        self.args = args
+        self.res = {(enc, pad, seed, kind, mode): load(eval_json(seg_run_dir(args, enc, pad, seed), kind, mode))
+                    for enc in SEG_MODELS for pad in PADS for seed in args.seeds for kind in CHECKPOINTS
+                    for mode in ("regular", "tile", "overlap")}
+
+    def values(self, enc, pad, kind, mode, pick=lambda r: r["mIoU"]) -> tuple[list[float], list[int]]:
+        """(values, seeds) of the runs that have results."""
+        found = [(pick(r), seed) for seed in self.args.seeds
+                 if (r := self.res[(enc, pad, seed, kind, mode)]) is not None]
+        return [v for v, _ in found], [s for _, s in found]
+
+    def row(self, enc, mode, pick=lambda r: r["mIoU"]) -> list[str]:
+        """zero / partial / difference [95% seed interval] for the best-on-val and the final checkpoints."""
+        cells = []
+        for kind in ("best", "final"):
+            (z, sz), (p, sp) = (self.values(enc, pad, kind, mode, pick) for pad in PADS)
+            cells += [_ms(z), _ms(p), _diff(z, p, sz, sp)]
+        return cells
+
+
+def header(first: str, paper: bool = True) -> list[str]:
+    cols = [first, "zero, best on val", "partial, best on val", "diff [95%]", "zero, final", "partial, final",
+            "diff [95%]"] + (["zero (paper)", "partial (paper)"] if paper else [])
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
+PROTOCOL = ("Each cell: mean ± std (n) over the training seeds {seeds}; diff = partial - zero with a 95% t interval "
+            "(paired by seed). *best on val*: the checkpoint with the highest periodic validation mIoU (the paper's "
+            "choice; it is picked on the same val set it is scored on, so it is optimistic); *final*: the last "
+            "checkpoint.")
+
+
 def seg_tables(args) -> list[str]:
-    """Tables 5-7 as Markdown, measured next to the paper."""
-    work = os.path.join(args.work_dir, "cityscapes")
-    res = {(enc, pad, mode): load(os.path.join(work, f"{enc}_{pad}", f"eval_{mode}.json"))
-           for enc in SEG_MODELS for pad in ("zeros", "partial") for mode in ("regular", "tile", "overlap")}
-
-    def miou(enc, pad, mode):
-        r = res[(enc, pad, mode)]
-        return f"{r['mIoU']:.2f}" if r else "not run"
-
-    lines = ["## Table 5: Cityscapes val mIoU, regular inference", "",
-             "| model | zero (ours) | partial (ours) | zero (paper) | partial (paper) |", "|---|---|---|---|---|"]
+    """Tables 5-7 as Markdown: means and spreads over seeds for both checkpoint choices, next to the paper."""
+    found = SegResults(args)
+    lines = ["## Table 5: Cityscapes val mIoU, regular inference", "", PROTOCOL.format(seeds=args.seeds), "",
+             *header("model")]
     for enc, (pz, pp) in PAPER["5"].items():
-        lines.append(f"| {enc} | {miou(enc, 'zeros', 'regular')} | {miou(enc, 'partial', 'regular')} | {pz:.2f} | {pp:.2f} |")
-    lines += ["", "## Table 6: WRN-38, tiled inference", "",
-              "| mode | zero (ours) | partial (ours) | zero (paper) | partial (paper) |", "|---|---|---|---|---|"]
+        lines.append(f"| {enc} | " + " | ".join(found.row(enc, "regular")) + f" | {pz:.2f} | {pp:.2f} |")
+    lines += ["", "## Table 6: WRN-38, tiled inference", "", *header("mode")]
     for mode, (pz, pp) in PAPER["6"].items():
-        lines.append(f"| {mode} | {miou('wrn38', 'zeros', mode)} | {miou('wrn38', 'partial', mode)} | {pz:.2f} | {pp:.2f} |")
+        lines.append(f"| {mode} | " + " | ".join(found.row("wrn38", mode)) + f" | {pz:.2f} | {pp:.2f} |")
     lines += ["", "## Table 7: WRN-38, tile inference, centre leave-out mIoU", "", f"Paper: {PAPER['7']}.", ""]
-    zero, part = res[("wrn38", "zeros", "tile")], res[("wrn38", "partial", "tile")]
-    if zero and part:
-        lines += ["| left out | zero | partial | diff |", "|---|---|---|---|"]
-        for z, p in zip(zero["leave_out"]["results"], part["leave_out"]["results"]):
-            lines.append(f"| {z['label']} | {z['mIoU']:.2f} | {p['mIoU']:.2f} | {p['mIoU'] - z['mIoU']:+.2f} |")
-        lines += ["", zero["leave_out"]["meaning"]]
-    else:
-        lines.append("not run yet")
-    return lines
+    first = next((r for (enc, _, _, _, mode), r in found.res.items() if enc == "wrn38" and mode == "tile" and r), None)
+    if first is None or "leave_out" not in first:
+        return lines + ["not run yet"]
+    lines += header("left out", paper=False)
+    for i, row in enumerate(first["leave_out"]["results"]):
+        cells = found.row("wrn38", "tile", pick=lambda r, i=i: r["leave_out"]["results"][i]["mIoU"])
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return lines + ["", first["leave_out"]["meaning"]]
 
 
 def text_result(path: str, title: str, paper: str) -> list[str]:
@@ -159,11 +229,15 @@ def main(argv=None):
     p.add_argument("--run", action="store_true", help="run the missing steps (default: only print the plan)")
     p.add_argument("--gpus", type=int, default=8, help="processes per training run (torchrun)")
     p.add_argument("--runs", type=int, default=5, help="ImageNet runs per (arch, padding)")
+    p.add_argument("--seeds", default=SEEDS, help="training seeds per Cityscapes table cell (default 0,1,2)")
+    p.add_argument("--val-interval", type=positive_int,
+                   help="validate every N iterations (default: the config's train.val_interval, 5000 of 31k)")
     p.add_argument("--cityscapes", default="datasets/cityscapes")
     p.add_argument("--imagenet", default="datasets/imagenet")
     p.add_argument("--device", default="cuda", help="device for the overhead benchmark")
     p.add_argument("--work-dir", default="work_dirs/paper")
     args = p.parse_args(argv)
+    args.seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
 
     wanted = set(args.tables)
     steps = [s for s in overhead_steps(args) + cls_steps(args) + seg_steps(args) if s.table in wanted]
