@@ -154,12 +154,14 @@ def test_eval_refuses_a_command_line_architecture_that_contradicts_the_checkpoin
     assert not (tmp_path / "r.json").exists()
 
 
-def test_eval_labels_beyond_the_checkpoints_classes_name_the_key(demo_root, tmp_path, capsys):
+def test_eval_errors_are_one_line_labels_beyond_classes_and_oversized_tiles(demo_root, tmp_path, capsys):
     ckpt = save_demo_checkpoint(tmp_path / "five.pth", ["model.num_classes=5"])
     argv = [CONFIG, ckpt, "--device", "cpu", "--num-workers", "0", "--out", str(tmp_path / "r.json"), "--opts",
             f"data.root={demo_root}"]
     err = one_line_error(load_tool("eval").main, argv, capsys)
     assert "target holds ids outside [0, 5) of model.num_classes=5" in err
+    err = one_line_error(load_tool("eval").main, argv[:2] + ["--mode", "tile", "--tile-size", "96"] + argv[2:], capsys)
+    assert "error: tile size 96 is larger than the image" in err
 
 
 # ---------------------------------------------------------------- case 9: housekeeping

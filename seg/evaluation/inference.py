@@ -20,6 +20,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from seg.config import ConfigError
+
 __all__ = ["MODES", "canonical_mode", "tile_starts", "tile_stride", "tile_grid", "predict_logits", "forward_logits", "NetworkTimer"]
 
 MODES = ("regular", "tile", "overlap")
@@ -30,7 +32,7 @@ def canonical_mode(mode: str) -> str:
     """Validate an inference mode name ("tile_overlap" is accepted for "overlap")."""
     mode = MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
-        raise ValueError(f"unknown inference mode {mode!r}; expected one of {MODES}")
+        raise ConfigError(f"unknown inference mode {mode!r}; expected one of {MODES}")
     return mode
 
 
@@ -73,16 +75,16 @@ def tile_stride(mode: str, tile_size: int, overlap: float = 1 / 3, stride: int |
     ceil(tile_size * (1 - overlap)) for "overlap"."""
     if mode == "tile":
         if stride is not None and stride != tile_size:
-            raise ValueError(f"stride {stride} given with mode 'tile' (stride = tile size); use mode 'overlap'")
+            raise ConfigError(f"stride {stride} given with mode 'tile' (stride = tile size); use mode 'overlap'")
         return tile_size
     if mode != "overlap":
-        raise ValueError(f"unknown inference mode {mode!r}; expected one of {MODES}")
+        raise ConfigError(f"unknown inference mode {mode!r}; expected one of {MODES}")
     if stride is None:
         if not 0.0 <= overlap < 1.0:
-            raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap}")
+            raise ConfigError(f"overlap must be a fraction in [0, 1), got {overlap}")
         stride = math.ceil(tile_size * (1.0 - overlap))
     if not 1 <= stride <= tile_size:
-        raise ValueError(f"stride must lie in [1, tile_size={tile_size}], got {stride}")
+        raise ConfigError(f"stride must lie in [1, tile_size={tile_size}], got {stride}")
     return stride
 
 
@@ -90,8 +92,8 @@ def tile_starts(length: int, tile_size: int, stride: int) -> list[int]:
     """Tile origins along one axis: 0, stride, 2*stride, ... and a last one aligned to the border
     (length - tile_size) so every pixel is covered without padding."""
     if tile_size > length:
-        raise ValueError(f"tile size {tile_size} is larger than the image side {length}; "
-                         f"use a smaller --tile-size or mode 'regular'")
+        raise ConfigError(f"tile size {tile_size} is larger than the image side {length}; "
+                          f"use a smaller --tile-size or mode 'regular'")
     starts = list(range(0, length - tile_size + 1, stride))
     if starts[-1] != length - tile_size:
         starts.append(length - tile_size)
@@ -160,8 +162,8 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
     step = tile_stride(mode, tile_size, overlap, stride) if mode != "regular" else 0
     height, width = image.shape[-2:]
     if mode != "regular" and tile_size > min(height, width):
-        raise ValueError(f"tile size {tile_size} is larger than the image {height}x{width}; "
-                         f"use a smaller --tile-size or mode 'regular'")
+        raise ConfigError(f"tile size {tile_size} is larger than the image {height}x{width}; "
+                          f"use a smaller --tile-size or mode 'regular'")
     total, runs = None, 0
     for scale in scales:
         if scale <= 0:
