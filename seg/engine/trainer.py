@@ -36,7 +36,7 @@ from .sampler import EpochSeededDataset, ResumableDistributedSampler
 from .workdir import claim_work_dir, new_run_id, write_run_id
 
 __all__ = ["NonFiniteLossError", "Trainer", "seed_everything", "set_determinism", "amp_dtype", "train_step",
-           "check_finite_loss", "build_train_loader", "train"]
+           "check_finite_loss", "check_finite_state", "any_labelled", "build_train_loader", "train"]
 
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 VERIFY_SAMPLE = 16  # files per data set whose label values are checked before iteration 1 (all with verify)
@@ -115,8 +115,8 @@ def check_finite_state(model: nn.Module, step: int, last_ckpt: str | None) -> No
                                  f"{_last_good(last_ckpt)}")
 
 
-def count_labelled(targets: torch.Tensor, num_classes: int, ignore_index: int, where: str) -> int:
-    """Labelled (not `ignore_index`) pixels of `targets` summed over ranks; DataError, on every rank, when a
+def any_labelled(targets: torch.Tensor, num_classes: int, ignore_index: int, where: str) -> bool:
+    """Whether any rank's `targets` hold a labelled (not `ignore_index`) pixel; DataError, on every rank, when a
     value is neither a class of ``model.num_classes`` nor the ignore index. Collective under DDP."""
     labelled = targets != ignore_index
     values = torch.where(labelled, targets, 0)
@@ -127,7 +127,7 @@ def count_labelled(targets: torch.Tensor, num_classes: int, ignore_index: int, w
         raise DataError(f"{where}: label values {seen or '(on another rank)'} are outside 0..{num_classes - 1} "
                         f"of model.num_classes={num_classes} and are not train.ignore_index={ignore_index}; set "
                         "model.num_classes to the dataset's number of classes")
-    return int(round(stats[0].item()))
+    return stats[0].item() > 0
 
 
 def build_train_loader(dataset: Dataset, cfg: dict, info: DistInfo
@@ -256,7 +256,7 @@ class Trainer:
             self.model(image[None].to(self.info.device))
         self.model.train()
         labels = getattr(self.val_set, "label_paths", None)
-        count_labelled(target, self.cfg["model"]["num_classes"], self.tcfg["ignore_index"],
+        any_labelled(target, self.cfg["model"]["num_classes"], self.tcfg["ignore_index"],
                        labels[0] if labels else "validation sample 0")
 
     def check_loss(self, loss: torch.Tensor) -> None:
@@ -336,7 +336,7 @@ class Trainer:
         would be 0/0 = NaN. The step is skipped; the iteration still counts, so the data order and the LR
         schedule stay those of an uninterrupted run."""
         where = f"training batch of iteration {self.iteration + 1}"
-        if count_labelled(targets, self.cfg["model"]["num_classes"], self.tcfg["ignore_index"], where):
+        if any_labelled(targets, self.cfg["model"]["num_classes"], self.tcfg["ignore_index"], where):
             return True
         self.skipped += 1
         log.message(f"warning: every pixel of the {where} is train.ignore_index={self.tcfg['ignore_index']}; "
