@@ -166,11 +166,14 @@ def conv_grads(conv, x, gy):
     return torch.autograd.grad(conv(x), leaves, gy)
 
 
-@pytest.fixture(params=["strips", "copy"])
+@pytest.fixture(params=["strips", "copy", "fullmap"])
 def backward_strategy(request, monkeypatch):
-    """Force backward to correct the bands by strip convolutions, or by scaling a copy of the gradient."""
+    """Force backward to correct the bands by strip convolutions, or by scaling a copy of the gradient, or
+    re-weight by the full-size maps (forward and backward)."""
     monkeypatch.setattr(pc, "STRIP_WORK_LIMIT", float("inf") if request.param == "strips" else 0)
-    return request.param
+    old = pc.set_reweight_strategy("fullmap" if request.param == "fullmap" else "bands")
+    yield request.param
+    pc.set_reweight_strategy(old)
 
 
 @pytest.mark.parametrize("case", grid_cases(), ids=str)

@@ -92,12 +92,17 @@ def barrier() -> None:
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over all ranks (identity for a single process)."""
+    """Mean of a tensor over all ranks (identity for a single process), on the tensor's own device.
+
+    NCCL reduces CUDA tensors only: a CPU tensor travels through the current GPU and back."""
     if not (dist.is_available() and dist.is_initialized()):
         return value
+    home = value.device
+    if dist.get_backend() == "nccl" and home.type != "cuda":
+        value = value.to(torch.device("cuda", torch.cuda.current_device()))
     value = value.clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value / dist.get_world_size()
+    return (value / dist.get_world_size()).to(home)
 
 
 def broadcast_object(obj, src: int = 0):

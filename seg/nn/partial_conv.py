@@ -4,12 +4,13 @@
 window that fall inside the image (arXiv 1811.11718, eq. 1; docs/partial_padding.md). ``r`` is 1 except
 in thin bands along the borders and is cached per input size: a batch-size change never recomputes it.
 
-Two ways to apply ``r`` (:func:`set_reweight_strategy`): ``"bands"`` scales the border blocks in place
-(O(perimeter) memory traffic, but up to 8 small operations per conv) and ``"fullmap"`` multiplies the
-whole output by a cached full-size ratio map (one elementwise pass over the output, as NVIDIA's reference
-layer does, without recomputing the map). On a CPU the bands always win. On a GPU each small operation is
-a kernel launch, so ``"auto"`` takes the full map for outputs of at most ``CUDA_FULLMAP_MAX_NUMEL``
-elements (measured by ``bench/gpu_check.py``).
+Two ways to apply ``r`` (:func:`set_reweight_strategy`): ``"bands"`` scales the border blocks of the
+biased conv output in place (O(perimeter) memory traffic, but up to 8 small operations per conv);
+``"fullmap"`` runs the conv without bias and then ``y * r + b * valid`` over the whole output in one
+in-place pass with cached full-size maps (one kernel; NVIDIA's reference layer needs three and rebuilds its
+map on every shape change). On a CPU the bands always win. On a GPU every small operation is a kernel
+launch, so ``"auto"`` takes the full map for outputs of at most ``CUDA_FULLMAP_MAX_NUMEL`` elements
+(measured by ``bench/gpu_check.py``).
 """
 from __future__ import annotations
 
@@ -109,18 +110,18 @@ class BorderPlan:
         self._full_maps = None
 
     def full_maps(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(ratio, bias coefficient) as full (Ho, Wo) maps (1 and 0 off the bands), built once; None if no band."""
+        """(ratio, valid) as full (Ho, Wo) maps (1 off the bands), built once; None when no output is re-weighted."""
         if self._full_maps is None and self.regions:
             ratio = torch.ones(self.out_size, dtype=self.regions[0][2].dtype, device=self.regions[0][2].device)
-            coef = torch.zeros_like(ratio)
+            valid = torch.ones_like(ratio)
             for rs, cs, r, c in self.regions:
                 ratio[rs, cs] = r
-                coef[rs, cs] = c
-            self._full_maps = (ratio, coef)
+                valid[rs, cs] = c + r
+            self._full_maps = (ratio, valid)
         return self._full_maps
 
     def apply_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Re-weight ``y`` (B, C, Ho, Wo), the zero-padded conv output including bias, in place."""
+        """Re-weight ``y`` (B, C, Ho, Wo), the zero-padded conv output including bias, in place (bands only)."""
         for rs, cs, ratio, coef in self.regions:
             block = y[:, :, rs, cs]
             block.mul_(ratio)
@@ -128,15 +129,23 @@ class BorderPlan:
                 block.add_(bias.view(-1, 1, 1) * coef)
         return y
 
+    def apply_full_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``y = y * ratio + bias * valid`` in place, in one elementwise pass: ``y`` (B, C, Ho, Wo) is the
+        conv output WITHOUT bias. The arithmetic runs in the ratio's float32 and is stored in ``y``'s dtype."""
+        ratio, valid = self.full_maps()
+        if bias is None:
+            return torch.mul(y, ratio, out=y)
+        return torch.addcmul(bias.view(-1, 1, 1).to(ratio.dtype) * valid, y, ratio, out=y)
+
     def apply(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Out-of-place, full-map version of :meth:`apply_` (one elementwise pass; differentiable by autograd)."""
+        """Out-of-place, full-map version of :meth:`apply_` (for tracing compilers, which fuse it)."""
         maps = self.full_maps()
         if maps is None:
             return y
-        ratio, coef = maps
+        ratio, valid = maps
         out = y * ratio
         if bias is not None:
-            out = out + bias.view(-1, 1, 1) * coef
+            out = out + bias.view(-1, 1, 1) * (valid - ratio)
         return out.to(y.dtype)
 
 
@@ -165,6 +174,9 @@ def _autocast_inputs(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tenso
 class _PartialConvFunction(torch.autograd.Function):
     """Zero-padded conv plus in-place border re-weighting, with a backward that scales only the bands.
 
+    With ``fullmap`` the conv runs without bias and one in-place pass applies ``y * r + b * valid``;
+    backward then scales one copy of the gradient by the full ratio map (:func:`_full_map_backward`).
+
     The gradient of the zero-padded conv's output is ``g * r``. Conv backward is linear in it and
     ``r - 1`` is zero off the bands, so where the bands are cheap (see ``STRIP_WORK_LIMIT``) backward
     runs the conv backward on ``g`` itself and adds, per band, the conv backward of ``g_band * (r - 1)``
@@ -175,12 +187,14 @@ class _PartialConvFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, plan, stride, pads, dilation, groups):
+    def forward(ctx, x, weight, bias, plan, stride, pads, dilation, groups, fullmap=False):
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         x, weight = _autocast_inputs(x, weight)
-        y = F.conv2d(x, weight, bias, stride, pads, dilation, groups)
         ctx.save_for_backward(x, weight)
-        ctx.plan, ctx.conv_args = plan, (stride, pads, dilation, groups)
+        ctx.plan, ctx.conv_args, ctx.fullmap = plan, (stride, pads, dilation, groups), fullmap
+        if fullmap:
+            return plan.apply_full_(F.conv2d(x, weight, None, stride, pads, dilation, groups), bias)
+        y = F.conv2d(x, weight, bias, stride, pads, dilation, groups)
         strip_work = plan.band_area * weight[0].numel() * sum(ctx.needs_input_grad[:2])
         ctx.use_strips = strip_work < STRIP_WORK_LIMIT * y.shape[-2] * y.shape[-1]
         return plan.apply_(y, bias)
@@ -188,10 +202,12 @@ class _PartialConvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
+        grad = grad.to(x.dtype)  # no-op unless autograd handed a differently typed gradient
+        if ctx.fullmap:
+            return (*_full_map_backward(ctx, grad, x, weight), None, None, None, None, None, None)
         stride, pads, dilation, groups = ctx.conv_args
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         plan = ctx.plan
-        grad = grad.to(x.dtype)  # no-op unless autograd handed a differently typed gradient
         scaled = bool(plan.regions) and not ctx.use_strips and (need_x or need_w)
         grad_conv = grad.clone() if scaled else grad
         with torch.autocast(grad.device.type, enabled=False):
@@ -209,7 +225,23 @@ class _PartialConvFunction(torch.autograd.Function):
                     grad_b += (block * (coef if scaled else valid_off)).sum(dim=(0, 2, 3), dtype=grad_b.dtype)
                 if (need_x or need_w) and not scaled:
                     _add_band_grads(block * ratio_off, x, weight, rows, cols, ctx.conv_args, grad_x, grad_w)
-        return grad_x, grad_w, grad_b, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+
+
+def _full_map_backward(ctx, grad, x, weight):
+    """Gradients of ``y = conv(x, W) * ratio + b * valid``: one scaled copy of ``grad`` feeds the conv backward."""
+    stride, pads, dilation, groups = ctx.conv_args
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    ratio, valid = ctx.plan.full_maps()
+    grad_x = grad_w = grad_b = None
+    with torch.autocast(grad.device.type, enabled=False):
+        if need_x or need_w:
+            grad_conv = torch.mul(grad, ratio, out=torch.empty_like(grad))
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad_conv, x, weight, None, stride, pads, dilation, False, (0, 0), groups, (need_x, need_w, False))
+        if need_b:
+            grad_b = (grad.sum(0, dtype=valid.dtype) * valid).sum((1, 2)).to(ctx.dtypes[2])
+    return (grad_x.to(ctx.dtypes[0]) if need_x else None, grad_w.to(ctx.dtypes[1]) if need_w else None, grad_b)
 
 
 def _add_band_grads(grad_band, x, weight, rows, cols, conv_args, grad_x, grad_w):
@@ -289,17 +321,19 @@ class PartialConv2d(nn.Conv2d):
             plan = self._make_plan(height, width, y.device, _ratio_dtype(y.dtype))
             return plan.apply(y, self.bias)
         plan = self._plan(height, width, x.device, x.dtype)
-        if use_fullmap(x.device, x.shape[0] * self.out_channels * plan.out_size[0] * plan.out_size[1]):
-            return plan.apply(self._zero_pad_conv(x, self.bias), self.bias)
+        fullmap = bool(plan.regions) and use_fullmap(x.device, x.shape[0] * self.out_channels * plan.out_size[0]
+                                                     * plan.out_size[1])
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                 for t in (x, self.weight, self.bias))):
+            if fullmap:
+                return plan.apply_full_(self._zero_pad_conv(x, None), self.bias)
             return plan.apply_(self._zero_pad_conv(x, self.bias), self.bias)
         (pt, pb), (pl, pr) = conv_pads(self)
         pads = (pt, pl)
         if pt != pb or pl != pr:  # the plan stays the one of the unpadded (H, W)
             x, pads = F.pad(x, (pl, pr, pt, pb)), (0, 0)
         return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, pads, self.dilation,
-                                          self.groups)
+                                          self.groups, fullmap)
 
     def _masked_forward(self, x: torch.Tensor, mask: torch.Tensor):
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
