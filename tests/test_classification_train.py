@@ -150,6 +150,17 @@ def test_resume_mid_epoch_matches_uninterrupted_run(demo_cls, tmp_path, capsys):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_fresh_run_over_an_existing_run_is_refused_and_changes_nothing(two_runs, demo_cls):
+    from seg.errors import WorkDirError
+    run0 = os.path.join(two_runs, "run0")
+    files = [os.path.join(run0, name) for name in ("summary.json", "metrics.jsonl", "model_final.pth")]
+    before = {p: open(p, "rb").read() for p in files}
+    with pytest.raises(WorkDirError, match=f"work dir {run0} already holds a run .*--overwrite"):
+        tool.main([os.path.join(ROOT, "configs", "demo_cls", "tinynet_zeros.yaml"), "--work-dir", run0,
+                   *_opts(demo_cls)])
+    assert {p: open(p, "rb").read() for p in before} == before
+
+
 def test_cli_reports_empty_class_folder(tmp_path):
     root = generate_demo_imagefolder(str(tmp_path / "data"), 1, 1, 8, seed=0)
     empty = os.path.join(root, "train", "disk")

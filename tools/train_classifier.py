@@ -3,7 +3,8 @@
 Train one run (or N runs with seeds seed, seed+1, ...), one process or under torchrun:
     python tools/train_classifier.py configs/demo_cls/tinynet_partial.yaml
     torchrun --nproc_per_node 8 tools/train_classifier.py configs/imagenet/resnet50_partial.yaml --runs 5
-Options: --opts train.lr=0.05 ... (YAML values), --work-dir DIR, --resume auto|PATH.
+Options: --opts train.lr=0.05 ... (YAML values), --work-dir DIR, --resume auto|PATH, --overwrite (move a
+previous run in the work dir aside; without it a fresh run there is refused), --debug.
   Work dir (default work_dirs/<config name>; with --runs, one run<r>/ per run): config.yaml, metrics.jsonl,
   tb/, checkpoints/ (iter_*.pth, best.pth), model_final.pth, summary.json (per-epoch top-1/top-5,
   best epoch, mean of the last 5 epochs); with --runs also runs_summary.{json,md} (mean and std over runs).
@@ -21,7 +22,7 @@ import os
 import sys
 
 from seg.atomic import atomic_write_text
-from seg.classification.config import ConfigError, dump_config, load_classifier_config, validate_classifier_config
+from seg.classification.config import ConfigError, load_classifier_config, validate_classifier_config
 from seg.classification.data import build_classification_datasets, build_imagefolder, build_transforms
 from seg.classification.metrics import evaluate_classifier
 from seg.classification.models import build_classifier, load_classifier_weights
@@ -39,6 +40,7 @@ def parse_args(argv=None):
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--work-dir", default=None, help="output folder")
     parser.add_argument("--resume", default=None, metavar="auto|PATH", help="resume training")
+    parser.add_argument("--overwrite", action="store_true", help="move a previous run in the work dir aside")
     parser.add_argument("--runs", type=int, default=1, help="train N runs with seeds seed..seed+N-1")
     parser.add_argument("--cross-test", nargs="+", metavar="CKPT", help="evaluate checkpoints under --paddings")
     parser.add_argument("--paddings", nargs="+", default=list(PADDING_MODES), choices=PADDING_MODES)
@@ -86,7 +88,7 @@ def train_runs(args) -> None:
     if 1 not in base_cfg["eval"]["topk"]:
         raise ConfigError(f"{args.config}: eval.topk must contain 1 (best epoch and tables use top-1)")
     root_dir = resolve_work_dir(args, base_cfg)
-    info = init_distributed(base_cfg["train"]["device"])
+    info = init_distributed(base_cfg["train"]["device"], base_cfg["train"]["dist_timeout_min"])
     runs = []
     try:
         for r in range(args.runs):
@@ -95,8 +97,6 @@ def train_runs(args) -> None:
             work_dir = os.path.join(root_dir, f"run{r}") if args.runs > 1 else root_dir
             cfg["work_dir"] = work_dir
             if info.is_main:
-                os.makedirs(work_dir, exist_ok=True)
-                dump_config(cfg, os.path.join(work_dir, "config.yaml"))
                 print(f"run {r + 1}/{args.runs}: work dir {work_dir} | {cfg['model']['arch']} "
                       f"padding={cfg['model']['padding']} seed={cfg['train']['seed']} | world size "
                       f"{info.world_size} on {info.device.type} | global batch {cfg['train']['batch_size']}",
@@ -106,7 +106,8 @@ def train_runs(args) -> None:
             model = build_classifier(**cfg["model"])
             train_set, val_set = build_classification_datasets(cfg["data"])
             seed_everything(cfg["train"]["seed"] + info.rank)
-            _, summary = train_classifier(cfg, model, train_set, val_set, info, work_dir, resume=args.resume)
+            _, summary = train_classifier(cfg, model, train_set, val_set, info, work_dir, resume=args.resume,
+                                          overwrite=args.overwrite)
             runs.append({"arch": cfg["model"]["arch"], "padding": cfg["model"]["padding"],
                          "seed": cfg["train"]["seed"], "work_dir": work_dir,
                          "summary": {k: v for k, v in summary.items() if k != "history"}})

@@ -23,12 +23,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
+from seg.config import dump_config
 from seg.engine.checkpoint import (checkpoint_path, export_model, load_resume_checkpoint, prune_checkpoints,
                                    restore_training_state, save_training_state)
 from seg.engine.distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn
 from seg.engine.logger import RunLogger
 from seg.engine.optim import build_optimizer, build_scheduler
 from seg.engine.sampler import EpochSeededDataset
+from seg.engine.workdir import adopt_run, claim_on_all_ranks, new_run_id, write_run_id
 from seg.engine.trainer import amp_dtype, build_train_loader, check_finite_loss, train_step
 from seg.evaluation import build_eval_loader
 
@@ -39,14 +41,27 @@ __all__ = ["train_classifier"]
 
 
 def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: Dataset, info: DistInfo,
-                     work_dir: str, resume: str | None = None) -> tuple[nn.Module, dict]:
+                     work_dir: str, resume: str | None = None, overwrite: bool = False) -> tuple[nn.Module, dict]:
     """Train for ``cfg["train"]["epochs"]`` epochs, validating top-k after each; returns (model, summary).
 
     cfg: a classifier config (seg.classification.config). train_set / val_set yield (float (3, H, W),
-    int class). resume: None, "auto" (newest loadable checkpoint in `work_dir`) or a checkpoint path.
+    int class). resume: None, "auto" (newest usable checkpoint of the work dir's run) or a checkpoint path.
+    The work dir is locked and owned as in seg.engine.train (seg.engine.workdir): a fresh run in a folder
+    that holds one is refused unless `overwrite` moves it aside.
     summary: {"history": per-epoch records, **summarize_run(history)}; also written to summary.json.
     Raises NonFiniteLossError when the loss becomes NaN/inf.
     """
+    lock, run_id = claim_on_all_ranks(work_dir, resume, overwrite, info)
+    try:
+        return _train(cfg, model, train_set, val_set, info, work_dir, resume, run_id)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: dict, model: nn.Module, train_set: Dataset, val_set: Dataset, info: DistInfo, work_dir: str,
+           resume: str | None, run_id: str | None) -> tuple[nn.Module, dict]:
+    """train_classifier in a claimed work dir whose run is `run_id` (None: not settled yet)."""
     tcfg, topk = cfg["train"], cfg["eval"]["topk"]
     device = info.device
     model = convert_sync_bn(model, tcfg["sync_bn"], info).to(device)
@@ -61,11 +76,12 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
         warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=2)
 
     start_iter, history, last_ckpt = 0, [], None
-    found = None if resume is None else load_resume_checkpoint(resume, work_dir)
+    found = None if resume is None else load_resume_checkpoint(resume, work_dir, run_id if resume == "auto" else None)
     if resume is not None and found is None and info.is_main:
         print(f"--resume auto: no checkpoint in {work_dir}/checkpoints, starting from epoch 0", flush=True)
     if found is not None:
         last_ckpt, ckpt = found
+        run_id = adopt_run(work_dir, run_id, last_ckpt, ckpt.get("run_id"))
         start_iter = restore_training_state(ckpt, model, optimizer, scaler, info)
         scheduler = build_scheduler(optimizer, tcfg, iters_per_epoch, start=start_iter)  # the live config's
         history = list(ckpt.get("history", []))
@@ -73,6 +89,10 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
             print(f"resumed from {last_ckpt} at iteration {start_iter} (epoch {start_iter / iters_per_epoch:.2f})",
                   flush=True)
 
+    run_id = run_id or new_run_id()
+    if info.is_main:
+        write_run_id(work_dir, run_id)
+        dump_config(cfg, os.path.join(work_dir, "config.yaml"))
     raw_model = model
     if info.distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -86,7 +106,8 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
         return max((r["top1"] for r in history), default=-math.inf)
 
     def save(iteration: int, path: str) -> None:
-        save_training_state(path, raw_model, optimizer, scheduler, scaler, iteration, cfg, info, history=history)
+        save_training_state(path, raw_model, optimizer, scheduler, scaler, iteration, cfg, info, history=history,
+                            run_id=run_id)
 
     def save_periodic(iteration: int) -> None:
         nonlocal last_ckpt

@@ -24,16 +24,15 @@ from torch.utils.data import DataLoader, Dataset
 from seg.config import ConfigError, config_changes, dump_config
 from seg.data.io import DataError
 from seg.data.verify import check_pairs
-from seg.errors import SegError, WorkDirError
+from seg.errors import SegError
 
 from .checkpoint import (checkpoint_path, export_model, load_resume_checkpoint, nonfinite_entries, prune_checkpoints,
                          restore_training_state, save_training_state)
-from .distributed import (DistInfo, all_reduce_mean, barrier, broadcast_buffers, broadcast_object, convert_sync_bn,
-                          describe)
+from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_buffers, convert_sync_bn, describe
 from .logger import RunLogger
 from .optim import build_criterion, build_optimizer, build_scheduler
 from .sampler import EpochSeededDataset, ResumableDistributedSampler
-from .workdir import claim_work_dir, new_run_id, write_run_id
+from .workdir import adopt_run, claim_on_all_ranks, new_run_id, write_run_id
 
 __all__ = ["NonFiniteLossError", "Trainer", "seed_everything", "set_determinism", "amp_dtype", "train_step",
            "check_finite_loss", "check_finite_state", "any_labelled", "build_train_loader", "train"]
@@ -207,7 +206,7 @@ class Trainer:
             _print(self.info, f"--resume auto: no checkpoint in {self.work_dir}/checkpoints, starting from scratch")
             return
         path, ckpt = found
-        self._adopt_run(path, ckpt.get("run_id"))
+        self.run_id = adopt_run(self.work_dir, self.run_id, path, ckpt.get("run_id"))
         if ckpt["config"].get("model") != self.cfg["model"]:
             warnings.warn(f"resuming from {path}, whose model section {ckpt['config'].get('model')} differs "
                           f"from this config's {self.cfg['model']}", stacklevel=2)
@@ -224,15 +223,6 @@ class Trainer:
                               f"iteration {self.iteration}: LR schedule rebuilt there, lr now "
                               f"{self.optimizer.param_groups[0]['lr']:.4g}")
 
-    def _adopt_run(self, path: str, ckpt_run: str | None) -> None:
-        """Continue the run `path` belongs to; a checkpoint of another run than the work dir's is refused."""
-        if self.run_id is not None and ckpt_run is not None and ckpt_run != self.run_id:
-            raise WorkDirError(f"{path} belongs to run {ckpt_run}, but work dir {self.work_dir} holds run "
-                               f"{self.run_id}; resume into the checkpoint's own work dir, or pass --overwrite "
-                               "to move this one's run aside")
-        if self.run_id is None:
-            self.run_id = ckpt_run or new_run_id()
-
     def save(self, path: str) -> None:
         """Full checkpoint (collective: every rank contributes its RNG state; rank 0 writes), written only
         when every parameter and buffer is finite."""
@@ -244,7 +234,7 @@ class Trainer:
         """Fail in seconds, before iteration 1, on data that would fail later: the label values of a sample of
         each set (of every file with `verify`), then one validation image through the model."""
         sample = None if self.verify else VERIFY_SAMPLE
-        for name, ds in (("training", self.train_set.dataset), ("validation", self.val_set)):
+        for ds in (self.train_set.dataset, self.val_set):
             if hasattr(ds, "pairs"):
                 check_pairs(ds.pairs, sample)
         if self.val_set is None:
@@ -369,7 +359,7 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
     trainer.verify = verify
     lock = None
     try:
-        lock, trainer.run_id = _claim(work_dir, resume, overwrite, info)
+        lock, trainer.run_id = claim_on_all_ranks(work_dir, resume, overwrite, info)
         if resume is not None:
             trainer.resume(resume)
         trainer.check_data()  # before anything is written: a data error leaves the work dir as it was
@@ -381,23 +371,6 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
     finally:
         if lock is not None:
             lock.release()
-
-
-def _claim(work_dir: str, resume: str | None, overwrite: bool, info: DistInfo):
-    """Rank 0 locks and settles the work dir; every rank gets its run id, or the same WorkDirError."""
-    lock, answer = None, None
-    if info.is_main:
-        try:
-            lock, run_id, notes = claim_work_dir(work_dir, resume, overwrite)
-            answer = {"run_id": run_id}
-            for note in notes:
-                print(note, flush=True)
-        except WorkDirError as e:
-            answer = {"error": str(e)}
-    answer = broadcast_object(answer)
-    if "error" in answer:
-        raise WorkDirError(answer["error"])
-    return lock, answer["run_id"]
 
 
 def _has_per_rank_batchnorm(model: nn.Module) -> bool:

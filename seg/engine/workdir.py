@@ -17,8 +17,11 @@ import uuid
 from seg.atomic import TMP_MARK, atomic_write_json
 from seg.errors import WorkDirError
 
+from .distributed import DistInfo, broadcast_object
+
 __all__ = ["RUN_FILE", "LOCK_FILE", "RUN_MARKERS", "WorkDirLock", "run_markers", "move_aside", "read_run_id",
-           "write_run_id", "new_run_id", "remove_stale_temporaries", "claim_work_dir"]
+           "write_run_id", "new_run_id", "remove_stale_temporaries", "claim_work_dir", "claim_on_all_ranks",
+           "adopt_run"]
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -133,3 +136,31 @@ def claim_work_dir(work_dir: str, resume: str | None, overwrite: bool) -> tuple[
     except BaseException:
         lock.release()
         raise
+
+
+def claim_on_all_ranks(work_dir: str, resume: str | None, overwrite: bool,
+                       info: DistInfo) -> tuple[WorkDirLock | None, str | None]:
+    """:func:`claim_work_dir` on rank 0 (which keeps the lock); every rank gets the run id, or the same
+    WorkDirError. Collective under DDP."""
+    lock, answer = None, None
+    if info.is_main:
+        try:
+            lock, run_id, notes = claim_work_dir(work_dir, resume, overwrite)
+            answer = {"run_id": run_id}
+            for note in notes:
+                print(note, flush=True)
+        except WorkDirError as e:
+            answer = {"error": str(e)}
+    answer = broadcast_object(answer)
+    if "error" in answer:
+        raise WorkDirError(answer["error"])
+    return lock, answer["run_id"]
+
+
+def adopt_run(work_dir: str, run_id: str | None, path: str, ckpt_run: str | None) -> str:
+    """The run id to continue when resuming from checkpoint `path` of run `ckpt_run` in `work_dir` (whose
+    run is `run_id`, None when it has none): a checkpoint of another run than the work dir's is refused."""
+    if run_id is not None and ckpt_run is not None and ckpt_run != run_id:
+        raise WorkDirError(f"{path} belongs to run {ckpt_run}, but work dir {work_dir} holds run {run_id}; resume "
+                           "into the checkpoint's own work dir, or pass --overwrite to move this one's run aside")
+    return run_id or ckpt_run or new_run_id()
