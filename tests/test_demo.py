@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from seg.errors import SegError
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
@@ -15,24 +17,36 @@ import demo  # noqa: E402
 import reproduce  # noqa: E402
 
 
+SEEDS = (0, 1)
+
+
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory):
+    """A shortened demo: 2 seeds per padding, 2 iterations, tiny images (the full one is `make demo`)."""
     work = tmp_path_factory.mktemp("demo")
     report = demo.main(["--work-dir", str(work / "run"), "--data", str(work / "data"), "--iterations", "2",
-                        "--crop", "64", "--tile", "64", "--train-images", "8", "--val-images", "2",
-                        "--height", "64", "--width", "128"])
+                        "--seeds", ",".join(map(str, SEEDS)), "--crop", "64", "--tile", "64", "--train-images", "8",
+                        "--val-images", "3", "--height", "64", "--width", "128", "--resamples", "50"])
     return work / "run", report
 
 
-def test_demo_writes_report_with_measured_numbers(demo_report):
+def _miou(run, padding, seed, mode):
+    return json.load(open(run / f"{padding}_s{seed}" / f"eval_{mode}.json"))["mIoU"]
+
+
+def test_report_leads_with_means_and_seed_intervals_of_the_eval_jsons(demo_report):
     run, report = demo_report
     text = open(report).read()
+    headline = text.split("## Headline")[1].split("##")[0]
     for mode in demo.MODES:
-        for padding in demo.PADDINGS:
-            miou = json.load(open(run / padding / f"eval_{mode}.json"))["mIoU"]
-            line = next(l for l in text.splitlines() if l.startswith(mode))
-            assert f"{padding} {miou:6.2f}" in line  # the summary quotes the eval JSON, not a made-up value
-    assert "Cross-testing" in text and "Centre leave-out" in text
+        z = np.array([_miou(run, "zeros", s, mode) for s in SEEDS])
+        p = np.array([_miou(run, "partial", s, mode) for s in SEEDS])
+        ci = stats.ttest_rel(p, z).confidence_interval(0.95)
+        row = (f"| {mode} | {z.mean():.2f} ± {z.std(ddof=1):.2f} (2) | {p.mean():.2f} ± {p.std(ddof=1):.2f} (2) | "
+               f"{p.mean() - z.mean():+.2f} | [{ci.low:+.2f}, {ci.high:+.2f}] |")
+        assert row in headline, (row, headline)
+        assert f"- {mode}: " in headline  # one plain statement per mode of what the data support
+    assert "Cross-testing" in text and "Centre leave-out" in text and "Time per step" in text
     plots = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text)
     assert plots and all(os.path.getsize(run / p) > 0 for p in plots)  # every linked plot exists
     assert "78.08" in text  # the paper's table sits beside the measured one
@@ -40,10 +54,18 @@ def test_demo_writes_report_with_measured_numbers(demo_report):
 
 def test_demo_reuses_finished_steps(demo_report):
     run, _ = demo_report
-    stamp = os.path.getmtime(run / "zeros" / "model_final.pth")
+    stamp = os.path.getmtime(run / "zeros_s0" / "model_final.pth")
     demo.main(["--work-dir", str(run), "--data", str(run.parent / "data"), "--iterations", "2", "--crop", "64",
-               "--tile", "64"])
-    assert os.path.getmtime(run / "zeros" / "model_final.pth") == stamp
+               "--tile", "64", "--seeds", ",".join(map(str, SEEDS)), "--resamples", "50"])
+    assert os.path.getmtime(run / "zeros_s0" / "model_final.pth") == stamp
+
+
+def test_seed_option():
+    assert demo.parse_args(["--seeds", "0"]).seeds == [0]  # one seed: a quick look
+    assert demo.parse_args([]).seeds == [0, 1, 2]
+    for bad in ("0,0", "a", ""):
+        with pytest.raises(SegError, match="--seeds"):
+            demo.parse_args(["--seeds", bad])
 
 
 def test_reproduce_plan_and_tables(tmp_path, capsys):

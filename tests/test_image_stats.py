@@ -9,25 +9,13 @@ import torch
 
 from seg.config import load_config
 from seg.data import build_val_dataset
-from seg.evaluation import build_eval_loader, evaluate
+from seg.evaluation import evaluate
 from seg.evaluation.stats import load_image_stats, save_image_stats, sidecar_path
 from seg.models import DeepLabV3Plus
+from test_eval_tools import StoredPredictions  # one-hot logits of stored predictions (19 classes)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEAVE_OUT, BANDS, K = [0.0, 0.5, 7 / 8], [0, 4, 8, 16], 19
-
-
-class StoredPredictions(torch.nn.Module):
-    """One-hot logits of stored predictions, in loader order."""
-
-    def __init__(self, preds):
-        super().__init__()
-        self.preds, self.i = preds, 0
-
-    def forward(self, x):
-        p = self.preds[self.i:self.i + x.shape[0]]
-        self.i += x.shape[0]
-        return torch.nn.functional.one_hot(p, K).permute(0, 3, 1, 2).float()
 
 
 def _naive_regions(h, w):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from seg.evaluation.uncertainty import (bootstrap_difference, difference_interval, excludes_zero, mean_std, t_cdf,
-                                        t_ppf)
+from seg.evaluation.uncertainty import (bootstrap_difference, difference_interval, excludes_zero, mean_std,
+                                        prediction_interval, t_cdf, t_ppf)
 
 
 @pytest.mark.parametrize("df", [1, 2, 3.7, 10, 57.3])
@@ -43,6 +43,15 @@ def test_welch_interval_matches_scipy_when_seeds_differ():
         got = difference_interval(a, b, seeds_a=[0, 1, 2], seeds_b=seeds_b)
         assert got["method"].startswith("Welch")
         assert (got["low"], got["high"]) == (pytest.approx(ref.low, abs=1e-9), pytest.approx(ref.high, abs=1e-9))
+
+
+def test_prediction_interval_of_a_fresh_mean_matches_scipy_t():
+    v = np.array([12.1, 10.4, 13.0])
+    for new in (None, 1, 5):
+        m = 3 if new is None else new
+        ref = sps.t.interval(0.95, 2, loc=v.mean(), scale=v.std(ddof=1) * np.sqrt(1 / 3 + 1 / m))
+        assert prediction_interval(v, new) == pytest.approx(ref, abs=1e-9)
+    assert all(math.isnan(x) for x in prediction_interval([1.0]))
 
 
 def test_single_run_has_no_interval():

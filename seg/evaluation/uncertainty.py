@@ -22,7 +22,8 @@ import numpy as np
 
 from .stats import iou_from_counts, miou_from_iou
 
-__all__ = ["LEVEL", "DEFAULT_RESAMPLES", "t_cdf", "t_ppf", "mean_std", "difference_interval", "bootstrap_draws",
+__all__ = ["LEVEL", "DEFAULT_RESAMPLES", "t_cdf", "t_ppf", "mean_std", "difference_interval", "prediction_interval",
+           "bootstrap_draws",
            "bootstrap_difference", "excludes_zero"]
 
 LEVEL = 0.95  # two-sided coverage of every interval
@@ -99,6 +100,18 @@ def difference_interval(a: Sequence[float], b: Sequence[float], seeds_a: Sequenc
                 "df": None}
     half = t_ppf(0.5 + level / 2, df) * se
     return {"diff": diff, "low": diff - half, "high": diff + half, "method": method, "df": float(df)}
+
+
+def prediction_interval(values: Sequence[float], new_runs: int | None = None, level: float = LEVEL) -> tuple:
+    """Where the mean of ``new_runs`` fresh runs (default: as many as given) should fall with probability
+    ``level`` if they scatter like ``values`` (e.g. a re-run on another machine, whose float rounding acts
+    like another seed): mean ± t(n-1) * std * sqrt(1/n + 1/new_runs). (NaN, NaN) for fewer than 2 values."""
+    v = np.asarray(values, np.float64)
+    if v.size < 2:
+        return math.nan, math.nan
+    m = v.size if new_runs is None else new_runs
+    half = t_ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) * math.sqrt(1 / v.size + 1 / m)
+    return float(v.mean() - half), float(v.mean() + half)
 
 
 def bootstrap_draws(num_images: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
