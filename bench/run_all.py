@@ -64,6 +64,20 @@ def run_bench(script: str, args: list[str], json_path: str) -> tuple[str, float,
     return proc.stdout, time.perf_counter() - start, proc.returncode
 
 
+def gpu_section() -> list[str]:
+    """The GPU reports that bench/gpu_check.py wrote into bench/results (kept as measured, never re-run here)."""
+    folder = os.path.join(ROOT, "bench", "results")
+    if not os.path.isdir(folder):
+        return []
+    with open(os.path.join(folder, "README.md")) as f:
+        lines = ["## GPU (bench/gpu_check.py)", "", f.read().strip(), ""]
+    for name in sorted(n for n in os.listdir(folder) if n.startswith("gpu_check_") and n.endswith(".md")):
+        with open(os.path.join(folder, name)) as f:
+            lines += [f"<!-- bench/results/{name} -->", f.read().replace("### GPU check", f"### {name}: GPU check")
+                      .strip(), ""]
+    return lines
+
+
 def strip_progress(text: str) -> str:
     """Keep the printed tables, drop tqdm bars and library warnings."""
     lines = (line.split("\r")[-1] for line in text.splitlines())
@@ -99,7 +113,7 @@ def main(argv=None):
         "Every figure is from this one run; variants are interleaved within each script so that drift in "
         "machine speed hits them alike, and the ratios (partial / zeros) are the numbers to read. "
         "CPU timings on a small shared machine are noisy at the level of a few percent.", "",
-        *sections])
+        *sections, *gpu_section()])
     with open(os.path.join(ROOT, args.out), "w") as f:
         f.write(text)
     print(f"wrote {args.out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
