@@ -144,10 +144,10 @@ def _iv(iv) -> str:
     return "-" if iv is None or any(v is None for v in iv) else f"[{iv[0]:+.2f}, {iv[1]:+.2f}]"
 
 
-def _ms(stat) -> str:
-    """(mean, std, n) as "m ± s (n)"; std is None (from JSON) or NaN for a single run."""
+def _ms(stat, sign: str = "") -> str:
+    """(mean, std, n) as "m ± s (n)" (sign="+" for differences); std is None (from JSON) or NaN for one run."""
     mean, std, n = stat
-    return f"{mean:.2f} ± {std:.2f} ({n})" if n > 1 and std is not None else f"{mean:.2f} ({n})"
+    return f"{mean:{sign}.2f} ± {std:.2f} ({n})" if n > 1 and std is not None else f"{mean:{sign}.2f} ({n})"
 
 
 def headline(compare: dict) -> tuple[list[str], list[str]]:
@@ -197,7 +197,7 @@ def cross_summary(changes: dict[str, list[float]]) -> list[str]:
     """Mean ± std over seeds of the mIoU change when each trained padding is evaluated under the other."""
     lines = ["| trained | evaluated | change of mIoU, mean ± std (n) |", "|---|---|---|"]
     for trained, values in changes.items():
-        lines.append(f"| {trained} | {PADDINGS[1 - PADDINGS.index(trained)]} | {_ms(mean_std(values))} |")
+        lines.append(f"| {trained} | {PADDINGS[1 - PADDINGS.index(trained)]} | {_ms(mean_std(values), '+')} |")
     return lines
 
 
@@ -218,11 +218,11 @@ def readme_table(compare: dict, changes: dict[str, list[float]]) -> list[str]:
         by_seed = dict(zip(sz, z))
         diffs = [v - by_seed[s] for s, v in zip(sp, p) if s in by_seed]
         row = compare["comparisons"][mode][f"{PADDINGS[1]} − {PADDINGS[0]}"]["rows"]["all"]
-        lines.append(f"| {mode} | {_ms(mean_std(z))} | {_ms(mean_std(p))} | {_ms(mean_std(diffs))} | "
+        lines.append(f"| {mode} | {_ms(mean_std(z))} | {_ms(mean_std(p))} | {_ms(mean_std(diffs), '+')} | "
                      f"{_iv(row['seeds'])} | {_pi(z)} / {_pi(p)} / {_pi(diffs)} |")
     for trained, values in changes.items():
         lines.append(f"| cross-test: {trained}-trained evaluated with {PADDINGS[1 - PADDINGS.index(trained)]} "
-                     f"(change) | | | {_ms(mean_std(values))} | | {_pi(values)} |")
+                     f"(change) | | | {_ms(mean_std(values), '+')} | | {_pi(values)} |")
     return lines
 
 
