@@ -32,10 +32,10 @@ def worker(rank, world_size, port, out_file):
         model, data = make_data()
         loader = build_eval_loader(data)
         assert isinstance(loader.sampler, ShardSampler) and len(loader.sampler) == (3 if rank == 0 else 2)
-        r = evaluate(model, loader, 4, leave_out=[0, 0.5], distance_bands=[0, 3], progress=False)
+        r = evaluate(model, loader, 4, leave_out=[0, 0.5], distance_bands=[0, 3], image_stats=True, progress=False)
         if rank == 0:
-            torch.save({k: r[k] for k in ("confusion_matrix", "num_images", "mIoU", "leave_out", "distance_bands")},
-                       out_file)
+            torch.save({k: r[k] for k in ("confusion_matrix", "num_images", "mIoU", "leave_out", "distance_bands",
+                                          "image_stats")}, out_file)
     finally:
         dist.destroy_process_group()
 
@@ -45,8 +45,13 @@ def test_distributed_shards_sum_to_single_process(tmp_path):
     mp.spawn(worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=False)
     model, data = make_data()
-    ref = evaluate(model, build_eval_loader(data), 4, leave_out=[0, 0.5], distance_bands=[0, 3], progress=False)
+    ref = evaluate(model, build_eval_loader(data), 4, leave_out=[0, 0.5], distance_bands=[0, 3], image_stats=True,
+                   progress=False)
     assert got["num_images"] == 5
     assert got["confusion_matrix"] == ref["confusion_matrix"]
     assert got["mIoU"] == ref["mIoU"]
     assert got["leave_out"] == ref["leave_out"] and got["distance_bands"] == ref["distance_bands"]
+    # per-image statistics of both shards, gathered back into dataset order
+    assert got["image_stats"]["images"] == ref["image_stats"]["images"] == ["0", "1", "2", "3", "4"]
+    for name in ("intersection", "prediction", "ground_truth"):
+        assert (got["image_stats"][name] == ref["image_stats"][name]).all()

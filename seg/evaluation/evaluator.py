@@ -173,6 +173,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
         save_pred: directory for Cityscapes labelId PNGs (needs ``loader.dataset.image_paths``).
         show_dir: directory for palette overlays and error maps (images un-normalised with
             ``image_mean`` / ``image_std``, ImageNet statistics by default).
+        image_stats: also return per-image, per-region class counts (what a bootstrap over images needs).
     Returns:
         dict with "mIoU" (0-100), "IoU" (list, NaN for classes absent from truth and prediction),
         "pixel_acc", "class_names", "confusion_matrix", "num_images", "leave_out", "distance_bands",
