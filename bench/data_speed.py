@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 
-from seg.data import build_train_dataset, worker_init  # noqa: E402
+from seg.data import build_train_dataset  # noqa: E402
 from seg.data.demo import generate_demo_dataset  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def loader_speed(ds, workers: int, samples: int, batch_size: int, crop: int) -> 
     # one loader pass covers every sample several times: workers start once, as in a long training epoch
     repeats = -(-(samples + batch_size) // len(ds))
     loader = DataLoader(Subset(ds, list(range(len(ds))) * repeats), batch_size=batch_size, shuffle=True,
-                        num_workers=workers, drop_last=True, worker_init_fn=worker_init if workers else None)
+                        num_workers=workers, drop_last=True)
     t0 = time.perf_counter()
     seen, epoch, t_first = 0, 0, None
     while seen < samples + batch_size:

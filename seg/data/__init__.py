@@ -10,7 +10,7 @@ from .cityscapes import CityscapesDataset, CityscapesTrainDataset, list_pairs, l
 from .io import DataError
 from .labels import (
     CLASS_NAMES, ID_TO_TRAINID, IGNORE_INDEX, NUM_CLASSES, PALETTE, TRAINID_TO_ID, ids_to_train_ids, train_ids_to_ids)
-from .transforms import BatchNormalize, worker_init
+from .transforms import BatchNormalize
 
 DATA_DEFAULTS = {
     "root": "datasets/demo",
@@ -63,5 +63,5 @@ def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> Citysc
 __all__ = [
     "DATA_DEFAULTS", "BatchNormalize", "build_train_dataset", "build_val_dataset", "CityscapesDataset",
     "CityscapesTrainDataset", "DataError", "list_pairs", "load_pair", "parse_set", "CLASS_NAMES", "ID_TO_TRAINID",
-    "IGNORE_INDEX", "NUM_CLASSES", "PALETTE", "TRAINID_TO_ID", "ids_to_train_ids", "train_ids_to_ids", "worker_init",
+    "IGNORE_INDEX", "NUM_CLASSES", "PALETTE", "TRAINID_TO_ID", "ids_to_train_ids", "train_ids_to_ids",
 ]

@@ -71,12 +71,6 @@ def crop_window(height: int, width: int, crop: int, center: tuple[float, float] 
     return y0, x0
 
 
-def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker. OpenCV otherwise starts a thread per core
-    in every worker, and on a many-core GPU node N workers x N threads contend instead of scaling."""
-    cv2.setNumThreads(1)
-
-
 class BatchNormalize:
     """``(x / 255 - mean) / std`` for a uint8 (B, 3, H, W) batch, computed on the batch's own device.
 

@@ -22,7 +22,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from seg.config import ConfigError, config_changes, dump_config
-from seg.data import worker_init
 from seg.data.io import DataError
 from seg.data.verify import check_pairs
 from seg.errors import SegError
@@ -149,7 +148,6 @@ def build_train_loader(dataset: Dataset, cfg: dict, info: DistInfo
     workers = cfg["data"]["num_workers"]
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers, drop_last=True,
                         pin_memory=info.device.type == "cuda", persistent_workers=workers > 0,
-                        worker_init_fn=worker_init if workers > 0 else None,
                         # own generator: creating an iterator must not consume the global torch RNG,
                         # or a resumed run's dropout masks would drift from the uninterrupted run's.
                         generator=torch.Generator().manual_seed(cfg["train"]["seed"]))
