@@ -20,6 +20,7 @@ import yaml
 
 from seg.atomic import atomic_open
 from seg.errors import SegError
+from seg.data import CROP_PLACEMENTS
 from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES
 from seg.nn import PADDING_MODES
 
@@ -90,6 +91,9 @@ SCHEMA: dict[str, dict[str, dict]] = {
                                   doc="fraction of crops centred on a pixel of a chosen class"),
         "centroids_per_class": key_spec(32, "int"),
         "coarse_boost_classes": key_spec([], "list[int]"),
+        "crop_placement": key_spec("centred", "str", CROP_PLACEMENTS,
+                                   doc="class-balanced crops: centred on the sampled pixel, or the pixel anywhere "
+                                       "inside the crop (uniform, clipped to the image; NVIDIA's class-uniform crops)"),
         "num_workers": key_spec(4, "int", min=0),
     },
     "train": {

@@ -221,3 +221,65 @@ def test_samples_do_not_depend_on_worker_count(demo_root):
     ds = _balanced(demo_root, class_balance=0.5)
     batches = [[t for _, t in DataLoader(ds, batch_size=2, num_workers=w)] for w in (0, 2)]
     assert all(torch.equal(a, b) for a, b in zip(*batches))
+
+
+# ---------------------------------------------------------------- crop placement of class-balanced crops
+def _write_rare_block(root, y=31, x=63):
+    """One 64x128 image: class 0 everywhere but a 3x3 block of class 5 centred on (y, x)."""
+    label = np.zeros((64, 128), np.uint8)
+    label[y - 1:y + 2, x - 1:x + 2] = 5
+    image = COLOURS[label].astype(np.uint8)
+    for sub, name, arr in (("leftImg8bit", "a_000000_000019_leftImg8bit.png", image),
+                           ("gtFine", "a_000000_000019_gtFine_labelTrainIds.png", label)):
+        os.makedirs(os.path.join(root, sub, "train", "a"), exist_ok=True)
+        Image.fromarray(arr).save(os.path.join(root, sub, "train", "a", name))
+
+
+def _rare_positions(root, placement, epochs):
+    """(row, col) of the rare block's centre in every class-5 crop of ``epochs`` epochs."""
+    ds = build_train_dataset(_plain_cfg(root, crop_size=24, scale_range=[1.0, 1.0], hflip=0.0, class_balance=1.0,
+                                        crop_placement=placement), seed=0)
+    found = []
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        if int(ds.plan.cls[0]) != 5:
+            continue
+        ys, xs = np.nonzero(ds[0][1].numpy() == 5)
+        assert len(ys) > 0  # the sampled class is inside the crop either way
+        found.append((ys.mean(), xs.mean()))
+    return np.array(found)
+
+
+def test_centred_crops_hold_the_rare_class_at_the_centre(tmp_path):
+    _write_rare_block(str(tmp_path))
+    pos = _rare_positions(str(tmp_path), "centred", 30)
+    assert len(pos) >= 5
+    assert (np.abs(pos - 12) <= 1).all()  # centre pixel 12 of a 24 crop; never near a border
+
+
+def test_anywhere_crops_bring_the_rare_class_to_crop_borders(tmp_path):
+    _write_rare_block(str(tmp_path))
+    pos = _rare_positions(str(tmp_path), "anywhere", 160)
+    assert len(pos) >= 50
+    border = np.minimum(pos, 23 - pos).min(axis=1)  # distance of the block centre to the nearest crop border
+    assert (border <= 1).sum() >= 3  # the block touches a border in some crops
+    # point uniform inside the crop: each coordinate of the centre spreads over the whole 0..23 range
+    for axis in range(2):
+        assert pos[:, axis].min() <= 2 and pos[:, axis].max() >= 21
+        assert abs(pos[:, axis].mean() - 11.5) < 2.5
+
+
+def test_anywhere_keeps_a_point_near_the_image_edge_inside_the_crop():
+    from seg.data.transforms import crop_window
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        cx, cy = int(rng.integers(0, 100)), int(rng.integers(0, 40))
+        y0, x0 = crop_window(40, 100, 16, (cx, cy), rng, "anywhere")
+        assert 0 <= y0 <= 40 - 16 and 0 <= x0 <= 100 - 16
+        assert y0 <= cy < y0 + 16 and x0 <= cx < x0 + 16
+
+
+def test_crop_placement_is_validated():
+    from seg.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="crop_placement"):
+        load_config(None, ["data.crop_placement=middle"])

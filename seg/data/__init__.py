@@ -10,7 +10,7 @@ from .cityscapes import CityscapesDataset, CityscapesTrainDataset, list_pairs, l
 from .io import DataError
 from .labels import (
     CLASS_NAMES, ID_TO_TRAINID, IGNORE_INDEX, NUM_CLASSES, PALETTE, TRAINID_TO_ID, ids_to_train_ids, train_ids_to_ids)
-from .transforms import BatchNormalize
+from .transforms import CROP_PLACEMENTS, BatchNormalize
 
 DATA_DEFAULTS = {
     "root": "datasets/demo",
@@ -26,6 +26,7 @@ DATA_DEFAULTS = {
     "class_balance": 0.5,
     "centroids_per_class": 32,
     "coarse_boost_classes": [],
+    "crop_placement": "centred",
     "num_workers": 4,
 }
 
@@ -47,7 +48,7 @@ def build_train_dataset(data_cfg: dict | None, seed: int) -> CityscapesTrainData
         cfg["root"], cfg["train_sets"], seed=seed, crop_size=cfg["crop_size"], scale_range=cfg["scale_range"],
         hflip=cfg["hflip"], blur_prob=cfg["blur_prob"], color_jitter=cfg["color_jitter"], mean=cfg["mean"],
         std=cfg["std"], class_balance=cfg["class_balance"], centroids_per_class=cfg["centroids_per_class"],
-        coarse_boost_classes=cfg["coarse_boost_classes"])
+        coarse_boost_classes=cfg["coarse_boost_classes"], crop_placement=cfg["crop_placement"])
 
 
 def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> CityscapesDataset:
@@ -61,7 +62,7 @@ def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> Citysc
 
 
 __all__ = [
-    "DATA_DEFAULTS", "BatchNormalize", "build_train_dataset", "build_val_dataset", "CityscapesDataset",
+    "CROP_PLACEMENTS", "DATA_DEFAULTS", "BatchNormalize", "build_train_dataset", "build_val_dataset", "CityscapesDataset",
     "CityscapesTrainDataset", "DataError", "list_pairs", "load_pair", "parse_set", "CLASS_NAMES", "ID_TO_TRAINID",
     "IGNORE_INDEX", "NUM_CLASSES", "PALETTE", "TRAINID_TO_ID", "ids_to_train_ids", "train_ids_to_ids",
 ]

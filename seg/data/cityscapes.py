@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from . import balance
 from .io import DataError, png_size, read_image, read_label
 from .labels import TRAINID_IS_VALID, check_label_values
-from .transforms import BatchNormalize, build_geometric, build_photometric, crop_window, normalize_ops
+from .transforms import CROP_PLACEMENTS, BatchNormalize, build_geometric, build_photometric, crop_window, normalize_ops
 
 ANNOTATIONS = {"fine": "gtFine", "coarse": "gtCoarse", "gtFine": "gtFine", "gtCoarse": "gtCoarse"}
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -141,8 +141,11 @@ class CityscapesTrainDataset(CityscapesDataset):
     def __init__(self, root: str, sets: list[str], seed: int = 0, crop_size: int = 896,
                  scale_range=(0.5, 2.0), hflip: float = 0.5, blur_prob: float = 0.5, color_jitter: float = 0.25,
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), class_balance: float = 0.5,
-                 centroids_per_class: int = 32, coarse_boost_classes=()):
+                 centroids_per_class: int = 32, coarse_boost_classes=(), crop_placement: str = "centred"):
         super().__init__(root, sets, mean, std)
+        if crop_placement not in CROP_PLACEMENTS:
+            raise ValueError(f"data.crop_placement must be one of {list(CROP_PLACEMENTS)}, got {crop_placement!r}")
+        self.crop_placement = crop_placement
         if not 0.0 <= class_balance <= 1.0:
             raise ValueError(f"data.class_balance must be in [0, 1], got {class_balance}")
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
@@ -184,10 +187,10 @@ class CityscapesTrainDataset(CityscapesDataset):
 
     def _scaled_crop(self, img: np.ndarray, lbl: np.ndarray, center: tuple[int, int] | None, seed: int):
         """Random scale + pad (the centre pixel travels along as a keypoint), then a crop_size window
-        centred on it (class-balanced sample) or uniformly placed (random sample)."""
+        holding it as ``crop_placement`` says (class-balanced sample) or uniformly placed (random sample)."""
         self.geometric.set_random_seed(seed)
         out = self.geometric(image=img, mask=lbl, keypoints=np.array([center or (0, 0)], np.float32))
         img, lbl, c = out["image"], out["mask"], self.crop_size
         moved = tuple(out["keypoints"][0][:2]) if center is not None else None
-        y0, x0 = crop_window(img.shape[0], img.shape[1], c, moved, np.random.default_rng(seed))
+        y0, x0 = crop_window(img.shape[0], img.shape[1], c, moved, np.random.default_rng(seed), self.crop_placement)
         return np.ascontiguousarray(img[y0:y0 + c, x0:x0 + c]), np.ascontiguousarray(lbl[y0:y0 + c, x0:x0 + c])

@@ -55,19 +55,31 @@ def normalize_ops(mean, std) -> list:
     return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
 
 
+CROP_PLACEMENTS = ("centred", "anywhere")
+
+
 def crop_window(height: int, width: int, crop: int, center: tuple[float, float] | None,
-                rng: np.random.Generator) -> tuple[int, int]:
+                rng: np.random.Generator, placement: str = "centred") -> tuple[int, int]:
     """Top-left (y0, x0) of a ``crop`` x ``crop`` window inside an image of at least that size.
 
-    With ``center`` (x, y) the window is centred on it and then shifted, if needed, to stay inside
-    the image, which keeps the centre pixel inside the window. Without it the window is uniform.
+    With ``center`` (x, y) and ``placement`` "centred" the window is centred on it; with "anywhere" the
+    point lands at a uniformly drawn position inside the window (NVIDIA's class-uniform crops), so a
+    class-balanced crop can hold its class at the crop border too. The window is then shifted, if
+    needed, to stay inside the image, which keeps the point inside it. Without ``center`` the window
+    is uniform.
     """
     if center is None:
         return int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
+    if placement not in CROP_PLACEMENTS:
+        raise ValueError(f"data.crop_placement must be one of {list(CROP_PLACEMENTS)}, got {placement!r}")
     cx = int(np.clip(round(center[0]), 0, width - 1))
     cy = int(np.clip(round(center[1]), 0, height - 1))
-    y0 = min(max(cy - crop // 2, 0), height - crop)
-    x0 = min(max(cx - crop // 2, 0), width - crop)
+    if placement == "centred":
+        dy, dx = crop // 2, crop // 2
+    else:
+        dy, dx = int(rng.integers(0, crop)), int(rng.integers(0, crop))
+    y0 = min(max(cy - dy, 0), height - crop)
+    x0 = min(max(cx - dx, 0), width - crop)
     return y0, x0
 
 
