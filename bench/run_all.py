@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from seg.machine import cpu_model
+
 PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,15 +45,9 @@ BENCHES = [
 
 def describe_machine() -> str:
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} CPU cores, {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}; {datetime.date.today().isoformat()}")
+    return (f"{cpu_model()}, {os.cpu_count()} CPU cores, "
+            f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; Python "
+            f"{platform.python_version()}, torch {torch.__version__}; {datetime.date.today().isoformat()}")
 
 
 def run_bench(script: str, args: list[str], json_path: str) -> tuple[str, float, int]:

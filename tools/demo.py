@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ from seg.cli import positive_int, run_tool, tool_parser
 from seg.data.demo import generate_demo_dataset
 from seg.errors import SegError
 from seg.evaluation.uncertainty import mean_std, prediction_interval
+from seg.machine import describe_machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PADDINGS = ("zeros", "partial")
@@ -226,17 +226,6 @@ def readme_table(compare: dict, changes: dict[str, list[float]]) -> list[str]:
     return lines
 
 
-def machine() -> str:
-    """CPU model and core count (the report names the machine its numbers come from)."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model} ({os.cpu_count()} cores, no GPU)"
-
-
 def write_report(args, runner: Runner, seconds: float) -> str:
     compare = json.load(open(os.path.join(args.work_dir, "compare", "compare.json")))
     # compare.md links its plots relative to its own folder; the report sits one level up
@@ -249,8 +238,8 @@ def write_report(args, runner: Runner, seconds: float) -> str:
     lines = [
         "# Demo report: zero vs partial padding on the synthetic Cityscapes-format data", "",
         f"`make demo`: {len(args.seeds)} seed(s) per padding ({', '.join(map(str, args.seeds))}, the same for both "
-        f"paddings), {seconds / 60:.1f} minutes of wall time on {machine()}, {args.jobs} job(s) at a time with "
-        f"{runner.threads} torch thread(s) each. "
+        f"paddings), {seconds / 60:.1f} minutes of wall time on {describe_machine()}, {args.jobs} job(s) at a "
+        f"time with {runner.threads} torch thread(s) each. "
         f"DeepLabV3+ ResNet-18 (OS16) trained from scratch for {args.iterations} iterations, batch {args.batch}, on "
         f"{args.crop}px crops of {args.height}x{args.width} synthetic images ({args.train_images} train, "
         f"{args.val_images} val). Every number below was measured by this run; its absolute mIoU says nothing "
@@ -271,7 +260,7 @@ def write_report(args, runner: Runner, seconds: float) -> str:
     path = os.path.join(args.work_dir, "report.md")
     atomic_write_text(path, "\n".join(lines))
     atomic_write_text(os.path.join(args.work_dir, "readme_table.md"), "\n".join([
-        f"`make demo` on {machine()}, {time.strftime('%Y-%m-%d')}: {seconds / 60:.1f} minutes, {len(args.seeds)} seeds "
+        f"`make demo` on {describe_machine()}, {time.strftime('%Y-%m-%d')}: {seconds / 60:.1f} minutes, {len(args.seeds)} seeds "
         f"per padding, {args.val_images} val images.", "", *readme_table(compare, changes), ""]))
     return path
 
