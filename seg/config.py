@@ -20,7 +20,7 @@ import yaml
 
 from seg.atomic import atomic_open
 from seg.errors import SegError
-from seg.data import CROP_PLACEMENTS
+from seg.data import CROP_PLACEMENTS, CV_SPLITS
 from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES
 from seg.nn import PADDING_MODES
 
@@ -80,6 +80,9 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "root": key_spec("datasets/demo", "str"),
         "train_sets": key_spec(["fine/train"], "list[str]", doc='"annotation/split" entries, e.g. coarse/train_extra'),
         "val_split": key_spec("val", "str?", doc="split used for periodic validation; null disables it"),
+        "cv_split": key_spec(0, "int", CV_SPLITS,
+                             doc="city-level split: 0 = official train/val; k = 1, 2 validate on the 3 cities from "
+                                 "index 21k//3 of (sorted val + sorted train cities), train on the other 18"),
         "crop_size": key_spec(896, "int", min=1),
         "scale_range": key_spec([0.5, 2.0], "list[float]"),
         "hflip": key_spec(0.5, "float", min=0, max=1, doc="probability of a horizontal flip"),

@@ -72,6 +72,37 @@ def list_pairs(root: str, annotation: str, split: str, label_type: str = "labelT
     return [(images[k], labels[k]) for k in sorted(images)]
 
 
+CV_SPLITS = (0, 1, 2)
+OFFICIAL_SPLITS = ("train", "val")
+
+
+def _city_dirs(root: str, split: str) -> list[str]:
+    folder = os.path.join(root, "leftImg8bit", split)
+    _require_dir(folder, f"image split '{split}'")
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+
+def cv_cities(root: str, cv_split: int) -> tuple[list[str], list[str]]:
+    """(train cities, val cities) of city-level cross-validation split ``cv_split`` (NVIDIA's scheme).
+
+    All cities = the official val cities (sorted) followed by the sorted official train cities (21 on
+    Cityscapes); split k validates on the ``n_val`` cities starting at index ``k * n // 3`` and trains
+    on the rest, so split 0 is the official train/val split and split 1 validates on darmstadt,
+    dusseldorf and erfurt.
+    """
+    if cv_split not in CV_SPLITS:
+        raise ValueError(f"data.cv_split must be one of {list(CV_SPLITS)}, got {cv_split!r}")
+    val, train = _city_dirs(root, "val"), _city_dirs(root, "train")
+    cities = val + train
+    start = cv_split * len(cities) // 3
+    held_out = cities[start:start + len(val)]
+    return sorted(set(cities) - set(held_out)), sorted(held_out)
+
+
+def city_of(path: str) -> str:
+    return os.path.basename(os.path.dirname(path))
+
+
 def check_sizes(pairs: list[tuple[str, str]]) -> None:
     """Compare image and label sizes from the PNG headers (cheap: no decoding)."""
     for img, lbl in pairs:
@@ -97,13 +128,25 @@ class CityscapesDataset(Dataset):
     ``ds.image_paths`` lists the leftImg8bit files in sample order.
     """
 
-    def __init__(self, root: str, sets: list[str], mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+    def __init__(self, root: str, sets: list[str], mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 cities=None):
         self.root = root
         self.sets = list(sets)
         self.pairs: list[tuple[str, str]] = []
         self.set_of: list[str] = []
+        seen: set[str] = set()
         for name in self.sets:
-            found = list_pairs(root, *parse_set(name))
+            annotation, split = parse_set(name)
+            if cities is not None and split in OFFICIAL_SPLITS:
+                # a city-level split: both official splits pooled, then the chosen cities kept
+                found = [p for s in OFFICIAL_SPLITS if os.path.isdir(os.path.join(root, annotation, s))
+                         for p in list_pairs(root, annotation, s) if city_of(p[0]) in cities]
+                if not found:
+                    raise DataError(f"data.cv_split: no {annotation} images of cities {sorted(cities)} under {root}")
+                found = sorted(p for p in found if p[1] not in seen)  # fine/train and fine/val name the same pool
+            else:
+                found = list_pairs(root, annotation, split)
+            seen.update(lbl for _, lbl in found)
             self.pairs += found
             self.set_of += [name] * len(found)
         check_sizes(self.pairs)
@@ -141,8 +184,9 @@ class CityscapesTrainDataset(CityscapesDataset):
     def __init__(self, root: str, sets: list[str], seed: int = 0, crop_size: int = 896,
                  scale_range=(0.5, 2.0), hflip: float = 0.5, blur_prob: float = 0.5, color_jitter: float = 0.25,
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), class_balance: float = 0.5,
-                 centroids_per_class: int = 32, coarse_boost_classes=(), crop_placement: str = "centred"):
-        super().__init__(root, sets, mean, std)
+                 centroids_per_class: int = 32, coarse_boost_classes=(), crop_placement: str = "centred",
+                 cities=None):
+        super().__init__(root, sets, mean, std, cities)
         if crop_placement not in CROP_PLACEMENTS:
             raise ValueError(f"data.crop_placement must be one of {list(CROP_PLACEMENTS)}, got {crop_placement!r}")
         self.crop_placement = crop_placement
