@@ -14,17 +14,14 @@ Prints a table and writes the numbers as JSON. All figures come from this one ru
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch
+from torch.utils.data import DataLoader, Subset
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Subset  # noqa: E402
-
-from seg.data import build_train_dataset  # noqa: E402
-from seg.data.demo import generate_demo_dataset  # noqa: E402
+from seg.data import build_train_dataset
+from seg.data.demo import generate_demo_dataset
 
 
 def generator_speed(out: str, n: int, height: int, width: int, workers: int = 1) -> dict:

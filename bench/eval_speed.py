@@ -15,19 +15,19 @@ All figures come from one run.
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch
 
-import torch  # noqa: E402
-
-from seg.evaluation import build_eval_loader, evaluate, predict_logits, tile_grid, tile_stride  # noqa: E402
-from seg.evaluation.evaluator import RegionLayout  # noqa: E402
-from seg.evaluation.inference import NetworkTimer  # noqa: E402
-from seg.evaluation.official import official_scores  # noqa: E402
-from seg.evaluation.runner import parse_fractions  # noqa: E402
+from seg.data import build_val_dataset
+from seg.data.demo import generate_demo_dataset
+from seg.evaluation import build_eval_loader, evaluate, predict_logits, tile_grid, tile_stride
+from seg.evaluation.evaluator import RegionLayout
+from seg.evaluation.inference import NetworkTimer
+from seg.evaluation.official import official_scores
+from seg.evaluation.runner import parse_fractions
+from seg.models import DeepLabV3Plus
 
 
 def time_modes(model, image, modes, repeats, **kw) -> dict:
@@ -78,10 +78,6 @@ def main() -> dict:
                    help="skip the cityscapesscripts cross-check (slow in pure Python at 1024x2048)")
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args()
-
-    from seg.data import build_val_dataset
-    from seg.data.demo import generate_demo_dataset
-    from seg.models import DeepLabV3Plus
 
     device = torch.device(args.device)
     torch.manual_seed(0)
