@@ -32,6 +32,7 @@ from seg.engine import (DistInfo, build_criterion, build_optimizer, cleanup_dist
                         seed_everything, set_determinism, train_step)
 from seg.engine.distributed import barrier, convert_sync_bn
 from seg.engine.trainer import amp_dtype
+from seg.models import DeepLabV3Plus
 
 
 def parse_args(argv=None):
@@ -54,7 +55,6 @@ class Runner:
     """One variant: model, optimizer, scaler and a fixed synthetic batch, ready to step."""
 
     def __init__(self, cfg: dict, padding: str, info: DistInfo, batch: int, crop: int, channels_last: bool = False):
-        from seg.models import DeepLabV3Plus
         tcfg = cfg["train"]
         seed_everything(tcfg["seed"])  # same weights for every variant
         model = DeepLabV3Plus(**{**cfg["model"], "padding": padding})
