@@ -20,7 +20,7 @@ import yaml
 
 from seg.atomic import atomic_open
 from seg.errors import SegError
-from seg.data import CROP_PLACEMENTS, CV_SPLITS
+from seg.data import COARSE_MODES, CROP_PLACEMENTS, CV_SPLITS, NVIDIA_BOOST_CLASSES
 from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES
 from seg.nn import PADDING_MODES
 
@@ -93,7 +93,11 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "class_balance": key_spec(0.5, "float", min=0, max=1,
                                   doc="fraction of crops centred on a pixel of a chosen class"),
         "centroids_per_class": key_spec(32, "int"),
-        "coarse_boost_classes": key_spec([], "list[int]"),
+        "coarse_mode": key_spec("union", "str", COARSE_MODES,
+                                doc="union: an epoch = one crop per fine and coarse image; boost: an epoch = the fine "
+                                    "images, coarse only in class-centred crops of coarse_boost_classes (NVIDIA)"),
+        "coarse_boost_classes": key_spec(list(NVIDIA_BOOST_CLASSES), "list[int]",
+                                         doc="trainIds coarse images serve in coarse_mode=boost (NVIDIA's default)"),
         "crop_placement": key_spec("centred", "str", CROP_PLACEMENTS,
                                    doc="class-balanced crops: centred on the sampled pixel, or the pixel anywhere "
                                        "inside the crop (uniform, clipped to the image; NVIDIA's class-uniform crops)"),

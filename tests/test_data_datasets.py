@@ -195,11 +195,71 @@ def test_plan_draws_classes_then_images_uniformly():
 
 
 def test_coarse_boost_limits_coarse_images_to_boost_classes(demo_root):
-    ds = _balanced(demo_root, train_sets=["fine/train", "coarse/train_extra"], coarse_boost_classes=[13])
+    ds = _balanced(demo_root, train_sets=["fine/train", "coarse/train_extra"], coarse_mode="boost",
+                   coarse_boost_classes=[13])
     coarse_items = {i for i, p in enumerate(ds.label_paths) if "gtCoarse" in p}
     for c, pool in enumerate(ds.pools):
         from_coarse = set(pool.images.tolist()) & coarse_items
         assert not from_coarse or c == 13
+
+
+def _coarse_labels(demo_root):
+    """{coarse image index in the fine+coarse dataset: set of trainIds in its label}, read independently."""
+    ds = _balanced(demo_root, train_sets=["fine/train", "coarse/train_extra"], class_balance=0.0)
+    return ds, {i: set(np.unique(np.asarray(Image.open(p))).tolist()) - {255}
+                for i, p in enumerate(ds.label_paths) if "gtCoarse" in p}
+
+
+def test_boost_epoch_is_the_fine_images_and_coarse_only_serves_boost_classes(demo_root):
+    _, coarse = _coarse_labels(demo_root)
+    boost = sorted(set().union(*coarse.values()))[:2]  # two classes the coarse labels hold
+    ds = _balanced(demo_root, train_sets=["fine/train", "coarse/train_extra"], class_balance=0.5,
+                   coarse_mode="boost", coarse_boost_classes=boost)
+    n_fine = sum("gtFine" in p for p in ds.label_paths)
+    assert len(ds) == n_fine == 6
+    from_coarse_seen = 0
+    for epoch in range(30):
+        ds.set_epoch(epoch)
+        assert len(ds.plan.item) == n_fine and (ds.plan.cls >= 0).sum() == 3
+        for item, cls in zip(ds.plan.item.tolist(), ds.plan.cls.tolist()):
+            if item in coarse:
+                assert cls in boost  # coarse images: class-centred crops of the boost classes only
+                from_coarse_seen += 1
+        randoms = ds.plan.item[ds.plan.cls < 0]
+        assert all("gtFine" in ds.label_paths[i] for i in randoms) and len(set(randoms.tolist())) == 3
+        fine, coarse_n = ds.crop_sources()
+        assert (fine, coarse_n) == (n_fine - sum(i in coarse for i in ds.plan.item.tolist()),
+                                    sum(i in coarse for i in ds.plan.item.tolist()))
+    assert from_coarse_seen > 0
+
+
+def test_union_epoch_is_every_image_and_random_crops_include_coarse(demo_root):
+    ds, coarse = _coarse_labels(demo_root)
+    assert len(ds) == 9 and ds.coarse_mode == "union"
+    assert sorted(ds.plan.item.tolist()) == list(range(9))  # class_balance 0: one random crop per image
+    assert ds.crop_sources() == (6, 3)
+
+
+def test_coarse_mode_is_validated():
+    from seg.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="coarse_mode"):
+        load_config(None, ["data.coarse_mode=mix"])
+
+
+def test_training_prints_crops_per_epoch_from_fine_and_coarse(demo_root, tmp_path, capsys):
+    from test_train_engine import CPU, TinyNet, tiny_cfg
+    from seg.engine import seed_everything, train
+    cfg = tiny_cfg(iterations=1)
+    cfg["model"]["num_classes"] = 19
+    cfg["data"].update(root=demo_root, train_sets=["fine/train", "coarse/train_extra"], crop_size=16,
+                       class_balance=0.5, coarse_mode="boost", coarse_boost_classes=[0, 1, 2, 13])
+    ds = build_train_dataset(cfg["data"], seed=0)
+    coarse = sum("gtCoarse" in ds.label_paths[i] for i in ds.plan.item.tolist())
+    seed_everything(0)
+    train(cfg, TinyNet(19), ds, CPU, str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    assert f"training crops per epoch: {6 - coarse} from fine, {coarse} from coarse images (data.coarse_mode=boost)" \
+        in out
 
 
 def test_epoch_plan_is_shared_by_ranks_and_split_by_distributed_sampler(demo_root):

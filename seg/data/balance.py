@@ -144,10 +144,15 @@ def class_pools(cent: Centroids, allowed: np.ndarray) -> list[ClassPool]:
 
 
 def draw_plan(num_items: int, cent: Centroids, pools: list[ClassPool], fraction: float,
-              rng: np.random.Generator) -> CropPlan:
+              rng: np.random.Generator, random_pool: np.ndarray | None = None) -> CropPlan:
     """``round(fraction * num_items)`` class-centred crops (class uniform over the classes that have
     centroids, then image uniform over the images holding it, then centroid uniform), the rest random
-    crops of distinct images; the plan is shuffled."""
+    crops of distinct images; the plan is shuffled.
+
+    With ``random_pool`` (image indices) an epoch has ``len(random_pool)`` crops and the random ones
+    are drawn from those images only (coarse_mode "boost": the fine images)."""
+    if random_pool is not None:
+        num_items = len(random_pool)
     classes = np.array([c for c in range(NUM_CLASSES) if len(pools[c].images)], np.int64)
     n_bal = int(round(fraction * num_items)) if len(classes) else 0
     cls = np.full(num_items, -1, np.int64)
@@ -159,6 +164,7 @@ def draw_plan(num_items: int, cent: Centroids, pools: list[ClassPool], fraction:
         m = rng.integers(len(pool.images))
         j = pool.entries[pool.starts[m] + rng.integers(pool.counts[m])]
         item[k], xy[k] = cent.item[j], cent.xy[j]
-    item[n_bal:] = rng.permutation(num_items)[: num_items - n_bal]
+    pool = np.arange(num_items) if random_pool is None else np.asarray(random_pool, np.int64)
+    item[n_bal:] = rng.permutation(pool)[: num_items - n_bal]
     order = rng.permutation(num_items)
     return CropPlan(item[order], cls[order], xy[order])

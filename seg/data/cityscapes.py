@@ -73,6 +73,9 @@ def list_pairs(root: str, annotation: str, split: str, label_type: str = "labelT
 
 
 CV_SPLITS = (0, 1, 2)
+COARSE_MODES = ("union", "boost")
+# NVIDIA's class-uniform coarse boost classes, as trainIds: truck, bus, train, wall, rider, motorcycle, fence
+NVIDIA_BOOST_CLASSES = (14, 15, 16, 3, 12, 17, 4)
 OFFICIAL_SPLITS = ("train", "val")
 
 
@@ -170,7 +173,11 @@ class CityscapesDataset(Dataset):
 
 
 class CityscapesTrainDataset(CityscapesDataset):
-    """Augmented, class-balanced crops; one epoch = one crop per image of the union of ``sets``.
+    """Augmented, class-balanced crops.
+
+    ``coarse_mode`` "union": one epoch = one crop per image of the union of ``sets``, random crops drawn
+    from all of them. "boost" (NVIDIA's): one epoch = one crop per fine image; random crops come from
+    fine images only, and coarse images serve only class-centred crops of ``coarse_boost_classes``.
 
     ``ds[i]`` -> (image uint8 (3, crop, crop), target int64 (crop, crop)); ``ds.normalize`` (a
     :class:`BatchNormalize` with the dataset's mean / std) turns a batch of images into the network's
@@ -184,9 +191,16 @@ class CityscapesTrainDataset(CityscapesDataset):
     def __init__(self, root: str, sets: list[str], seed: int = 0, crop_size: int = 896,
                  scale_range=(0.5, 2.0), hflip: float = 0.5, blur_prob: float = 0.5, color_jitter: float = 0.25,
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), class_balance: float = 0.5,
-                 centroids_per_class: int = 32, coarse_boost_classes=(), crop_placement: str = "centred",
-                 cities=None):
+                 centroids_per_class: int = 32, coarse_mode: str = "union",
+                 coarse_boost_classes=NVIDIA_BOOST_CLASSES, crop_placement: str = "centred", cities=None):
         super().__init__(root, sets, mean, std, cities)
+        if coarse_mode not in COARSE_MODES:
+            raise ValueError(f"data.coarse_mode must be one of {list(COARSE_MODES)}, got {coarse_mode!r}")
+        self.coarse_mode = coarse_mode
+        self.is_coarse = np.array([parse_set(s)[0] == "gtCoarse" for s in self.set_of], bool)
+        self.random_pool = np.nonzero(~self.is_coarse)[0] if coarse_mode == "boost" else None
+        if coarse_mode == "boost" and not len(self.random_pool):
+            raise DataError("data.coarse_mode=boost needs fine images in data.train_sets (an epoch is the fine images)")
         if crop_placement not in CROP_PLACEMENTS:
             raise ValueError(f"data.crop_placement must be one of {list(CROP_PLACEMENTS)}, got {crop_placement!r}")
         self.crop_placement = crop_placement
@@ -203,21 +217,26 @@ class CityscapesTrainDataset(CityscapesDataset):
         self.centroids = balance.Centroids(np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros((0, 2), np.int32))
         if self.class_balance > 0:
             self.centroids = balance.load_or_compute_centroids(root, self.label_paths, centroids_per_class)
-        self.pools = balance.class_pools(self.centroids, self._allowed(coarse_boost_classes))
+        allowed = np.ones(len(self.centroids.item), bool)
+        if coarse_mode == "boost":  # coarse images only serve class-centred crops of the boost classes
+            allowed = ~self.is_coarse[self.centroids.item] | np.isin(self.centroids.cls, list(coarse_boost_classes))
+        self.pools = balance.class_pools(self.centroids, allowed)
         self.set_epoch(0)
 
-    def _allowed(self, boost_classes) -> np.ndarray:
-        """With ``coarse_boost_classes``, coarse images only serve class-centred crops of those classes."""
-        if not len(boost_classes):
-            return np.ones(len(self.centroids.item), bool)
-        is_coarse = np.array([parse_set(s)[0] == "gtCoarse" for s in self.set_of], bool)
-        return ~is_coarse[self.centroids.item] | np.isin(self.centroids.cls, list(boost_classes))
+    def __len__(self) -> int:
+        return len(self.plan.item)
+
+    def crop_sources(self) -> tuple[int, int]:
+        """(crops from fine images, crops from coarse images) in the current epoch's plan."""
+        coarse = int(self.is_coarse[self.plan.item].sum())
+        return len(self.plan.item) - coarse, coarse
 
     def set_epoch(self, epoch: int) -> None:
         """Re-draw the crop plan for ``epoch`` deterministically from (seed, epoch)."""
         self.epoch = int(epoch)
         rng = np.random.default_rng([self.seed, self.epoch])
-        self.plan = balance.draw_plan(len(self.pairs), self.centroids, self.pools, self.class_balance, rng)
+        self.plan = balance.draw_plan(len(self.pairs), self.centroids, self.pools, self.class_balance, rng,
+                                      self.random_pool)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         item, cls = int(self.plan.item[index]), int(self.plan.cls[index])

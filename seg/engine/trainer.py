@@ -187,6 +187,10 @@ class Trainer:
         # uint8 batches are normalised here, on the device (see seg.data.BatchNormalize)
         self.normalize = getattr(train_set, "normalize", None) or (lambda images: images)
         self.loader, self.sampler, self.iters_per_epoch = build_train_loader(self.train_set, cfg, info)
+        if hasattr(train_set, "crop_sources"):
+            fine, coarse = train_set.crop_sources()
+            _print(info, f"training crops per epoch: {fine} from fine, {coarse} from coarse images "
+                         f"(data.coarse_mode={train_set.coarse_mode})")
         self.scheduler = build_scheduler(self.optimizer, tcfg, self.iters_per_epoch)
         self.iteration, self.best_miou, self.last_ckpt = 0, -math.inf, None
         self.run_id, self.skipped, self.verify = None, 0, False
