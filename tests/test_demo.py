@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import demo  # noqa: E402
 import reproduce  # noqa: E402
+from seg.config import load_config  # noqa: E402
 
 
 SEEDS = (0, 1)
@@ -91,3 +92,27 @@ def test_reproduce_plan_and_tables(tmp_path, capsys):
                   f"{p.mean() - z.mean():+.2f} [{ci.low:+.2f}, {ci.high:+.2f}]"]
     assert f"| resnet50 | {' | '.join(cells)} | 78.08 | 78.20 |" in out
     assert "| wrn38 | not run | not run | - | not run |" in out
+
+
+def test_reproduce_names_each_cells_split_coarse_mode_lr_seeds_and_paper_figure(tmp_path, capsys):
+    """Tables 6-7 compare additional-split runs with the paper's additional-split models, like with like."""
+    work = tmp_path / "paper"
+    folder = work / "cityscapes" / "wrn38_partial_cv2_s0"
+    folder.mkdir(parents=True)
+    json.dump({"mIoU": 81.25}, open(folder / "eval_final_tile.json", "w"))
+    reproduce.main(["--tables", "5", "6", "7", "--work-dir", str(work), "--seeds", "0", "--additional-split", "2"])
+    out = capsys.readouterr().out
+    lr = {enc: load_config(os.path.join(ROOT, "configs", "cityscapes", f"{name.format('zeros')}.yaml"))["train"]["lr"]
+          for enc, name in (("resnet50", "deeplabv3plus_r50_{}_896"), ("wrn38", "deeplabv3plus_wrn38_{}_736"))}
+    assert (f"[cell] table 5 | resnet50 zeros regular | split default (data.cv_split=0) | coarse_mode=boost | "
+            f"lr={lr['resnet50']:g} | seeds 0 | paper: 78.08 (mean of 3 runs, default split)") in out
+    assert (f"[cell] table 5 | resnet50 partial regular | split additional (data.cv_split=2) | coarse_mode=boost | "
+            f"lr={lr['resnet50']:g} | seeds 0 | paper: 76.91 (mean of 3 runs, additional split)") in out
+    assert (f"[cell] table 6 | wrn38 zeros tile | split additional (data.cv_split=2) | coarse_mode=boost | "
+            f"lr={lr['wrn38']:g} | seeds 0 | paper: 79.53 (one model, additional split)") in out
+    assert "[cell] table 6 | wrn38 zeros tile | split default" not in out
+    assert re.search(r"tools/train.py .*wrn38_zeros_cv2_s0 .*data.cv_split=2", out)
+    assert re.search(r"tools/eval.py .*wrn38_zeros_cv2_s0/model_final.pth --mode regular,tile,overlap .*"
+                     r"data.cv_split=2", out)
+    assert re.search(r"tools/eval.py .*/wrn38_zeros_s0/model_final.pth --mode regular --out", out)
+    assert "| tile | not run | not run | - | not run | 81.25 (1) | - | 79.53 | 79.91 |" in out

@@ -14,9 +14,10 @@ Tables (numbering as in the paper):
   2, 3  ImageNet top-1, best epoch / mean of last 5 epochs, 5 runs per (arch, padding) (tools/train_classifier.py)
   4     ImageNet cross-testing: ResNet-50 weights evaluated under the other padding
   seg4  the same cross-test for the Cityscapes DeepLabV3+ checkpoints, all four modes (tools/cross_test.py)
-  5     Cityscapes mIoU, regular inference: ResNet-50 and WRN-38 DeepLabV3+, zeros vs partial
-  6     WRN-38, tiled inference without and with overlap
-  7     WRN-38, tiled, centre leave-out mIoU (border regions)
+  5     Cityscapes mIoU, regular inference: ResNet-50 and WRN-38 DeepLabV3+, zeros vs partial, on the default
+        city split (data.cv_split=0, the official train/val) and the additional one (--additional-split, default 1)
+  6     WRN-38, tiled inference without and with overlap (additional split: the paper's figures are its models)
+  7     WRN-38, tiled, centre leave-out mIoU (border regions; additional split, as Table 6)
 
 Every step is an ordinary command (printed before it runs) whose output lands in --work-dir; a step whose
 output exists is not run again, so the script can be re-run after an interruption. Training runs under
@@ -32,14 +33,18 @@ import sys
 
 from seg.atomic import atomic_write_text
 from seg.cli import positive_int, run_tool, tool_parser
+from seg.config import load_config
 from seg.evaluation.uncertainty import difference_interval, mean_std
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The paper's tables (arXiv 1811.11718): (zero, partial) figures
+# The paper's tables (arXiv 1811.11718): (zero, partial) figures. Table 5 gives the mean of 3 runs per split;
+# Tables 6-7 use one additional-split WRN-38 model per padding (regular 79.069 / 79.082 = Table 5's additional-split
+# runs 1 and 3), so ours compare additional-split runs with them.
 PAPER = {
     "5": {"resnet50": (78.08, 78.20), "wrn38": (80.20, 80.31)},
-    "6": {"tile": (79.53, 79.91), "overlap": (79.71, 80.08)},
+    "5+": {"resnet50": (76.58, 76.91), "wrn38": (78.84, 79.00)},
+    "6": {"regular": (79.07, 79.08), "tile": (79.53, 79.91), "overlap": (79.71, 80.08)},
     "7": "partial - zero grows from +0.38 (nothing left out) to +1.25 mIoU (largest leave-out)",
     "1": "partial / zero, V100: ResNet-50 +3.4% steady (+29.7% first call), VGG16-BN +4.1%",
     "2": {"resnet50": (76.13, 76.61), "vgg19_bn": (74.44, 75.13)},
@@ -67,13 +72,51 @@ def launcher(gpus: int) -> list[str]:
     return ["torchrun", "--nproc_per_node", str(gpus)] if gpus > 1 else [sys.executable]
 
 
-def seg_run_dir(args, enc: str, pad: str, seed: int) -> str:
-    return os.path.join(args.work_dir, "cityscapes", f"{enc}_{pad}_s{seed}")
+def seg_run_dir(args, enc: str, pad: str, seed: int, split: int = 0) -> str:
+    tag = f"_cv{split}" if split else ""
+    return os.path.join(args.work_dir, "cityscapes", f"{enc}_{pad}{tag}_s{seed}")
 
 
-def seg_modes(enc: str) -> list[str]:
-    """Tables 5 (regular, both encoders), 6 and 7 (tile / overlap, WRN-38 only)."""
-    return ["regular"] + (["tile", "overlap"] if enc == "wrn38" else [])
+def seg_splits(args) -> list[int]:
+    """data.cv_split of the default and the additional city split."""
+    return [0, args.additional_split]
+
+
+def seg_modes(enc: str, split: int) -> list[str]:
+    """Table 5 (regular, both encoders, both splits), 6 and 7 (tile / overlap, WRN-38, additional split)."""
+    return ["regular"] + (["tile", "overlap"] if enc == "wrn38" and split else [])
+
+
+def split_name(split: int) -> str:
+    return "default" if split == 0 else "additional"
+
+
+def cell_settings(enc: str, pad: str) -> dict:
+    """The data / optimiser choices of one cell, read from its config."""
+    cfg = load_config(os.path.join(ROOT, "configs", "cityscapes", f"{SEG_MODELS[enc].format(pad)}.yaml"))
+    return {"coarse_mode": cfg["data"]["coarse_mode"], "lr": cfg["train"]["lr"],
+            "crop_placement": cfg["data"]["crop_placement"]}
+
+
+def seg_cells(args) -> list[str]:
+    """One line per Cityscapes table cell: its split, coarse mode, learning rate, seeds and paper figure."""
+    lines = []
+    seeds = ",".join(map(str, args.seeds))
+    for split in seg_splits(args):
+        for enc in SEG_MODELS:
+            for i, pad in enumerate(PADS):
+                st = cell_settings(enc, pad)
+                tables = [("5", "regular", PAPER["5" if split == 0 else "5+"][enc][i], "mean of 3 runs")]
+                if enc == "wrn38" and split:
+                    tables += [("6", m, PAPER["6"][m][i], "one model") for m in ("tile", "overlap")]
+                    tables += [("7", "tile, leave-out", None, "one model")]
+                for table, mode, fig, what in tables:
+                    paper = f"{fig:.2f} ({what}, {split_name(split)} split)" if fig is not None else \
+                        f"{PAPER['7']} ({what}, {split_name(split)} split)"
+                    lines.append(f"[cell] table {table} | {enc} {pad} {mode} | split {split_name(split)} "
+                                 f"(data.cv_split={split}) | coarse_mode={st['coarse_mode']} | lr={st['lr']:g} | "
+                                 f"seeds {seeds} | paper: {paper}")
+    return lines
 
 
 def eval_json(work: str, kind: str, mode: str) -> str:
@@ -87,20 +130,23 @@ def seg_steps(args) -> list[Step]:
     steps = []
     data = f"data.root={args.cityscapes}"
     val = [f"train.val_interval={args.val_interval}"] if args.val_interval else []
-    for enc, name in SEG_MODELS.items():
-        modes = seg_modes(enc)
-        for pad in PADS:
-            cfg = f"configs/cityscapes/{name.format(pad)}.yaml"
-            for seed in args.seeds:
-                work = seg_run_dir(args, enc, pad, seed)
-                steps.append(Step("5", [*launcher(args.gpus), "tools/train.py", cfg, "--work-dir", work, "--resume",
-                                        "auto", "--opts", data, f"train.seed={seed}", *val],
-                                  os.path.join(work, "model_final.pth")))
-                for kind, ckpt in CHECKPOINTS.items():
-                    leave = ["--leave-out", LEAVE_OUT] if enc == "wrn38" else []
-                    steps.append(Step("5", [*launcher(args.gpus), "tools/eval.py", cfg, os.path.join(work, ckpt),
-                                            "--mode", ",".join(modes), *leave, "--out", eval_json(work, kind, "{mode}"),
-                                            "--opts", data], eval_json(work, kind, modes[-1])))
+    for split in seg_splits(args):
+        cv = f"data.cv_split={split}"
+        for enc, name in SEG_MODELS.items():
+            modes = seg_modes(enc, split)
+            for pad in PADS:
+                cfg = f"configs/cityscapes/{name.format(pad)}.yaml"
+                for seed in args.seeds:
+                    work = seg_run_dir(args, enc, pad, seed, split)
+                    steps.append(Step("5", [*launcher(args.gpus), "tools/train.py", cfg, "--work-dir", work,
+                                            "--resume", "auto", "--opts", data, cv, f"train.seed={seed}", *val],
+                                      os.path.join(work, "model_final.pth")))
+                    for kind, ckpt in CHECKPOINTS.items():
+                        leave = ["--leave-out", LEAVE_OUT] if len(modes) > 1 else []
+                        steps.append(Step("5", [*launcher(args.gpus), "tools/eval.py", cfg, os.path.join(work, ckpt),
+                                                "--mode", ",".join(modes), *leave, "--out",
+                                                eval_json(work, kind, "{mode}"), "--opts", data, cv],
+                                          eval_json(work, kind, modes[-1])))
     seed = args.seeds[0]
     ckpts = [os.path.join(seg_run_dir(args, enc, pad, seed), "model_final.pth") for enc in SEG_MODELS for pad in PADS]
     out = os.path.join(args.work_dir, "cityscapes", "cross_test")
@@ -162,9 +208,9 @@ def _diff(zero: list[float], part: list[float], seeds_z: list[int], seeds_p: lis
 class SegResults:
     """The eval JSONs of every (encoder, padding, seed, checkpoint kind, mode) found under the work dir."""
 
-    def __init__(self, args):
+    def __init__(self, args, split: int = 0):
         self.args = args
-        self.res = {(enc, pad, seed, kind, mode): load(eval_json(seg_run_dir(args, enc, pad, seed), kind, mode))
+        self.res = {(enc, pad, seed, kind, mode): load(eval_json(seg_run_dir(args, enc, pad, seed, split), kind, mode))
                     for enc in SEG_MODELS for pad in PADS for seed in args.seeds for kind in CHECKPOINTS
                     for mode in ("regular", "tile", "overlap")}
 
@@ -197,15 +243,24 @@ PROTOCOL = ("Each cell: mean ± std (n) over the training seeds {seeds}; diff = 
 
 def seg_tables(args) -> list[str]:
     """Tables 5-7 as Markdown: means and spreads over seeds for both checkpoint choices, next to the paper."""
-    found = SegResults(args)
-    lines = ["## Table 5: Cityscapes val mIoU, regular inference", "", PROTOCOL.format(seeds=args.seeds), "",
-             *header("model")]
+    lines = ["## Table 5: Cityscapes val mIoU, regular inference, default split (data.cv_split=0)", "",
+             PROTOCOL.format(seeds=args.seeds), "", *header("model")]
+    found = SegResults(args, 0)
     for enc, (pz, pp) in PAPER["5"].items():
         lines.append(f"| {enc} | " + " | ".join(found.row(enc, "regular")) + f" | {pz:.2f} | {pp:.2f} |")
-    lines += ["", "## Table 6: WRN-38, tiled inference", "", *header("mode")]
+    split = args.additional_split
+    found = SegResults(args, split)
+    lines += ["", f"## Table 5, additional split (data.cv_split={split}; the paper does not say which cities)", "",
+              *header("model")]
+    for enc, (pz, pp) in PAPER["5+"].items():
+        lines.append(f"| {enc} | " + " | ".join(found.row(enc, "regular")) + f" | {pz:.2f} | {pp:.2f} |")
+    lines += ["", f"## Table 6: WRN-38, tiled inference, additional split (data.cv_split={split})", "",
+              "The paper's figures are one model per padding (two runs with similar regular mIoU); ours are "
+              "means over seeds.", "", *header("mode")]
     for mode, (pz, pp) in PAPER["6"].items():
         lines.append(f"| {mode} | " + " | ".join(found.row("wrn38", mode)) + f" | {pz:.2f} | {pp:.2f} |")
-    lines += ["", "## Table 7: WRN-38, tile inference, centre leave-out mIoU", "", f"Paper: {PAPER['7']}.", ""]
+    lines += ["", f"## Table 7: WRN-38, tile inference, centre leave-out mIoU, additional split "
+              f"(data.cv_split={split})", "", f"Paper: {PAPER['7']}.", ""]
     first = next((r for (enc, _, _, _, mode), r in found.res.items() if enc == "wrn38" and mode == "tile" and r), None)
     if first is None or "leave_out" not in first:
         return lines + ["not run yet"]
@@ -232,6 +287,8 @@ def main(argv=None):
     p.add_argument("--seeds", default=SEEDS, help="training seeds per Cityscapes table cell (default 0,1,2)")
     p.add_argument("--val-interval", type=positive_int,
                    help="validate every N iterations (default: the config's train.val_interval, 5000 of 31k)")
+    p.add_argument("--additional-split", type=int, choices=[1, 2], default=1,
+                   help="data.cv_split of the paper's additional city split (not named in the paper; default 1)")
     p.add_argument("--cityscapes", default="datasets/cityscapes")
     p.add_argument("--imagenet", default="datasets/imagenet")
     p.add_argument("--device", default="cuda", help="device for the overhead benchmark")
@@ -241,6 +298,8 @@ def main(argv=None):
 
     wanted = set(args.tables)
     steps = [s for s in overhead_steps(args) + cls_steps(args) + seg_steps(args) if s.table in wanted]
+    if wanted & {"5", "6", "7"}:
+        print("\n".join(line for line in seg_cells(args) if line.split()[2] in wanted), flush=True)
     for step in steps:
         state = "done" if step.done() else ("running" if args.run else "to run")
         print(f"[table {step.table}] [{state}] {' '.join(step.cmd)}", flush=True)

@@ -7,7 +7,8 @@ Entry points (config section ``data``, see ``DATA_DEFAULTS``):
 from __future__ import annotations
 
 from .cityscapes import (
-    COARSE_MODES, CV_SPLITS, NVIDIA_BOOST_CLASSES, CityscapesDataset, CityscapesTrainDataset, cv_cities, list_pairs, load_pair, parse_set)
+    COARSE_MODES, CV_SPLITS, NVIDIA_BOOST_CLASSES, CityscapesDataset, CityscapesTrainDataset, cv_cities, list_pairs,
+    load_pair, parse_set)
 from .io import DataError
 from .labels import (
     CLASS_NAMES, ID_TO_TRAINID, IGNORE_INDEX, NUM_CLASSES, PALETTE, TRAINID_TO_ID, ids_to_train_ids, train_ids_to_ids)
@@ -52,7 +53,8 @@ def build_train_dataset(data_cfg: dict | None, seed: int) -> CityscapesTrainData
         cfg["root"], cfg["train_sets"], seed=seed, crop_size=cfg["crop_size"], scale_range=cfg["scale_range"],
         hflip=cfg["hflip"], blur_prob=cfg["blur_prob"], color_jitter=cfg["color_jitter"], mean=cfg["mean"],
         std=cfg["std"], class_balance=cfg["class_balance"], centroids_per_class=cfg["centroids_per_class"],
-        coarse_mode=cfg["coarse_mode"], coarse_boost_classes=cfg["coarse_boost_classes"], crop_placement=cfg["crop_placement"], cities=cities)
+        coarse_mode=cfg["coarse_mode"], coarse_boost_classes=cfg["coarse_boost_classes"],
+        crop_placement=cfg["crop_placement"], cities=cities)
 
 
 def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> CityscapesDataset:
@@ -71,7 +73,8 @@ def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> Citysc
 
 
 __all__ = [
-    "COARSE_MODES", "CROP_PLACEMENTS", "CV_SPLITS", "NVIDIA_BOOST_CLASSES", "DATA_DEFAULTS", "cv_cities", "BatchNormalize", "build_train_dataset", "build_val_dataset", "CityscapesDataset",
+    "COARSE_MODES", "CROP_PLACEMENTS", "CV_SPLITS", "NVIDIA_BOOST_CLASSES", "DATA_DEFAULTS", "cv_cities",
+    "BatchNormalize", "build_train_dataset", "build_val_dataset", "CityscapesDataset",
     "CityscapesTrainDataset", "DataError", "list_pairs", "load_pair", "parse_set", "CLASS_NAMES", "ID_TO_TRAINID",
     "IGNORE_INDEX", "NUM_CLASSES", "PALETTE", "TRAINID_TO_ID", "ids_to_train_ids", "train_ids_to_ids",
 ]
