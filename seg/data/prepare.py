@@ -137,3 +137,55 @@ def prepare_cityscapes(root: str, workers: int = 1, verify: bool = False) -> dic
         files += [img for annotation, split in splits for img, _ in list_pairs(root, annotation, split)]
         checked = _run(_verify_job, files, workers, "verify labels")
     return {"created": len(created), "existing": existing, "pairs": pairs, "verified": len(checked)}
+
+
+# Official Cityscapes counts per (annotation, split) and the archive that holds each part.
+OFFICIAL_COUNTS = {("gtFine", "train"): 2975, ("gtFine", "val"): 500, ("gtFine", "test"): 1525,
+                   ("gtCoarse", "train_extra"): 19998}
+ARCHIVES = {"leftImg8bit": {"train_extra": "leftImg8bit_trainextra.zip", None: "leftImg8bit_trainvaltest.zip"},
+            "gtFine": {None: "gtFine_trainvaltest.zip"}, "gtCoarse": {None: "gtCoarse.zip"}}
+
+
+def _archive(folder: str, split: str) -> str:
+    return ARCHIVES[folder].get(split, ARCHIVES[folder][None])
+
+
+def _stems(folder: str, suffix: str) -> set[str]:
+    """{"city/stem"} of the files ``folder/<city>/<stem><suffix>``."""
+    return {os.path.join(os.path.basename(os.path.dirname(p)), os.path.basename(p)[: -len(suffix)])
+            for p in glob.glob(os.path.join(folder, "*", "*" + suffix))}
+
+
+def check_readiness(root: str, expected: dict | None = None) -> list[dict]:
+    """Per official (annotation, split): images, labels (polygon JSON or labelIds PNG) and labelTrainIds files
+    found under ``root`` against the official counts (``expected``, default OFFICIAL_COUNTS), and what is missing.
+
+    Each row: {"set", "expected", "images", "labels", "train_ids", "missing": [one line per problem]}.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset root not found: expected {root}. {HOW_TO_GET}")
+    rows = []
+    for (annotation, split), want in (expected or OFFICIAL_COUNTS).items():
+        img_dir = os.path.join(root, "leftImg8bit", split)
+        gt_dir = os.path.join(root, annotation, split)
+        images = _stems(img_dir, "_leftImg8bit.png")
+        labels = _stems(gt_dir, f"_{annotation}_polygons.json") | _stems(gt_dir, f"_{annotation}_labelIds.png")
+        train_ids = _stems(gt_dir, f"_{annotation}_labelTrainIds.png")
+        missing = []
+        if not os.path.isdir(img_dir):
+            missing.append(f"no folder {img_dir} (from {_archive('leftImg8bit', split)})")
+        elif len(images) < want:
+            missing.append(f"{want - len(images)} of {want} images missing under {img_dir}")
+        if not os.path.isdir(gt_dir):
+            missing.append(f"no folder {gt_dir} (from {_archive(annotation, split)})")
+        else:
+            no_label = sorted(images - labels - train_ids)
+            if no_label:
+                missing.append(f"{len(no_label)} image(s) without a {annotation} label, e.g. {no_label[0]}")
+            no_ids = sorted((images & labels) - train_ids)
+            if no_ids:
+                missing.append(f"{len(no_ids)} image(s) without *_{annotation}_labelTrainIds.png, e.g. {no_ids[0]} "
+                               f"(run `python tools/prepare_cityscapes.py {root}`)")
+        rows.append({"set": f"{annotation}/{split}", "expected": want, "images": len(images), "labels": len(labels),
+                     "train_ids": len(train_ids), "missing": missing})
+    return rows
