@@ -158,3 +158,14 @@ def test_other_schema_through_the_same_loader(tmp_path):
         load_config(None, ["train.lr=1"], schema=schema)
     with pytest.raises(ConfigError, match=r"c2\.yaml.*unknown key 'model'"):
         load_config(write(tmp_path / "c2.yaml", {"model": {}}), schema=schema)
+
+
+@pytest.mark.parametrize("name, lr", [("deeplabv3plus_r50_zeros_896", 0.01), ("deeplabv3plus_r50_partial_896", 0.01),
+                                      ("deeplabv3plus_wrn38_zeros_736", 0.002),
+                                      ("deeplabv3plus_wrn38_partial_736", 0.002)])
+def test_paper_configs_set_the_protocol_choices(name, lr):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = load_config(os.path.join(root, "configs", "cityscapes", f"{name}.yaml"))
+    assert cfg["train"]["lr"] == lr  # per encoder: NVIDIA's WRN-38 default 0.002; ResNet-50 our 0.01
+    assert cfg["data"]["coarse_mode"] == "boost" and cfg["data"]["crop_placement"] == "anywhere"
+    assert cfg["data"]["coarse_boost_classes"] == [14, 15, 16, 3, 12, 17, 4] and cfg["data"]["cv_split"] == 0
