@@ -73,7 +73,9 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "num_classes": key_spec(19, "int", min=1),
         "output_stride": key_spec(8, "int", OUTPUT_STRIDES),
         "padding": key_spec("zeros", "str", PADDING_MODES),
-        "pretrained": key_spec(None, "str?", doc="path to ImageNet encoder weights, or null for random init"),
+        "pretrained": key_spec(None, "str?", doc="path to ImageNet encoder weights, torchvision weights as "
+                              "torchvision:ResNet50_Weights.IMAGENET1K_V1 (torchvision's cache), or null (random "
+                              "init)"),
         "norm": key_spec("bn", "str", NORMS, doc="normalisation layer of the network"),
     },
     "data": {

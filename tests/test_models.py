@@ -254,3 +254,53 @@ def test_unreadable_or_foreign_checkpoints_name_the_file(tmp_path):
     torch.save({"backbone.stem.weight": torch.zeros(3)}, foreign)
     with pytest.raises(PretrainedLoadError, match="foreign.pth: none of its 1 tensors matches the encoder"):
         DeepLabV3Plus("resnet18", pretrained=str(foreign))
+
+
+# -- torchvision weights through torchvision's cache (pre-populated: nothing is downloaded) ----------
+
+def _no_download(*args, **kwargs):
+    raise AssertionError("tried to download")
+
+
+def test_torchvision_weight_name_loads_from_torchvision_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _no_download)
+    torch.manual_seed(3)
+    state = tv_resnet.resnet18(weights=None).state_dict()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(state, cache / "resnet18-f37072fd.pth")  # the file name torchvision gives IMAGENET1K_V1
+    model = DeepLabV3Plus("resnet18", pretrained="torchvision:ResNet18_Weights.IMAGENET1K_V1")
+    assert model.pretrained_report.target == "encoder" and model.pretrained_report.missing == []
+    assert torch.equal(model.encoder.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert torch.equal(model.encoder.conv1.weight, state["conv1.weight"])
+
+
+def test_torchvision_resnet50_name_resolves_to_the_cache_file(tmp_path, monkeypatch):
+    from seg.models.pretrained import resolve_pretrained
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _no_download)
+    target = tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
+    target.parent.mkdir(parents=True)
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, target)
+    assert resolve_pretrained("torchvision:ResNet50_Weights.IMAGENET1K_V1") == target
+    assert resolve_pretrained(str(tmp_path / "local.pth")) == tmp_path / "local.pth"
+
+
+def test_torchvision_weight_errors_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(url, dst, progress=True):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(PretrainedLoadError, match=r"resnet18-f37072fd\.pth is not in torchvision's cache and "
+                                                  r"downloading https://download\.pytorch\.org/models/resnet18-"
+                                                  r"f37072fd\.pth failed \(network unreachable\)"):
+        DeepLabV3Plus("resnet18", pretrained="torchvision:ResNet18_Weights.IMAGENET1K_V1")
+    with pytest.raises(PretrainedLoadError, match="ResNet18_Weights has no member 'IMAGENET9'"):
+        DeepLabV3Plus("resnet18", pretrained="torchvision:ResNet18_Weights.IMAGENET9")
+    with pytest.raises(PretrainedLoadError, match="torchvision has no weights enum 'Nope_Weights'"):
+        DeepLabV3Plus("resnet18", pretrained="torchvision:Nope_Weights.X")
+    with pytest.raises(PretrainedLoadError, match="does not exist; for a torchvision ResNet use model.pretrained="):
+        DeepLabV3Plus("resnet18", pretrained=str(tmp_path / "nope.pth"))

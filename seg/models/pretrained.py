@@ -6,17 +6,23 @@ Accepted files (``torch.load``-able, tensors only):
     -> loaded into the encoder, DataParallel ``module.`` prefix stripped;
   * a seg checkpoint (``{"model": state_dict, ...}`` with ``encoder.*``/``aspp.*``/``decoder.*`` keys)
     -> loaded into the whole model.
+``"torchvision:<Enum>.<member>"`` (e.g. ``torchvision:ResNet50_Weights.IMAGENET1K_V1``) names torchvision's
+published weights: the file is read from torchvision's standard cache (``$TORCH_HOME/hub/checkpoints``),
+downloaded there first if it is missing.
 A shape mismatch is an error, except for the classifier (another dataset's class count), which is
 skipped and reported. NVIDIA's code skipped every mismatch silently, so users lost mIoU without knowing.
 """
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+import torchvision
 from torch import nn
 
 from seg.errors import SegError
@@ -27,6 +33,11 @@ logger = logging.getLogger(__name__)
 MODEL_PREFIXES = ("encoder.", "aspp.", "decoder.")
 #: checkpoint wrappers looked into, in order
 WRAPPER_KEYS = ("state_dict", "model")
+#: prefix of a model.pretrained value naming torchvision weights
+TORCHVISION_PREFIX = "torchvision:"
+HOW_TO_GET = ("for a torchvision ResNet use model.pretrained=torchvision:ResNet50_Weights.IMAGENET1K_V1 (or the "
+              "ResNet18/34/101/152 equivalent), which torchvision's cache downloads once; for WRN-38, NVIDIA's "
+              "ImageNet checkpoint from github.com/NVIDIA/semantic-segmentation")
 
 
 class PretrainedLoadError(SegError, RuntimeError):
@@ -64,7 +75,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of the checkpoint at ``path``, unwrapped (``state_dict``/``model``), wrapper prefixes stripped."""
     path = Path(path)
     if not path.is_file():
-        raise PretrainedLoadError(f"pretrained checkpoint {path} does not exist")
+        raise PretrainedLoadError(f"pretrained checkpoint {path} does not exist; {HOW_TO_GET}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/corrupt/pickled-code files
@@ -82,6 +93,40 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return strip_wrapper_prefix(obj)
 
 
+def torchvision_weights(spec: str) -> tuple[str, Path]:
+    """(download url, path in torchvision's cache) of ``"torchvision:<Enum>.<member>"``."""
+    name = spec[len(TORCHVISION_PREFIX):]
+    enum_name, _, member = name.partition(".")
+    enum = getattr(torchvision.models, enum_name, None)
+    if enum is None or not enum_name.endswith("_Weights"):
+        raise PretrainedLoadError(f"model.pretrained {spec!r}: torchvision has no weights enum {enum_name!r} "
+                                  "(expected e.g. torchvision:ResNet50_Weights.IMAGENET1K_V1)")
+    try:
+        weights = enum[member]
+    except KeyError:
+        raise PretrainedLoadError(f"model.pretrained {spec!r}: {enum_name} has no member {member!r}; "
+                                  f"known: {[w.name for w in enum]}") from None
+    url = weights.url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def resolve_pretrained(spec: str | Path) -> Path:
+    """A local checkpoint path as is; torchvision weights as their file in torchvision's cache, downloaded
+    there (by torch.hub, as torchvision itself does) when missing."""
+    if not str(spec).startswith(TORCHVISION_PREFIX):
+        return Path(spec)
+    url, path = torchvision_weights(str(spec))
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), progress=True)
+        except Exception as err:  # no network, proxy, disk full: say where the file must go
+            raise PretrainedLoadError(f"model.pretrained {spec}: {path} is not in torchvision's cache and "
+                                      f"downloading {url} failed ({err}); fetch that URL on a machine with "
+                                      f"internet and copy it to {path} (or set TORCH_HOME)") from err
+    return path
+
+
 def load_pretrained(model: nn.Module, path: str | Path, classifier: str = "decoder.classifier.") -> LoadReport:
     """Load ``path`` into ``model`` (a DeepLabV3Plus) or into ``model.encoder``; returns the report.
 
@@ -89,6 +134,7 @@ def load_pretrained(model: nn.Module, path: str | Path, classifier: str = "decod
     ``classifier`` (key prefix, full-model files only) and when no tensor at all matches. Missing and
     unexpected keys are logged one by one as warnings.
     """
+    path = resolve_pretrained(path)
     state = read_state_dict(path)
     full = any(k.startswith(MODEL_PREFIXES) for k in state)
     target = model if full else model.encoder
