@@ -122,3 +122,30 @@ def test_nvidia_imagenet_checkpoint_format_loads(tmp_path, caplog):
         short = key.removeprefix("module.")
         if short in own:
             assert torch.equal(own[short], state[key]), short
+
+
+def test_mapillary_inplace_abn_single_norm_layout_is_remapped(tmp_path):
+    """Mapillary's In-Place ABN WRN-38 ImageNet file: one module per norm (``bn1.weight``), not (BN, ReLU)."""
+    gen = torch.Generator().manual_seed(1)
+    shapes = {  # file key -> (shape, the key it must land on in our encoder, written out by hand)
+        "module.mod1.conv1.weight": ((64, 3, 3, 3), "mod1.conv1.weight"),
+        "module.mod2.block1.bn1.weight": ((64,), "mod2.block1.bn1.0.weight"),
+        "module.mod2.block1.bn1.bias": ((64,), "mod2.block1.bn1.0.bias"),
+        "module.mod2.block1.bn1.running_mean": ((64,), "mod2.block1.bn1.0.running_mean"),
+        "module.mod2.block1.bn1.running_var": ((64,), "mod2.block1.bn1.0.running_var"),
+        "module.mod2.block1.convs.bn2.weight": ((128,), "mod2.block1.convs.bn2.0.weight"),
+        "module.mod6.block1.convs.bn3.running_var": ((1024,), "mod6.block1.convs.bn3.0.running_var"),
+        "module.mod2.block1.convs.conv1.weight": ((128, 64, 3, 3), "mod2.block1.convs.conv1.weight"),
+    }
+    state = {k: torch.rand(s, generator=gen) for k, (s, _) in shapes.items()}
+    state["module.bn_out.weight"] = torch.rand(4096, generator=gen)  # ImageNet-only head norm
+    path = tmp_path / "wide_resnet38_ipabn_lr_256.pth.tar"
+    torch.save({"state_dict": state}, path)
+    model = DeepLabV3Plus("wider_resnet38", output_stride=16, pretrained=str(path))
+    report = model.pretrained_report
+    assert report.remapped == 6 and "6 remapped" in report.summary()
+    assert sorted(report.loaded) == sorted(ours for _, ours in shapes.values())
+    assert report.unexpected == ["bn_out.weight"]
+    own = model.encoder.state_dict()
+    for key, (_, ours) in shapes.items():
+        assert torch.equal(own[ours], state[key]), ours

@@ -4,6 +4,9 @@ Accepted files (``torch.load``-able, tensors only):
   * a torchvision ResNet ``state_dict`` (``conv1.weight``, ..., ``fc.*``) -> loaded into the encoder;
   * NVIDIA's WideResNet-38 ImageNet checkpoint (``{"state_dict": {"module.mod1.conv1.weight": ...}}``)
     -> loaded into the encoder, DataParallel ``module.`` prefix stripped;
+  * Mapillary's In-Place ABN WideResNet-38 ImageNet checkpoint, whose norm layers are single modules
+    (``mod2.block1.bn1.weight``) where ours are ``Sequential(BN, ReLU)`` (``mod2.block1.bn1.0.weight``)
+    -> remapped key by key (counted in the report's ``remapped``);
   * a seg checkpoint (``{"model": state_dict, ...}`` with ``encoder.*``/``aspp.*``/``decoder.*`` keys)
     -> loaded into the whole model.
 ``"torchvision:<Enum>.<member>"`` (e.g. ``torchvision:ResNet50_Weights.IMAGENET1K_V1``) names torchvision's
@@ -54,9 +57,11 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     skipped_classifier: list[str] = field(default_factory=list)
+    remapped: int = 0
 
     def summary(self) -> str:
-        return (f"{self.path}: loaded {len(self.loaded)} tensors into the {self.target}; "
+        remapped = f" ({self.remapped} remapped from a single-norm-module layout)" if self.remapped else ""
+        return (f"{self.path}: loaded {len(self.loaded)} tensors into the {self.target}{remapped}; "
                 f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
                 f"{len(self.skipped_classifier)} classifier tensors skipped (shape mismatch)")
 
@@ -91,6 +96,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if bad:
         raise PretrainedLoadError(f"{path}: entries that are not tensors: {bad[:5]}")
     return strip_wrapper_prefix(obj)
+
+
+NORM_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def remap_single_norm(state: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> tuple[dict, int]:
+    """In-Place ABN layout -> ours: a key ``<prefix>.<leaf>`` the model lacks becomes ``<prefix>.0.<leaf>``
+    where the model has that key (a norm inside ``Sequential(norm, ReLU)``). Returns (state, keys remapped)."""
+    out, moved = {}, 0
+    for key, value in state.items():
+        prefix, _, leaf = key.rpartition(".")
+        alt = f"{prefix}.0.{leaf}"
+        if key not in own and leaf in NORM_LEAVES and alt in own and alt not in state:
+            out[alt], moved = value, moved + 1
+        else:
+            out[key] = value
+    return out, moved
 
 
 def torchvision_weights(spec: str) -> tuple[str, Path]:
@@ -140,6 +162,7 @@ def load_pretrained(model: nn.Module, path: str | Path, classifier: str = "decod
     target = model if full else model.encoder
     report = LoadReport(str(path), "model" if full else "encoder")
     own = target.state_dict()
+    state, report.remapped = remap_single_norm(state, own)
     mismatched = []
     for key, value in list(state.items()):
         if key in own and own[key].shape != value.shape:
