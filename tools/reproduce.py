@@ -22,7 +22,7 @@ Tables (numbering as in the paper):
 Every step is an ordinary command (printed before it runs) whose output lands in --work-dir; a step whose
 output exists is not run again, so the script can be re-run after an interruption. Training runs under
 `torchrun --nproc_per_node GPUS`. Cityscapes must be in --cityscapes (tools/prepare_cityscapes.py done),
-ImageNet in --imagenet ({train,val}/<wnid>/*.JPEG), ImageNet-pretrained encoders in checkpoints/.
+ImageNet in --imagenet ({train,val}/<wnid>/*.JPEG), the ImageNet WRN-38 in checkpoints/ (ResNet-50: torchvision cache).
 """
 from __future__ import annotations
 
