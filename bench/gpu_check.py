@@ -72,26 +72,32 @@ TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 # sizes per mode: the GPU run, and a dry run small enough for a 2-core CPU inside the test suite
 SIZES = {
-    "gpu": dict(grid=96, step_size=(2, 3, 129, 161), step_encoder="resnet50", table1_archs=["vgg16_bn", "resnet50"],
-                table1_size=(64, 3, 224, 224), repeats=10, first_repeats=5, sweep=[(1, 64, 14), (4, 64, 28),
-                (8, 64, 56), (16, 64, 56), (32, 64, 112), (64, 64, 112), (64, 128, 224)], train_crop=512,
-                train_batch=8, train_iters=20, data_images=16, data_size=(512, 1024), speed_iters=5,
-                speed_rounds=3, speed_encoders={"resnet50": "configs/cityscapes/deeplabv3plus_r50_zeros_896.yaml",
-                "wider_resnet38": "configs/cityscapes/deeplabv3plus_wrn38_zeros_736.yaml"}, paper_crop=(896, 4),
-                speed_amp="bf16",
-                eval_args=["--encoder", "wider_resnet38", "--output-stride", "8", "--height", "1024", "--width",
-                           "2048", "--tile-size", "1024", "--images", "3", "--repeats", "3", "--workers", "4"],
-                data_args=["--samples", "48", "--images", "8", "--gen-workers", "8", "--workers", "0", "1", "2",
-                           "4", "8", "--batch-size", "4"], compile_archs=["resnet50", "vgg16_bn"]),
-    "dry": dict(grid=6, step_size=(2, 3, 65, 81), step_encoder="resnet18", table1_archs=["resnet18"],
-                table1_size=(2, 3, 64, 64), repeats=1, first_repeats=1, sweep=[(1, 8, 8), (2, 8, 16)], train_crop=64,
-                train_batch=2, train_iters=4, data_images=4, data_size=(64, 128), speed_iters=1, speed_rounds=1,
-                speed_encoders={"resnet18": "configs/demo/deeplabv3plus_r18_zeros.yaml"}, paper_crop=None, speed_amp="none",
-                eval_args=["--encoder", "resnet18", "--height", "64", "--width", "128", "--tile-size", "64",
-                           "--images", "1", "--repeats", "1"],
-                data_args=["--samples", "2", "--images", "2", "--height", "64", "--crop", "32", "--workers", "0",
-                           "--batch-size", "1"],
-                compile_archs=[]),
+    "gpu": dict(
+        grid=96, step_size=(2, 3, 129, 161), step_encoder="resnet50", convert_arch="resnet50",
+        channels_last=(False, True),
+        table1_archs=["vgg16_bn", "resnet50"], table1_size=(64, 3, 224, 224), repeats=10, first_repeats=5,
+        sweep=[(1, 64, 14), (4, 64, 28), (8, 64, 56), (16, 64, 56), (32, 64, 112), (64, 64, 112), (64, 128, 224)],
+        train_crop=512, train_batch=8, train_iters=20, train_amps=("bf16", "fp16"), data_images=16,
+        data_size=(512, 1024), speed_iters=5, speed_rounds=3, speed_amp="bf16", paper_crop=(896, 4),
+        speed_encoders={"resnet50": "configs/cityscapes/deeplabv3plus_r50_zeros_896.yaml",
+                        "wider_resnet38": "configs/cityscapes/deeplabv3plus_wrn38_zeros_736.yaml"},
+        eval_args=["--encoder", "wider_resnet38", "--output-stride", "8", "--height", "1024", "--width", "2048",
+                   "--tile-size", "1024", "--images", "3", "--repeats", "3", "--workers", "4"],
+        data_args=["--samples", "48", "--images", "8", "--gen-workers", "8", "--workers", "0", "1", "2", "4", "8",
+                   "--batch-size", "4"],
+        compile_archs=["resnet50", "vgg16_bn"]),
+    "dry": dict(
+        grid=6, step_size=(2, 3, 65, 81), step_encoder="resnet18", convert_arch="resnet18", channels_last=(False,),
+        table1_archs=["resnet18"], table1_size=(2, 3, 64, 64), repeats=1, first_repeats=1,
+        sweep=[(1, 8, 8), (2, 8, 16)],
+        train_crop=64, train_batch=2, train_iters=4, train_amps=("fp16",), data_images=4,
+        data_size=(64, 128), speed_iters=1, speed_rounds=1, speed_amp="none", paper_crop=None,
+        speed_encoders={"resnet18": "configs/demo/deeplabv3plus_r18_zeros.yaml"},
+        eval_args=["--encoder", "resnet18", "--height", "64", "--width", "128", "--tile-size", "64",
+                   "--images", "1", "--repeats", "1"],
+        data_args=["--samples", "2", "--images", "2", "--height", "64", "--crop", "32", "--workers", "0",
+                   "--batch-size", "1"],
+        compile_archs=[]),
 }
 # rough seconds each section needs on an H100/H200-class GPU (checked against the budget before it starts)
 ESTIMATE_S = {"correctness": 40, "layer_sweep": 20, "table1": 60, "train_cli": 100, "train_speed": 60,
@@ -224,7 +230,7 @@ def section_correctness(device, sizes) -> dict:
                        check(f"PartialConv2d {rows[-1][0]} {strategy} gradients", grad, 4 * TOLERANCE[dtype])]
     masked = max(max(layer_errors(c, device, torch.float32, "bands", masked=True)) for c in cases[:8])
     checks.append(check("PartialConv2d fp32 mask mode, forward and gradients", masked, 4 * TOLERANCE[torch.float32]))
-    checks += conversion_checks(device)
+    checks += conversion_checks(device, sizes["convert_arch"])
     checks += training_step_checks(device, sizes)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     table = ("Layer vs the float64 CPU reference (max error / max |reference|; gradient limit = 4 x forward limit)",
@@ -232,11 +238,11 @@ def section_correctness(device, sizes) -> dict:
     return {"checks": checks, "tables": [table]}
 
 
-def conversion_checks(device) -> list[dict]:
-    """ResNet-50 zeros -> partial -> zeros on the device: same parameters, exact round trip, partial close to
-    the naive full-map reference layer."""
+def conversion_checks(device, arch: str) -> list[dict]:
+    """torchvision `arch` zeros -> partial -> zeros on the device: same parameters, exact round trip, partial
+    close to the naive full-map reference layer."""
     torch.manual_seed(0)
-    model = padding_overhead.ARCHS["resnet50"]().to(device).eval()
+    model = padding_overhead.ARCHS[arch]().to(device).eval()
     naive = padding_overhead.naive_copy(copy.deepcopy(model))
     x = torch.randn(2, 3, 97, 131, device=device)
     ptrs = {k: v.data_ptr() for k, v in model.state_dict().items()}
@@ -251,7 +257,7 @@ def conversion_checks(device) -> list[dict]:
     return [check("convert_padding round trip: max |zeros - zeros after partial|", (after - before).abs().max().item(),
                   0.0),
             check("convert_padding keeps every parameter tensor (0 = yes)", float(not same_params), 0.0),
-            check("ResNet-50 partial vs naive reference layer (rel.)", _max_rel_err(partial, reference.cpu().double()),
+            check(f"{arch} partial vs naive reference layer (rel.)", _max_rel_err(partial, reference.cpu().double()),
                   1e-3)]
 
 
@@ -457,7 +463,7 @@ def section_train_cli(device, sizes, tmp: str) -> dict:
     iters, checks, rows, timeout = sizes["train_iters"], [], [], 240
     expect_backend = "nccl" if device.type == "cuda" else "gloo"
     norm = "SyncBatchNorm" if device.type == "cuda" else "BatchNorm2d"
-    for amp in ("bf16", "fp16"):
+    for amp in sizes["train_amps"]:  # the last one is killed after its first checkpoint and resumed
         work = os.path.join(tmp, f"train_{amp}")
         args = [config, "--work-dir", work, *_train_opts(data_root, sizes, device, amp, iters)]
         ckpts = os.path.join(work, "checkpoints", "iter_*.pth")
@@ -500,7 +506,7 @@ def section_train_speed(device, sizes) -> dict:
     rows, results = [], {}
     info = DistInfo(0, 1, 0, device)
     specs = [(enc, cfg, sizes["train_crop"], sizes["train_batch"], cl) for enc, cfg in sizes["speed_encoders"].items()
-             for cl in (False, True)]
+             for cl in sizes["channels_last"]]
     if sizes["paper_crop"]:  # what one GPU consumes at the paper's crop, to size the data loader
         first_enc, first_cfg = next(iter(sizes["speed_encoders"].items()))
         specs.append((first_enc, first_cfg, *sizes["paper_crop"], False))

@@ -337,17 +337,14 @@ def fullmap():
 
 @pytest.mark.parametrize("case", grid_cases(80, seed=3), ids=str)
 def test_fullmap_strategy_matches_naive_reference(case, fullmap):
+    # inference path (no autograd); the gradients of the full map run over the whole grid through the
+    # backward_strategy fixture
     k, s, d, padding, size, g, bias = case
     conv = build(k, s, d, padding, g, bias)
-    x = torch.randn(2, g[0], *size, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, g[0], *size, dtype=torch.float64)
     want, _ = naive_partial_conv(x, conv.weight, conv.bias, s, padding, d, g[2])
     with torch.no_grad():
         torch.testing.assert_close(conv(x), want, rtol=1e-12, atol=1e-12)
-    gy = torch.randn_like(want)
-    got = conv_grads(conv, x, gy)
-    for name, a, b in zip(("x", "weight", "bias"), got, naive_grads(x, conv.weight, conv.bias, gy, s, padding,
-                                                                     d, g[2])):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"grad {name}: {m}")
 
 
 def test_fullmap_under_bf16_autocast_keeps_float32_ratio(fullmap):
