@@ -1,4 +1,4 @@
-"""DeepLabV3+ on WideResNet-38: structure against SPEC §2 and NVIDIA's checkpoint format.
+"""DeepLabV3+ on WideResNet-38: structure against the published WRN-38 layout and NVIDIA's checkpoint format.
 
 WRN-38 has 137M parameters, so this module builds one model per output stride and feeds it 33x47.
 """
@@ -13,7 +13,7 @@ from seg.models import DeepLabV3Plus
 from seg.nn import PartialConv2d
 
 SIZE = (33, 47)
-# SPEC §2: stage -> (channels, stride at OS 8, stride at OS 16)
+# WRN-38: stage -> (channels, stride at OS 8, stride at OS 16)
 STAGES = {"mod1": (64, 1, 1), "mod2": (128, 2, 2), "mod3": (256, 4, 4), "mod4": (512, 8, 8),
           "mod5": (1024, 8, 16), "mod6": (2048, 8, 16), "mod7": (4096, 8, 16)}
 # padded-conv dilation per stage
@@ -48,7 +48,7 @@ def test_block_counts_and_dropout(wrn_os8_partial):
     drops = {name: [m.p for m in getattr(enc, name).modules() if isinstance(m, nn.Dropout2d)]
              for name in ("mod5", "mod6", "mod7")}
     assert drops == {"mod5": [], "mod6": [0.3], "mod7": [0.5]}
-    # bottleneck stages: 1x1 -> 3x3 -> 1x1 with the SPEC's widths
+    # bottleneck stages: 1x1 -> 3x3 -> 1x1 with the published widths
     convs = enc.mod7.block1.convs
     assert (convs.conv1.out_channels, convs.conv2.out_channels, convs.conv3.out_channels) == (1024, 2048, 4096)
 

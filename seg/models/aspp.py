@@ -10,7 +10,8 @@ from torch import nn
 from ..nn import create_conv2d
 from .norm import conv_norm_act
 
-#: dilation rates of the three 3x3 branches per output stride (SPEC §2)
+#: dilation rates of the three 3x3 branches per output stride
+#: (DeepLabV3, Chen et al. 2017: 6/12/18 at OS16, doubled at OS8)
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
 
 

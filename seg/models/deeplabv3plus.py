@@ -1,4 +1,4 @@
-"""DeepLabV3+ (Chen et al. 2018) with ResNet or WideResNet-38 encoders and any padding mode (SPEC §2)."""
+"""DeepLabV3+ (Chen et al. 2018) with ResNet or WideResNet-38 encoders and any padding mode (arXiv 1811.11718 §4.2)."""
 from __future__ import annotations
 
 import torch

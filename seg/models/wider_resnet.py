@@ -1,4 +1,4 @@
-"""WideResNet-38 ("WiderResNetA2", Wu et al. 2016) as a segmentation encoder (SPEC §2).
+"""WideResNet-38 ("WiderResNetA2", Wu et al. 2016) as a segmentation encoder (arXiv 1811.11718 §4.2).
 
 Module names and structure follow Mapillary's In-Place ABN / NVIDIA's semantic-segmentation
 ``wider_resnet38_a2`` (``mod1``..``mod7``, ``pool2``, ``pool3``, ``blockN.bn1.0.weight``, ...), so
