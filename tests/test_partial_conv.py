@@ -353,8 +353,8 @@ def test_fullmap_under_bf16_autocast_keeps_float32_ratio(fullmap):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = conv(x)
     assert y.dtype == torch.bfloat16
-    ratio, coef = next(iter(conv._ratio_plans.values())).full_maps()
-    assert ratio.dtype == coef.dtype == torch.float32
+    ratio, valid = next(iter(conv._ratio_plans.values())).full_maps()
+    assert ratio.dtype == valid.dtype == torch.float32
     want, _ = naive_partial_conv(x, conv.weight, conv.bias, (1, 1), 2, (2, 2), 1)
     torch.testing.assert_close(y.double(), want, rtol=3e-2, atol=3e-2 * want.abs().max().item())
 

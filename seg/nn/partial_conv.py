@@ -109,17 +109,13 @@ class BorderPlan:
             self.regions.append((rs, cs, ratio, valid - ratio))
             self.grad_offsets.append((ratio - 1, valid - 1))
         self.band_area = sum((rs.stop - rs.start) * (cs.stop - cs.start) for rs, cs, _, _ in self.regions)
-        self._full_maps = None
+        self._axes, self._full_maps = (rh, rw, vh, vw), None
 
     def full_maps(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(ratio, valid) as full (Ho, Wo) maps (1 off the bands), built once; None when no output is re-weighted."""
         if self._full_maps is None and self.regions:
-            ratio = torch.ones(self.out_size, dtype=self.regions[0][2].dtype, device=self.regions[0][2].device)
-            valid = torch.ones_like(ratio)
-            for rs, cs, r, c in self.regions:
-                ratio[rs, cs] = r
-                valid[rs, cs] = c + r
-            self._full_maps = (ratio, valid)
+            rh, rw, vh, vw = self._axes
+            self._full_maps = (rh[:, None] * rw[None, :], vh[:, None] * vw[None, :])
         return self._full_maps
 
     def apply_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -140,14 +136,15 @@ class BorderPlan:
         return torch.addcmul(bias.view(-1, 1, 1).to(ratio.dtype) * valid, y, ratio, out=y)
 
     def apply(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Out-of-place, full-map version of :meth:`apply_` (for tracing compilers, which fuse it)."""
+        """Out-of-place :meth:`apply_full_` (for tracing compilers, which fuse it): ``y`` is the conv output
+        WITHOUT bias."""
         maps = self.full_maps()
         if maps is None:
-            return y
+            return y if bias is None else y + bias.view(-1, 1, 1)
         ratio, valid = maps
         out = y * ratio
         if bias is not None:
-            out = out + bias.view(-1, 1, 1) * (valid - ratio)
+            out = out + bias.view(-1, 1, 1) * valid
         return out.to(y.dtype)
 
 
@@ -319,7 +316,7 @@ class PartialConv2d(nn.Conv2d):
             return self._masked_forward(x, mask)
         height, width = x.shape[-2:]
         if torch.compiler.is_compiling():
-            y = self._zero_pad_conv(x, self.bias)
+            y = self._zero_pad_conv(x, None)
             plan = self._make_plan(height, width, y.device, _ratio_dtype(y.dtype))
             return plan.apply(y, self.bias)
         plan = self._plan(height, width, x.device, x.dtype)
