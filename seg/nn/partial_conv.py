@@ -38,8 +38,9 @@ REWEIGHT_STRATEGIES = ("auto", "bands", "fullmap")
 #: With "auto" on CUDA, outputs of at most this many elements (B * C * Ho * Wo) take the fused full-map pass
 #: instead of the in-place band updates. Measured on an H200 (bench/gpu_check.py, BENCHMARKS.md GPU section):
 #: the full map was faster at every size of the layer sweep (0.66x the bands' time at 12.5k elements, 0.94x
-#: at 411M, the largest measured, kept as the bound) and in every Table 1 row (VGG16-BN forward 1.015 vs
-#: 1.176 of zero padding's time); beyond the measured range the bands, whose traffic is O(perimeter), stay.
+#: at 411M, the largest measured, kept as the bound) and in 4 of the 6 Table 1 rows (VGG16-BN forward 1.015 vs
+#: 1.176 of zero padding's time; ResNet-50 forward 1.042 vs 1.038 and first call 1.446 vs 1.363 went to the
+#: bands); beyond the measured range the bands, whose traffic is O(perimeter), stay.
 CUDA_FULLMAP_MAX_NUMEL = 411_041_792
 
 _strategy = "auto"
