@@ -6,6 +6,8 @@ Pixel values in Cityscapes label images:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .io import DataError
@@ -65,3 +67,39 @@ def check_label_values(label: np.ndarray, valid: np.ndarray, what: str, source: 
     if suspicious.any():
         bad = np.unique(label[suspicious])
         raise DataError(f"{source}: label values {bad[:10].tolist()} are no {what}")
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8 RGB colours, distinct and stable for a class count (golden-ratio hues,
+    alternating brightness), for datasets that name no palette of their own."""
+    hues = (np.arange(num_classes) * 0.618033988749895) % 1.0
+    value = np.where(np.arange(num_classes) % 2 == 0, 0.95, 0.7)
+    sector = (hues * 6).astype(int) % 6
+    frac = hues * 6 - np.floor(hues * 6)
+    p, q, t = value * 0.35, value * (1 - 0.65 * frac), value * (1 - 0.65 * (1 - frac))
+    rgb = np.select([sector[:, None] == s for s in range(6)],
+                    [np.stack(c, 1) for c in ((value, t, p), (q, value, p), (p, value, t),
+                                              (p, q, value), (t, p, value), (value, p, q))])
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """What the class indices a model predicts mean: names, colours, the ignored target value, and the
+    ids written to prediction files (Cityscapes labelIds for Cityscapes, the class index otherwise)."""
+    class_names: tuple[str, ...]
+    palette: np.ndarray  # (num_classes, 3) uint8 RGB
+    ignore_index: int = IGNORE_INDEX
+    output_ids: np.ndarray | None = None  # (256,) uint8 lookup class index -> file id; None = identity
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_output_ids(self, pred: np.ndarray) -> np.ndarray:
+        """Class indices (any shape, 0..num_classes-1) -> the uint8 ids a prediction PNG holds."""
+        pred = np.asarray(pred, dtype=np.int64)
+        return (self.output_ids[pred & 255] if self.output_ids is not None else pred).astype(np.uint8)
+
+
+CITYSCAPES = LabelSpace(CLASS_NAMES, PALETTE, IGNORE_INDEX, TRAINID_TO_ID)
