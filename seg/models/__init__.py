@@ -1,4 +1,6 @@
 """Segmentation networks: DeepLabV3+ on ResNet / WideResNet-38 encoders, any padding mode."""
+from __future__ import annotations
+
 from .aspp import ASPP, ASPP_RATES
 from .deeplabv3plus import ENCODERS, DeepLabV3Plus, build_encoder
 from .norm import NORMS, get_norm_layer
@@ -7,6 +9,14 @@ from .resnet import ResNetEncoder
 from .wider_resnet import WiderResNet38
 
 OUTPUT_STRIDES = tuple(ASPP_RATES)  # the output strides DeepLabV3Plus builds (config choices)
+TIMM_PREFIX = "timm/"  # model.encoder "timm/<name>": any timm model with features_only support
+
+
+def encoder_name_error(name: str) -> str | None:
+    """Why ``name`` is no encoder this package builds, or None if it is one (the config schema's check)."""
+    if name in ENCODERS or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)):
+        return None
+    return f"unknown encoder {name!r}; expected one of {list(ENCODERS)} or {TIMM_PREFIX}<timm model name>"
 
 __all__ = ["ASPP", "ENCODERS", "OUTPUT_STRIDES", "DeepLabV3Plus", "LoadReport", "NORMS", "PretrainedLoadError",
-           "ResNetEncoder", "WiderResNet38", "build_encoder", "get_norm_layer", "load_pretrained"]
+           "ResNetEncoder", "TIMM_PREFIX", "WiderResNet38", "build_encoder", "encoder_name_error", "get_norm_layer", "load_pretrained"]
