@@ -18,8 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .io import read_label
-from .labels import NUM_CLASSES, TRAINID_IS_VALID, check_label_values
+from .labels import CITYSCAPES_DECODER, LabelDecoder
 
 _CACHE_VERSION = 1
 _POOL_MIN_FILES = 64  # below this a process pool costs more than it saves
@@ -34,7 +33,8 @@ class Centroids:
     xy: np.ndarray  # (M, 2) int32
 
 
-def image_centroids(label_path: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+def image_centroids(label_path: str, per_class: int, decoder: LabelDecoder = CITYSCAPES_DECODER
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``per_class`` pixels for every trainId present in one label image.
 
     Pixels are drawn from the class's interior (3x3 erosion) when it has one, so that a random
@@ -42,13 +42,12 @@ def image_centroids(label_path: str, per_class: int) -> tuple[np.ndarray, np.nda
     the file name, so the result does not depend on the order or process that computes it.
     Returns (cls (M,) uint8, xy (M, 2) int32).
     """
-    label = read_label(label_path)
-    check_label_values(label, TRAINID_IS_VALID, "Cityscapes trainId (0-18 or 255)", label_path)
+    label = decoder(label_path)
     rng = np.random.default_rng(zlib.crc32(os.path.basename(label_path).encode()))
     kernel = np.ones((3, 3), np.uint8)
     classes, xys = [], []
     for c in np.unique(label):
-        if c >= NUM_CLASSES:
+        if c >= decoder.num_classes:
             continue
         mask = (label == c).astype(np.uint8)
         interior = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
@@ -65,9 +64,10 @@ def _centroids_job(args):
     return image_centroids(*args)
 
 
-def compute_centroids(label_paths: list[str], per_class: int, workers: int | None = None) -> Centroids:
+def compute_centroids(label_paths: list[str], per_class: int, workers: int | None = None,
+                      decoder: LabelDecoder = CITYSCAPES_DECODER) -> Centroids:
     """Centroids of every label image, in parallel with a progress bar for large lists."""
-    jobs = [(p, per_class) for p in label_paths]
+    jobs = [(p, per_class, decoder) for p in label_paths]
     workers = workers or min(os.cpu_count() or 1, 8)
     bar = dict(total=len(jobs), desc="class centroids", unit="img", disable=len(jobs) < _POOL_MIN_FILES)
     if workers > 1 and len(jobs) >= _POOL_MIN_FILES:
@@ -81,20 +81,23 @@ def compute_centroids(label_paths: list[str], per_class: int, workers: int | Non
     return Centroids(item, cls, xy)
 
 
-def cache_key(root: str, label_paths: list[str], per_class: int) -> str:
+def cache_key(root: str, label_paths: list[str], per_class: int, decoder: LabelDecoder = CITYSCAPES_DECODER) -> str:
     """Hash of the file list (paths relative to ``root``, sizes and modification times, so a regenerated
-    label invalidates it too) and the sampling settings."""
-    h = hashlib.sha1(f"v{_CACHE_VERSION}|{per_class}".encode())
+    label invalidates it too), the sampling settings and the label decoding (another mapping of mask
+    values gives other classes; Cityscapes trainIds add nothing, so existing Cityscapes caches stay valid)."""
+    mapping = "" if decoder.key == CITYSCAPES_DECODER.key else f"|{decoder.key}"
+    h = hashlib.sha1(f"v{_CACHE_VERSION}|{per_class}{mapping}".encode())
     for p in label_paths:
         st = os.stat(p)
         h.update(f"\0{os.path.relpath(p, root)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
-def load_or_compute_centroids(root: str, label_paths: list[str], per_class: int) -> Centroids:
+def load_or_compute_centroids(root: str, label_paths: list[str], per_class: int,
+                              decoder: LabelDecoder = CITYSCAPES_DECODER) -> Centroids:
     """Centroids cached at ``ROOT/.cache/centroids_<hash of file list>.npz``; a changed list gets a new file.
     Concurrent first runs (DDP ranks) each compute and atomically write the same file."""
-    path = os.path.join(root, ".cache", f"centroids_{cache_key(root, label_paths, per_class)}.npz")
+    path = os.path.join(root, ".cache", f"centroids_{cache_key(root, label_paths, per_class, decoder)}.npz")
     if os.path.isfile(path):
         try:
             with np.load(path) as z:
@@ -103,7 +106,7 @@ def load_or_compute_centroids(root: str, label_paths: list[str], per_class: int)
                 return cached
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # damaged cache: recompute
             warnings.warn(f"ignoring unreadable centroid cache {path}: {e}")
-    cent = compute_centroids(label_paths, per_class)
+    cent = compute_centroids(label_paths, per_class, decoder=decoder)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp.npz"
@@ -133,10 +136,11 @@ class ClassPool:
     entries: np.ndarray  # indices into the Centroids table
 
 
-def class_pools(cent: Centroids, allowed: np.ndarray) -> list[ClassPool]:
+def class_pools(cent: Centroids, allowed: np.ndarray, num_classes: int = CITYSCAPES_DECODER.num_classes
+                ) -> list[ClassPool]:
     """Per class, the centroids that may be drawn; ``allowed`` (M,) bool masks entries out."""
     pools = []
-    for c in range(NUM_CLASSES):
+    for c in range(num_classes):
         entries = np.nonzero((cent.cls == c) & allowed)[0]  # sorted by image: the table is built image by image
         images, starts, counts = np.unique(cent.item[entries], return_index=True, return_counts=True)
         pools.append(ClassPool(images, starts, counts, entries))
@@ -153,7 +157,7 @@ def draw_plan(num_items: int, cent: Centroids, pools: list[ClassPool], fraction:
     are drawn from those images only (coarse_mode "boost": the fine images)."""
     if random_pool is not None:
         num_items = len(random_pool)
-    classes = np.array([c for c in range(NUM_CLASSES) if len(pools[c].images)], np.int64)
+    classes = np.array([c for c, pool in enumerate(pools) if len(pool.images)], np.int64)
     n_bal = int(round(fraction * num_items)) if len(classes) else 0
     cls = np.full(num_items, -1, np.int64)
     item = np.empty(num_items, np.int64)

@@ -6,6 +6,7 @@ import struct
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from seg.errors import SegError
 
@@ -51,3 +52,30 @@ def read_label(path: str) -> np.ndarray:
     if lbl.ndim != 2 or lbl.dtype != np.uint8:
         raise DataError(f"{path}: label image must be 8-bit single channel, got shape {lbl.shape} dtype {lbl.dtype}")
     return lbl
+
+
+def read_index_label(path: str) -> np.ndarray:
+    """Single-channel uint8 label image of shape (H, W) from a greyscale or palette PNG: a palette
+    image yields its indices (as Pascal VOC stores classes), not the colours cv2 would expand them to."""
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            lbl = np.asarray(im) if mode in ("L", "P") else None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode label image ({e})") from e
+    if lbl is None:
+        raise DataError(f"{path}: label image must be 8-bit greyscale or palette (index) PNG, got mode {mode}")
+    return lbl
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(height, width) from the file header: PNG via :func:`png_size` (which also finds truncated files),
+    other formats (JPEG) via PIL, which reads only the header too."""
+    if path.lower().endswith(".png"):
+        return png_size(path)
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read image header ({e})") from e
+    return int(height), int(width)

@@ -6,11 +6,13 @@ Pixel values in Cityscapes label images:
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from .io import DataError
+from .io import DataError, read_index_label, read_label
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
 IGNORE_INDEX = 255
@@ -103,3 +105,51 @@ class LabelSpace:
 
 
 CITYSCAPES = LabelSpace(CLASS_NAMES, PALETTE, IGNORE_INDEX, TRAINID_TO_ID)
+
+
+@dataclass(frozen=True, eq=False)  # compare decoders by .key (numpy fields make == ambiguous)
+class LabelDecoder:
+    """How a dataset's mask files become training targets: ``lut[raw value]`` is the class index (255 =
+    ignore) and ``valid[raw value]`` says whether the value may occur at all (others raise DataError naming
+    the file). Picklable, so centroid workers and DataLoader workers decode the same way."""
+    lut: np.ndarray  # (256,) uint8
+    valid: np.ndarray  # (256,) bool
+    what: str  # the valid values in words, for error messages
+    num_classes: int
+    read: Callable[[str], np.ndarray] = read_label
+
+    def __call__(self, path: str) -> np.ndarray:
+        raw = self.read(path)
+        check_label_values(raw, self.valid, self.what, path)
+        return self.lut[raw]
+
+    @property
+    def key(self) -> str:
+        """Short hash of the mapping (for caches of decoded labels: another mapping gives other targets)."""
+        return hashlib.sha1(self.lut.tobytes() + self.valid.tobytes() + self.read.__name__.encode()).hexdigest()[:8]
+
+
+def folder_decoder(num_classes: int, ignore_index: int = IGNORE_INDEX, reduce_zero_label: bool = False,
+                   label_map: dict[int, int] | None = None) -> LabelDecoder:
+    """Decoder of a mask whose values are class indices (greyscale or palette-index PNGs).
+
+    As in mmsegmentation, ``reduce_zero_label`` makes 0 "ignore" and k class k-1 (255 stays ignore);
+    ``label_map`` then sends raw file values to classes (or to ``ignore_index``). Values equal to
+    ``ignore_index`` become 255, the toolkit's one ignore value in targets; any other value outside
+    0..num_classes-1 is invalid."""
+    v = np.arange(256)
+    if reduce_zero_label:
+        v = np.where(v == 0, IGNORE_INDEX, v - 1)
+        v[IGNORE_INDEX] = IGNORE_INDEX
+    for raw, cls in (label_map or {}).items():
+        v[raw] = cls
+    valid = (v < num_classes) | (v == ignore_index)
+    lut = np.where(v == ignore_index, IGNORE_INDEX, np.where(valid, v, IGNORE_INDEX)).astype(np.uint8)
+    what = f"class index (0-{num_classes - 1}) or ignore value {ignore_index}"
+    if reduce_zero_label or label_map:
+        what = f"value that maps to a {what}" + (" after reduce_zero_label" if reduce_zero_label else "")
+    return LabelDecoder(lut, valid, what, num_classes, read_index_label)
+
+
+CITYSCAPES_DECODER = LabelDecoder(np.arange(256, dtype=np.uint8), TRAINID_IS_VALID,
+                                  "Cityscapes trainId (0-18 or 255)", NUM_CLASSES)

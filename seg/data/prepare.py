@@ -18,7 +18,8 @@ from cityscapesscripts.helpers.labels import name2label
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from tqdm import tqdm
 
-from .cityscapes import HOW_TO_GET, check_sizes, list_pairs
+from .cityscapes import HOW_TO_GET, list_pairs
+from .dataset import check_sizes
 from .io import DataError, png_size, read_image, read_label
 from .labels import ID_IS_VALID, TRAINID_IS_VALID, check_label_values, ids_to_train_ids
 

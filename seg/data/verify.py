@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cityscapes import load_pair
+from .dataset import load_pair
+from .labels import CITYSCAPES_DECODER, LabelDecoder
 
 __all__ = ["sample_indices", "check_pairs"]
 
@@ -19,10 +20,12 @@ def sample_indices(n: int, sample: int | None) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, sample)})
 
 
-def check_pairs(pairs: list[tuple[str, str]], sample: int | None = None) -> int:
+def check_pairs(pairs: list[tuple[str, str]], sample: int | None = None, decoder: LabelDecoder | None = None) -> int:
     """Decode a sample of (image, label) pairs (all with sample=None) and check sizes and label values;
-    DataError names the first bad file. Returns the number of pairs checked."""
+    DataError names the first bad file. Labels decode with ``decoder``, else the one a dataset's
+    ``pairs`` carries (seg.data.dataset.PairList), else as Cityscapes trainIds. Returns the number checked."""
+    decoder = decoder or getattr(pairs, "decoder", CITYSCAPES_DECODER)
     chosen = sample_indices(len(pairs), sample)
     for i in chosen:
-        load_pair(*pairs[i])
+        load_pair(*pairs[i], decoder)
     return len(chosen)
