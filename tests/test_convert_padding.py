@@ -1,5 +1,6 @@
 """convert_padding on torchvision models, checked against torchvision's own convs and explicit F.pad."""
 import copy
+import math
 
 import pytest
 import torch
@@ -7,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18, resnet50, vgg11_bn
 
-from seg.nn import PADDING_MODES, PartialConv2d, convert_padding, create_conv2d, padding_modes
+from seg.nn import (PADDING_MODES, PaddingConversionError, PartialConv2d, convert_padding, create_conv2d,
+                    padding_modes)
 
 from test_partial_conv import naive_partial_conv
 
@@ -170,3 +172,79 @@ def test_padding_edited_after_construction_is_honoured(mode):
     convert_padding(conv, mode)
     x = torch.randn(1, 2, 9, 8)
     torch.testing.assert_close(conv(x), ExplicitPad(conv, mode)(x), rtol=1e-5, atol=1e-6)
+
+
+def tf_same_amounts(size, kernel, stride, dilation):
+    """TensorFlow "same": enough padding for ceil(size / stride) outputs, the odd pixel at the end."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+@pytest.mark.parametrize("kernel,stride,dilation,size", [(3, 2, 1, (17, 20)), (5, 2, 1, (16, 13)),
+                                                          (3, 1, 2, (9, 10)), (4, 1, 1, (11, 8)), (2, 2, 1, (7, 9))])
+def test_timm_conv2d_same_becomes_partial_over_the_tf_same_window(kernel, stride, dilation, size):
+    conv2d_same = pytest.importorskip("timm.layers.conv2d_same")
+    torch.manual_seed(0)
+    conv = conv2d_same.Conv2dSame(3, 4, kernel, stride=stride, dilation=dilation, bias=True)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        timm_out = conv(x)
+        model = nn.Sequential(conv)
+        keys = list(model.state_dict())
+        convert_padding(model, "partial")
+        assert padding_modes(model) == {"0": "partial"}
+        got = model(x)
+    (pt, pb), (pl, pr) = (tf_same_amounts(n, kernel, stride, dilation) for n in size)
+    assert pt + pb + pl + pr > 0
+    want = naive_partial_conv(x, conv.weight, conv.bias, (stride, stride), (pt, pb, pl, pr), (dilation, dilation), 1)[0]
+    assert got.shape == timm_out.shape
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    # gradients through the autograd path agree with the reference too
+    xg = x.clone().requires_grad_()
+    model(xg).sum().backward()
+    xr = x.double().requires_grad_()
+    naive_partial_conv(xr, conv.weight, conv.bias, (stride, stride), (pt, pb, pl, pr), (dilation, dilation), 1)[0] \
+        .sum().backward()
+    torch.testing.assert_close(xg.grad.double(), xr.grad, rtol=1e-5, atol=1e-5)
+    convert_padding(model, "zeros")
+    assert type(model[0]) is conv2d_same.Conv2dSame and list(model.state_dict()) == keys
+    with torch.no_grad():
+        assert torch.equal(model(x), timm_out)
+
+
+def test_timm_same_padding_forms():
+    timm_layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    static = timm_layers.create_conv2d(3, 4, 3, padding="same")  # stride 1: timm pads statically, a plain conv
+    assert type(static) is nn.Conv2d and static.padding == (1, 1)
+    convert_padding(static, "partial")
+    x = torch.randn(1, 3, 10, 9)
+    torch.testing.assert_close(static(x).double(), naive_partial_conv(x, static.weight, static.bias, (1, 1), (1, 1),
+                                                                      (1, 1), 1)[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(PaddingConversionError, match="0: .*Conv2dSame.*reflect"):
+        convert_padding(nn.Sequential(timm_layers.create_conv2d(3, 4, 3, stride=2, padding="same")), "reflect")
+    # weight-standardised convs pad to "same" inside their own forward: refused, never skipped
+    with pytest.raises(PaddingConversionError, match="0: .*StdConv2dSame"):
+        convert_padding(nn.Sequential(timm_layers.StdConv2dSame(3, 4, 3, stride=2)), "partial")
+    # max pooling pads with -inf, which no window ever picks: already border-neutral, left alone
+    pool = timm_layers.create_pool2d("max", 3, stride=2, padding="same")
+    assert convert_padding(nn.Sequential(pool), "partial")[0] is pool
+
+
+@pytest.mark.parametrize("mode", ["partial", "zeros"])
+def test_tf_efficientnet_zeros_is_timm_and_partial_has_no_zero_padding_left(mode):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_b0", pretrained=False, num_classes=3).eval()
+    x = torch.randn(1, 3, 37, 45)
+    with torch.no_grad():
+        before = model(x)
+        convert_padding(model, mode)
+        after = model(x)
+    modes = padding_modes(model)
+    assert modes and set(modes.values()) == {mode}
+    if mode == "zeros":
+        assert torch.equal(before, after)
+    else:
+        assert not torch.allclose(before, after)

@@ -7,9 +7,10 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import seg.nn.partial_conv as pc
-from seg.nn import PartialConv2d
+from seg.nn import PartialConv2d, create_conv2d
 
 
 def pads_of(padding, kernel, dilation):
@@ -20,6 +21,8 @@ def pads_of(padding, kernel, dilation):
             total = d * (k - 1)
             out += [total // 2, total - total // 2]
         return tuple(out)
+    if not isinstance(padding, int) and len(padding) == 4:  # explicit (top, bottom, left, right)
+        return tuple(padding)
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
     return ph, ph, pw, pw
 
@@ -371,3 +374,22 @@ def test_auto_strategy_picks_by_device_and_size(monkeypatch):
         pc.set_reweight_strategy(old)
     with pytest.raises(ValueError, match="reweight strategy"):
         pc.set_reweight_strategy("fast")
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the plan is built for the traced size
+def test_jit_trace_with_autograd_matches_eager_and_reference():
+    torch.manual_seed(0)
+    model = nn.Sequential(create_conv2d(3, 5, 3, padding_mode="partial"), nn.ReLU(),
+                          create_conv2d(5, 4, 4, padding="same", padding_mode="partial")).double()  # asymmetric
+    x = torch.randn(2, 3, 11, 13, dtype=torch.float64, requires_grad=True)
+    traced = torch.jit.trace(model, x)  # autograd on: used to fail inside the custom autograd.Function
+    conv1, conv2 = model[0], model[2]
+    hidden = naive_partial_conv(x, conv1.weight, conv1.bias, (1, 1), (1, 1), (1, 1), 1)[0].relu()
+    want = naive_partial_conv(hidden, conv2.weight, conv2.bias, (1, 1), "same", (1, 1), 1)[0]
+    got = traced(x)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got, model(x))
+    grads = torch.autograd.grad(got.square().sum(), [x, *model.parameters()])
+    ref = torch.autograd.grad(want.square().sum(), [x, *model.parameters()])
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r)

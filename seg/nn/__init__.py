@@ -1,6 +1,8 @@
 """Padding layers: partial-convolution based padding, the conv factory and the padding converter."""
-from .factory import PADDING_MODES, convert_padding, create_conv2d, has_padding, padding_modes, set_padding_mode
-from .partial_conv import REWEIGHT_STRATEGIES, PartialConv2d, set_reweight_strategy
+from .factory import (PADDING_MODES, PaddingConversionError, PaddingModeError, convert_padding, create_conv2d,
+                      has_padding, padding_modes, set_padding_mode, tf_same_conv_types)
+from .partial_conv import REWEIGHT_STRATEGIES, PartialConv2d, PartialConv2dSame, set_reweight_strategy, tf_same_pads
 
-__all__ = ["PADDING_MODES", "REWEIGHT_STRATEGIES", "PartialConv2d", "set_reweight_strategy", "convert_padding",
-           "create_conv2d", "has_padding", "padding_modes", "set_padding_mode"]
+__all__ = ["PADDING_MODES", "REWEIGHT_STRATEGIES", "PaddingConversionError", "PaddingModeError", "PartialConv2d",
+           "PartialConv2dSame", "set_reweight_strategy", "convert_padding", "create_conv2d", "has_padding",
+           "padding_modes", "set_padding_mode", "tf_same_conv_types", "tf_same_pads"]

@@ -1,16 +1,39 @@
 """The one place that decides padding: a conv factory for seg's models and a converter for any model."""
 from __future__ import annotations
 
+import sys
+
 from torch import nn
 
-from .partial_conv import PartialConv2d, conv_pads
+from seg.errors import SegError
+
+from .partial_conv import PartialConv2d, PartialConv2dSame, conv_pads
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "partial")
 
 
+class PaddingModeError(SegError, ValueError):
+    """A padding mode that is not one of PADDING_MODES."""
+
+
+class PaddingConversionError(SegError, TypeError):
+    """A conv whose padding cannot be switched to the mode asked (the message names the conv)."""
+
+
 def _check_mode(mode: str) -> None:
     if mode not in PADDING_MODES:
-        raise ValueError(f"unknown padding mode {mode!r}; expected one of {PADDING_MODES}")
+        raise PaddingModeError(f"unknown padding mode {mode!r}; expected one of {PADDING_MODES}")
+
+
+def tf_same_conv_types() -> tuple[type, ...]:
+    """timm's convs that pad to TensorFlow's "same" window inside forward (``padding`` stays 0), and ours.
+
+    Looked up in ``sys.modules``: a model holding timm's classes has imported timm already, and a model
+    without them must not make seg import timm.
+    """
+    module = sys.modules.get("timm.layers.conv2d_same")
+    timm_types = () if module is None else (module.Conv2dSame, module.Conv2dSameExport)
+    return (PartialConv2dSame, *timm_types)
 
 
 def create_conv2d(in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], stride=1,
@@ -44,13 +67,18 @@ def has_padding(conv: nn.Conv2d) -> bool:
 def set_padding_mode(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     """Switch one conv to ``mode`` in place, keeping its parameters, buffers and hooks.
 
-    Only the class (``nn.Conv2d`` <-> ``PartialConv2d``) and ``padding_mode`` change, which is why
-    state_dict keys and values are untouched and a round trip restores the exact original.
+    Only the class (``nn.Conv2d`` <-> ``PartialConv2d``, timm's ``Conv2dSame`` <-> ``PartialConv2dSame``)
+    and ``padding_mode`` change, which is why state_dict keys and values are untouched and a round trip
+    restores the exact original. Raises PaddingConversionError for a conv with its own forward (it may pad
+    in ways seg cannot see) and for TensorFlow-"same" convs asked for reflect/replicate.
     """
     _check_mode(mode)
+    if isinstance(conv, tf_same_conv_types()):
+        return _set_tf_same_mode(conv, mode)
     if type(conv) not in (nn.Conv2d, PartialConv2d):
-        raise TypeError(f"cannot switch padding of {type(conv).__name__} (a subclass of nn.Conv2d with its "
-                        "own forward); only plain nn.Conv2d and PartialConv2d are converted")
+        raise PaddingConversionError(
+            f"cannot switch padding of {type(conv).__name__} (a subclass of nn.Conv2d with its own forward); "
+            "only plain nn.Conv2d, PartialConv2d and timm's Conv2dSame are converted")
     # nn.Conv2d pads reflect/replicate from this cached tuple, made in __init__; rebuild it so a conv
     # whose `padding` was edited after construction pads by what it says
     (top, bottom), (left, right) = conv_pads(conv)
@@ -64,23 +92,51 @@ def set_padding_mode(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     return conv
 
 
+def _set_tf_same_mode(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
+    """timm's ``Conv2dSame`` (zero padding) <-> :class:`PartialConv2dSame` over the same padded window."""
+    if mode in ("reflect", "replicate"):
+        raise PaddingConversionError(
+            f"cannot switch {type(conv).__name__} (TensorFlow 'same' padding, sized per input) to {mode}; "
+            "it converts to zeros or partial only")
+    if mode == "partial" and type(conv) is not PartialConv2dSame:
+        conv._zero_padding_class = type(conv)  # a plain attribute: not in the state_dict
+        conv.__class__ = PartialConv2dSame
+    elif mode == "zeros" and type(conv) is PartialConv2dSame:
+        conv.__class__ = conv.__dict__.pop("_zero_padding_class")
+        conv.__dict__.pop("_ratio_plans", None)
+    conv.padding_mode = mode
+    return conv
+
+
+def _pads_somewhere(conv: nn.Module) -> bool:
+    """Whether ``conv`` pads its input: by its ``padding``, or inside forward to TensorFlow's "same" window."""
+    return isinstance(conv, nn.Conv2d) and (has_padding(conv) or isinstance(conv, tf_same_conv_types()))
+
+
 def convert_padding(module: nn.Module, mode: str) -> nn.Module:
-    """Switch every padded ``nn.Conv2d`` inside ``module`` (any model, torchvision's too) to ``mode``.
+    """Switch every padding ``nn.Conv2d`` inside ``module`` (any model, torchvision's and timm's too) to ``mode``.
 
     In place; returns ``module``. Convs without padding are left alone; parameters and state_dict
-    keys are identical before and after; converting twice changes nothing.
+    keys are identical before and after; converting twice changes nothing. timm's ``Conv2dSame`` (padding 0,
+    padded per input inside forward) becomes :class:`PartialConv2dSame` for "partial". Any other conv
+    subclass with its own forward is refused (PaddingConversionError) when it has padding, or, for modes
+    other than "zeros", a spatial kernel: it may pad inside forward (timm's ``StdConv2dSame`` does), and
+    skipping it would silently leave zero padding. Pools are not convolutions and are left as they are.
     """
     _check_mode(mode)
     for name, sub in module.named_modules():
-        if isinstance(sub, nn.Conv2d) and has_padding(sub):
+        if not isinstance(sub, nn.Conv2d):
+            continue
+        own_forward = type(sub) not in (nn.Conv2d, PartialConv2d) and not isinstance(sub, tf_same_conv_types())
+        spatial = any(k > 1 for k in sub.kernel_size)
+        if _pads_somewhere(sub) or (own_forward and spatial and mode != "zeros"):
             try:
                 set_padding_mode(sub, mode)
-            except TypeError as err:
-                raise TypeError(f"{name or type(module).__name__}: {err}") from None
+            except PaddingConversionError as err:
+                raise PaddingConversionError(f"{name or type(module).__name__}: {err}") from None
     return module
 
 
 def padding_modes(module: nn.Module) -> dict[str, str]:
-    """``{module name: padding mode}`` of every padded conv in ``module`` (for checks and reports)."""
-    return {name: sub.padding_mode for name, sub in module.named_modules()
-            if isinstance(sub, nn.Conv2d) and has_padding(sub)}
+    """``{module name: padding mode}`` of every padding conv in ``module`` (for checks and reports)."""
+    return {name: sub.padding_mode for name, sub in module.named_modules() if _pads_somewhere(sub)}

@@ -76,6 +76,13 @@ def conv_pads(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]]:
     return (ph, ph), (pw, pw)
 
 
+def tf_same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's "same" padding ``(lo, hi)`` of one axis of length ``size``: just enough for
+    ``ceil(size / stride)`` outputs, the odd pixel at the end (as timm's ``Conv2dSame`` pads)."""
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
 def _ratio_dtype(dtype: torch.dtype) -> torch.dtype:
     # float64 inputs get a float64 ratio (exact reference checks); everything else float32,
     # also under fp16/bf16 autocast, so the ratio itself is never rounded to half precision
@@ -294,8 +301,12 @@ class PartialConv2d(nn.Conv2d):
             plans.move_to_end(key)
         return plan
 
+    def _input_pads(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Zero padding ``((top, bottom), (left, right))`` of an (H, W) input; fixed for a plain conv."""
+        return conv_pads(self)
+
     def _make_plan(self, height, width, device, dtype) -> BorderPlan:
-        (pt, pb), (pl, pr) = conv_pads(self)
+        (pt, pb), (pl, pr) = self._input_pads(height, width)
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         rows = axis_bands(height, kh, sh, pt, pb, dh)
         cols = axis_bands(width, kw, sw, pl, pr, dw)
@@ -309,15 +320,25 @@ class PartialConv2d(nn.Conv2d):
         return state
 
     # -- forward -------------------------------------------------------------------------------
-    def _zero_pad_conv(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return F.conv2d(x, self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
+    def _padded_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(input, symmetric conv padding)``: asymmetric padding ("same" with even kernels, TensorFlow's
+        "same") is applied to the input here, as ``F.conv2d(padding="same")`` does; the ratio plan stays the
+        one of the unpadded (H, W)."""
+        (pt, pb), (pl, pr) = self._input_pads(*x.shape[-2:])
+        if pt != pb or pl != pr:
+            return F.pad(x, (pl, pr, pt, pb)), (0, 0)
+        return x, (pt, pl)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         if mask is not None:
             return self._masked_forward(x, mask)
-        height, width = x.shape[-2:]
-        if torch.compiler.is_compiling():
-            y = self._zero_pad_conv(x, None)
+        # int(): the tracer hands out sizes as tensors; the plan is built for this one size either way
+        height, width = (int(n) for n in x.shape[-2:])
+        x, pads = self._padded_input(x)
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            # compilers and the tracer need plain differentiable ops: the autograd.Function below is opaque
+            # to them (torch.jit.trace with autograd on fails inside it) and the in-place updates block fusion
+            y = F.conv2d(x, self.weight, None, self.stride, pads, self.dilation, self.groups)
             plan = self._make_plan(height, width, y.device, _ratio_dtype(y.dtype))
             return plan.apply(y, self.bias)
         plan = self._plan(height, width, x.device, x.dtype)
@@ -326,12 +347,10 @@ class PartialConv2d(nn.Conv2d):
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                 for t in (x, self.weight, self.bias))):
             if fullmap:
-                return plan.apply_full_(self._zero_pad_conv(x, None), self.bias)
-            return plan.apply_(self._zero_pad_conv(x, self.bias), self.bias)
-        (pt, pb), (pl, pr) = conv_pads(self)
-        pads = (pt, pl)
-        if pt != pb or pl != pr:  # the plan stays the one of the unpadded (H, W)
-            x, pads = F.pad(x, (pl, pr, pt, pb)), (0, 0)
+                y = F.conv2d(x, self.weight, None, self.stride, pads, self.dilation, self.groups)
+                return plan.apply_full_(y, self.bias)
+            y = F.conv2d(x, self.weight, self.bias, self.stride, pads, self.dilation, self.groups)
+            return plan.apply_(y, self.bias)
         return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, pads, self.dilation,
                                           self.groups, fullmap)
 
@@ -339,14 +358,28 @@ class PartialConv2d(nn.Conv2d):
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"mask must be (B, 1, H, W) or (1, 1, H, W) matching x {tuple(x.shape)}; "
                              f"got {tuple(mask.shape)}")
-        raw = self._zero_pad_conv(x * mask.to(x.dtype), None)
+        x, pads = self._padded_input(x * mask.to(x.dtype))
+        mask, _ = self._padded_input(mask)
+        raw = F.conv2d(x, self.weight, None, self.stride, pads, self.dilation, self.groups)
         rdtype = _ratio_dtype(raw.dtype)
         with torch.autocast(raw.device.type, enabled=False):
             ones = torch.ones((1, 1, *self.kernel_size), dtype=rdtype, device=raw.device)
-            taps = F.conv2d(mask.to(rdtype), ones, None, self.stride, self.padding, self.dilation)
+            taps = F.conv2d(mask.to(rdtype), ones, None, self.stride, pads, self.dilation)
         valid = (taps > 0).to(rdtype)
         ratio = self.kernel_size[0] * self.kernel_size[1] / taps.clamp(min=1) * valid
         y = raw * ratio
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1) * valid
         return y.to(raw.dtype), valid.to(mask.dtype)
+
+
+class PartialConv2dSame(PartialConv2d):
+    """:class:`PartialConv2d` over TensorFlow's "same" window, which depends on the input size (timm's
+    ``Conv2dSame``, used by its ``tf_*`` models): :func:`seg.nn.convert_padding` turns a ``Conv2dSame`` into
+    this class, keeping ``padding`` 0 as there, and back. Per (H, W) it pads as ``Conv2dSame`` does
+    (:func:`tf_same_pads`) and re-weights the windows that reach into that padding by ``K / S``.
+    """
+
+    def _input_pads(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        return tuple(tf_same_pads(n, k, s, d) for n, k, s, d in
+                     zip((height, width), self.kernel_size, self.stride, self.dilation))
