@@ -14,18 +14,19 @@ from __future__ import annotations
 import copy
 import os
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
 from seg.atomic import atomic_open
 from seg.errors import SegError
-from seg.data import COARSE_MODES, CROP_PLACEMENTS, CV_SPLITS, NVIDIA_BOOST_CLASSES
-from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES
+from seg.data import COARSE_MODES, CROP_PLACEMENTS, CV_SPLITS, DATA_DEFAULTS, FORMATS, DataError, label_space
+from seg.models import NORMS, OUTPUT_STRIDES, encoder_name_error
 from seg.nn import PADDING_MODES
 
-__all__ = ["ConfigError", "SCHEMA", "key_spec", "optimizer_keys", "runtime_keys", "default_config", "load_config",
-           "merge_overrides", "override_keys", "validate", "config_changes", "dump_config"]
+__all__ = ["ConfigError", "EVAL_MODES", "SCHEMA", "key_spec", "data_key", "optimizer_keys", "runtime_keys",
+           "default_config", "load_config", "merge_overrides", "override_keys", "validate", "check_label_space",
+           "config_changes", "dump_config"]
 
 
 class ConfigError(SegError, ValueError):
@@ -33,10 +34,17 @@ class ConfigError(SegError, ValueError):
 
 
 def key_spec(default: Any, kind: str, choices: Iterable | None = None, doc: str = "", *,
-             min: float | None = None, max: float | None = None) -> dict:
-    """One schema key: its default, `kind` (see SCHEMA), allowed `choices`, a `doc` line and inclusive bounds."""
+             min: float | None = None, max: float | None = None, check: Callable[[Any], str | None] | None = None
+             ) -> dict:
+    """One schema key: its default, `kind` (see SCHEMA), allowed `choices`, a `doc` line, inclusive bounds and
+    `check`, for values no fixed list holds: it returns None for a good value, else what is wrong."""
     return {"default": default, "kind": kind, "choices": tuple(choices) if choices else None, "doc": doc, "min": min,
-            "max": max}
+            "max": max, "check": check}
+
+
+def data_key(name: str, kind: str, choices: Iterable | None = None, doc: str = "", **bounds) -> dict:
+    """A data-section key whose default is seg.data's (DATA_DEFAULTS: the builders fill partial sections from it)."""
+    return key_spec(DATA_DEFAULTS[name], kind, choices, doc, **bounds)
 
 
 def optimizer_keys(*, batch_size: int, lr: float) -> dict[str, dict]:
@@ -65,11 +73,16 @@ def runtime_keys(*, sync_bn: bool, sync_bn_doc: str) -> dict[str, dict]:
     }
 
 
-# Every key the toolkit understands. `kind` is a small type language: str, int, float, bool, list[T],
-# and a trailing "?" for "may be null". Floats accept ints (YAML writes `1` for 1.0).
+# Inference modes of seg.evaluation (tools/eval.py --mode): whole image, tiles, overlapping tiles.
+EVAL_MODES = ("regular", "tile", "overlap")
+
+# Every key the toolkit understands. `kind` is a small type language: str, int, float, bool, list[T] (T may be
+# a list kind too), dict[K,V] of scalars, and a trailing "?" for "may be null". Floats accept ints (YAML
+# writes `1` for 1.0).
 SCHEMA: dict[str, dict[str, dict]] = {
     "model": {
-        "encoder": key_spec("resnet50", "str", ENCODERS, doc="encoder name (the builder's own list)"),
+        "encoder": key_spec("resnet50", "str", check=encoder_name_error,
+                            doc="encoder name: one of the builder's own list, or timm/<timm model name>"),
         "num_classes": key_spec(19, "int", min=1),
         "output_stride": key_spec(8, "int", OUTPUT_STRIDES),
         "padding": key_spec("zeros", "str", PADDING_MODES),
@@ -79,31 +92,56 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "norm": key_spec("bn", "str", NORMS, doc="normalisation layer of the network"),
     },
     "data": {
-        "root": key_spec("datasets/demo", "str"),
-        "train_sets": key_spec(["fine/train"], "list[str]", doc='"annotation/split" entries, e.g. coarse/train_extra'),
-        "val_split": key_spec("val", "str?", doc="split used for periodic validation; null disables it"),
-        "cv_split": key_spec(0, "int", CV_SPLITS,
-                             doc="city-level split: 0 = official train/val; k = 1, 2 validate on the 3 cities from "
-                                 "index 21k//3 of (sorted val + sorted train cities), train on the other 18"),
-        "crop_size": key_spec(896, "int", min=1),
-        "scale_range": key_spec([0.5, 2.0], "list[float]"),
-        "hflip": key_spec(0.5, "float", min=0, max=1, doc="probability of a horizontal flip"),
-        "blur_prob": key_spec(0.5, "float", min=0, max=1),
-        "color_jitter": key_spec(0.25, "float", min=0, max=1),
-        "mean": key_spec([0.485, 0.456, 0.406], "list[float]"),
-        "std": key_spec([0.229, 0.224, 0.225], "list[float]"),
-        "class_balance": key_spec(0.5, "float", min=0, max=1,
+        "format": data_key("format", "str", FORMATS,
+                           doc="cityscapes: the official layout (train_sets are 'annotation/split'); folder: "
+                               "images and masks matched by relative path (train_sets / val_split are split names)"),
+        "root": data_key("root", "str"),
+        "train_sets": data_key("train_sets", "list[str]",
+                               doc='cityscapes: "annotation/split" entries, e.g. coarse/train_extra; folder: splits'),
+        "val_split": data_key("val_split", "str?", doc="split used for periodic validation; null disables it"),
+        "cv_split": data_key("cv_split", "int", CV_SPLITS,
+                             doc="cityscapes city-level split: 0 = official train/val; k = 1, 2 validate on the 3 "
+                                 "cities from index 21k//3 of (sorted val + sorted train cities), train on the other "
+                                 "18"),
+        "img_dir": data_key("img_dir", "str", doc="folder: image folder under root; {split} = the split name"),
+        "ann_dir": data_key("ann_dir", "str", doc="folder: mask folder under root; {split} = the split name"),
+        "split_list": data_key("split_list", "str?",
+                               doc="folder: file under root listing a split's names (relative path minus suffix), "
+                                   "one a line, e.g. ImageSets/Segmentation/{split}.txt; null = every image of "
+                                   "img_dir, each matched to its mask"),
+        "img_suffix": data_key("img_suffix", "str", doc="folder: image file ending, dot included"),
+        "mask_suffix": data_key("mask_suffix", "str", doc="folder: mask file ending (8-bit greyscale or palette PNG)"),
+        "class_names": data_key("class_names", "list[str]?",
+                                doc="folder: one name per class (required; as many as model.num_classes); "
+                                    "cityscapes names its own"),
+        "palette": data_key("palette", "list[list[int]]?",
+                            doc="folder: [r, g, b] per class for visualisations; null = distinct generated colours"),
+        "ignore_index": data_key("ignore_index", "int", min=0, max=255,
+                                 doc="folder: mask value (after reduce_zero_label / label_map) of unlabelled pixels"),
+        "reduce_zero_label": data_key("reduce_zero_label", "bool",
+                                      doc="folder: mask value 0 is unlabelled and value k is class k-1 (ADE20K)"),
+        "label_map": data_key("label_map", "dict[int,int]?",
+                              doc="folder: mask value -> class index (or ignore_index), applied after "
+                                  "reduce_zero_label; unlisted values keep their meaning"),
+        "crop_size": data_key("crop_size", "int", min=1),
+        "scale_range": data_key("scale_range", "list[float]"),
+        "hflip": data_key("hflip", "float", min=0, max=1, doc="probability of a horizontal flip"),
+        "blur_prob": data_key("blur_prob", "float", min=0, max=1),
+        "color_jitter": data_key("color_jitter", "float", min=0, max=1),
+        "mean": data_key("mean", "list[float]"),
+        "std": data_key("std", "list[float]"),
+        "class_balance": data_key("class_balance", "float", min=0, max=1,
                                   doc="fraction of crops centred on a pixel of a chosen class"),
-        "centroids_per_class": key_spec(32, "int"),
-        "coarse_mode": key_spec("union", "str", COARSE_MODES,
+        "centroids_per_class": data_key("centroids_per_class", "int"),
+        "coarse_mode": data_key("coarse_mode", "str", COARSE_MODES,
                                 doc="union: an epoch = one crop per fine and coarse image; boost: an epoch = the fine "
                                     "images, coarse only in class-centred crops of coarse_boost_classes (NVIDIA)"),
-        "coarse_boost_classes": key_spec(list(NVIDIA_BOOST_CLASSES), "list[int]",
+        "coarse_boost_classes": data_key("coarse_boost_classes", "list[int]",
                                          doc="trainIds coarse images serve in coarse_mode=boost (NVIDIA's default)"),
-        "crop_placement": key_spec("centred", "str", CROP_PLACEMENTS,
+        "crop_placement": data_key("crop_placement", "str", CROP_PLACEMENTS,
                                    doc="class-balanced crops: centred on the sampled pixel, or the pixel anywhere "
                                        "inside the crop (uniform, clipped to the image; NVIDIA's class-uniform crops)"),
-        "num_workers": key_spec(4, "int", min=0),
+        "num_workers": data_key("num_workers", "int", min=0),
     },
     "train": {
         "iterations": key_spec(31000, "int", min=1),
@@ -121,7 +159,7 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "val_batch_size": key_spec(1, "int", min=1),
     },
     "eval": {
-        "mode": key_spec("regular", "str", ("regular", "tile", "tile_overlap")),
+        "mode": key_spec("regular", "str", EVAL_MODES),
         "tile_size": key_spec(1024, "int", min=1),
         "overlap": key_spec(0.333, "float", min=0, max=0.99),
         "scales": key_spec([1.0], "list[float]"),
@@ -174,7 +212,12 @@ def _check_value(value: Any, kind: str) -> Any:
     if kind.startswith("list[") and kind.endswith("]"):
         if not isinstance(value, (list, tuple)):
             raise TypeError
-        return [_check_scalar(v, kind[5:-1]) for v in value]
+        return [_check_value(v, kind[5:-1]) for v in value]
+    if kind.startswith("dict[") and kind.endswith("]"):
+        if not isinstance(value, dict):
+            raise TypeError
+        key_kind, value_kind = kind[5:-1].split(",")
+        return {_check_scalar(k, key_kind): _check_scalar(v, value_kind) for k, v in value.items()}
     return _check_scalar(value, kind)
 
 
@@ -203,6 +246,9 @@ def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -
                                   f"got {type(values).__name__} {values!r}") from None
             if node["choices"] and value not in node["choices"]:
                 raise ConfigError(f"{source}: key '{prefix}' must be one of {list(node['choices'])}, got {value!r}")
+            problem = node.get("check") and node["check"](value)
+            if problem:
+                raise ConfigError(f"{source}: key '{prefix}': {problem}")
             _check_bounds(value, node, f"{source}: key '{prefix}'")
             return value
         if not isinstance(values, dict):
@@ -301,7 +347,22 @@ def load_config(path: str | None, opts: Iterable[str] = (), *, schema: dict | No
     cfg = _read_yaml(path, schema=schema) if path is not None else {}
     cfg = merge_overrides(cfg, opts, schema=schema)
     source = f"{path or 'defaults'} + --opts" if opts else (path or "defaults")
-    return validate(cfg, source=source, schema=schema)
+    cfg = validate(cfg, source=source, schema=schema)
+    if schema is None:
+        check_label_space(cfg, source)
+    return cfg
+
+
+def check_label_space(cfg: dict, source: str = "config") -> None:
+    """ConfigError unless the data section describes a consistent label space whose class count is
+    model.num_classes (checked on the merged config: a dataset file and a model file are often apart)."""
+    try:
+        space = label_space(cfg["data"])
+    except DataError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    if cfg["data"]["class_names"] is not None and space.num_classes != cfg["model"]["num_classes"]:
+        raise ConfigError(f"{source}: data.class_names lists {space.num_classes} classes but model.num_classes is "
+                          f"{cfg['model']['num_classes']}")
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

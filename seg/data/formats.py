@@ -33,8 +33,15 @@ def _folder_train_pairs(cfg: dict) -> tuple[Pairs, np.ndarray]:
     return pairs, np.zeros(len(pairs), bool)
 
 
+def _cityscapes_label_space(cfg: dict) -> LabelSpace:
+    if cfg["class_names"] is not None or cfg["palette"] is not None:
+        raise DataError("data.class_names / data.palette: data.format=cityscapes names its own 19 classes and "
+                        "colours; leave both null")
+    return CITYSCAPES
+
+
 FORMATS: dict[str, DataFormat] = {
-    "cityscapes": DataFormat(lambda cfg: CITYSCAPES, lambda cfg: CITYSCAPES_DECODER, cityscapes_train_pairs,
+    "cityscapes": DataFormat(_cityscapes_label_space, lambda cfg: CITYSCAPES_DECODER, cityscapes_train_pairs,
                              cityscapes_eval_pairs),
     "folder": DataFormat(folder_label_space, folder_label_decoder, _folder_train_pairs, folder_pairs),
 }
