@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from seg.evaluation import (border_distance, centre_leave_out_mask, confusion_matrix, distance_band_index, evaluate,
-                            scores_from_confusion)
+from seg.config import ConfigError
+from seg.evaluation import (ConfusionAccumulator, InferenceSettings, border_distance, centre_leave_out_mask,
+                            confusion_matrix, distance_band_index, evaluate, scores_from_confusion)
 
 
 def naive_confusion(pred, target, k, ignore=255):
@@ -26,6 +27,18 @@ def naive_miou(cm):
         if denom > 0:
             ious.append(tp / denom)
     return 100.0 * sum(ious) / len(ious), 100.0 * np.trace(cm) / cm.sum()
+
+
+def naive_macc_fwiou(cm):
+    """Mean per-class accuracy over classes in the truth, and IoU weighted by truth frequency (FCN paper)."""
+    accs, fw = [], 0.0
+    total = cm.sum()
+    for c in range(cm.shape[0]):
+        truth = cm[c, :].sum()
+        if truth > 0:
+            accs.append(cm[c, c] / truth)
+            fw += truth / total * cm[c, c] / (truth + cm[:, c].sum() - cm[c, c])
+    return 100.0 * sum(accs) / len(accs), 100.0 * fw
 
 
 def random_pair(shape, k, seed, ignore_frac=0.1):
@@ -138,6 +151,8 @@ def test_evaluate_leave_out_and_bands_equal_masked_references():
                  distance_bands=bands, progress=False)
     miou, acc = naive_miou(naive_confusion(pred.numpy(), target.numpy(), k))
     assert r["mIoU"] == pytest.approx(miou, abs=1e-9) and r["pixel_acc"] == pytest.approx(acc, abs=1e-9)
+    macc, fwiou = naive_macc_fwiou(naive_confusion(pred.numpy(), target.numpy(), k))
+    assert r["mAcc"] == pytest.approx(macc, abs=1e-9) and r["fwIoU"] == pytest.approx(fwiou, abs=1e-9)
     assert r["num_images"] == n and r["leave_out"]["by"] == "area" and "sqrt" in r["leave_out"]["meaning"]
     for p, row in zip(leave_out, r["leave_out"]["results"]):
         t = target.clone()
@@ -161,9 +176,33 @@ def test_evaluate_restores_training_mode_and_rejects_unknown_mode():
     loader = DataLoader(TensorDataset(torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)))
     evaluate(model, loader, 4, progress=False)
     assert model.training
-    with pytest.raises(ValueError, match="unknown inference mode"):
-        evaluate(model, loader, 4, mode="sliding", progress=False)
+    with pytest.raises(ConfigError, match="unknown inference mode 'sliding'"):
+        evaluate(model, loader, 4, InferenceSettings(mode="sliding"), progress=False)
+    with pytest.raises(ConfigError, match="unknown inference mode 'tile_overlap'"):  # no alias: one spelling
+        InferenceSettings.from_config({"mode": "tile_overlap"})
     with pytest.raises(ValueError, match="leave_out_by"):
         evaluate(model, loader, 4, leave_out=[0.5], leave_out_by="diagonal", progress=False)
     with pytest.raises(ValueError, match="at most 16"):
         evaluate(model, loader, 4, leave_out=[i / 20 for i in range(17)], progress=False)
+
+
+def test_accumulator_and_scores_match_naive_numpy():
+    k = 6
+    acc = ConfusionAccumulator(k)
+    preds, targets = [], []
+    for seed in range(3):  # absent class 5 in the truth: Acc NaN, left out of mAcc
+        pred, target = random_pair((9, 11), k, seed=seed)
+        target[target == 5] = 255
+        acc.update(pred, target)
+        preds.append(pred.numpy())
+        targets.append(target.numpy())
+    ref = naive_confusion(np.stack(preds), np.stack(targets), k)
+    np.testing.assert_array_equal(acc.matrices[0].numpy(), ref)
+    assert acc.updates == 3
+    acc.all_reduce()  # no process group: unchanged
+    r = acc.result()
+    miou, pixel_acc = naive_miou(ref)
+    macc, fwiou = naive_macc_fwiou(ref)
+    assert r["mIoU"] == pytest.approx(miou, abs=1e-9) and r["pixel_acc"] == pytest.approx(pixel_acc, abs=1e-9)
+    assert r["mAcc"] == pytest.approx(macc, abs=1e-9) and r["fwIoU"] == pytest.approx(fwiou, abs=1e-9)
+    assert math.isnan(r["Acc"][5]) and r["Acc"][0] == pytest.approx(100.0 * ref[0, 0] / ref[0].sum())

@@ -1,11 +1,13 @@
 """Cross-testing (the paper's Table 4, generalised): every (trained padding, evaluated padding) pair.
 
-    python tools/cross_test.py CONFIG CKPT_A CKPT_B ... [--paddings zeros,partial,reflect,replicate]
+    python tools/cross_test.py [CONFIG.yaml] CKPT_A CKPT_B ... [--paddings zeros,partial,reflect,replicate]
         [--mode regular] [--out-dir DIR] [--opts data.root=...]
 
-The data and eval sections come from CONFIG; each checkpoint's model section comes from the config
-stored in it (so checkpoints of different encoders can be mixed), falling back to CONFIG's; a conflicting
-``--opts model.KEY=...`` is an error. The same weights are switched in place to each padding with
+The data and eval sections come from CONFIG (a first argument ending in .yaml / .yml), else from the
+config stored in the first checkpoint; each checkpoint's model section comes from the config stored in
+it (so checkpoints of different encoders can be mixed), falling back to CONFIG's; a conflicting
+``--opts model.KEY=...`` is an error. Rows are named by the run folder of each checkpoint (the folder
+holding it, above ``checkpoints/``), so two runs' ``model_final.pth`` stay apart. The same weights are switched in place to each padding with
 seg.nn.convert_padding and evaluated. ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
@@ -14,13 +16,14 @@ import os
 import sys
 
 from seg.atomic import atomic_write_text
-from seg.cli import add_config_args, add_device_args, positive_int, run_tool, tool_parser
-from seg.config import ConfigError, load_config, override_keys
+from seg.cli import add_device_args, positive_int, run_tool, tool_parser
+from seg.config import ConfigError, override_keys
 from seg.data import build_val_dataset
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import cleanup_distributed, init_distributed
-from seg.evaluation import build_eval_loader, evaluate
-from seg.evaluation.runner import eval_options, load_model_for_eval, write_results
+from seg.engine.loaders import build_eval_loader
+from seg.evaluation import default_label_space, evaluate
+from seg.evaluation.runner import eval_settings, load_model_for_eval, run_config, run_names, write_results
 from seg.nn import PADDING_MODES, convert_padding
 
 PADDINGS = ("zeros", "partial", "reflect", "replicate")  # table column order: the paper's pair first
@@ -32,7 +35,7 @@ def fmt(v) -> str:
 
 def table(rows: list[dict], paddings: list[str]) -> str:
     """Markdown: one row per checkpoint, one column per evaluated padding, plus the loss off-diagonal."""
-    header = ["checkpoint (trained padding)"] + [f"eval {p}" for p in paddings]
+    header = ["run (encoder, trained padding)"] + [f"eval {p}" for p in paddings]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         own = row["mIoU"].get(row["trained_padding"])
@@ -49,8 +52,9 @@ def table(rows: list[dict], paddings: list[str]) -> str:
 
 def main(argv=None) -> dict:
     p = tool_parser(__doc__)
-    add_config_args(p)
-    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("checkpoints", nargs="+", metavar="[CONFIG.yaml] CHECKPOINT")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. data.root=datasets/cityscapes (values are YAML)")
     p.add_argument("--paddings", default=",".join(PADDINGS))
     p.add_argument("--mode", choices=("regular", "tile", "overlap"))
     p.add_argument("--tile-size", type=positive_int)
@@ -58,31 +62,36 @@ def main(argv=None) -> dict:
     add_device_args(p)
     p.add_argument("--out-dir", default="work_dirs/cross_test")
     args = p.parse_args(argv)
+    config = args.checkpoints.pop(0) if args.checkpoints[0].endswith((".yaml", ".yml")) else None
+    if not args.checkpoints:
+        p.error("no checkpoint given")
     paddings = [s.strip() for s in args.paddings.split(",") if s.strip()]
     bad = [s for s in paddings if s not in PADDING_MODES]
     if bad:
         raise ConfigError(f"--paddings: unknown padding(s) {bad}; expected some of {list(PADDING_MODES)}")
 
-    cfg = load_config(args.config, args.opts)
+    cfg = run_config(args.checkpoints[0], config, args.opts)
     info = init_distributed(args.device, cfg["train"]["dist_timeout_min"])
-    opts = eval_options(cfg["eval"])
-    opts.update({k: v for k, v in (("mode", args.mode), ("tile_size", args.tile_size)) if v is not None})
+    settings, analysis = eval_settings(cfg["eval"], mode=args.mode, tile_size=args.tile_size)
+    names = run_names(args.checkpoints)
     dataset = build_val_dataset(cfg["data"], args.split)
     workers = cfg["data"]["num_workers"] if args.num_workers is None else args.num_workers
     loader = build_eval_loader(dataset, num_workers=workers)
     rows, details = [], []
-    for path in args.checkpoints:
+    for path, name in zip(args.checkpoints, names):
         ckpt = load_checkpoint(path)
         model, minfo = load_model_for_eval(cfg, path, None, info.device, loaded=ckpt,
                                            explicit=override_keys(args.opts, "model"))
         del ckpt
         row = {"checkpoint": minfo["checkpoint"], "trained_padding": minfo["trained_padding"],
-               "label": f"{os.path.basename(path)} ({minfo['encoder']}, {minfo['trained_padding']})", "mIoU": {},
+               "run": name,
+               "label": f"{name} ({minfo['encoder']}, {minfo['trained_padding']})", "mIoU": {},
                "not_run": {}}
         for padding in paddings:
             convert_padding(model, padding)
             try:
-                result = evaluate(model, loader, minfo["num_classes"], info.device, **opts)
+                result = evaluate(model, loader, minfo["num_classes"], info.device, settings,
+                                  labels=default_label_space(minfo["num_classes"]), **analysis)
             except ValueError as err:  # e.g. reflect padding wider than a small feature map: report, go on
                 row["mIoU"][padding] = None
                 row["not_run"][padding] = str(err)
@@ -95,10 +104,10 @@ def main(argv=None) -> dict:
             if info.is_main:
                 print(f"{row['label']} evaluated with {padding}: mIoU {result['mIoU']:.2f}")
         rows.append(row)
-    summary = {"mode": opts["mode"], "paddings": paddings, "rows": rows, "runs": details}
+    summary = {"mode": settings.mode, "paddings": paddings, "rows": rows, "runs": details}
     if info.is_main:
         os.makedirs(args.out_dir, exist_ok=True)
-        text = (f"### Cross-testing: mIoU ({opts['mode']} inference), rows = trained padding, columns = padding "
+        text = (f"### Cross-testing: mIoU ({settings.mode} inference), rows = trained padding, columns = padding "
                 f"at test time; bold = as trained, (±) = change from it\n\n{table(rows, paddings)}\n")
         atomic_write_text(os.path.join(args.out_dir, "cross_test.md"), text)
         write_results(summary, os.path.join(args.out_dir, "cross_test.json"))

@@ -1,14 +1,18 @@
-"""Evaluate a checkpoint: regular / tiled / overlapping-tile inference, mIoU, leave-out and border bands.
+"""Evaluate a checkpoint: regular / tiled / overlapping-tile inference, mIoU, mAcc, fwIoU, leave-out and
+border bands, a confusion-matrix figure.
 
-    python tools/eval.py CONFIG CHECKPOINT [--mode overlap --tile-size 1024 --overlap 1/3] [--flip]
+    python tools/eval.py CHECKPOINT [--config CONFIG] [--mode overlap --tile-size 1024 --overlap 1/3] [--flip]
         [--mode regular,tile,overlap --out DIR/eval_{mode}.json]     # several modes, one model load
         [--scales 0.5,1.0,2.0] [--padding partial] [--leave-out 0,1/3,1/2 --leave-out-by area]
         [--save-pred DIR] [--show-dir DIR] [--official] [--out results.json] [--opts key=value ...]
+    python tools/eval.py CONFIG CHECKPOINT ...          # the older form: same as --config CONFIG
     torchrun --nproc_per_node N tools/eval.py ...   # the split is sharded; confusion matrices are summed
 
-Options left out fall back to the config's ``eval`` section. The model is built as the checkpoint was
-trained (its stored model section); a conflicting ``--opts model.KEY=...`` is an error. ``--debug`` shows
-tracebacks.
+The config is the one stored in the checkpoint unless --config names one; ``--opts`` overrides either
+(e.g. ``data.root=...``). Options left out fall back to the config's ``eval`` section. The model is built
+as the checkpoint was trained (its stored model section); a conflicting ``--opts model.KEY=...`` is an
+error. Next to the results JSON go its per-image statistics and ``<results>_confusion.png`` (rows = ground
+truth, each row normalised). ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 
@@ -17,21 +21,28 @@ import os
 import sys
 import tempfile
 
-from seg.cli import add_config_args, add_device_args, positive_int, run_tool, tool_parser
-from seg.config import load_config, override_keys
+from seg.cli import add_device_args, positive_int, run_tool, tool_parser
+from seg.config import override_keys
 from seg.data import build_val_dataset
+from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import barrier, cleanup_distributed, init_distributed
-from seg.evaluation import MODES, build_eval_loader, evaluate
+from seg.engine.loaders import build_eval_loader
+from seg.evaluation import MODES, default_label_space, evaluate
 from seg.evaluation.official import official_scores
-from seg.evaluation.runner import eval_options, format_table, load_model_for_eval, parse_fractions, write_results
+from seg.evaluation.plots import save_confusion_figure
+from seg.evaluation.runner import (eval_settings, format_table, load_model_for_eval, parse_fractions, run_config,
+                                   write_results)
 from seg.evaluation.stats import save_image_stats, sidecar_path
 from seg.nn import PADDING_MODES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = tool_parser(__doc__)
-    add_config_args(p)
-    p.add_argument("checkpoint")
+    p.add_argument("paths", nargs="+", metavar="[CONFIG] CHECKPOINT",
+                   help="the checkpoint, optionally preceded by a config file (the older form of --config)")
+    p.add_argument("--config", help="YAML config (default: the config stored in the checkpoint)")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. data.root=datasets/cityscapes (values are YAML)")
     p.add_argument("--mode", type=mode_list, help="regular, tile or overlap; several comma-separated give one "
                    "results file each (a given --out must then contain {mode})")
     p.add_argument("--tile-size", type=positive_int)
@@ -48,12 +59,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--leave-out-by", choices=("side", "area"))
     p.add_argument("--distance-bands", type=lambda s: [int(v) for v in s.split(",")], help="e.g. 0,16,32,64,128")
     p.add_argument("--split", help="dataset split (default: data.val_split)")
-    p.add_argument("--save-pred", metavar="DIR", help="write Cityscapes labelId PNGs")
-    p.add_argument("--show-dir", metavar="DIR", help="write palette overlays and error maps")
+    p.add_argument("--save-pred", metavar="DIR",
+                   help="write prediction PNGs (Cityscapes labelIds for Cityscapes, class indices otherwise)")
+    p.add_argument("--show-dir", metavar="DIR", help="write titled panels (overlay, error map, class legend)")
     p.add_argument("--official", action="store_true", help="also score with cityscapesscripts")
-    p.add_argument("--out", help="results JSON (default: <checkpoint dir>/eval_<mode>.json)")
+    p.add_argument("--out", help="results JSON (default: <checkpoint dir>/eval_<mode>_<padding>.json)")
     add_device_args(p)
     args = p.parse_args(argv)
+    if len(args.paths) > 2 or (len(args.paths) == 2 and args.config):
+        p.error(f"expected [CONFIG] CHECKPOINT (or CHECKPOINT --config CONFIG), got {args.paths}")
+    if len(args.paths) == 2:
+        args.config = args.paths[0]
+    args.checkpoint = args.paths[-1]
     if args.mode and len(args.mode) > 1 and args.out and "{mode}" not in args.out:
         p.error(f"--out {args.out} must contain {{mode}} when several modes are evaluated")
     return args
@@ -67,40 +84,36 @@ def mode_list(text: str) -> list[str]:
     return modes
 
 
-def options_from(args, cfg: dict) -> dict:
-    opts = eval_options(cfg["eval"])
-    for key in ("tile_size", "overlap", "stride", "flip", "scales", "tile_batch", "leave_out",
-                "leave_out_by", "distance_bands"):
-        value = getattr(args, key, None)
-        if value is not None:
-            opts[key] = value
-    return opts
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opts)
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = run_config(args.checkpoint, args.config, args.opts, loaded=ckpt)
     info = init_distributed(args.device, cfg["train"]["dist_timeout_min"])
-    model, model_info = load_model_for_eval(cfg, args.checkpoint, args.padding, info.device,
+    model, model_info = load_model_for_eval(cfg, args.checkpoint, args.padding, info.device, loaded=ckpt,
                                             explicit=override_keys(args.opts, "model"))
+    del ckpt
     dataset = build_val_dataset(cfg["data"], args.split)
     workers = cfg["data"]["num_workers"] if args.num_workers is None else args.num_workers
     loader = build_eval_loader(dataset, batch_size=1, num_workers=workers)
-    opts = options_from(args, cfg)
-    modes = args.mode or [opts["mode"]]
-    for mode in modes:  # the model and data are loaded once for all modes
-        result = evaluate_mode(args, cfg, model, model_info, loader, info, dict(opts, mode=mode))
+    overrides = {key: getattr(args, key) for key in ("tile_size", "overlap", "stride", "flip", "scales", "tile_batch",
+                                                     "leave_out", "leave_out_by", "distance_bands")}
+    for mode in args.mode or [None]:  # the model and data are loaded once for all modes
+        settings, analysis = eval_settings(cfg["eval"], mode=mode, **overrides)
+        result = evaluate_mode(args, cfg, model, model_info, loader, info, settings, analysis)
     cleanup_distributed()
     return result
 
 
-def evaluate_mode(args, cfg, model, model_info, loader, info, opts) -> dict:
-    """One inference mode: evaluate, then (main process) write the results JSON and its per-image sidecar."""
+def evaluate_mode(args, cfg, model, model_info, loader, info, settings, analysis) -> dict:
+    """One inference mode: evaluate, then (main process) write the results JSON, its per-image sidecar and
+    the confusion-matrix figure."""
     save_pred = args.save_pred or (tempfile.mkdtemp(prefix="seg_official_") if args.official else None)
-    result = evaluate(model, loader, model_info["num_classes"], info.device, save_pred=save_pred,
-                      show_dir=args.show_dir, image_mean=cfg["data"]["mean"], image_std=cfg["data"]["std"],
-                      image_stats=True, **opts)
-    result.update(model_info, config=os.path.abspath(args.config), split=args.split or cfg["data"]["val_split"])
+    labels = default_label_space(model_info["num_classes"])
+    result = evaluate(model, loader, model_info["num_classes"], info.device, settings, labels=labels,
+                      save_pred=save_pred, show_dir=args.show_dir, image_mean=cfg["data"]["mean"],
+                      image_std=cfg["data"]["std"], image_stats=True, **analysis)
+    result.update(model_info, config=os.path.abspath(args.config) if args.config else model_info["checkpoint"],
+                  split=args.split or cfg["data"]["val_split"])
     barrier()
     if info.is_main:
         if args.official:
@@ -108,14 +121,18 @@ def evaluate_mode(args, cfg, model, model_info, loader, info, opts) -> dict:
             result["official"] = {"mIoU": official["mIoU"], "IoU": official["IoU"],
                                   "abs_diff_mIoU": abs(official["mIoU"] - result["mIoU"])}
         result.pop("predictions", None)
-        out = args.out.replace("{mode}", opts["mode"]) if args.out else os.path.join(
-            os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{opts['mode']}_{model_info['eval_padding']}.json")
+        out = args.out.replace("{mode}", settings.mode) if args.out else os.path.join(
+            os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{settings.mode}_{model_info['eval_padding']}.json")
         stats_path = sidecar_path(out)  # per-image counts for tools/compare.py's bootstrap
         save_image_stats(result.pop("image_stats"), stats_path)
         result["image_stats"] = os.path.basename(stats_path)
+        figure = os.path.splitext(out)[0] + "_confusion.png"
+        save_confusion_figure(result["confusion_matrix"], labels, figure,
+                              title=f"{os.path.basename(out)}: rows = ground truth, normalised per row")
+        result["confusion_figure"] = os.path.basename(figure)
         write_results(result, out)
         print(format_table(result))
-        print(f"results written to {out} (per-image statistics: {stats_path})")
+        print(f"results written to {out} (per-image statistics: {stats_path}; confusion matrix: {figure})")
     return result
 
 

@@ -1,10 +1,10 @@
 """One evaluation pass: inference, confusion matrices, centre leave-out and border-distance bands.
 
 Distributed use (torchrun): ``evaluate`` does *not* shard the data itself. The caller passes a loader
-whose sampler gives each rank a distinct share of the split -- :func:`build_eval_loader` does that with
-a :class:`ShardSampler` (rank r gets samples r, r+W, r+2W, ...; no padding, so every image is counted
-exactly once). A ``torch.utils.data.DistributedSampler`` also works, but it pads the split with repeats
-so up to W-1 images are counted twice. All confusion matrices are then summed across ranks with one
+whose sampler gives each rank a distinct share of the split -- :func:`seg.engine.loaders.build_eval_loader`
+does that with a :class:`~seg.engine.loaders.ShardSampler` (no padding, so every image is counted exactly
+once). A ``torch.utils.data.DistributedSampler`` also works, but it pads the split with repeats so up to
+W-1 images are counted twice. All confusion matrices are then summed across ranks with one
 ``all_reduce``, so every rank returns the same scores.
 """
 from __future__ import annotations
@@ -13,61 +13,34 @@ import functools
 import math
 import os
 import time
-from typing import Callable, Iterator, Sequence
+from fractions import Fraction
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from .inference import NetworkTimer, canonical_mode, predict_logits
-from .metrics import (LEAVE_OUT_MEANING, LEAVE_OUT_ROUNDING, centre_leave_out_mask, confusion_matrix,
+from seg.data.labels import CITYSCAPES, LabelSpace, default_palette
+from seg.engine.loaders import ShardSampler, world
+
+from .inference import InferenceSettings, NetworkTimer
+from .metrics import (LEAVE_OUT_MEANING, LEAVE_OUT_ROUNDING, ConfusionAccumulator, centre_leave_out_mask,
                       distance_band_index, scores_from_confusion)
+from .official import PredictionWriter
 from .stats import REGION_ALL, counts_from_confusion
+from .visualize import OverlayWriter
 
-__all__ = ["evaluate", "build_eval_loader", "ShardSampler", "class_names_for", "RegionLayout"]
-
-
-def class_names_for(num_classes: int) -> list[str]:
-    """Cityscapes trainId names for 19 classes, "class_i" otherwise."""
-    if num_classes == 19:
-        from cityscapesscripts.helpers.labels import trainId2label
-        return [trainId2label[i].name for i in range(19)]
-    return [f"class_{i}" for i in range(num_classes)]
+__all__ = ["evaluate", "default_label_space", "RegionLayout"]
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class ShardSampler(Sampler[int]):
-    """Sequential shard of a dataset for rank ``rank`` of ``world_size``: indices rank, rank+W, ...
-    Unlike DistributedSampler it never pads, so summed statistics count each sample once."""
-
-    def __init__(self, dataset: Dataset, rank: int | None = None, world_size: int | None = None) -> None:
-        r, w = _world()
-        self.rank = r if rank is None else rank
-        self.world_size = w if world_size is None else world_size
-        self.length = len(dataset)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
-
-
-def build_eval_loader(dataset: Dataset, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
-    """Sequential loader over ``dataset``, sharded across ranks with :class:`ShardSampler` under torchrun.
-
-    With batch_size 1 samples are not collated (no stacking copy of a full-size image); evaluate() adds
-    the batch dimension itself.
-    """
-    return DataLoader(dataset, batch_size=None if batch_size == 1 else batch_size, sampler=ShardSampler(dataset),
-                      num_workers=num_workers, pin_memory=torch.cuda.is_available(), persistent_workers=False)
+def default_label_space(num_classes: int) -> LabelSpace:
+    """The label space to assume when the caller names none: Cityscapes for 19 classes, otherwise
+    ``class_<i>`` names with the default palette and class indices written as they are."""
+    if num_classes == CITYSCAPES.num_classes:
+        return CITYSCAPES
+    return LabelSpace(tuple(f"class_{i}" for i in range(num_classes)), default_palette(num_classes))
 
 
 class RegionLayout:
@@ -97,6 +70,7 @@ class RegionLayout:
         self.scored = ((codes[None, :] >> bits[:, None]) & 1).bool()  # (L, R)
         self.band = codes >> num_bits  # (R,)
         self.num_bands = max(len(distance_bands), 1)
+        self.has_bands = bool(distance_bands)
         self._offsets: dict[int, torch.Tensor] = {}
 
     def offset(self, num_classes: int) -> torch.Tensor:
@@ -105,14 +79,22 @@ class RegionLayout:
             self._offsets[num_classes] = self.region * (num_classes * num_classes)
         return self._offsets[num_classes]
 
-    def reduce(self, region_cm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(R, K, K) region matrices -> total (K, K), leave-out (L, K, K), bands (B, K, K)."""
+    @property
+    def num_slots(self) -> int:
+        """Matrices :meth:`reduce` returns: the whole image, each leave-out proportion, each band."""
+        return 1 + self.scored.shape[0] + (self.num_bands if self.has_bands else 0)
+
+    def reduce(self, region_cm: torch.Tensor) -> torch.Tensor:
+        """(R, K, K) region matrices -> (slots, K, K): the whole image, then leave-out proportions, then
+        distance bands."""
         total = region_cm.sum(0)
         # (L, R) x (R, K*K) in float64: exact for counts below 2**53, and matmul runs on any device
         flat = region_cm.reshape(region_cm.shape[0], -1).double()
         leave = (self.scored.double() @ flat).round().long().reshape(-1, *total.shape)
-        bands = region_cm.new_zeros(self.num_bands, *total.shape).index_add_(0, self.band, region_cm)
-        return total, leave, bands
+        parts = [total[None], leave]
+        if self.has_bands:
+            parts.append(region_cm.new_zeros(self.num_bands, *total.shape).index_add_(0, self.band, region_cm))
+        return torch.cat(parts)
 
 
 @functools.lru_cache(maxsize=4)  # a few image sizes; each entry holds two (H, W) int64 maps
@@ -126,7 +108,6 @@ def _layout(size, leave_out, leave_out_by, distance_bands, device) -> RegionLayo
 
 
 def _fraction_label(p: float) -> str:
-    from fractions import Fraction
     f = Fraction(p).limit_denominator(64)
     return str(f) if abs(float(f) - p) < 1e-9 else f"{p:g}"
 
@@ -151,11 +132,9 @@ def _sample_indices(loader: DataLoader) -> list[int]:
 
 
 def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
-             device: torch.device | str = torch.device("cpu"), mode: str = "regular", *,
-             tile_size: int = 1024, overlap: float = 1 / 3, stride: int | None = None,
-             scales: Sequence[float] = (1.0,), flip: bool = False, tile_batch: int = 4,
-             leave_out: Sequence[float] = (), leave_out_by: str = "side", distance_bands: Sequence[int] = (),
-             ignore_index: int = 255, save_pred: str | None = None, show_dir: str | None = None,
+             device: torch.device | str = torch.device("cpu"), inference: InferenceSettings | None = None, *,
+             labels: LabelSpace | None = None, leave_out: Sequence[float] = (), leave_out_by: str = "side",
+             distance_bands: Sequence[int] = (), save_pred: str | None = None, show_dir: str | None = None,
              image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
              image_stats: bool = False, progress: bool = True) -> dict:
     """Evaluate ``model`` on every (image, target) batch of ``loader``.
@@ -163,85 +142,75 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     Args:
         model: callable on (N, 3, H, W) normalised images returning logits (N, C, H, W) (any nn.Module);
             put in eval mode for the pass and restored to its previous mode afterwards.
-        loader: yields (image float (N, 3, H, W), target int (N, H, W) with ``ignore_index`` = don't care).
+        loader: yields (image float (N, 3, H, W), target int (N, H, W) with the ignore value = don't care).
             Under torch.distributed it must be sharded per rank (see module docstring).
-        mode, tile_size, overlap, stride, scales, flip, tile_batch: inference, see
-            :func:`seg.evaluation.inference.predict_logits`.
+        inference: how logits are computed (default: whole image, one scale, no flip).
+        labels: class names, palette, ignore value and prediction-file ids (default:
+            :func:`default_label_space`); its class count must equal ``num_classes``.
         leave_out: centre leave-out proportions, each scored from the same pass; ``leave_out_by`` is
             "side" or "area" (meaning written in the result).
         distance_bands: band edges in pixels of distance to the nearest image border, e.g. [0, 16, 32].
-        save_pred: directory for Cityscapes labelId PNGs (needs ``loader.dataset.image_paths``).
-        show_dir: directory for palette overlays and error maps (images un-normalised with
-            ``image_mean`` / ``image_std``, ImageNet statistics by default).
+        save_pred: directory for prediction PNGs holding ``labels.to_output_ids`` of the prediction
+            (Cityscapes labelIds for Cityscapes; needs ``loader.dataset.image_paths``).
+        show_dir: directory for titled panels (image, truth, overlay, errors) with a class legend (images
+            un-normalised with ``image_mean`` / ``image_std``, ImageNet statistics by default).
         image_stats: also return per-image, per-region class counts (what a bootstrap over images needs).
     Returns:
-        dict with "mIoU" (0-100), "IoU" (list, NaN for classes absent from truth and prediction),
-        "pixel_acc", "class_names", "confusion_matrix", "num_images", "leave_out", "distance_bands",
+        dict with "mIoU", "mAcc", "fwIoU", "pixel_acc" (0-100), "IoU" and "Acc" (per class, NaN where
+        undefined), "class_names", "confusion_matrix", "num_images", "leave_out", "distance_bands",
         "settings" and "timing" (total / network / outside-network seconds); with ``save_pred`` also
         "predictions": [(prediction PNG, ground-truth PNG)] of all ranks, for :func:`official_scores`;
         with ``image_stats`` also "image_stats": per-image, per-region class counts in dataset order (see
         :mod:`seg.evaluation.stats`; numpy arrays, saved with ``save_image_stats``, not JSON).
     """
-    mode = canonical_mode(mode)
+    inference = inference or InferenceSettings()
+    labels = labels or default_label_space(num_classes)
+    if labels.num_classes != num_classes:
+        raise ValueError(f"the label space names {labels.num_classes} classes but num_classes={num_classes}")
     if leave_out_by not in LEAVE_OUT_MEANING:
         raise ValueError(f"leave_out_by must be one of {sorted(LEAVE_OUT_MEANING)}, got {leave_out_by!r}")
     device = torch.device(device)
-    rank, world_size = _world()
+    rank, world_size = world()
     _check_sampler(loader, world_size)
     leave_out = [float(p) for p in leave_out]
     distance_bands = [int(e) for e in distance_bands]
-    writers = _prediction_writers(loader, save_pred, show_dir, image_mean, image_std)
+    writers = _prediction_writers(loader, save_pred, show_dir, image_mean, image_std, labels)
 
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     timer = NetworkTimer()
     k = num_classes
-    total = torch.zeros(k, k, dtype=torch.long, device=device)
-    leave = torch.zeros(len(leave_out), k, k, dtype=torch.long, device=device)
-    bands = torch.zeros(max(len(distance_bands), 1), k, k, dtype=torch.long, device=device)
-    num_images, position = 0, 0
+    counts = ConfusionAccumulator(k, labels.ignore_index, device, slots=1 + len(leave_out) + len(distance_bands))
+    position = 0
     per_image: list[torch.Tensor] = []  # (regions, 3, K) counts per image, with image_stats
     start = time.perf_counter()
     try:
-        for image, target in tqdm(loader, desc=f"eval[{mode}]", disable=not progress or rank != 0,
+        for image, target in tqdm(loader, desc=f"eval[{inference.mode}]", disable=not progress or rank != 0,
                                   dynamic_ncols=True):
             if image.dim() == 3:  # uncollated single sample (build_eval_loader with batch_size 1)
                 image, target = image[None], target[None]
             image = image.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
-            logits = predict_logits(model, image, mode, tile_size=tile_size, overlap=overlap, stride=stride,
-                                    scales=scales, flip=flip, tile_batch=tile_batch, forward=timer)
+            logits = inference.predict(model, image, forward=timer)
             if logits.shape[1] != k:
                 raise ValueError(f"model returned {logits.shape[1]} channels but num_classes={k}")
             pred = logits.max(1).indices  # same first-maximum rule as argmax, ~4x faster on CPU over dim 1
-            size = tuple(target.shape[-2:])
-            layout = _layout(size, leave_out, leave_out_by, distance_bands, device)
+            layout = _layout(target.shape[-2:], leave_out, leave_out_by, distance_bands, device)
             for one_pred, one_target in zip(pred, target):  # per image: the bootstrap resamples images
-                region_cm = confusion_matrix(one_pred, one_target, k, ignore_index, num_regions=layout.num_regions,
-                                             region_offset=layout.offset(k), check_pred=False)
-                t, lo, b = layout.reduce(region_cm)
-                total += t
-                leave += lo
-                bands += b
+                added = counts.update(one_pred, one_target, layout, check_pred=False)
                 if image_stats:
-                    per_image.append(counts_from_confusion(torch.cat([t[None], lo, b[:len(distance_bands)]])))
+                    per_image.append(counts_from_confusion(added))
             for write in writers:
                 write(position, image, pred, target)
             position += image.shape[0]
-            num_images += image.shape[0]
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
-    if world_size > 1:
-        packed = torch.cat([total[None], leave, bands, total.new_tensor([num_images]).expand(1, k, k)])
-        dist.all_reduce(packed)
-        total, leave, bands = packed[0], packed[1:1 + len(leave_out)], packed[1 + len(leave_out):-1]
-        num_images = int(packed[-1, 0, 0])
+    counts.all_reduce()
     elapsed = time.perf_counter() - start
-    result = _assemble(total, leave, bands, leave_out, leave_out_by, distance_bands, num_images, elapsed, timer,
-                       dict(mode=mode, tile_size=tile_size, overlap=overlap, stride=stride, scales=list(scales),
-                            flip=flip, tile_batch=tile_batch, ignore_index=ignore_index, world_size=world_size))
+    result = _assemble(counts, labels, leave_out, leave_out_by, distance_bands, elapsed, timer,
+                       dict(inference.as_dict(), ignore_index=labels.ignore_index, world_size=world_size))
     if image_stats:
         result["image_stats"] = _image_stats(per_image, loader, world_size, result["class_names"],
                                              _region_labels(result))
@@ -284,7 +253,7 @@ def _image_stats(per_image: list[torch.Tensor], loader: DataLoader, world_size: 
             "regions": regions, "images": names, "class_names": class_names}
 
 
-def _prediction_writers(loader, save_pred, show_dir, mean, std) -> list[Callable]:
+def _prediction_writers(loader, save_pred, show_dir, mean, std, labels: LabelSpace) -> list[Callable]:
     if not save_pred and not show_dir:
         return []
     paths = getattr(loader.dataset, "image_paths", None)
@@ -293,31 +262,35 @@ def _prediction_writers(loader, save_pred, show_dir, mean, std) -> list[Callable
     indices = _sample_indices(loader)
     writers = []
     if save_pred:
-        from .official import PredictionWriter
-        writers.append(PredictionWriter(save_pred, paths, indices))
+        writers.append(PredictionWriter(save_pred, paths, indices, labels))
     if show_dir:
-        from .visualize import OverlayWriter
-        writers.append(OverlayWriter(show_dir, paths, indices, mean, std))
+        writers.append(OverlayWriter(show_dir, paths, indices, labels, mean, std))
     return writers
 
 
-def _assemble(total, leave, bands, leave_out, leave_out_by, distance_bands, num_images, elapsed, timer,
-              settings) -> dict:
-    k = total.shape[0]
-    overall = scores_from_confusion(total)
+def _scores(cm: torch.Tensor) -> dict:
+    s = scores_from_confusion(cm)
+    return {key: s[key] for key in ("mIoU", "IoU", "mAcc", "fwIoU", "pixel_acc")}
+
+
+def _assemble(counts: ConfusionAccumulator, labels: LabelSpace, leave_out, leave_out_by, distance_bands, elapsed,
+              timer, settings) -> dict:
+    overall = counts.result()
     result = {
-        "mIoU": overall["mIoU"], "IoU": overall["IoU"], "pixel_acc": overall["pixel_acc"],
-        "pixels": overall["pixels"], "num_classes": k, "class_names": class_names_for(k),
-        "num_images": num_images, "confusion_matrix": total.cpu().tolist(), "settings": settings,
-        "metric": "IoU = TP/(TP+FP+FN) per class from one confusion matrix over the split (ignore 255); "
-                  "mIoU = mean over classes with a defined IoU; all in percent",
+        "mIoU": overall["mIoU"], "mAcc": overall["mAcc"], "fwIoU": overall["fwIoU"], "IoU": overall["IoU"],
+        "Acc": overall["Acc"], "pixel_acc": overall["pixel_acc"], "pixels": overall["pixels"],
+        "num_classes": counts.num_classes, "class_names": list(labels.class_names), "num_images": counts.updates,
+        "confusion_matrix": counts.matrices[0].cpu().tolist(), "settings": settings,
+        "metric": f"IoU = TP/(TP+FP+FN) and Acc = TP/(TP+FN) per class from one confusion matrix over the split "
+                  f"(ignore {labels.ignore_index}); mIoU / mAcc = mean over classes where defined; fwIoU = IoU "
+                  f"weighted by each class's share of the ground-truth pixels; all in percent",
     }
+    leave = counts.matrices[1:1 + len(leave_out)]
+    bands = counts.matrices[1 + len(leave_out):]
     if leave_out:
         rows = []
         for p, cm in zip(leave_out, leave):
-            s = scores_from_confusion(cm)
-            rows.append({"proportion": p, "label": _fraction_label(p), "mIoU": s["mIoU"], "IoU": s["IoU"],
-                         "pixel_acc": s["pixel_acc"], "scored_pixels": s["pixels"]})
+            rows.append({"proportion": p, "label": _fraction_label(p), **_scores(cm), "scored_pixels": int(cm.sum())})
         result["leave_out"] = {"by": leave_out_by, "meaning": LEAVE_OUT_MEANING[leave_out_by],
                                "rounding": LEAVE_OUT_ROUNDING, "results": rows}
     if distance_bands:
@@ -325,9 +298,8 @@ def _assemble(total, leave, bands, leave_out, leave_out_by, distance_bands, num_
         for i, cm in enumerate(bands):
             lo = distance_bands[i]
             hi = distance_bands[i + 1] if i + 1 < len(distance_bands) else None
-            s = scores_from_confusion(cm)
-            rows.append({"band": [lo, hi], "label": f"{lo}-{hi}" if hi is not None else f"{lo}+",
-                         "mIoU": s["mIoU"], "IoU": s["IoU"], "pixel_acc": s["pixel_acc"], "pixels": s["pixels"]})
+            rows.append({"band": [lo, hi], "label": f"{lo}-{hi}" if hi is not None else f"{lo}+", **_scores(cm),
+                         "pixels": int(cm.sum())})
         result["distance_bands"] = {
             "meaning": "distance d = min(row, col, H-1-row, W-1-col) in pixels to the nearest image border "
                        "(0 on the outermost ring); band [a, b) holds a <= d < b, the last band is open",

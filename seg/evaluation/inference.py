@@ -13,8 +13,10 @@ stride = ceil(tile_size * (1 - overlap)).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -22,18 +24,56 @@ import torch.nn.functional as F
 
 from seg.config import ConfigError
 
-__all__ = ["MODES", "canonical_mode", "tile_starts", "tile_stride", "tile_grid", "predict_logits", "forward_logits", "NetworkTimer"]
+__all__ = ["MODES", "InferenceSettings", "check_mode", "tile_starts", "tile_stride", "tile_grid", "predict_logits",
+           "forward_logits", "NetworkTimer"]
 
 MODES = ("regular", "tile", "overlap")
-MODE_ALIASES = {"tile_overlap": "overlap"}  # the config schema's spelling
 
 
-def canonical_mode(mode: str) -> str:
-    """Validate an inference mode name ("tile_overlap" is accepted for "overlap")."""
-    mode = MODE_ALIASES.get(mode, mode)
+def check_mode(mode: str) -> str:
+    """``mode`` if it names an inference mode, else a ConfigError listing the names."""
     if mode not in MODES:
         raise ConfigError(f"unknown inference mode {mode!r}; expected one of {MODES}")
     return mode
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How logits are computed for an image: the keyword arguments of :func:`predict_logits`, validated
+    once. The config's ``eval`` section and the tools' options use the same names."""
+    mode: str = "regular"
+    tile_size: int = 1024
+    overlap: float = 1 / 3
+    stride: int | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    tile_batch: int = 4
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if self.mode != "regular":
+            tile_stride(self.mode, self.tile_size, self.overlap, self.stride)  # fail before any image is read
+
+    @classmethod
+    def from_config(cls, eval_cfg: dict, **overrides) -> "InferenceSettings":
+        """Settings from a config's ``eval`` section (its other keys are ignored), then ``overrides`` that
+        are not None (command-line options)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown inference setting(s) {unknown}; known: {sorted(names)}")
+        values = {k: v for k, v in eval_cfg.items() if k in names}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        """JSON-ready copy (scales as a list)."""
+        return dict(dataclasses.asdict(self), scales=list(self.scales))
+
+    def predict(self, model: Callable, image: torch.Tensor, forward: Callable | None = None) -> torch.Tensor:
+        """:func:`predict_logits` under these settings."""
+        return predict_logits(model, image, **dataclasses.asdict(self), forward=forward)
 
 
 class NetworkTimer:
@@ -155,7 +195,7 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
     Returns:
         float32 logits (N, C, H, W).
     """
-    mode = canonical_mode(mode)
+    check_mode(mode)
     if image.dim() != 4:
         raise ValueError(f"expected images (N, 3, H, W), got shape {tuple(image.shape)}")
     forward = forward or (lambda m, x: forward_logits(m, x))

@@ -16,11 +16,13 @@ import math
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
 
 from seg.data.io import DataError
 
 __all__ = [
     "confusion_matrix",
+    "ConfusionAccumulator",
     "scores_from_confusion",
     "centre_leave_out_size",
     "centre_leave_out_mask",
@@ -94,21 +96,77 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 
 
 def scores_from_confusion(confusion: torch.Tensor) -> dict:
-    """Per-class IoU, mIoU and pixel accuracy from a (K, K) confusion matrix (rows = truth).
+    """Per-class IoU and accuracy, their means, frequency-weighted IoU and pixel accuracy from a (K, K)
+    confusion matrix (rows = truth).
 
-    Returns percentages (0-100) as Python floats: ``{"IoU": [K floats, NaN when undefined],
-    "mIoU": float (NaN when no class is defined), "pixel_acc": float, "pixels": int}``.
+    Returns percentages (0-100) as Python floats: ``{"IoU": [K floats, NaN when undefined], "mIoU": float
+    (NaN when no class is defined), "Acc": [K floats, TP / truth pixels, NaN for classes absent from the
+    truth], "mAcc": mean of the defined Acc, "fwIoU": sum over classes of (truth pixels of the class / all
+    pixels) * IoU, "pixel_acc": float, "pixels": int}``.
     """
     cm = confusion.detach().to("cpu", torch.float64)
     tp = cm.diagonal()
-    denom = cm.sum(0) + cm.sum(1) - tp
-    iou = torch.where(denom > 0, tp / denom.clamp(min=1), torch.full_like(tp, float("nan")))
-    defined = ~torch.isnan(iou)
-    miou = float(iou[defined].mean()) if bool(defined.any()) else float("nan")
+    truth = cm.sum(1)
+    denom = cm.sum(0) + truth - tp
+    nan = torch.full_like(tp, float("nan"))
+    iou = torch.where(denom > 0, tp / denom.clamp(min=1), nan)
+    acc = torch.where(truth > 0, tp / truth.clamp(min=1), nan)
     total = float(cm.sum())
-    acc = float(tp.sum() / total) if total > 0 else float("nan")
-    return {"IoU": [100.0 * float(v) for v in iou], "mIoU": 100.0 * miou, "pixel_acc": 100.0 * acc,
-            "pixels": int(total)}
+    # a class present in the truth always has a defined IoU, so the weights only meet defined values
+    fwiou = float((truth * iou.nan_to_num()).sum() / total) if total > 0 else float("nan")
+    return {"IoU": [100.0 * float(v) for v in iou], "mIoU": 100.0 * _nanmean(iou),
+            "Acc": [100.0 * float(v) for v in acc], "mAcc": 100.0 * _nanmean(acc), "fwIoU": 100.0 * fwiou,
+            "pixel_acc": 100.0 * (float(tp.sum() / total) if total > 0 else float("nan")), "pixels": int(total)}
+
+
+def _nanmean(values: torch.Tensor) -> float:
+    defined = ~torch.isnan(values)
+    return float(values[defined].mean()) if bool(defined.any()) else float("nan")
+
+
+class ConfusionAccumulator:
+    """Running sum of confusion matrices over a split, one per slot (slot 0 = the whole image; further
+    slots are regions such as leave-out rings or border-distance bands, filled by a ``layout``).
+
+    ``update(pred, target)`` adds one image (or batch), ``all_reduce()`` sums the matrices and the update
+    count over torch.distributed ranks, ``result()`` scores a slot (see :func:`scores_from_confusion`).
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu",
+                 slots: int = 1) -> None:
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matrices = torch.zeros(slots, num_classes, num_classes, dtype=torch.long, device=device)
+        self.updates = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, layout=None, check_pred: bool = True) -> torch.Tensor:
+        """Count ``pred`` against ``target`` (same shape). Without ``layout`` the pixels go to slot 0; with
+        one (``num_regions``, ``offset(K)`` and ``reduce(region_matrices) -> (slots, K, K)``, e.g.
+        seg.evaluation.evaluator.RegionLayout) every slot is filled from a single bincount.
+        Returns the matrices this update added, (slots, K, K)."""
+        k = self.num_classes
+        if layout is None:
+            added = confusion_matrix(pred, target, k, self.ignore_index, check_pred=check_pred)[None]
+            self.matrices[0] += added[0]
+        else:
+            region_cm = confusion_matrix(pred, target, k, self.ignore_index, num_regions=layout.num_regions,
+                                         region_offset=layout.offset(k), check_pred=check_pred)
+            added = layout.reduce(region_cm)
+            self.matrices += added
+        self.updates += 1
+        return added
+
+    def all_reduce(self) -> None:
+        """Sum matrices and update counts over all ranks (no-op without an initialised process group)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        k = self.num_classes
+        packed = torch.cat([self.matrices, self.matrices.new_full((1, k, k), self.updates)])
+        dist.all_reduce(packed)
+        self.matrices, self.updates = packed[:-1], int(packed[-1, 0, 0])
+
+    def result(self, slot: int = 0) -> dict:
+        """Scores of one slot's matrix."""
+        return scores_from_confusion(self.matrices[slot])
 
 
 def centre_leave_out_size(height: int, width: int, proportion: float, by: str = "side") -> tuple[int, int]:

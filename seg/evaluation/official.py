@@ -16,30 +16,15 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["trainid_to_labelid_lut", "trainid_to_labelid", "cityscapes_gt_path", "PredictionWriter",
-           "official_scores"]
+from seg.data.labels import CITYSCAPES, LabelSpace
 
-
-def trainid_to_labelid_lut() -> np.ndarray:
-    """uint8 lookup table of 256 entries: trainId -> Cityscapes labelId; 255 and unused ids -> 0."""
-    from cityscapesscripts.helpers.labels import labels
-    lut = np.zeros(256, dtype=np.uint8)
-    for label in labels:
-        if 0 <= label.trainId < 255 and label.id >= 0:
-            lut[label.trainId] = label.id
-    return lut
-
-
-_LUT = None
+__all__ = ["trainid_to_labelid", "cityscapes_gt_path", "PredictionWriter", "official_scores"]
 
 
 def trainid_to_labelid(trainids: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Map an (H, W) trainId map to a uint8 labelId map."""
-    global _LUT
-    if _LUT is None:
-        _LUT = trainid_to_labelid_lut()
+    """Map an (H, W) trainId map to a uint8 labelId map (255 -> 0 "unlabeled", which scoring ignores)."""
     a = trainids.cpu().numpy() if isinstance(trainids, torch.Tensor) else np.asarray(trainids)
-    return _LUT[a.astype(np.int64)]
+    return CITYSCAPES.to_output_ids(a)
 
 
 def cityscapes_gt_path(image_path: str, annotation: str = "gtFine") -> str:
@@ -57,14 +42,19 @@ def _stem(path: str) -> str:
 
 
 class PredictionWriter:
-    """Writes ``<dir>/<stem>_pred_labelIds.png`` per image; when no Cityscapes labelId ground truth sits
-    next to the image, also ``<dir>/gt/<stem>_gt_labelIds.png`` converted from the loader's target.
-    ``pairs`` lists the (prediction, ground truth) paths written so far, in loader order."""
+    """Writes ``<dir>/<stem>_pred_labelIds.png`` (Cityscapes labelIds) per image, or ``<dir>/<stem>_pred.png``
+    holding the class indices for a label space without file ids of its own; when no Cityscapes labelId
+    ground truth sits next to the image, also ``<dir>/gt/<stem>_gt[_labelIds].png`` converted from the
+    loader's target the same way. ``pairs`` lists the (prediction, ground truth) paths written so far, in
+    loader order."""
 
-    def __init__(self, out_dir: str, image_paths: Sequence[str], indices: Sequence[int]) -> None:
+    def __init__(self, out_dir: str, image_paths: Sequence[str], indices: Sequence[int],
+                 labels: LabelSpace = CITYSCAPES) -> None:
         self.out_dir = out_dir
         self.image_paths = image_paths
         self.indices = indices
+        self.labels = labels
+        self.suffix = "_labelIds" if labels.output_ids is not None else ""
         self.pairs: list[tuple[str, str]] = []
         stems = [_stem(image_paths[i]) for i in indices]
         if len(set(stems)) != len(stems):
@@ -75,12 +65,12 @@ class PredictionWriter:
         for j in range(pred.shape[0]):
             path = self.image_paths[self.indices[position + j]]
             stem = _stem(path)
-            pred_path = os.path.join(self.out_dir, f"{stem}_pred_labelIds.png")
-            _write_png(pred_path, trainid_to_labelid(pred[j]))
-            gt_path = cityscapes_gt_path(path)
+            pred_path = os.path.join(self.out_dir, f"{stem}_pred{self.suffix}.png")
+            _write_png(pred_path, self.labels.to_output_ids(pred[j].cpu().numpy()))
+            gt_path = cityscapes_gt_path(path) if self.labels.output_ids is not None else ""
             if not os.path.isfile(gt_path):
-                gt_path = os.path.join(self.out_dir, "gt", f"{stem}_gt_labelIds.png")
-                _write_png(gt_path, trainid_to_labelid(target[j]))
+                gt_path = os.path.join(self.out_dir, "gt", f"{stem}_gt{self.suffix}.png")
+                _write_png(gt_path, self.labels.to_output_ids(target[j].cpu().numpy()))
             self.pairs.append((pred_path, gt_path))
 
 

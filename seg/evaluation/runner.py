@@ -5,14 +5,22 @@ import copy
 import math
 import os
 from fractions import Fraction
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
 from seg.atomic import atomic_write_json
+from seg.config import ConfigError, load_config, merge_overrides, validate
+from seg.engine.checkpoint import load_checkpoint
 from seg.errors import SegError
+from seg.models import DeepLabV3Plus
+from seg.models.pretrained import strip_wrapper_prefix
+from seg.nn import PADDING_MODES, convert_padding
 
-__all__ = ["ArchitectureMismatch", "ARCH_KEYS", "model_config_for", "load_model_for_eval", "eval_options",
+from .inference import InferenceSettings
+
+__all__ = ["ArchitectureMismatch", "ARCH_KEYS", "model_config_for", "load_model_for_eval", "eval_settings",
+           "run_config", "run_names",
            "parse_fractions", "write_results", "format_table", "to_json_safe"]
 
 
@@ -39,6 +47,34 @@ def model_config_for(cfg_model: dict, trained: dict, explicit: Iterable[str], ch
     return out
 
 
+def run_config(checkpoint: str, config: str | None = None, opts: Iterable[str] = (),
+               loaded: dict | None = None) -> dict:
+    """The config to evaluate ``checkpoint`` with: the YAML file ``config`` when given, else the config
+    stored in the checkpoint; ``opts`` (``key=value``) overrides on top. ``loaded``: the checkpoint dict
+    when the caller already read it. ConfigError naming the checkpoint when it stores no config."""
+    opts = list(opts)
+    if config is not None:
+        return load_config(config, opts)
+    ckpt = loaded if loaded is not None else load_checkpoint(checkpoint)
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict) or not stored:
+        raise ConfigError(f"{checkpoint}: the checkpoint stores no config; name one with --config")
+    source = f"config stored in {checkpoint}" + (" + --opts" if opts else "")
+    return validate(merge_overrides(stored, opts), source=source)
+
+
+def run_names(checkpoints: Sequence[str]) -> list[str]:
+    """A table label per checkpoint: the run folder holding it (the folder above ``checkpoints/``), with
+    the file name added where two checkpoints share a run folder."""
+    def run_of(path: str) -> str:
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.basename(folder) == "checkpoints":
+            folder = os.path.dirname(folder)
+        return os.path.basename(folder) or folder
+    runs = [run_of(p) for p in checkpoints]
+    return [f"{run}/{os.path.basename(p)}" if runs.count(run) > 1 else run for run, p in zip(runs, checkpoints)]
+
+
 def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
                         device: torch.device | str = "cpu", loaded: dict | None = None,
                         explicit: Iterable[str] = ()) -> tuple[torch.nn.Module, dict]:
@@ -52,11 +88,6 @@ def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
     "encoder", "output_stride", "norm", "num_classes"}). Raises CheckpointError (missing / corrupt file) or
     ArchitectureMismatch, naming the file.
     """
-    from seg.engine.checkpoint import load_checkpoint
-    from seg.models import DeepLabV3Plus
-    from seg.models.pretrained import strip_wrapper_prefix
-    from seg.nn import PADDING_MODES, convert_padding
-
     ckpt = loaded if loaded is not None else load_checkpoint(checkpoint)
     trained_cfg = (ckpt.get("config") or {}).get("model", {})
     model_cfg = model_config_for(cfg["model"], trained_cfg, explicit, checkpoint)
@@ -94,14 +125,17 @@ def parse_fractions(text: str) -> list[float]:
         raise ValueError(f"cannot parse {text!r} as comma-separated numbers or fractions like 1/3") from err
 
 
-def eval_options(eval_cfg: dict) -> dict:
-    """The config's ``eval`` section as keyword arguments of :func:`seg.evaluation.evaluate`."""
-    keys = ("mode", "tile_size", "overlap", "scales", "flip", "tile_batch", "leave_out", "leave_out_by",
-            "distance_bands")
-    unknown = set(eval_cfg) - set(keys)
-    if unknown:
-        raise KeyError(f"eval config: unknown key(s) {sorted(unknown)}; known: {list(keys)}")
-    return dict(eval_cfg)
+ANALYSIS_KEYS = ("leave_out", "leave_out_by", "distance_bands")
+
+
+def eval_settings(eval_cfg: dict, **overrides) -> tuple[InferenceSettings, dict]:
+    """The config's ``eval`` section, with ``overrides`` that are not None (command-line options), as
+    (inference settings, the leave-out / distance-band keyword arguments of
+    :func:`seg.evaluation.evaluate`)."""
+    values = dict(eval_cfg)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    analysis = {key: values.pop(key) for key in ANALYSIS_KEYS if key in values}
+    return InferenceSettings.from_config({}, **values), analysis
 
 
 def to_json_safe(obj):
@@ -126,13 +160,17 @@ def _fmt(v) -> str:
 
 def format_table(result: dict) -> str:
     """Readable plain-text summary: per-class IoU, mIoU, pixel accuracy, leave-out and distance bands."""
-    lines = [f"mode {result['settings']['mode']}  images {result['num_images']}  "
-             f"mIoU {_fmt(result['mIoU'])}  pixel acc {_fmt(result['pixel_acc'])}"]
+    lines = [f"mode {result['settings']['mode']}  images {result['num_images']}  mIoU {_fmt(result['mIoU'])}  "
+             f"mAcc {_fmt(result.get('mAcc'))}  fwIoU {_fmt(result.get('fwIoU'))}  "
+             f"pixel acc {_fmt(result['pixel_acc'])}"]
     if "official" in result:
         lines.append(f"cityscapesscripts mIoU {_fmt(result['official']['mIoU'])}  (ours {_fmt(result['mIoU'])}, "
                      f"|diff| {abs(result['official']['mIoU'] - result['mIoU']):.2e})")
-    width = max(len(n) for n in result["class_names"])
-    lines += [f"  {name:<{width}}  {_fmt(iou):>6}" for name, iou in zip(result["class_names"], result["IoU"])]
+    width = max(len(n) for n in result["class_names"] + ["class"])
+    accs = result.get("Acc") or [None] * len(result["IoU"])
+    lines.append(f"  {'class':<{width}}  {'IoU':>6}  {'Acc':>6}")
+    lines += [f"  {name:<{width}}  {_fmt(iou):>6}  {_fmt(acc):>6}"
+              for name, iou, acc in zip(result["class_names"], result["IoU"], accs)]
     if "leave_out" in result:
         lo = result["leave_out"]
         lines.append(f"centre leave-out by {lo['by']}: {lo['meaning']}")

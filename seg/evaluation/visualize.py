@@ -1,7 +1,9 @@
-"""Cityscapes-palette overlays and error maps for qualitative inspection (``--show-dir``)."""
+"""Palette overlays, error maps and class legends for qualitative inspection (``--show-dir``, predict).
+
+Colours and class names come from the dataset's :class:`seg.data.labels.LabelSpace`.
+"""
 from __future__ import annotations
 
-import functools
 import os
 from typing import Sequence
 
@@ -9,25 +11,21 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["cityscapes_palette", "colorize", "error_map", "OverlayWriter"]
+from seg.data.labels import CITYSCAPES, LabelSpace
+
+__all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_rgb", "OverlayWriter", "denormalise"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-@functools.lru_cache(maxsize=1)
-def cityscapes_palette() -> np.ndarray:
-    """uint8 (256, 3) RGB colour per trainId (Cityscapes colours for 0-18, black elsewhere)."""
-    from cityscapesscripts.helpers.labels import trainId2label
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for tid in range(19):
-        palette[tid] = trainId2label[tid].color
-    return palette
-
-
-def colorize(label: np.ndarray) -> np.ndarray:
-    """(H, W) trainIds -> (H, W, 3) uint8 RGB."""
-    return cityscapes_palette()[label.astype(np.int64) & 255]
+def colorize(label: np.ndarray, labels: LabelSpace = CITYSCAPES) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 RGB in the label space's palette; other values (the ignore
+    value) are black."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[:labels.num_classes] = labels.palette
+    return lut[np.asarray(label).astype(np.int64) & 255]
 
 
 def error_map(pred: np.ndarray, target: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -39,7 +37,41 @@ def error_map(pred: np.ndarray, target: np.ndarray, ignore_index: int = 255) -> 
     return out
 
 
-def _denormalise(image: torch.Tensor, mean, std) -> np.ndarray:
+def overlay(rgb: np.ndarray, label: np.ndarray, labels: LabelSpace = CITYSCAPES, alpha: float = 0.5) -> np.ndarray:
+    """Palette colours of ``label`` blended over the uint8 RGB image with weight ``alpha``."""
+    return (alpha * colorize(label, labels) + (1 - alpha) * rgb).round().astype(np.uint8)
+
+
+def titled(image: np.ndarray, title: str, bar: int = 20) -> np.ndarray:
+    """The RGB image under a white bar holding ``title``."""
+    head = np.full((bar, image.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(head, title, (4, bar - 6), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([head, image], 0)
+
+
+def legend(classes: Sequence[int], labels: LabelSpace, width: int, row: int = 18) -> np.ndarray:
+    """White RGB strip ``width`` wide: a colour swatch and the name of each class in ``classes``, as many
+    per line as fit."""
+    entries = [(labels.class_names[c], labels.palette[c]) for c in classes]
+    cell = max([cv2.getTextSize(name, _FONT, 0.4, 1)[0][0] for name, _ in entries] + [40]) + row + 10
+    per_line = max(1, width // cell)
+    lines = max(1, -(-len(entries) // per_line))
+    strip = np.full((lines * row + 4, width, 3), 255, dtype=np.uint8)
+    for i, (name, colour) in enumerate(entries):
+        x, y = (i % per_line) * cell + 4, (i // per_line) * row + 2
+        cv2.rectangle(strip, (x, y + 2), (x + row - 6, y + row - 4), tuple(int(v) for v in colour), -1)
+        cv2.putText(strip, name, (x + row - 2, y + row - 6), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def write_rgb(path: str, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 array as PNG; OSError naming the path when that fails."""
+    if not cv2.imwrite(path, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+
+
+def denormalise(image: torch.Tensor, mean=None, std=None) -> np.ndarray:
+    """(3, H, W) normalised float image -> (H, W, 3) uint8 RGB (ImageNet statistics by default)."""
     mean = torch.tensor(mean or IMAGENET_MEAN, dtype=image.dtype, device=image.device)[:, None, None]
     std = torch.tensor(std or IMAGENET_STD, dtype=image.dtype, device=image.device)[:, None, None]
     rgb = ((image * std + mean).clamp(0, 1) * 255).round().byte()
@@ -47,23 +79,24 @@ def _denormalise(image: torch.Tensor, mean, std) -> np.ndarray:
 
 
 class OverlayWriter:
-    """Writes ``<dir>/<stem>_show.png`` per image: a 2x2 panel of image | ground truth (palette) over
-    prediction overlay (alpha 0.5) | error map."""
+    """Writes ``<dir>/<stem>_show.png`` per image: a 2x2 panel of titled image | ground truth (palette) over
+    prediction overlay (alpha 0.5) | error map, above a legend of the classes present in either map."""
 
-    def __init__(self, out_dir: str, image_paths: Sequence[str], indices: Sequence[int], mean=None, std=None,
-                 alpha: float = 0.5) -> None:
+    def __init__(self, out_dir: str, image_paths: Sequence[str], indices: Sequence[int],
+                 labels: LabelSpace = CITYSCAPES, mean=None, std=None, alpha: float = 0.5) -> None:
         os.makedirs(out_dir, exist_ok=True)
-        self.out_dir, self.image_paths, self.indices = out_dir, image_paths, indices
+        self.out_dir, self.image_paths, self.indices, self.labels = out_dir, image_paths, indices, labels
         self.mean, self.std, self.alpha = mean, std, alpha
 
     def __call__(self, position: int, image: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
         for j in range(pred.shape[0]):
-            rgb = _denormalise(image[j], self.mean, self.std)
+            rgb = denormalise(image[j], self.mean, self.std)
             p, t = pred[j].cpu().numpy(), target[j].cpu().numpy()
-            overlay = (self.alpha * colorize(p) + (1 - self.alpha) * rgb).astype(np.uint8)
-            panel = np.concatenate([np.concatenate([rgb, colorize(t)], 1),
-                                    np.concatenate([overlay, error_map(p, t)], 1)], 0)
+            top = np.concatenate([titled(rgb, "image"), titled(colorize(t, self.labels), "ground truth")], 1)
+            bottom = np.concatenate([titled(overlay(rgb, p, self.labels, self.alpha), "prediction"),
+                                     titled(error_map(p, t, self.labels.ignore_index), "errors (red)")], 1)
+            present = np.union1d(np.unique(p), np.unique(t))
+            classes = [int(c) for c in present if c < self.labels.num_classes]
+            panel = np.concatenate([top, bottom, legend(classes, self.labels, top.shape[1])], 0)
             name = os.path.splitext(os.path.basename(self.image_paths[self.indices[position + j]]))[0]
-            path = os.path.join(self.out_dir, f"{name}_show.png")
-            if not cv2.imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"could not write {path}")
+            write_rgb(os.path.join(self.out_dir, f"{name}_show.png"), panel)
