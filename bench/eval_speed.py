@@ -22,7 +22,8 @@ import torch
 
 from seg.data import build_val_dataset
 from seg.data.demo import generate_demo_dataset
-from seg.evaluation import build_eval_loader, evaluate, predict_logits, tile_grid, tile_stride
+from seg.engine.loaders import build_eval_loader
+from seg.evaluation import InferenceSettings, evaluate, predict_logits, tile_grid, tile_stride
 from seg.evaluation.evaluator import RegionLayout
 from seg.evaluation.inference import NetworkTimer
 from seg.evaluation.official import official_scores
@@ -50,10 +51,11 @@ def timed_evaluation(model, loader, mode, root, analysis, kw, official) -> dict:
     pass that writes labelId PNGs; the timed pass writes nothing)."""
     row = {}
     if official:
-        saved = evaluate(model, loader, 19, next(model.parameters()).device, mode,
-                         save_pred=os.path.join(root, f"pred_{mode}"), progress=False, **analysis, **kw)
+        saved = evaluate(model, loader, 19, next(model.parameters()).device, InferenceSettings(mode, **kw),
+                         save_pred=os.path.join(root, f"pred_{mode}"), progress=False, **analysis)
         row["official_mIoU"] = official_scores(saved["predictions"])["mIoU"]
-    r = evaluate(model, loader, 19, next(model.parameters()).device, mode, progress=False, **analysis, **kw)
+    r = evaluate(model, loader, 19, next(model.parameters()).device, InferenceSettings(mode, **kw), progress=False,
+                 **analysis)
     row.update(r["timing"], mIoU=r["mIoU"])
     if official:
         row["abs_diff"] = abs(row["official_mIoU"] - r["mIoU"])
