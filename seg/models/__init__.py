@@ -1,15 +1,15 @@
-"""Segmentation networks: DeepLabV3+ on ResNet / WideResNet-38 encoders, any padding mode."""
+"""Segmentation networks: DeepLabV3+ on ResNet / WideResNet-38 / timm encoders, any padding mode."""
 from __future__ import annotations
 
 from .aspp import ASPP, ASPP_RATES
-from .deeplabv3plus import ENCODERS, DeepLabV3Plus, build_encoder
+from .deeplabv3plus import ENCODERS, TIMM_PREFIX, DeepLabV3Plus, build_encoder
 from .norm import NORMS, get_norm_layer
 from .pretrained import LoadReport, PretrainedLoadError, load_pretrained
 from .resnet import ResNetEncoder
+from .timm_encoder import TimmEncoder, TimmEncoderError
 from .wider_resnet import WiderResNet38
 
 OUTPUT_STRIDES = tuple(ASPP_RATES)  # the output strides DeepLabV3Plus builds (config choices)
-TIMM_PREFIX = "timm/"  # model.encoder "timm/<name>": any timm model with features_only support
 
 
 def encoder_name_error(name: str) -> str | None:
@@ -18,5 +18,7 @@ def encoder_name_error(name: str) -> str | None:
         return None
     return f"unknown encoder {name!r}; expected one of {list(ENCODERS)} or {TIMM_PREFIX}<timm model name>"
 
+
 __all__ = ["ASPP", "ENCODERS", "OUTPUT_STRIDES", "DeepLabV3Plus", "LoadReport", "NORMS", "PretrainedLoadError",
-           "ResNetEncoder", "TIMM_PREFIX", "WiderResNet38", "build_encoder", "encoder_name_error", "get_norm_layer", "load_pretrained"]
+           "ResNetEncoder", "TIMM_PREFIX", "TimmEncoder", "TimmEncoderError", "WiderResNet38", "build_encoder",
+           "encoder_name_error", "get_norm_layer", "load_pretrained"]

@@ -11,26 +11,31 @@ from .decoder import DeepLabV3PlusDecoder
 from .norm import get_norm_layer, init_weights
 from .pretrained import load_pretrained
 from .resnet import RESNETS, ResNetEncoder
+from .timm_encoder import TimmEncoder
 from .wider_resnet import WiderResNet38
 
 ENCODERS = (*RESNETS, "wider_resnet38")
+TIMM_PREFIX = "timm/"  # model.encoder "timm/<name>": any timm model with features_only support
 
 
 def build_encoder(name: str, output_stride: int, padding: str, norm: str) -> nn.Module:
-    """Encoder ``name`` with ``.out_channels``, ``.skip_channels`` and ``forward(x) -> (skip, out)``."""
+    """Encoder ``name`` with ``.out_channels``, ``.skip_channels`` and ``forward(x) -> (skip, out)``:
+    one of :data:`ENCODERS` or ``timm/<timm model name>`` (:class:`TimmEncoder`)."""
     norm_layer = get_norm_layer(norm)
     if name in RESNETS:
         return ResNetEncoder(name, output_stride, padding, norm_layer)
     if name == "wider_resnet38":
         return WiderResNet38(output_stride, padding, norm_layer)
-    raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODERS}")
+    if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
+        return TimmEncoder(name[len(TIMM_PREFIX):], output_stride, padding, norm)
+    raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODERS} or {TIMM_PREFIX}<timm model name>")
 
 
 class DeepLabV3Plus(nn.Module):
     """DeepLabV3+ semantic segmentation network.
 
     Args:
-        encoder: one of :data:`ENCODERS` ("resnet50", "wider_resnet38", "resnet18/34/101").
+        encoder: one of :data:`ENCODERS` ("resnet50", "wider_resnet38", "resnet18/34/101") or "timm/<name>".
         num_classes: output channels of the classifier.
         output_stride: 8 or 16 (dilation replaces stride in the last stages).
         padding: one of ``seg.nn.PADDING_MODES``; every padded conv of encoder, ASPP and decoder uses it.

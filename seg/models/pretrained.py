@@ -160,6 +160,9 @@ def load_pretrained(model: nn.Module, path: str | Path, classifier: str = "decod
     state = read_state_dict(path)
     full = any(k.startswith(MODEL_PREFIXES) for k in state)
     target = model if full else model.encoder
+    prefix = "" if full else getattr(target, "state_dict_prefix", "")
+    if prefix:  # a timm checkpoint holds the timm model's keys; the encoder keeps that model under a prefix
+        state = {k if k.startswith(prefix) else prefix + k: v for k, v in state.items()}
     report = LoadReport(str(path), "model" if full else "encoder")
     own = target.state_dict()
     state, report.remapped = remap_single_norm(state, own)

@@ -1,0 +1,47 @@
+"""timm encoders (model.encoder timm/<name>): feature choice, output strides, padding modes, local weights."""
+import pytest
+import torch
+from torch import nn
+
+from seg.models import DeepLabV3Plus, TimmEncoderError, build_encoder
+from seg.nn import PartialConv2dSame, padding_modes
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.mark.parametrize("name,skip,out", [("resnet18", 64, 512), ("tf_efficientnet_b0", 24, 320)])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_encoder_shapes_follow_reduction_4_and_the_output_stride(name, skip, out, output_stride):
+    torch.manual_seed(0)
+    encoder = build_encoder(f"timm/{name}", output_stride, "partial", "bn").eval()
+    assert (encoder.skip_channels, encoder.out_channels) == (skip, out)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        low, high = encoder(x)
+    assert low.shape == (1, skip, 16, 24)  # reduction 4
+    assert high.shape == (1, out, 64 // output_stride, 96 // output_stride)
+    modes = padding_modes(encoder)
+    assert modes and set(modes.values()) == {"partial"}
+    if name.startswith("tf_"):  # TensorFlow-"same" convs are converted too, not skipped
+        assert any(isinstance(m, PartialConv2dSame) for m in encoder.modules())
+
+
+def test_deeplabv3plus_on_timm_encoder_and_local_weights(tmp_path):
+    torch.manual_seed(0)
+    source = timm.create_model("resnet18", pretrained=False, num_classes=5)
+    path = tmp_path / "resnet18_timm.pth"
+    torch.save(source.state_dict(), path)
+    model = DeepLabV3Plus("timm/resnet18", num_classes=3, output_stride=16, padding="partial",
+                          pretrained=str(path)).eval()
+    assert model.pretrained_report.unexpected == ["body.fc.weight", "body.fc.bias"]
+    assert model.pretrained_report.missing == []
+    assert torch.equal(model.encoder.body.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 50, 70)).shape == (2, 3, 50, 70)
+
+
+def test_timm_encoder_errors_are_one_line_and_name_the_encoder():
+    with pytest.raises(TimmEncoderError, match="timm/no_such_net.*no model"):
+        build_encoder("timm/no_such_net", 16, "zeros", "bn")
+    with pytest.raises(TimmEncoderError, match="timm/vit_tiny_patch16_224 cannot be dilated to output stride 8"):
+        build_encoder("timm/vit_tiny_patch16_224", 8, "zeros", "bn")
