@@ -268,11 +268,14 @@ def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -
     return walk(SCHEMA if schema is None else schema, cfg, "")
 
 
-def _deep_merge(base: dict, top: dict) -> dict:
+def _deep_merge(base: dict, top: dict, spec: dict | None) -> dict:
+    """`top` over `base`: sections merge key by key; a value (a dict-valued key such as data.label_map too)
+    is replaced whole, as an override replaces it."""
     out = dict(base)
     for name, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(name), dict):
-            out[name] = _deep_merge(out[name], value)
+        child = spec.get(name) if isinstance(spec, dict) else None
+        if isinstance(value, dict) and isinstance(out.get(name), dict) and not (child and _is_key_spec(child)):
+            out[name] = _deep_merge(out[name], value, child)
         else:
             out[name] = value
     return out
@@ -298,12 +301,13 @@ def _read_yaml(path: str, chain: tuple[str, ...] = (), *, schema: dict | None = 
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{path}: '_base_' must be a path or a list of paths, got {bases!r}")
     merged: dict = {}
+    spec = SCHEMA if schema is None else schema
     for base in bases:
         parent = _read_yaml(os.path.join(os.path.dirname(path), base), chain + (path,), schema=schema)
-        merged = _deep_merge(merged, parent)
+        merged = _deep_merge(merged, parent, spec)
     # Validate each file on its own so that an error names the file that holds the bad key.
-    validate(_deep_merge(merged, data), source=path, schema=schema)
-    return _deep_merge(merged, data)
+    validate(_deep_merge(merged, data, spec), source=path, schema=schema)
+    return _deep_merge(merged, data, spec)
 
 
 def merge_overrides(cfg: dict, opts: Iterable[str], *, schema: dict | None = None) -> dict:

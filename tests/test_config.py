@@ -169,3 +169,69 @@ def test_paper_configs_set_the_protocol_choices(name, lr):
     assert cfg["train"]["lr"] == lr  # per encoder: NVIDIA's WRN-38 default 0.002; ResNet-50 our 0.01
     assert cfg["data"]["coarse_mode"] == "boost" and cfg["data"]["crop_placement"] == "anywhere"
     assert cfg["data"]["coarse_boost_classes"] == [14, 15, 16, 3, 12, 17, 4] and cfg["data"]["cv_split"] == 0
+
+
+def test_data_defaults_come_from_seg_data():
+    from seg.data import DATA_DEFAULTS
+    assert {k: v["default"] for k, v in SCHEMA["data"].items()} == DATA_DEFAULTS
+
+
+def test_encoder_names_checked_by_the_model_builder():
+    assert load_config(None, ["model.encoder=timm/resnet18"])["model"]["encoder"] == "timm/resnet18"
+    with pytest.raises(ConfigError, match=r"key 'model\.encoder': unknown encoder 'resnet5'; expected one of"):
+        load_config(None, ["model.encoder=resnet5"])
+
+
+def test_eval_modes():
+    assert load_config(None, ["eval.mode=overlap"])["eval"]["mode"] == "overlap"
+    with pytest.raises(ConfigError, match=r"'eval\.mode' must be one of \['regular', 'tile', 'overlap'\]"):
+        load_config(None, ["eval.mode=tile_overlap"])
+
+
+FOLDER = {"model": {"num_classes": 3}, "data": {"format": "folder", "class_names": ["a", "b", "c"]}}
+
+
+def test_folder_class_names_must_match_model_num_classes(tmp_path):
+    assert load_config(write(tmp_path / "ok.yaml", FOLDER))["data"]["class_names"] == ["a", "b", "c"]
+    with pytest.raises(ConfigError, match=r"ok\.yaml \+ --opts: data\.class_names lists 3 classes but "
+                                          r"model\.num_classes is 4"):
+        load_config(str(tmp_path / "ok.yaml"), ["model.num_classes=4"])
+    with pytest.raises(ConfigError, match=r"bad\.yaml: data\.palette: expected 3 \[r, g, b\]"):
+        load_config(write(tmp_path / "bad.yaml", dict(FOLDER, data=dict(FOLDER["data"], palette=[[1, 2, 3]]))))
+    with pytest.raises(ConfigError, match=r"data\.class_names: data\.format=folder needs"):
+        load_config(None, ["data.format=folder"])
+
+
+def test_label_map_and_palette_kinds(tmp_path):
+    path = write(tmp_path / "m.yaml", "model: {num_classes: 3}\ndata: {format: folder, class_names: [a, b, c], "
+                                      "label_map: {7: 2, 9: 255}, palette: [[0, 0, 0], [1, 1, 1], [2, 2, 2]]}\n")
+    cfg = load_config(path)
+    assert cfg["data"]["label_map"] == {7: 2, 9: 255} and cfg["data"]["palette"][2] == [2, 2, 2]
+    assert load_config(path, ["data.label_map={3: 1}"])["data"]["label_map"] == {3: 1}  # replaced, as lists are
+    child = write(tmp_path / "child.yaml", {"_base_": "m.yaml", "data": {"label_map": {4: 0}}})
+    assert load_config(child)["data"]["label_map"] == {4: 0}
+    with pytest.raises(ConfigError, match=r"key 'data\.label_map' expects dict\[int,int\]\?"):
+        load_config(path, ["data.label_map=[1, 2]"])
+    with pytest.raises(ConfigError, match=r"key 'data\.palette' expects list\[list\[int\]\]\?"):
+        load_config(path, ["data.palette=[1, 2, 3]"])
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "ade20k", "*.yaml")) +
+                                        glob.glob(os.path.join(REPO, "configs", "voc", "*.yaml"))))
+def test_ade20k_and_voc_configs(path):
+    from folder_trees import voc_palette
+    cfg = load_config(path)
+    name, data = os.path.basename(path), cfg["data"]
+    assert cfg["model"]["encoder"] == "resnet50" and data["crop_size"] == 512 and data["format"] == "folder"
+    assert cfg["model"]["padding"] == ("partial" if "_partial_" in name else "zeros")
+    if "ade20k" in path:
+        assert cfg["model"]["num_classes"] == 150 and len(set(data["class_names"])) == 150
+        assert data["reduce_zero_label"] and data["train_sets"] == ["training"] and data["val_split"] == "validation"
+        assert data["class_names"][:3] == ["wall", "building", "sky"] and data["class_names"][-1] == "flag"
+        assert (data["img_dir"], data["ann_dir"]) == ("images/{split}", "annotations/{split}")
+    else:
+        assert cfg["model"]["num_classes"] == 21 and data["class_names"][0] == "background"
+        assert not data["reduce_zero_label"] and data["ignore_index"] == 255
+        assert data["split_list"] == "ImageSets/Segmentation/{split}.txt"
+        assert sum(data["palette"], []) == voc_palette()[:63]
+    assert len(data["palette"]) == cfg["model"]["num_classes"]
