@@ -31,7 +31,7 @@ from seg.config import load_config
 from seg.engine import (DistInfo, build_criterion, build_optimizer, cleanup_distributed, init_distributed,
                         seed_everything, set_determinism, train_step)
 from seg.engine.distributed import barrier, convert_sync_bn
-from seg.engine.trainer import amp_dtype
+from seg.engine.step import amp_dtype
 from seg.models import DeepLabV3Plus
 
 
@@ -55,18 +55,18 @@ class Runner:
     """One variant: model, optimizer, scaler and a fixed synthetic batch, ready to step."""
 
     def __init__(self, cfg: dict, padding: str, info: DistInfo, batch: int, crop: int, channels_last: bool = False):
-        tcfg = cfg["train"]
-        seed_everything(tcfg["seed"])  # same weights for every variant
+        train_cfg = cfg["train"]
+        seed_everything(train_cfg["seed"])  # same weights for every variant
         model = DeepLabV3Plus(**{**cfg["model"], "padding": padding})
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        model = convert_sync_bn(model, tcfg["sync_bn"], info).to(info.device, memory_format=memory_format).train()
-        self.optimizer = build_optimizer(model, tcfg)
+        model = convert_sync_bn(model, train_cfg["sync_bn"], info).to(info.device, memory_format=memory_format).train()
+        self.optimizer = build_optimizer(model, train_cfg)
         self.model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda"
                                              else None) if info.distributed else model
-        self.scaler = torch.amp.GradScaler(info.device.type, enabled=tcfg["amp"] == "fp16")
-        self.criterion = build_criterion(tcfg, info.device)
-        self.dtype = amp_dtype(tcfg["amp"])
-        g = torch.Generator().manual_seed(tcfg["seed"] + info.rank)
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=train_cfg["amp"] == "fp16")
+        self.criterion = build_criterion(train_cfg, info.device)
+        self.dtype = amp_dtype(train_cfg["amp"])
+        g = torch.Generator().manual_seed(train_cfg["seed"] + info.rank)
         self.images = torch.randn(batch, 3, crop, crop, generator=g).to(info.device, memory_format=memory_format)
         self.targets = torch.randint(0, cfg["model"]["num_classes"], (batch, crop, crop), generator=g).to(info.device)
         self.device = info.device

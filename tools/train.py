@@ -26,6 +26,7 @@ from seg.cli import add_config_args, run_tool, tool_parser
 from seg.config import load_config
 from seg.data import build_train_dataset, build_val_dataset
 from seg.engine import cleanup_distributed, init_distributed, seed_everything, set_determinism, train
+from seg.evaluation.validation_hook import build_validator
 from seg.models import DeepLabV3Plus
 
 
@@ -75,7 +76,8 @@ def main(args):
         model = build_model(cfg)
         train_set, val_set = build_datasets(cfg)
         seed_everything(cfg["train"]["seed"] + info.rank)  # distinct dropout streams per rank
-        return train(cfg, model, train_set, info, work_dir, val_set=val_set, resume=args.resume,
+        validate = build_validator(val_set, cfg, info.device) if val_set is not None else None
+        return train(cfg, model, train_set, info, work_dir, val_set=val_set, validate=validate, resume=args.resume,
                      overwrite=args.overwrite, verify=args.verify)
     finally:
         cleanup_distributed()

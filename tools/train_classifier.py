@@ -29,8 +29,8 @@ from seg.classification.models import build_classifier, load_classifier_weights
 from seg.classification.summary import cross_test_rows, format_comparison, padding_tables, write_json
 from seg.classification.trainer import train_classifier
 from seg.cli import run_tool, tool_parser
-from seg.evaluation import build_eval_loader
 from seg.engine import cleanup_distributed, init_distributed, load_checkpoint, seed_everything, set_determinism
+from seg.engine.loaders import build_eval_loader
 from seg.nn import PADDING_MODES, convert_padding
 
 

@@ -33,7 +33,7 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
                         progress: bool = True) -> dict:
     """Top-k accuracy (percent) and mean cross-entropy of `model` over `loader`.
 
-    Under torchrun each rank scores its own shard (e.g. seg.evaluation.build_eval_loader, which never
+    Under torchrun each rank scores its own shard (e.g. seg.engine.loaders.build_eval_loader, which never
     repeats a sample) and the counts are summed over ranks, so every rank returns the same numbers.
     Returns {"top1": float, "top5": float, ..., "loss": float, "count": int}.
     """

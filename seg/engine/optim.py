@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["build_optimizer", "WarmupLR", "PolyLR", "StepEpochLR", "build_scheduler", "SegCrossEntropy",
-           "build_criterion"]
+__all__ = ["build_optimizer", "WarmupLR", "PolyLR", "StepEpochLR", "restart_schedule", "build_scheduler",
+           "SegCrossEntropy", "build_criterion"]
 
 
 def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.SGD:
@@ -92,21 +92,23 @@ class StepEpochLR(WarmupLR):
         return self.gamma ** ((it // self.iters_per_epoch) // self.step_epochs)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per_epoch: int,
-                    start: int = 0) -> WarmupLR:
-    """The schedule a config's train section describes, stepped once per iteration, positioned at
-    iteration `start` (a resumed run: the schedule of the config as it is now, at the resumed step).
-
-    A classification config (``lr_step_epochs`` key, seg.classification.config) gets StepEpochLR;
-    a segmentation config (seg.config.SCHEMA) gets PolyLR over ``iterations``. The schedules are closed
-    forms of the iteration, so a rebuilt one continues exactly where an unchanged one would.
-    """
+def restart_schedule(optimizer: torch.optim.Optimizer, base_lr: float, start: int) -> int:
+    """Make `base_lr` the rate every schedule built next scales, whatever a resumed checkpoint held, and
+    return the ``last_epoch`` that positions a new schedule at iteration `start` (its constructor takes one
+    step). Every schedule here is a closed form of the iteration, so a rebuilt one continues exactly where
+    an unchanged one would."""
     for group in optimizer.param_groups:
-        group["initial_lr"] = train_cfg["lr"]  # the base the schedule scales, whatever a checkpoint held
-    last = start - 1  # the constructor takes one step, to `start`
-    if "lr_step_epochs" in train_cfg:
-        return StepEpochLR(optimizer, iters_per_epoch, train_cfg["lr_step_epochs"], train_cfg["lr_gamma"],
-                           train_cfg["warmup_epochs"], train_cfg["warmup_factor"], last_epoch=last)
+        group["initial_lr"] = base_lr
+    return start - 1
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per_epoch: int,
+                    start: int = 0) -> PolyLR:
+    """Segmentation's schedule: PolyLR over ``train.iterations`` (seg.config.SCHEMA) with its warm-up,
+    positioned at iteration `start` (a resumed run: the schedule of the config as it is now, at the resumed
+    step). `iters_per_epoch` is unused; the argument list is the one the training loop calls every
+    schedule factory with."""
+    last = restart_schedule(optimizer, train_cfg["lr"], start)
     return PolyLR(optimizer, train_cfg["iterations"], train_cfg["poly_power"], train_cfg["warmup_iters"],
                   train_cfg["warmup_factor"], last_epoch=last)
 

@@ -1,0 +1,338 @@
+"""The one training loop of both tasks (segmentation, classification) and its hook points.
+
+:class:`TrainLoop` owns everything a step needs and everything around it: SyncBN conversion and the DDP
+wrap, the AMP/GradScaler step (seg.engine.step.train_step) with its finite-loss guard, the LR schedule
+step, the logging window (loss, lr, img/s), periodic checkpoints and their pruning, resume, and the
+model-only export at the end. A task brings its criterion, its schedule factory and its hooks.
+
+Hook events, in the order the loop calls them (each gets the loop):
+
+* ``before_train``: once, after a resume, before anything is written to the work dir (data checks: a
+  failure there leaves the work dir as it was).
+* ``after_step``: after every iteration; ``loop.iteration`` already counts it, ``loop.lr`` is the rate it
+  used, ``loop.loss`` its loss (None when the batch was skipped).
+* ``after_epoch``: after the last iteration of every epoch, after that iteration's ``after_step``.
+* ``after_train``: once, after the last iteration, before the export (``loop.meta`` goes into its meta).
+
+A hook's ``state_dict()`` entries go into every full checkpoint (top level) and come back through
+``load_state_dict(checkpoint)`` on resume. Periodic checkpoints are written after the hooks of their
+iteration, so a checkpoint carries what a validation at that iteration found.
+
+Files written in `work_dir` (rank 0): config.yaml, run.json, metrics.jsonl, tb/, checkpoints/iter_*.pth
+(every ``train.ckpt_interval`` iterations, at the end and, for a run measured in epochs, at every epoch
+end; newest ``train.keep_checkpoints`` kept), checkpoints/best.pth (:class:`KeepBest`), model_final.pth.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import Dataset
+
+from seg.config import ConfigError, config_changes, dump_config
+
+from .checkpoint import (checkpoint_path, export_model, load_resume_checkpoint, prune_checkpoints,
+                         restore_training_state, save_training_state)
+from .distributed import DistInfo, barrier, broadcast_buffers, convert_sync_bn, describe
+from .logger import RunLogger
+from .optim import build_optimizer
+from .sampler import EpochSeededDataset
+from .step import amp_dtype, build_train_loader, check_finite_loss, check_finite_state, train_step
+from .workdir import adopt_run, claim_on_all_ranks, new_run_id, write_run_id
+
+__all__ = ["Hook", "KeepBest", "TrainLoop", "Schedule"]
+
+# (optimizer, train section, iterations per epoch, start iteration) -> the schedule positioned at start
+Schedule = Callable[[torch.optim.Optimizer, dict, int, int], LRScheduler]
+
+
+class Hook:
+    """Extension point of :class:`TrainLoop`; every event is a no-op here (see the module docstring)."""
+
+    def before_train(self, loop: "TrainLoop") -> None:
+        pass
+
+    def after_step(self, loop: "TrainLoop") -> None:
+        pass
+
+    def after_epoch(self, loop: "TrainLoop") -> None:
+        pass
+
+    def after_train(self, loop: "TrainLoop") -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        pass
+
+
+class KeepBest(Hook):
+    """Validate with `validate(model) -> metrics` every `interval` iterations and after the last one
+    (interval 0: after the last only), or after every epoch (`per_epoch`); checkpoints/best.pth holds the
+    full state at the highest ``metrics[metric]``, which checkpoints carry as `state_key`.
+
+    Every rank calls `validate` (it scores its own shard and reduces); the numbers of `record` go to
+    metrics.jsonl under the tag "val".
+    """
+
+    def __init__(self, validate: Callable[[nn.Module], dict], metric: str, interval: int = 0,
+                 per_epoch: bool = False, state_key: str = "best", shown: tuple[str, ...] = ()):
+        self.validate, self.metric, self.interval, self.per_epoch = validate, metric, interval, per_epoch
+        self.state_key, self.shown, self.best = state_key, shown or (metric,), -math.inf
+
+    def after_step(self, loop: "TrainLoop") -> None:
+        due = loop.iteration == loop.total or (self.interval > 0 and loop.iteration % self.interval == 0)
+        if due and not self.per_epoch:
+            self.run(loop)
+
+    def after_epoch(self, loop: "TrainLoop") -> None:
+        if self.per_epoch:
+            self.run(loop)
+
+    def run(self, loop: "TrainLoop") -> None:
+        # without SyncBN every rank's running statistics differ: every rank scores rank 0's model
+        broadcast_buffers(loop.model)
+        metrics = self.validate(loop.model)
+        before = self.best
+        record = self.record(loop, metrics)
+        loop.log.log(loop.iteration, {k: v for k, v in record.items() if isinstance(v, (int, float))
+                                      and k != "iteration"}, tag="val")
+        loop.log.message(f"iter {loop.iteration} (epoch {loop.epoch + 1}): val " + " ".join(
+            f"{k} {metrics[k]:.2f}" for k in self.shown) + f" (best before: {before:.2f})")
+        if metrics[self.metric] > before:
+            self.best = metrics[self.metric]
+            loop.save(os.path.join(loop.work_dir, "checkpoints", "best.pth"))
+
+    def record(self, loop: "TrainLoop", metrics: dict) -> dict:
+        """What one validation logs; subclasses also keep it."""
+        return metrics
+
+    def after_train(self, loop: "TrainLoop") -> None:
+        loop.meta[self.state_key] = self.best if math.isfinite(self.best) else None
+
+    def state_dict(self) -> dict:
+        return {self.state_key: self.best}
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        self.best = checkpoint.get(self.state_key, -math.inf)
+
+
+class TrainLoop:
+    """One run of `model` on `train_set` for `iterations` iterations or `epochs` whole epochs.
+
+    criterion(logits, targets) -> loss; schedule: a :data:`Schedule` factory, called again on resume so
+    that changed schedule keys take effect from the resumed iteration. skip_reason(targets, step) -> a
+    reason to skip step `step`'s batch (every rank must agree), or None: a skipped step leaves the
+    weights alone but still counts, so the data order and the LR schedule stay those of an uninterrupted
+    run. After :meth:`fit`, ``model`` is the trained (unwrapped) network.
+    """
+
+    def __init__(self, cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_dir: str, *,
+                 criterion: nn.Module, schedule: Schedule, iterations: int | None = None, epochs: int | None = None,
+                 hooks: tuple[Hook, ...] = (), skip_reason: Callable[[torch.Tensor, int], str | None] | None = None):
+        train_cfg = cfg["train"]
+        self.cfg, self.train_cfg, self.info, self.work_dir = cfg, train_cfg, info, work_dir
+        self.criterion, self.schedule, self.hooks, self.skip_reason = criterion, schedule, list(hooks), skip_reason
+        self.model = convert_sync_bn(model, train_cfg["sync_bn"], info).to(info.device)
+        _print(info, f"distributed: {describe(info, self.model)}")
+        self.optimizer = build_optimizer(self.model, train_cfg)
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=train_cfg["amp"] == "fp16")
+        self.dtype = amp_dtype(train_cfg["amp"])
+        if self.dtype is torch.float16 and info.device.type == "cpu":
+            warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=3)
+        self.train_set = EpochSeededDataset(train_set, seed=train_cfg["seed"])
+        # uint8 batches are normalised here, on the device (see seg.data.BatchNormalize)
+        self.normalize = getattr(train_set, "normalize", None) or (lambda images: images)
+        self.loader, self.sampler, self.iters_per_epoch = build_train_loader(self.train_set, cfg, info)
+        self.epochs = epochs
+        self.total = iterations if epochs is None else epochs * self.iters_per_epoch
+        self.scheduler = schedule(self.optimizer, train_cfg, self.iters_per_epoch, 0)
+        self.iteration, self.epoch, self.lr, self.loss, self.skipped = 0, 0, train_cfg["lr"], None, 0
+        self.last_ckpt, self.run_id, self.log, self.meta = None, None, None, {}
+
+    # ------------------------------------------------------------------ the run, top to bottom
+    def fit(self, resume: str | None = None, overwrite: bool = False) -> nn.Module:
+        """Claim the work dir, resume (None, "auto" or a checkpoint path), train to the end, export."""
+        lock, self.run_id = claim_on_all_ranks(self.work_dir, resume, overwrite, self.info)
+        try:
+            if resume is not None:
+                self.resume(resume)
+            self.call("before_train")
+            self.run_id = self.run_id or new_run_id()
+            if self.info.is_main:
+                write_run_id(self.work_dir, self.run_id)
+                dump_config(self.cfg, os.path.join(self.work_dir, "config.yaml"))
+            self.train()
+            self.call("after_train")
+            self.export()
+            return self.model
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def train(self) -> None:
+        """Iterations from the current one to the last, calling the hooks between them."""
+        net = self.model
+        if self.info.distributed:
+            net = DistributedDataParallel(self.model, device_ids=[self.info.device.index]
+                                          if self.info.device.type == "cuda" else None)
+        net.train()
+        self.log = RunLogger(self.work_dir, self.total, self.iteration, enabled=self.info.is_main)
+        window = _Window()
+        batches = self.batches()
+        try:
+            while self.iteration < self.total:
+                self.epoch, images, targets = next(batches)
+                self.lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses: the schedule steps after
+                self.loss = self.step(net, images, targets)
+                self.scheduler.step()
+                self.iteration += 1
+                window.add(self.loss)
+                if self.iteration % self.train_cfg["log_interval"] == 0 or self.iteration == self.total:
+                    self.log_window(window)
+                self.call("after_step")
+                if self.iteration % self.iters_per_epoch == 0:
+                    self.call("after_epoch")
+                if self.checkpoint_due():
+                    self.save_periodic()
+        finally:
+            batches.close()
+            self.log.close()
+
+    def step(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+        reason = self.skip_reason(targets, self.iteration + 1) if self.skip_reason else None
+        if reason is not None:
+            self.skipped += 1
+            self.log.message(f"warning: {reason}; step skipped ({self.skipped} so far)")
+            return None
+        return train_step(net, images, targets, self.criterion, self.optimizer, self.scaler, self.dtype,
+                          self.check_loss)
+
+    def export(self) -> None:
+        """model_final.pth (model-only) with every rank's BN statistics made equal to rank 0's first."""
+        broadcast_buffers(self.model)
+        check_finite_state(self.model, self.iteration, self.last_ckpt)
+        if self.info.is_main:
+            meta = {"iteration": self.iteration, "run_id": self.run_id, "skipped_batches": self.skipped, **self.meta}
+            export_model(self.model.state_dict(), self.cfg, os.path.join(self.work_dir, "model_final.pth"), meta)
+        barrier()
+
+    # ------------------------------------------------------------------ pieces
+    def call(self, event: str) -> None:
+        for hook in self.hooks:
+            getattr(hook, event)(self)
+
+    def batches(self):
+        """(epoch, images, targets) on the device from the current iteration on, across epochs, forever."""
+        per_rank = self.train_cfg["batch_size"] // self.info.world_size
+        epoch, offset = divmod(self.iteration, self.iters_per_epoch)
+        while True:
+            self.sampler.set_epoch(epoch, start=offset * per_rank)  # the epoch travels with each index
+            for images, targets in self.loader:
+                yield epoch, self.normalize(images.to(self.info.device, non_blocking=True)), \
+                    targets.to(self.info.device, non_blocking=True)
+            epoch, offset = epoch + 1, 0
+
+    def check_loss(self, loss: torch.Tensor) -> None:
+        """Stop on a NaN/inf loss on any rank, before the step can spoil the weights."""
+        check_finite_loss(loss, self.iteration + 1, self.last_ckpt, f" (epoch {self.epoch})")
+
+    def log_window(self, window: "_Window") -> None:
+        check_finite_state(self.model, self.iteration, self.last_ckpt)
+        scalars = {"loss": window.mean(), "lr": self.lr, "epoch": self.epoch,
+                   "img_s": window.steps * self.train_cfg["batch_size"] / window.seconds(),
+                   **({"skipped_batches": self.skipped} if self.skipped else {})}
+        self.log.log(self.iteration, scalars)
+        self.log.progress(window.steps, {"ep": str(self.epoch), "loss": f"{window.mean() or math.nan:.4f}",
+                                         "lr": f"{self.lr:.2e}", "img/s": f"{scalars['img_s']:.1f}"})
+        window.reset()
+
+    def checkpoint_due(self) -> bool:
+        every = self.train_cfg["ckpt_interval"]
+        epoch_end = self.epochs is not None and self.iteration % self.iters_per_epoch == 0
+        return self.iteration == self.total or epoch_end or (every > 0 and self.iteration % every == 0)
+
+    def save_periodic(self) -> None:
+        self.last_ckpt = checkpoint_path(self.work_dir, self.iteration)
+        self.save(self.last_ckpt)
+        if self.info.is_main:
+            prune_checkpoints(self.work_dir, self.train_cfg["keep_checkpoints"])
+
+    def save(self, path: str) -> None:
+        """Full checkpoint with the hooks' entries (collective: every rank contributes its RNG state; rank 0
+        writes), written only when every parameter and buffer is finite."""
+        check_finite_state(self.model, self.iteration, self.last_ckpt)
+        extra = {k: v for hook in self.hooks for k, v in hook.state_dict().items()}
+        save_training_state(path, self.model, self.optimizer, self.scheduler, self.scaler, self.iteration, self.cfg,
+                            self.info, run_id=self.run_id, **extra)
+
+    def resume(self, spec: str) -> None:
+        """spec "auto": newest usable periodic checkpoint of this work dir's run (if any); else a checkpoint path.
+
+        The LR schedule is rebuilt from the live config at the resumed iteration, so changed schedule keys
+        (train.lr, the run's length, warm-up, decay) take effect from there; every changed key is listed.
+        """
+        found = load_resume_checkpoint(spec, self.work_dir, self.run_id if spec == "auto" else None)
+        if found is None:
+            _print(self.info, f"--resume auto: no checkpoint in {self.work_dir}/checkpoints, starting from scratch")
+            return
+        path, ckpt = found
+        self.run_id = adopt_run(self.work_dir, self.run_id, path, ckpt.get("run_id"))
+        if ckpt["config"].get("model") != self.cfg["model"]:
+            warnings.warn(f"resuming from {path}, whose model section {ckpt['config'].get('model')} differs "
+                          f"from this config's {self.cfg['model']}", stacklevel=2)
+        self.iteration = restore_training_state(ckpt, self.model, self.optimizer, self.scaler, self.info)
+        if self.iteration > self.total:
+            raise ConfigError(f"{self.length_key()} is below the iteration {self.iteration} of {path}; resume "
+                              f"with a run of at least {self.iteration} iterations")
+        self.scheduler = self.schedule(self.optimizer, self.train_cfg, self.iters_per_epoch, self.iteration)
+        for hook in self.hooks:
+            hook.load_state_dict(ckpt)
+        self.last_ckpt = path
+        _print(self.info, f"resumed from {path} at iteration {self.iteration} "
+                          f"(epoch {self.iteration / self.iters_per_epoch:.2f})")
+        changed = config_changes(ckpt["config"].get("train", {}), self.train_cfg, "train.")
+        if changed:
+            _print(self.info, f"resume: {'; '.join(changed)} (changed since the checkpoint) take effect from "
+                              f"iteration {self.iteration}: LR schedule rebuilt there, lr now "
+                              f"{self.optimizer.param_groups[0]['lr']:.4g}")
+
+    def length_key(self) -> str:
+        if self.epochs is None:
+            return f"train.iterations={self.total}"
+        return f"train.epochs={self.epochs} ({self.total} iterations)"
+
+
+class _Window:
+    """Losses and wall time since the last log record; skipped steps count as steps, not as losses."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.losses, self.steps, self.t0 = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor | None) -> None:
+        self.steps += 1
+        if loss is not None:
+            self.loss, self.losses = self.loss + loss.item(), self.losses + 1
+
+    def mean(self) -> float | None:
+        return self.loss / self.losses if self.losses else None
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def _print(info: DistInfo, text: str) -> None:
+    if info.is_main:
+        print(text, flush=True)

@@ -1,0 +1,28 @@
+"""The validation that segmentation training runs (seg.engine.train's `validate`, every
+``train.val_interval`` iterations): whole-image mIoU on the validation set, every rank scoring its shard.
+Built here, above the engine, so that seg.engine needs nothing of seg.evaluation."""
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from seg.data import label_space
+from seg.engine.loaders import build_eval_loader
+
+from .evaluator import evaluate
+
+__all__ = ["build_validator"]
+
+
+def build_validator(val_set: Dataset, cfg: dict, device: torch.device) -> Callable[[nn.Module], dict]:
+    """`validate(model) -> evaluate's result` for `val_set` under `cfg` (regular inference; the loss's
+    ``train.ignore_index`` is the value left out of the scores)."""
+    loader = build_eval_loader(val_set, batch_size=cfg["train"]["val_batch_size"],
+                               num_workers=min(2, cfg["data"]["num_workers"]))
+    labels = dataclasses.replace(label_space(cfg["data"]), ignore_index=cfg["train"]["ignore_index"])
+    return partial(evaluate, loader=loader, num_classes=cfg["model"]["num_classes"], device=device, labels=labels)
