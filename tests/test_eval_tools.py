@@ -125,15 +125,32 @@ def test_compare_tables_and_plots(tmp_path):
     assert (tmp_path / "cmp" / "distance_profile.png").stat().st_size > 0
 
 
+def naive_macc_fwiou(cm):
+    cm = np.asarray(cm, dtype=np.float64)
+    truth = cm.sum(1)
+    accs = [cm[c, c] / truth[c] for c in range(len(cm)) if truth[c] > 0]
+    fw = sum(truth[c] / cm.sum() * cm[c, c] / (truth[c] + cm[:, c].sum() - cm[c, c])
+             for c in range(len(cm)) if truth[c] > 0)
+    return 100 * np.mean(accs), 100 * fw
+
+
 def test_cross_test_matches_eval_tool(demo_root, r18_checkpoint, tmp_path):
     common = ["--num-workers", "0", "--device", "cpu", "--opts", f"data.root={demo_root}"]
     summary = load_tool("cross_test").main([CONFIG, r18_checkpoint, "--paddings", "zeros,partial",
                                             "--out-dir", str(tmp_path / "ct")] + common)
-    single = load_tool("eval").main([CONFIG, r18_checkpoint, "--padding", "partial",
-                                     "--out", str(tmp_path / "p.json")] + common)
+    # no CONFIG: the config stored in the checkpoint
+    single = load_tool("eval").main([r18_checkpoint, "--padding", "partial", "--out", str(tmp_path / "p.json")]
+                                    + common)
     row = summary["rows"][0]
     assert row["trained_padding"] == "zeros" and row["mIoU"]["partial"] == single["mIoU"]
-    assert "**" in (tmp_path / "ct" / "cross_test.md").read_text()
+    table = (tmp_path / "ct" / "cross_test.md").read_text()
+    assert "**" in table and row["run"] == os.path.basename(os.path.dirname(r18_checkpoint)) in table
+    res = json.loads((tmp_path / "p.json").read_text())
+    macc, fwiou = naive_macc_fwiou(res["confusion_matrix"])
+    assert res["mAcc"] == pytest.approx(macc, abs=1e-9) and res["fwIoU"] == pytest.approx(fwiou, abs=1e-9)
+    assert res["class_names"][:2] == ["road", "sidewalk"]
+    from PIL import Image
+    assert Image.open(tmp_path / "p_confusion.png").size[0] > 200
 
 
 def test_palette_and_error_map():

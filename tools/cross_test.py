@@ -22,8 +22,9 @@ from seg.data import build_val_dataset
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
-from seg.evaluation import default_label_space, evaluate
-from seg.evaluation.runner import eval_settings, load_model_for_eval, run_config, run_names, write_results
+from seg.evaluation import evaluate
+from seg.evaluation.runner import (eval_settings, labels_for, load_model_for_eval, run_config, run_names,
+                                   write_results)
 from seg.nn import PADDING_MODES, convert_padding
 
 PADDINGS = ("zeros", "partial", "reflect", "replicate")  # table column order: the paper's pair first
@@ -91,7 +92,7 @@ def main(argv=None) -> dict:
             convert_padding(model, padding)
             try:
                 result = evaluate(model, loader, minfo["num_classes"], info.device, settings,
-                                  labels=default_label_space(minfo["num_classes"]), **analysis)
+                                  labels=labels_for(cfg["data"], minfo["num_classes"], path), **analysis)
             except ValueError as err:  # e.g. reflect padding wider than a small feature map: report, go on
                 row["mIoU"][padding] = None
                 row["not_run"][padding] = str(err)

@@ -27,11 +27,11 @@ from seg.data import build_val_dataset
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import barrier, cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
-from seg.evaluation import MODES, default_label_space, evaluate
+from seg.evaluation import MODES, evaluate
 from seg.evaluation.official import official_scores
 from seg.evaluation.plots import save_confusion_figure
-from seg.evaluation.runner import (eval_settings, format_table, load_model_for_eval, parse_fractions, run_config,
-                                   write_results)
+from seg.evaluation.runner import (eval_settings, format_table, labels_for, load_model_for_eval, parse_fractions,
+                                   run_config, write_results)
 from seg.evaluation.stats import save_image_stats, sidecar_path
 from seg.nn import PADDING_MODES
 
@@ -108,7 +108,7 @@ def evaluate_mode(args, cfg, model, model_info, loader, info, settings, analysis
     """One inference mode: evaluate, then (main process) write the results JSON, its per-image sidecar and
     the confusion-matrix figure."""
     save_pred = args.save_pred or (tempfile.mkdtemp(prefix="seg_official_") if args.official else None)
-    labels = default_label_space(model_info["num_classes"])
+    labels = labels_for(cfg["data"], model_info["num_classes"], args.checkpoint)
     result = evaluate(model, loader, model_info["num_classes"], info.device, settings, labels=labels,
                       save_pred=save_pred, show_dir=args.show_dir, image_mean=cfg["data"]["mean"],
                       image_std=cfg["data"]["std"], image_stats=True, **analysis)

@@ -11,6 +11,8 @@ import torch
 
 from seg.atomic import atomic_write_json
 from seg.config import ConfigError, load_config, merge_overrides, validate
+from seg.data import label_space
+from seg.data.labels import LabelSpace
 from seg.engine.checkpoint import load_checkpoint
 from seg.errors import SegError
 from seg.models import DeepLabV3Plus
@@ -20,7 +22,7 @@ from seg.nn import PADDING_MODES, convert_padding
 from .inference import InferenceSettings
 
 __all__ = ["ArchitectureMismatch", "ARCH_KEYS", "model_config_for", "load_model_for_eval", "eval_settings",
-           "run_config", "run_names",
+           "run_config", "run_names", "labels_for",
            "parse_fractions", "write_results", "format_table", "to_json_safe"]
 
 
@@ -61,6 +63,16 @@ def run_config(checkpoint: str, config: str | None = None, opts: Iterable[str] =
         raise ConfigError(f"{checkpoint}: the checkpoint stores no config; name one with --config")
     source = f"config stored in {checkpoint}" + (" + --opts" if opts else "")
     return validate(merge_overrides(stored, opts), source=source)
+
+
+def labels_for(data_cfg: dict, num_classes: int, checkpoint: str) -> LabelSpace:
+    """The label space of the config's data section, which must name the ``num_classes`` classes the
+    checkpoint predicts (ConfigError naming the checkpoint otherwise)."""
+    labels = label_space(data_cfg)
+    if labels.num_classes != num_classes:
+        raise ConfigError(f"{checkpoint}: the model predicts {num_classes} classes but the data section "
+                          f"(data.format={data_cfg.get('format', 'cityscapes')!r}) names {labels.num_classes}")
+    return labels
 
 
 def run_names(checkpoints: Sequence[str]) -> list[str]:

@@ -1,0 +1,155 @@
+"""Segment images that have no labels: a checkpoint, image files / folders / globs in, class-index PNGs
+and colour overlays out.
+
+The model and its data settings (normalisation, label space, inference defaults) come from the config
+stored in the checkpoint, so a checkpoint is all that is needed; ``config`` / ``opts`` override it.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from seg.config import ConfigError
+from seg.data.io import DataError, read_image
+from seg.data.labels import LabelSpace
+from seg.engine.checkpoint import load_checkpoint
+
+from .inference import InferenceSettings
+from .runner import labels_for, load_model_for_eval, run_config
+from .visualize import legend, overlay, write_rgb
+
+__all__ = ["IMAGE_EXTENSIONS", "Prediction", "expand_inputs", "predict", "pick_device"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class Prediction:
+    """One image's result: the class index per pixel (uint8 (H, W)) and the files written for it
+    (None when no output folder was given)."""
+    image: str
+    classes: np.ndarray
+    mask_path: str | None = None
+    overlay_path: str | None = None
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[str]:
+    """Image paths from files, folders (searched recursively for IMAGE_EXTENSIONS) and glob patterns, in
+    the given order (sorted within a folder or pattern), each path once. DataError naming an input that
+    matches nothing."""
+    out: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(d, f) for d, _, files in os.walk(item) for f in files
+                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise DataError(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        elif _GLOB_CHARS & set(item):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise DataError(f"{item}: no file matches this pattern")
+        elif os.path.isfile(item):
+            found = [item]
+        else:
+            raise DataError(f"{item}: no such file or folder")
+        out += found
+    return list(dict.fromkeys(out))
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on: ``device`` as given, else the GPU when there is one."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} requested but no CUDA device is available")
+    return device
+
+
+def _output_names(paths: Sequence[str]) -> list[str]:
+    """Output name stem per image: its path below the inputs' common folder without extension, so images
+    of the same name in different folders do not overwrite each other."""
+    dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    root = os.path.commonpath(dirs) if paths else ""
+    return [os.path.splitext(os.path.relpath(os.path.abspath(p), root))[0] for p in paths]
+
+
+def _normalised(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float().div_(255.0)
+    m = torch.tensor(mean, device=device)[:, None, None]
+    s = torch.tensor(std, device=device)[:, None, None]
+    return ((x - m) / s)[None]
+
+
+def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = None, *,
+            mode: str | None = None, tile_size: int | None = None, overlap: float | None = None,
+            scales: Sequence[float] | None = None, flip: bool | None = None, padding_mode: str | None = None,
+            device: str | torch.device | None = None, config: str | None = None, opts: Iterable[str] = (),
+            overlays: bool = True, keep: bool | None = None, progress: bool = True) -> list[Prediction]:
+    """Segment every image of ``inputs`` (a path, folder or glob, or several) with ``checkpoint``.
+
+    Args:
+        mode, tile_size, overlap, scales, flip: inference settings; None = the config's ``eval`` section.
+        padding_mode: run the weights under this padding (seg.nn.convert_padding); None = as trained.
+        device: "cpu", "cuda", ... ; None = the GPU when present.
+        config, opts: a YAML config to use instead of the checkpoint's own, and ``key=value`` overrides.
+        out_dir: when given, writes ``<name>.png`` (uint8 ids of LabelSpace.to_output_ids: Cityscapes
+            labelIds for Cityscapes, the class index otherwise) and, with ``overlays``,
+            ``<name>_overlay.png`` (palette over the image, legend of the classes present) per image.
+        keep: return the class maps (default: only when nothing is written, to bound memory).
+    Returns:
+        one :class:`Prediction` per image, in input order (``classes`` is an empty array unless kept).
+    Raises:
+        DataError naming an input that matches nothing or an image that cannot be read; CheckpointError /
+        ConfigError naming the checkpoint.
+    """
+    paths = expand_inputs([inputs] if isinstance(inputs, str) else inputs)
+    keep = out_dir is None if keep is None else keep
+    device = pick_device(device)
+    ckpt = load_checkpoint(checkpoint)
+    cfg = run_config(checkpoint, config, opts, loaded=ckpt)
+    model, info = load_model_for_eval(cfg, checkpoint, padding_mode, device, loaded=ckpt)
+    del ckpt
+    labels = labels_for(cfg["data"], info["num_classes"], checkpoint)
+    settings = InferenceSettings.from_config(cfg["eval"], mode=mode, tile_size=tile_size, overlap=overlap,
+                                             scales=scales, flip=flip)
+    names = _output_names(paths)
+    results = []
+    for path, name in tqdm(list(zip(paths, names)), desc=f"predict[{settings.mode}]", disable=not progress,
+                           dynamic_ncols=True):
+        rgb = read_image(path)
+        try:
+            logits = settings.predict(model, _normalised(rgb, cfg["data"]["mean"], cfg["data"]["std"], device))
+        except ConfigError as err:  # e.g. a tile larger than this image: say which image
+            raise DataError(f"{path}: {err}") from err
+        classes = logits[0].max(0).indices.to(torch.uint8).cpu().numpy()
+        result = Prediction(path, classes if keep else np.zeros((0, 0), np.uint8))
+        if out_dir is not None:
+            result.mask_path, result.overlay_path = _write(out_dir, name, rgb, classes, labels, overlays)
+        results.append(result)
+    return results
+
+
+def _write(out_dir: str, name: str, rgb: np.ndarray, classes: np.ndarray, labels: LabelSpace,
+           overlays: bool) -> tuple[str, str | None]:
+    base = os.path.join(out_dir, name)
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    mask_path = base + ".png"
+    if not cv2.imwrite(mask_path, np.ascontiguousarray(labels.to_output_ids(classes))):
+        raise OSError(f"could not write {mask_path}")
+    if not overlays:
+        return mask_path, None
+    present = [int(c) for c in np.unique(classes) if c < labels.num_classes]
+    panel = np.concatenate([overlay(rgb, classes, labels), legend(present, labels, rgb.shape[1])], 0)
+    overlay_path = base + "_overlay.png"
+    write_rgb(overlay_path, panel)
+    return mask_path, overlay_path
+

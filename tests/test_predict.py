@@ -1,0 +1,93 @@
+"""Inference on unlabelled images (seg.predict, tools/predict.py) against a model run by hand, and the
+checkpoint-config defaults of tools/eval.py / tools/cross_test.py."""
+import glob
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import save_demo_checkpoint
+from PIL import Image
+
+import seg
+from seg.data.io import DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_demo_checkpoint(tmp_path_factory.mktemp("run_zeros") / "model_final.pth")
+
+
+def hand_run(checkpoint, path, padding=None):
+    """trainIds of `path` from a DeepLabV3+ built and fed by hand (PIL read, numpy normalisation)."""
+    from seg.models import DeepLabV3Plus
+    from seg.nn import convert_padding
+    ckpt = torch.load(checkpoint, weights_only=False)
+    model = DeepLabV3Plus(**dict(ckpt["config"]["model"], pretrained=None))
+    model.load_state_dict(ckpt["model"])
+    if padding:
+        convert_padding(model, padding)
+    x = (np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255 - MEAN) / STD
+    with torch.no_grad():
+        logits = model.eval()(torch.from_numpy(x).permute(2, 0, 1)[None].float())
+    return logits[0].argmax(0).numpy()
+
+
+def label_ids(train_ids):
+    from cityscapesscripts.helpers.labels import trainId2label
+    return np.vectorize(lambda t: trainId2label[int(t)].id)(train_ids)
+
+
+def val_images(demo_root):
+    return sorted(glob.glob(os.path.join(demo_root, "leftImg8bit", "val", "*", "*.png")))
+
+
+def test_predict_tool_writes_label_ids_and_overlays(demo_root, checkpoint, tmp_path):
+    images = val_images(demo_root)
+    folder = os.path.dirname(images[0])
+    load_tool("predict").main([checkpoint, folder, os.path.join(folder, "*.png"), "--out", str(tmp_path / "out"),
+                               "--device", "cpu"])
+    for path in images[:2]:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        written = np.asarray(Image.open(tmp_path / "out" / f"{stem}.png"))
+        assert written.dtype == np.uint8
+        np.testing.assert_array_equal(written, label_ids(hand_run(checkpoint, path)))
+        over = Image.open(tmp_path / "out" / f"{stem}_overlay.png")
+        assert over.size[0] == 128 and over.size[1] > 64  # the image plus a legend strip below it
+
+
+def test_predict_api_keeps_classes_and_converts_padding(demo_root, checkpoint):
+    path = val_images(demo_root)[0]
+    (result,) = seg.predict(checkpoint, path, padding_mode="partial", device="cpu", progress=False)
+    np.testing.assert_array_equal(result.classes, hand_run(checkpoint, path, "partial"))
+    assert result.mask_path is None
+
+
+def test_predict_names_unreadable_and_missing_inputs(checkpoint, tmp_path, capsys):
+    from seg.cli import run_tool
+    bad = tmp_path / "broken.png"
+    bad.write_text("not an image")
+    assert run_tool(load_tool("predict").main, [checkpoint, str(bad), "--out", str(tmp_path / "o"),
+                                                "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert err.startswith("error: ") and "broken.png" in err
+    with pytest.raises(DataError, match="nothing_here"):
+        seg.predict(checkpoint, str(tmp_path / "nothing_here" / "*.jpg"), device="cpu")
+
+
+def test_run_names_tell_apart_runs_with_the_same_file_name():
+    from seg.evaluation.runner import run_names
+    paths = ["/w/run_a/model_final.pth", "/w/run_b/checkpoints/model_final.pth", "/w/run_c/iter_10.pth",
+             "/w/run_c/iter_20.pth"]
+    assert run_names(paths) == ["run_a", "run_b", "run_c/iter_10.pth", "run_c/iter_20.pth"]

@@ -1,0 +1,47 @@
+"""Segment images that have no labels: class-index PNGs and colour overlays with a class legend.
+
+    python tools/predict.py CHECKPOINT IMAGE_OR_FOLDER_OR_GLOB ... --out DIR
+        [--mode regular|tile|overlap --tile-size 1024 --overlap 1/3] [--scales 0.75,1.0,1.25] [--flip]
+        [--padding partial] [--device cuda] [--no-overlay] [--config CFG] [--opts key=value ...]
+
+Per image, DIR gets ``<name>.png`` (uint8: Cityscapes labelIds for a Cityscapes model, the class index
+otherwise) and ``<name>_overlay.png``; <name> keeps the image's path below the inputs' common folder.
+The model, normalisation, classes and inference defaults come from the config stored in the checkpoint.
+Runs on the GPU when there is one. ``--debug`` shows tracebacks.
+"""
+from __future__ import annotations
+
+import sys
+
+from seg.cli import positive_int, run_tool, tool_parser
+from seg.evaluation.inference import MODES
+from seg.evaluation.predict import predict
+from seg.evaluation.runner import parse_fractions
+from seg.nn import PADDING_MODES
+
+
+def main(argv=None) -> list:
+    p = tool_parser(__doc__)
+    p.add_argument("checkpoint")
+    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--mode", choices=MODES, help="default: the config's eval.mode")
+    p.add_argument("--tile-size", type=positive_int)
+    p.add_argument("--overlap", type=lambda s: parse_fractions(s)[0], help="e.g. 1/3")
+    p.add_argument("--scales", type=parse_fractions, help="e.g. 0.75,1.0,1.25")
+    p.add_argument("--flip", action="store_true", default=None)
+    p.add_argument("--padding", choices=PADDING_MODES, help="run the weights under this padding (default: as trained)")
+    p.add_argument("--device", default="auto", help="auto (the GPU when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-overlay", action="store_true", help="write the class-index PNGs only")
+    p.add_argument("--config", help="YAML config instead of the checkpoint's own")
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (values are YAML)")
+    args = p.parse_args(argv)
+    results = predict(args.checkpoint, args.inputs, args.out, mode=args.mode, tile_size=args.tile_size,
+                      overlap=args.overlap, scales=args.scales, flip=args.flip, padding_mode=args.padding,
+                      device=args.device, config=args.config, opts=args.opts, overlays=not args.no_overlay)
+    print(f"{len(results)} image(s) segmented, written to {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main))
