@@ -78,3 +78,36 @@ def test_official_png_roundtrip_uses_label_ids(tmp_path):
 def test_official_scores_reports_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing file"):
         official_scores([(str(tmp_path / "a.png"), str(tmp_path / "b.png"))])
+
+
+def test_prediction_files_hold_class_indices_outside_cityscapes(tmp_path):
+    import cv2
+
+    from seg.data.labels import LabelSpace, default_palette
+    labels = LabelSpace(("a", "b", "c"), default_palette(3))
+    pred = torch.tensor([[[0, 1], [2, 1]]])
+    target = torch.tensor([[[0, 255], [2, 2]]])
+    writer = PredictionWriter(str(tmp_path), ["/x/images/street_7.jpg"], [0], labels)
+    writer(0, None, pred, target)
+    pred_png, gt_png = writer.pairs[0]
+    assert os.path.basename(pred_png) == "street_7_pred.png"  # no labelIds outside Cityscapes
+    np.testing.assert_array_equal(cv2.imread(pred_png, cv2.IMREAD_UNCHANGED), [[0, 1], [2, 1]])
+    np.testing.assert_array_equal(cv2.imread(gt_png, cv2.IMREAD_UNCHANGED), [[0, 255], [2, 2]])
+
+
+def test_show_panel_has_titles_and_a_legend_in_the_label_spaces_colours(tmp_path):
+    from PIL import Image
+
+    from seg.data.labels import LabelSpace
+    from seg.evaluation.visualize import OverlayWriter
+    palette = np.array([[250, 0, 0], [0, 0, 250], [0, 250, 0]], dtype=np.uint8)
+    labels = LabelSpace(("red", "blue", "green"), palette)
+    writer = OverlayWriter(str(tmp_path), ["/x/a.png"], [0], labels)
+    target = torch.tensor([[[0, 0, 1, 1]] * 4])
+    writer(0, torch.zeros(1, 3, 4, 120), torch.zeros(1, 4, 120, dtype=torch.long), target.repeat(1, 1, 30))
+    panel = np.asarray(Image.open(tmp_path / "a_show.png").convert("RGB"))
+    assert panel.shape[1] == 240 and panel.shape[0] > 2 * 4 + 2 * 10  # two titled rows and a legend strip
+    legend = panel[2 * (4 + 20):].reshape(-1, 3)
+    for colour in ([250, 0, 0], [0, 0, 250]):  # classes present get a swatch, the absent one none
+        assert (legend == colour).all(1).any()
+    assert not (legend == [0, 250, 0]).all(1).any()

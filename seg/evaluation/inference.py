@@ -22,12 +22,12 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from seg.config import ConfigError
+from seg.config import EVAL_MODES, ConfigError
 
 __all__ = ["MODES", "InferenceSettings", "check_mode", "tile_starts", "tile_stride", "tile_grid", "predict_logits",
            "forward_logits", "NetworkTimer"]
 
-MODES = ("regular", "tile", "overlap")
+MODES = EVAL_MODES  # the names live with the config schema, which checks eval.mode
 
 
 def check_mode(mode: str) -> str:
