@@ -163,3 +163,11 @@ def test_folder_has_no_city_level_splits(tmp_path):
     write_folder_tree(str(tmp_path))
     with pytest.raises(DataError, match=r"data\.cv_split: city-level splits exist for data\.format=cityscapes"):
         build_train_dataset(cfg_of(PLAIN, tmp_path, cv_split=1), seed=0)
+
+
+def test_split_list_entry_without_its_mask(tmp_path):
+    write_voc_tree(str(tmp_path))
+    mask = tmp_path / "SegmentationClass" / "2007_000033.png"
+    mask.unlink()
+    with pytest.raises(DataError, match=rf"val\.txt: lists '2007_000033' but {mask} does not exist"):
+        build_val_dataset(cfg_of(VOC, tmp_path))

@@ -51,11 +51,10 @@ def folder_pairs(cfg: dict, split: str) -> list[tuple[str, str]]:
         except OSError as e:
             raise DataError(f"{list_path}: cannot read the split list of '{split}' (data.split_list): {e}") from e
         pairs = [(os.path.join(img_dir, n + img_sfx), os.path.join(ann_dir, n + mask_sfx)) for n in names]
-        for pair in pairs:
+        for name, pair in zip(names, pairs):
             for path in pair:
                 if not os.path.isfile(path):
-                    raise DataError(f"{list_path}: lists {os.path.basename(path)[:-len(mask_sfx)]!r} but {path} "
-                                    f"does not exist")
+                    raise DataError(f"{list_path}: lists {name!r} but {path} does not exist")
         if not pairs:
             raise DataError(f"{list_path}: split list of '{split}' is empty")
         return pairs
