@@ -12,11 +12,15 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from seg.classification import (CLASSIFIER_ARCHS, ImageFolderError, aggregate, build_classifier, build_imagefolder,
-                                build_transforms, cross_test_rows, evaluate_classifier, format_comparison,
-                                load_classifier_config, padding_tables, summarize_run, topk_correct)
-from seg.classification.config import ConfigError
+import seg.config
+from seg.classification import (CLASSIFIER_ARCHS, ImageFolderError, aggregate, build_classification_datasets,
+                                build_classifier, build_imagefolder, build_transforms, cross_test_rows,
+                                evaluate_classifier, format_comparison, load_classifier_config,
+                                load_classifier_weights, padding_tables, summarize_run, topk_correct)
+from seg.classification.config import ConfigError, default_classifier_config
+from seg.engine.checkpoint import export_model
 from seg.engine.optim import StepEpochLR
+from seg.models import DeepLabV3Plus
 from seg.nn import PADDING_MODES
 from seg.nn.factory import padding_modes
 
@@ -184,7 +188,7 @@ def test_classifier_config_errors_name_key_and_file(tmp_path):
         load_classifier_config(None, ["model.arch=alexnet"])
     with pytest.raises(ConfigError, match="'train.epochs' must be >= 1"):
         load_classifier_config(None, ["train.epochs=0"])
-    import seg.config  # the segmentation schema is untouched by the classifier's
+    # the segmentation schema is untouched by the classifier's
     assert "arch" not in seg.config.default_config()["model"]
 
 
@@ -250,8 +254,6 @@ def test_corrupt_image_is_named(tmp_path, damage):
 
 def test_classifier_checkpoint_initialises_a_segmentation_encoder(tmp_path):
     """The paper's pipeline: ImageNet classifier weights (any padding) -> DeepLabV3+ encoder."""
-    from seg.engine.checkpoint import export_model
-    from seg.models import DeepLabV3Plus
     classifier = build_classifier("resnet18", num_classes=10, padding="partial")
     path = str(tmp_path / "model_final.pth")
     export_model(classifier.state_dict(), {}, path)
@@ -262,8 +264,6 @@ def test_classifier_checkpoint_initialises_a_segmentation_encoder(tmp_path):
 
 
 def test_train_and_val_class_folders_must_agree(tmp_path):
-    from seg.classification import build_classification_datasets
-    from seg.classification.config import default_classifier_config
     for split, classes in (("train", ("a", "b")), ("val", ("a", "c"))):
         for c in classes:
             _write_png(str(tmp_path / split / c / "0.png"))
@@ -273,8 +273,6 @@ def test_train_and_val_class_folders_must_agree(tmp_path):
 
 
 def test_weights_of_another_arch_are_refused_naming_the_file(tmp_path):
-    from seg.classification import load_classifier_weights
-    from seg.engine.checkpoint import export_model
     path = str(tmp_path / "tiny.pth")
     export_model(build_classifier("tinynet", num_classes=4).state_dict(), {}, path)
     with pytest.raises(ValueError, match=f"weights in {path} do not fit TinyNet: 0 missing keys.*2 with another shape"):

@@ -16,6 +16,7 @@ import torch
 
 from seg.classification import build_classifier, generate_demo_imagefolder
 from seg.engine.checkpoint import list_checkpoints, load_checkpoint
+from seg.errors import WorkDirError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, PER_CLASS, VAL_PER_CLASS, EPOCHS = 24, 32, 8, 8
@@ -96,6 +97,20 @@ def test_run_summary_and_over_runs_against_numpy(two_runs):
     assert os.path.isfile(os.path.join(two_runs, "runs_summary.md"))
 
 
+def test_logged_lr_is_the_rate_of_the_logged_step(two_runs):
+    """Step epoch schedule, computed here: step s (0-based) of epoch s // 8 uses 0.05 * 0.1 ** (epoch // 6)."""
+    iters_per_epoch = 4 * PER_CLASS // 16  # 4 classes, global batch 16 (the demo config's)
+    with open(os.path.join(two_runs, "run0", "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    train = [r for r in records if r["tag"] == "train"]
+    assert len(train) == EPOCHS * iters_per_epoch // 4  # train.log_interval=4
+    for r in train:
+        epoch = (r["iter"] - 1) // iters_per_epoch
+        assert r["lr"] == pytest.approx(0.05 * 0.1 ** (epoch // 6), rel=1e-12), r
+    for h in _summary(os.path.join(two_runs, "run0"))["history"]:  # the rate of the epoch's last step
+        assert h["lr"] == pytest.approx(0.05 * 0.1 ** ((h["epoch"] - 1) // 6), rel=1e-12), h
+
+
 def test_cross_test_evaluates_a_checkpoint_under_another_padding(two_runs, tmp_path):
     best_path = os.path.join(two_runs, "run0", "checkpoints", "best.pth")
     ckpt = load_checkpoint(best_path)
@@ -151,7 +166,6 @@ def test_resume_mid_epoch_matches_uninterrupted_run(demo_cls, tmp_path, capsys):
 
 
 def test_fresh_run_over_an_existing_run_is_refused_and_changes_nothing(two_runs, demo_cls):
-    from seg.errors import WorkDirError
     run0 = os.path.join(two_runs, "run0")
     files = [os.path.join(run0, name) for name in ("summary.json", "metrics.jsonl", "model_final.pth")]
     before = {p: open(p, "rb").read() for p in files}

@@ -1,4 +1,7 @@
 """Training engine on a tiny stand-in network and a synthetic learnable dataset (no seg.models needed)."""
+import ast
+import glob
+import json
 import math
 import os
 
@@ -8,9 +11,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from seg.config import load_config
-from seg.engine import (CheckpointError, DistInfo, NonFiniteLossError, PolyLR, build_optimizer,
-                        find_resume_checkpoint, load_checkpoint, seed_everything, train)
-from seg.engine.checkpoint import checkpoint_path, list_checkpoints
+from seg.engine import (CheckpointError, DistInfo, Hook, NonFiniteLossError, PolyLR, TrainLoop, build_criterion,
+                        build_optimizer, build_scheduler, find_resume_checkpoint, load_checkpoint, seed_everything,
+                        train)
+from seg.engine.checkpoint import checkpoint_path, export_from_checkpoint, list_checkpoints
+from seg.engine.sampler import ResumableDistributedSampler
 
 
 class TinyNet(nn.Module):
@@ -65,7 +70,6 @@ def run(cfg, work_dir, resume=None, model_seed=0):
 def test_short_training_lowers_loss(tmp_path):
     cfg = tiny_cfg(iterations=30, log_interval=5, ckpt_interval=30)
     run(cfg, tmp_path)
-    import json
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     losses = [r["loss"] for r in records if r["tag"] == "train"]
     assert len(losses) == 6
@@ -140,7 +144,6 @@ def test_truncated_checkpoint_is_passed_over(tmp_path):
 
 
 def test_model_only_export_from_checkpoint(tmp_path):
-    from seg.engine.checkpoint import export_from_checkpoint
     run(tiny_cfg(), tmp_path)
     src = checkpoint_path(str(tmp_path), 4)
     export_from_checkpoint(src, str(tmp_path / "shared.pth"))
@@ -215,7 +218,6 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
 
 
 def test_class_weighted_loss_matches_float64_formula():
-    from seg.engine import build_criterion
     cfg = tiny_cfg(class_weights="[0.5, 2.0, 1.0]")
     logits = torch.randn(2, 3, 4, 5, dtype=torch.float64)
     target = torch.randint(0, 3, (2, 4, 5))
@@ -230,7 +232,6 @@ def test_class_weighted_loss_matches_float64_formula():
 
 
 def test_sampler_shards_cover_the_epoch_and_resume_offsets():
-    from seg.engine.sampler import ResumableDistributedSampler
     n, world = 11, 3
     shards = []
     for rank in range(world):
@@ -245,3 +246,68 @@ def test_sampler_shards_cover_the_epoch_and_resume_offsets():
     other = ResumableDistributedSampler(n, world, 0, seed=5)
     other.set_epoch(3)
     assert [i for _, i in other] != shards[0]  # a new permutation each epoch
+
+
+def test_logged_lr_is_the_rate_of_the_logged_step(tmp_path):
+    """Record of iteration `it` (1-based) = step it - 1 of the schedule, warm-up included."""
+    run(tiny_cfg(log_interval=1, warmup_iters=3, warmup_factor=0.2), tmp_path)
+    logged = [(r["iter"], r["lr"]) for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["tag"] == "train"]
+    assert [it for it, _ in logged] == list(range(1, 9))
+    for it, lr in logged:
+        step = it - 1
+        expected = 0.05 * (1 - step / 8) ** 0.9 * (0.2 + 0.8 * step / 3 if step < 3 else 1.0)
+        assert math.isclose(lr, expected, rel_tol=1e-12), (it, lr, expected)
+
+
+class Recorder(Hook):
+    def __init__(self):
+        self.events = []
+
+    def before_train(self, loop):
+        self.events.append(("before_train", loop.iteration))
+
+    def after_step(self, loop):
+        self.events.append(("after_step", loop.iteration))
+
+    def after_epoch(self, loop):
+        self.events.append(("after_epoch", loop.iteration))
+
+    def after_train(self, loop):
+        self.events.append(("after_train", loop.iteration))
+
+    def state_dict(self):
+        return {"recorder_steps": sum(e == "after_step" for e, _ in self.events)}
+
+
+def test_hook_events_come_in_order_and_their_state_is_checkpointed(tmp_path):
+    cfg = tiny_cfg(iterations=6)  # 16 samples, batch 4: the first epoch ends at iteration 4
+    seed_everything(0)
+    hook = Recorder()
+    loop = TrainLoop(cfg, TinyNet(), ColourBlobs(), CPU, str(tmp_path), hooks=(hook,), iterations=6,
+                     criterion=build_criterion(cfg["train"], CPU.device), schedule=build_scheduler)
+    loop.fit()
+    steps = [("after_step", i) for i in range(1, 7)]
+    assert hook.events == [("before_train", 0), *steps[:4], ("after_epoch", 4), *steps[4:], ("after_train", 6)]
+    assert load_checkpoint(checkpoint_path(str(tmp_path), 4))["recorder_steps"] == 4
+
+
+def test_validation_keeps_the_best_score_in_best_pth(tmp_path):
+    scores = iter([10.0, 30.0, 20.0])  # validations at iterations 3, 6 and 8 (the end)
+    seed_everything(0)
+    train(tiny_cfg(val_interval=3), TinyNet(), ColourBlobs(), CPU, str(tmp_path),
+          validate=lambda model: {"mIoU": next(scores), "IoU": [0.5]})
+    val = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["tag"] == "val"]
+    assert [(r["iter"], r["mIoU"]) for r in val] == [(3, 10.0), (6, 30.0), (8, 20.0)]
+    best = load_checkpoint(str(tmp_path / "checkpoints" / "best.pth"))
+    assert best["iteration"] == 6 and best["best_miou"] == 30.0
+    assert load_checkpoint(str(tmp_path / "model_final.pth"))["meta"]["best_miou"] == 30.0
+
+
+def test_engine_imports_nothing_of_the_layers_above_it():
+    engine = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "seg", "engine")
+    for path in glob.glob(os.path.join(engine, "*.py")):
+        tree = ast.parse(open(path).read())
+        modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        above = [m for m in modules if m.split(".")[:2] in (["seg", "evaluation"], ["seg", "classification"])]
+        assert not above, (path, above)

@@ -12,11 +12,16 @@ import pytest
 import torch
 from test_train_engine import CPU, ColourBlobs, TinyNet, tiny_cfg
 
+import seg.engine.trainer as trainer
+from seg.config import ConfigError
 from seg.data import DataError, build_val_dataset
-from seg.engine import NonFiniteLossError, load_checkpoint, seed_everything, train
+from seg.data.balance import cache_key, load_or_compute_centroids
+from seg.engine import (CheckpointError, NonFiniteLossError, build_criterion, load_checkpoint, save_checkpoint,
+                        seed_everything, train)
 from seg.engine.checkpoint import checkpoint_path, list_checkpoints
 from seg.engine.workdir import WorkDirLock
 from seg.errors import WorkDirError
+from seg.evaluation.runner import write_results
 
 
 def run(cfg, work_dir, resume=None, overwrite=False):
@@ -205,7 +210,6 @@ def test_bad_val_label_fails_before_iteration_1(demo_copy, tmp_path):
 
 
 def test_verify_checks_every_val_label_not_only_a_sample(demo_copy, tmp_path, monkeypatch):
-    import seg.engine.trainer as trainer
     monkeypatch.setattr(trainer, "VERIFY_SAMPLE", 2)  # the sample: first and last file
     label = bad_label(demo_copy, 1)
     val_set = build_val_dataset({"root": str(demo_copy)})
@@ -244,7 +248,6 @@ def test_all_ignore_batches_are_skipped_with_a_counted_warning(tmp_path, capsys)
 
 
 def test_criterion_gives_zero_not_nan_for_a_rank_without_labelled_pixels():
-    from seg.engine import build_criterion
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     loss = build_criterion(tiny_cfg()["train"], torch.device("cpu"))(logits, torch.full((2, 4, 4), 255))
     loss.backward()
@@ -253,7 +256,6 @@ def test_criterion_gives_zero_not_nan_for_a_rank_without_labelled_pixels():
 
 # ---------------------------------------------------------------- case 6: crash-safe files
 def test_results_json_is_replaced_whole_or_not_at_all(tmp_path):
-    from seg.evaluation.runner import write_results
     path = tmp_path / "eval.json"
     write_results({"mIoU": 70.0}, str(path))
     with pytest.raises(TypeError):  # fails half-way through serialising
@@ -274,13 +276,11 @@ def test_torn_last_metrics_line_is_dropped_on_resume_with_a_warning(tmp_path):
 
 # ---------------------------------------------------------------- case 8 (engine part): one-line errors
 def test_batch_of_one_image_per_process_with_batchnorm_is_a_config_error(tmp_path):
-    from seg.config import ConfigError
     with pytest.raises(ConfigError, match=r"train.batch_size=1 gives 1 image per process; BatchNorm"):
         run(tiny_cfg(batch_size=1), tmp_path)
 
 
 def test_full_disk_while_saving_is_a_checkpoint_error_and_keeps_the_old_file(tmp_path, monkeypatch):
-    from seg.engine import CheckpointError, save_checkpoint
     path = str(tmp_path / "iter_0000004.pth")
     save_checkpoint({"model": {"w": torch.ones(2)}}, path)
 
@@ -315,7 +315,6 @@ def test_stale_temporary_checkpoints_are_removed_at_start(tmp_path, capsys):
 
 
 def test_unreadable_centroid_cache_is_recomputed(demo_copy):
-    from seg.data.balance import cache_key, load_or_compute_centroids
     labels = val_files(demo_copy, "*_gtFine_labelTrainIds.png")
     first = load_or_compute_centroids(str(demo_copy), labels, 4)
     cache = demo_copy / ".cache" / f"centroids_{cache_key(str(demo_copy), labels, 4)}.npz"
