@@ -5,7 +5,9 @@ import os
 import pytest
 import yaml
 
+from folder_trees import voc_palette
 from seg.config import SCHEMA, ConfigError, default_config, dump_config, load_config
+from seg.data import DATA_DEFAULTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -172,7 +174,6 @@ def test_paper_configs_set_the_protocol_choices(name, lr):
 
 
 def test_data_defaults_come_from_seg_data():
-    from seg.data import DATA_DEFAULTS
     assert {k: v["default"] for k, v in SCHEMA["data"].items()} == DATA_DEFAULTS
 
 
@@ -219,7 +220,6 @@ def test_label_map_and_palette_kinds(tmp_path):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "ade20k", "*.yaml")) +
                                         glob.glob(os.path.join(REPO, "configs", "voc", "*.yaml"))))
 def test_ade20k_and_voc_configs(path):
-    from folder_trees import voc_palette
     cfg = load_config(path)
     name, data = os.path.basename(path), cfg["data"]
     assert cfg["model"]["encoder"] == "resnet50" and data["crop_size"] == 512 and data["format"] == "folder"
