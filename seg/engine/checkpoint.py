@@ -3,13 +3,13 @@
 Layout in a work dir::
 
     checkpoints/iter_0001000.pth   full state, every `ckpt_interval` iterations (newest `keep` kept)
-    checkpoints/best.pth           full state at the best validation mIoU
+    checkpoints/best.pth           full state at the best validation score (seg.engine.loop.KeepBest)
     model_final.pth                model-only export: {"model", "config", "meta"}
 
 Every file is written to a temporary name in the same folder and renamed, so a crash never leaves a
 half-written file under the final name; a file truncated some other way is detected on load, reported
 and passed over by :func:`find_resume_checkpoint`, as is one of another run (its ``run_id`` differs)
-or one that holds a NaN/inf tensor (the trainer never writes such a file).
+or one that holds a NaN/inf tensor (the training loop never writes such a file).
 """
 from __future__ import annotations
 
