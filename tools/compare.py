@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from seg.atomic import atomic_open, atomic_write_text  # noqa: E402
 from seg.cli import positive_int, run_tool, tool_parser  # noqa: E402
 from seg.errors import ResultFileError  # noqa: E402
-from seg.evaluation.runner import write_results  # noqa: E402
+from seg.evaluation.runner import run_names, write_results  # noqa: E402
 from seg.evaluation.stats import REGION_ALL, load_image_stats  # noqa: E402
 from seg.evaluation.uncertainty import (DEFAULT_RESAMPLES, LEVEL, bootstrap_difference,  # noqa: E402
                                         difference_interval, excludes_zero, mean_std)
@@ -63,7 +63,8 @@ def load(path: str) -> dict:
 def model_label(result: dict) -> str:
     trained, evaluated = result.get("trained_padding"), result.get("eval_padding")
     pad = trained if trained == evaluated or evaluated is None else f"{trained}->{evaluated}"
-    return " ".join(str(p) for p in (result.get("encoder"), pad) if p) or os.path.basename(result.get("checkpoint", "?"))
+    # without encoder and padding, the run folder names the model (every run's file is model_final.pth)
+    return " ".join(str(p) for p in (result.get("encoder"), pad) if p) or run_names([result.get("checkpoint", "?")])[0]
 
 
 def run_metrics(result: dict) -> OrderedDict:
