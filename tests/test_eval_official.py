@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from seg.evaluation import build_eval_loader, confusion_matrix, evaluate, scores_from_confusion
-from seg.evaluation.official import PredictionWriter, cityscapes_gt_path, official_scores, trainid_to_labelid
+from seg.evaluation import build_eval_loader, evaluate
+from seg.evaluation.official import PredictionWriter, cityscapes_gt_path, official_scores
 
 
 class RandomPairs(Dataset):

@@ -7,8 +7,8 @@ The data and eval sections come from CONFIG (a first argument ending in .yaml / 
 config stored in the first checkpoint; each checkpoint's model section comes from the config stored in
 it (so checkpoints of different encoders can be mixed), falling back to CONFIG's; a conflicting
 ``--opts model.KEY=...`` is an error. Rows are named by the run folder of each checkpoint (the folder
-holding it, above ``checkpoints/``), so two runs' ``model_final.pth`` stay apart. The same weights are switched in place to each padding with
-seg.nn.convert_padding and evaluated. ``--debug`` shows tracebacks.
+holding it, above ``checkpoints/``), so two runs' ``model_final.pth`` stay apart. The same weights are
+switched in place to each padding with seg.nn.convert_padding and evaluated. ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 

@@ -121,8 +121,9 @@ def evaluate_mode(args, cfg, model, model_info, loader, info, settings, analysis
             result["official"] = {"mIoU": official["mIoU"], "IoU": official["IoU"],
                                   "abs_diff_mIoU": abs(official["mIoU"] - result["mIoU"])}
         result.pop("predictions", None)
+        default = f"eval_{settings.mode}_{model_info['eval_padding']}.json"
         out = args.out.replace("{mode}", settings.mode) if args.out else os.path.join(
-            os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{settings.mode}_{model_info['eval_padding']}.json")
+            os.path.dirname(os.path.abspath(args.checkpoint)), default)
         stats_path = sidecar_path(out)  # per-image counts for tools/compare.py's bootstrap
         save_image_stats(result.pop("image_stats"), stats_path)
         result["image_stats"] = os.path.basename(stats_path)

@@ -1,9 +1,11 @@
-"""Cityscapes-format predictions (labelId PNGs) and scoring with cityscapesscripts' pixel evaluator.
+"""Prediction PNGs (Cityscapes labelIds, or class indices for other label spaces) and scoring with
+cityscapesscripts' pixel evaluator.
 
-The official evaluator reads labelIds (0-33), not trainIds (0-18), so predictions are mapped back
-with cityscapesscripts' own label table before writing. Ground truth: the dataset's
-``gtFine/.../*_gtFine_labelIds.png`` next to each image when it exists, otherwise the target the loader
-produced, converted trainId -> labelId (ignore 255 -> 0 "unlabeled", which the evaluator ignores).
+The official evaluator reads labelIds (0-33), not trainIds (0-18), so predictions are written as the label
+space's prediction-file ids (seg.data.labels.CITYSCAPES, derived from cityscapesscripts' label table).
+Ground truth: the dataset's ``gtFine/.../*_gtFine_labelIds.png`` next to each image when it exists,
+otherwise the target the loader produced, converted the same way (ignore 255 -> 0 "unlabeled", which the
+evaluator ignores).
 """
 from __future__ import annotations
 
@@ -18,13 +20,7 @@ import torch
 
 from seg.data.labels import CITYSCAPES, LabelSpace
 
-__all__ = ["trainid_to_labelid", "cityscapes_gt_path", "PredictionWriter", "official_scores"]
-
-
-def trainid_to_labelid(trainids: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Map an (H, W) trainId map to a uint8 labelId map (255 -> 0 "unlabeled", which scoring ignores)."""
-    a = trainids.cpu().numpy() if isinstance(trainids, torch.Tensor) else np.asarray(trainids)
-    return CITYSCAPES.to_output_ids(a)
+__all__ = ["cityscapes_gt_path", "PredictionWriter", "official_scores"]
 
 
 def cityscapes_gt_path(image_path: str, annotation: str = "gtFine") -> str:
