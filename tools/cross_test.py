@@ -22,7 +22,7 @@ from seg.data import build_val_dataset
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
-from seg.evaluation import evaluate
+from seg.evaluation import MODES, evaluate
 from seg.evaluation.runner import (eval_settings, labels_for, load_model_for_eval, run_config, run_names,
                                    write_results)
 from seg.nn import PADDING_MODES, convert_padding
@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. data.root=datasets/cityscapes (values are YAML)")
     p.add_argument("--paddings", default=",".join(PADDINGS))
-    p.add_argument("--mode", choices=("regular", "tile", "overlap"))
+    p.add_argument("--mode", choices=MODES)
     p.add_argument("--tile-size", type=positive_int)
     p.add_argument("--split")
     add_device_args(p)

@@ -22,12 +22,13 @@ import sys
 import tempfile
 
 from seg.cli import add_device_args, positive_int, run_tool, tool_parser
-from seg.config import override_keys
+from seg.config import ConfigError, override_keys
 from seg.data import build_val_dataset
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import barrier, cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
 from seg.evaluation import MODES, evaluate
+from seg.evaluation.metrics import LEAVE_OUT_MEANING
 from seg.evaluation.official import official_scores
 from seg.evaluation.plots import save_confusion_figure
 from seg.evaluation.runner import (eval_settings, format_table, labels_for, load_model_for_eval, parse_fractions,
@@ -56,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--padding", choices=PADDING_MODES,
                    help="evaluate the weights under this padding (cross-testing); default: as trained")
     p.add_argument("--leave-out", type=parse_fractions, help="centre leave-out proportions, e.g. 0,1/3,1/2")
-    p.add_argument("--leave-out-by", choices=("side", "area"))
+    p.add_argument("--leave-out-by", choices=sorted(LEAVE_OUT_MEANING))
     p.add_argument("--distance-bands", type=lambda s: [int(v) for v in s.split(",")], help="e.g. 0,16,32,64,128")
     p.add_argument("--split", help="dataset split (default: data.val_split)")
     p.add_argument("--save-pred", metavar="DIR",
@@ -107,8 +108,11 @@ def main(argv=None) -> dict:
 def evaluate_mode(args, cfg, model, model_info, loader, info, settings, analysis) -> dict:
     """One inference mode: evaluate, then (main process) write the results JSON, its per-image sidecar and
     the confusion-matrix figure."""
-    save_pred = args.save_pred or (tempfile.mkdtemp(prefix="seg_official_") if args.official else None)
     labels = labels_for(cfg["data"], model_info["num_classes"], args.checkpoint)
+    if args.official and labels.output_ids is None:
+        raise ConfigError(f"--official scores Cityscapes labelIds, but data.format={cfg['data']['format']!r} "
+                          f"predicts class indices of its own; leave --official out")
+    save_pred = args.save_pred or (tempfile.mkdtemp(prefix="seg_official_") if args.official else None)
     result = evaluate(model, loader, model_info["num_classes"], info.device, settings, labels=labels,
                       save_pred=save_pred, show_dir=args.show_dir, image_mean=cfg["data"]["mean"],
                       image_std=cfg["data"]["std"], image_stats=True, **analysis)
