@@ -217,6 +217,15 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
     assert final["scale"] == 1024.0 and final["_growth_tracker"] == 8
 
 
+def test_resume_with_fp16_from_a_run_without_loss_scaling_starts_a_fresh_scaler(tmp_path):
+    run(tiny_cfg(), tmp_path)  # train.amp=none: the checkpoints hold an empty scaler state
+    os.remove(checkpoint_path(str(tmp_path), 8))
+    with pytest.warns(UserWarning, match="fp16 on CPU"):
+        run(tiny_cfg(amp="fp16"), tmp_path, resume="auto")
+    scaler = torch.load(checkpoint_path(str(tmp_path), 8), weights_only=True)["scaler"]
+    assert scaler["scale"] == 2.0 ** 16 and scaler["_growth_tracker"] == 4  # torch's initial scale, 4 good steps
+
+
 def test_class_weighted_loss_matches_float64_formula():
     cfg = tiny_cfg(class_weights="[0.5, 2.0, 1.0]")
     logits = torch.randn(2, 3, 4, 5, dtype=torch.float64)

@@ -153,7 +153,8 @@ def restore_training_state(ckpt: dict, model: nn.Module, optimizer, scaler, info
     optimizer.load_state_dict(ckpt["optimizer"])
     for group, own in zip(optimizer.param_groups, live):
         group.update(own)
-    scaler.load_state_dict(ckpt["scaler"])
+    if ckpt["scaler"]:  # empty: saved without fp16 loss scaling; a run resumed with train.amp=fp16 starts afresh
+        scaler.load_state_dict(ckpt["scaler"])
     rng = ckpt["rng"]
     set_rng_state(rng[info.rank] if len(rng) == info.world_size else rng[0])
     return ckpt["iteration"]
