@@ -332,6 +332,10 @@ class PartialConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         if mask is not None:
             return self._masked_forward(x, mask)
+        if torch.onnx.is_in_onnx_export():
+            # an exported graph takes any (H, W): count the valid taps with a conv over a ones mask (shape-generic
+            # ops) instead of baking in the plan of the one size the exporter traces with
+            return self._masked_forward(x, torch.ones_like(x[:1, :1]))[0]
         # int(): the tracer hands out sizes as tensors; the plan is built for this one size either way
         height, width = (int(n) for n in x.shape[-2:])
         x, pads = self._padded_input(x)
