@@ -4,10 +4,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test demo bench gpu-check clean
 
-$(STAMP): setup.py
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

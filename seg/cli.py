@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from seg.config import SCHEMA
 from seg.errors import SegError
+from seg.resources import resolve_config
 
 __all__ = ["EXPECTED_ERRORS", "tool_parser", "add_config_args", "add_device_args", "positive_int",
            "nonnegative_int", "run_tool", "one_line"]
@@ -30,8 +31,10 @@ def tool_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """The positional config file and ``--opts key=value ...`` overrides (values are YAML)."""
-    parser.add_argument("config", help="YAML config file")
+    """The positional config (a YAML file, or the name of a shipped config) and ``--opts key=value ...``
+    overrides (values are YAML)."""
+    parser.add_argument("config", type=resolve_config, help="YAML config file, or a shipped config by name, "
+                        "e.g. cityscapes/deeplabv3plus_r50_partial_896 (`seg configs` lists them)")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. "
                         "train.lr=0.02 (values are YAML)")
 

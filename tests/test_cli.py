@@ -48,8 +48,8 @@ def train_argv(work_dir, root, *opts):
 
 # ---------------------------------------------------------------- case 8: one-line errors
 @pytest.mark.parametrize("opt, message", [
-    ("model.encoder=wrn38", "key 'model.encoder' must be one of ['resnet18', 'resnet34', 'resnet50', 'resnet101', "
-                            "'wider_resnet38'], got 'wrn38'"),
+    ("model.encoder=wrn38", "key 'model.encoder': unknown encoder 'wrn38'; expected one of ['resnet18', 'resnet34', "
+                            "'resnet50', 'resnet101', 'wider_resnet38'] or timm/<timm model name>"),
     ("model.norm=bogus", "key 'model.norm' must be one of ['bn', 'syncbn'], got 'bogus'"),
     ("data.hflip=5", "key 'data.hflip' must be <= 1, got 5.0"),
     ("eval.tile_size=0", "key 'eval.tile_size' must be >= 1, got 0"),
@@ -64,9 +64,9 @@ def test_schema_choices_are_the_builders_own():
     from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES
     from seg.nn import PADDING_MODES
     model = SCHEMA["model"]
-    assert (model["encoder"]["choices"], model["norm"]["choices"]) == (ENCODERS, NORMS)
+    assert model["norm"]["choices"] == NORMS
     assert (model["output_stride"]["choices"], model["padding"]["choices"]) == (OUTPUT_STRIDES, PADDING_MODES)
-    for name in ENCODERS:  # every choice builds
+    for name in (*ENCODERS, "timm/resnet18"):  # every built-in encoder and any timm model name
         assert load_config(None, [f"model.encoder={name}"])["model"]["encoder"] == name
     with pytest.raises(ConfigError, match="model.encoder"):
         load_config(None, ["model.encoder=wrn38"])
@@ -159,7 +159,8 @@ def test_eval_errors_are_one_line_labels_beyond_classes_and_oversized_tiles(demo
     argv = [CONFIG, ckpt, "--device", "cpu", "--num-workers", "0", "--out", str(tmp_path / "r.json"), "--opts",
             f"data.root={demo_root}"]
     err = one_line_error(load_tool("eval").main, argv, capsys)
-    assert "target holds ids outside [0, 5) of model.num_classes=5" in err
+    assert "five.pth: the model predicts 5 classes but the data section (data.format='cityscapes') names 19" in err
+    argv[1] = save_demo_checkpoint(tmp_path / "all_classes.pth")
     err = one_line_error(load_tool("eval").main, argv[:2] + ["--mode", "tile", "--tile-size", "96"] + argv[2:], capsys)
     assert "error: tile size 96 is larger than the image" in err
 
@@ -187,3 +188,19 @@ def test_distributed_timeout_is_configurable_and_bounds_the_wait(monkeypatch):
     with pytest.raises(Exception, match=r"[Tt]imed out after [1-9] seconds"):
         init_distributed("cpu", timeout_min=0.05)
     assert not torch.distributed.is_initialized()
+
+
+def test_config_argument_resolves_shipped_configs_by_name(tmp_path, monkeypatch):
+    from seg.cli import add_config_args, tool_parser
+    parser = tool_parser(None)
+    add_config_args(parser)
+    shipped = os.path.join(ROOT, "configs", "cityscapes", "deeplabv3plus_r50_partial_896.yaml")
+    monkeypatch.chdir(tmp_path)  # names resolve wherever the command runs
+    for name in ("cityscapes/deeplabv3plus_r50_partial_896", "cityscapes/deeplabv3plus_r50_partial_896.yaml",
+                 "configs/cityscapes/deeplabv3plus_r50_partial_896"):
+        assert os.path.samefile(parser.parse_args([name]).config, shipped)
+    (tmp_path / "cityscapes").mkdir()
+    own = tmp_path / "cityscapes" / "deeplabv3plus_r50_partial_896.yaml"
+    own.write_text("_base_: []\n")
+    assert parser.parse_args([str(own.relative_to(tmp_path))]).config == "cityscapes/deeplabv3plus_r50_partial_896.yaml"
+    assert parser.parse_args(["no/such_config"]).config == "no/such_config"  # load_config names it as given
