@@ -45,3 +45,7 @@ def test_timm_encoder_errors_are_one_line_and_name_the_encoder():
         build_encoder("timm/no_such_net", 16, "zeros", "bn")
     with pytest.raises(TimmEncoderError, match="timm/vit_tiny_patch16_224 cannot be dilated to output stride 8"):
         build_encoder("timm/vit_tiny_patch16_224", 8, "zeros", "bn")
+    with pytest.raises(TimmEncoderError, match="syncbn with timm/tf_efficientnet_b0.*BatchNormAct2d"):
+        build_encoder("timm/tf_efficientnet_b0", 16, "zeros", "syncbn")
+    encoder = build_encoder("timm/resnet18", 16, "zeros", "syncbn")  # plain BatchNorm2d converts
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in encoder.modules())

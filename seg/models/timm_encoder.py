@@ -43,13 +43,25 @@ def _create_features(timm, name: str, output_stride: int) -> nn.Module:
                                f"{' '.join(str(err).split())}") from None
 
 
+def _sync_batchnorm(body: nn.Module, name: str) -> nn.Module:
+    """``body`` with SyncBatchNorm norms; refused when a norm carries its own activation (timm's
+    ``BatchNormAct2d``): torch's converter, and seg's CPU fallback back to BatchNorm2d, would drop it silently."""
+    fused = sorted({type(m).__name__ for m in body.modules()
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m) is not nn.BatchNorm2d})
+    if fused:
+        raise TimmEncoderError(f"model.norm=syncbn with timm/{name}: its norms {fused} fuse an activation that "
+                               "a SyncBatchNorm conversion would drop; use model.norm=bn")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(body)
+
+
 class TimmEncoder(nn.Module):
     """timm ``features_only`` backbone -> ``(skip, out)`` for DeepLabV3+.
 
     ``skip`` is the feature with reduction 4 (``feature_info``), ``out`` the last one, whose reduction must be
     ``output_stride`` (timm dilates the model; one that cannot is refused). Every padding conv, timm's
     TensorFlow-"same" ``Conv2dSame`` included, follows ``padding`` (:func:`seg.nn.convert_padding`).
-    ``norm="syncbn"`` converts timm's norms with timm's own converter (keeps its fused norm+activation layers).
+    ``norm="syncbn"`` turns plain BatchNorm2d norms into SyncBatchNorm (models with timm's fused norm+activation
+    layers are refused, see :func:`_sync_batchnorm`).
     State-dict keys are the timm model's under ``body.``.
     """
 
@@ -69,7 +81,7 @@ class TimmEncoder(nn.Module):
                                    f"the decoder's skip; its reductions are {reductions}")
         self.skip_index = reductions.index(SKIP_REDUCTION)
         if norm == "syncbn":
-            body = timm.layers.convert_sync_batchnorm(body)
+            body = _sync_batchnorm(body, name)
         self.body = convert_padding(body, padding)
         self.skip_channels = channels[self.skip_index]
         self.out_channels = channels[-1]
