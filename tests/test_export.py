@@ -3,12 +3,12 @@ files (checked tensor by tensor against the checkpoint)."""
 import pytest
 import torch
 from conftest import save_demo_checkpoint
+from test_partial_conv import naive_partial_conv
 from torch import nn
 
-from seg.commands import load_tool, main as seg_main
+from seg.commands import load_tool
+from seg.commands import main as seg_main
 from seg.nn import create_conv2d
-
-from test_partial_conv import naive_partial_conv
 
 export = load_tool("export")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import save_demo_checkpoint
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 #: clone folder -> where the wheel ships it

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import create_conv2d
+from .errors import ModelError
 from .norm import conv_norm_act
 
 #: dilation rates of the three 3x3 branches per output stride
@@ -64,7 +65,7 @@ class ASPP(nn.Module):
             conv = branch[0]
             pad = conv.padding[0]
             if conv.padding_mode == "reflect" and min(x.shape[-2:]) <= pad:
-                raise ValueError(
+                raise ModelError(
                     f"ASPP branch with rate {conv.dilation[0]} uses reflect padding of {pad} px, which needs "
                     f"a feature map larger than {pad}; got {tuple(x.shape[-2:])} (use a bigger input, or "
                     f"another padding mode)")

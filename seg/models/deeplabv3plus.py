@@ -8,6 +8,7 @@ from torch import nn
 from ..nn import PADDING_MODES
 from .aspp import ASPP, ASPP_RATES
 from .decoder import DeepLabV3PlusDecoder
+from .errors import ModelError
 from .norm import get_norm_layer, init_weights
 from .pretrained import load_pretrained
 from .resnet import RESNETS, ResNetEncoder
@@ -28,7 +29,7 @@ def build_encoder(name: str, output_stride: int, padding: str, norm: str) -> nn.
         return WiderResNet38(output_stride, padding, norm_layer)
     if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
         return TimmEncoder(name[len(TIMM_PREFIX):], output_stride, padding, norm)
-    raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODERS} or {TIMM_PREFIX}<timm model name>")
+    raise ModelError(f"unknown encoder {name!r}; expected one of {ENCODERS} or {TIMM_PREFIX}<timm model name>")
 
 
 class DeepLabV3Plus(nn.Module):
@@ -52,11 +53,11 @@ class DeepLabV3Plus(nn.Module):
                  padding: str = "zeros", pretrained: str | None = None, norm: str = "bn"):
         super().__init__()
         if output_stride not in ASPP_RATES:
-            raise ValueError(f"output_stride must be one of {tuple(ASPP_RATES)}; got {output_stride!r}")
+            raise ModelError(f"output_stride must be one of {tuple(ASPP_RATES)}; got {output_stride!r}")
         if padding not in PADDING_MODES:
-            raise ValueError(f"unknown padding {padding!r}; expected one of {PADDING_MODES}")
+            raise ModelError(f"unknown padding {padding!r}; expected one of {PADDING_MODES}")
         if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+            raise ModelError(f"num_classes must be a positive int; got {num_classes!r}")
         norm_layer = get_norm_layer(norm)
         self.encoder = build_encoder(encoder, output_stride, padding, norm)
         self.aspp = ASPP(self.encoder.out_channels, 256, ASPP_RATES[output_stride], padding, norm_layer)
@@ -68,7 +69,7 @@ class DeepLabV3Plus(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"DeepLabV3Plus expects images (B, 3, H, W); got {tuple(x.shape)}")
+            raise ModelError(f"DeepLabV3Plus expects images (B, 3, H, W); got {tuple(x.shape)}")
         skip, out = self.encoder(x)
         logits = self.decoder(skip, self.aspp(out))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -5,6 +5,8 @@ from typing import Callable
 
 from torch import nn
 
+from .errors import ModelError
+
 NORMS = ("bn", "syncbn")
 
 
@@ -18,7 +20,7 @@ def get_norm_layer(norm: str) -> Callable[[int], nn.Module]:
         return nn.BatchNorm2d
     if norm == "syncbn":
         return nn.SyncBatchNorm
-    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    raise ModelError(f"unknown norm {norm!r}; expected one of {NORMS}")
 
 
 def conv_norm_act(conv: nn.Conv2d, norm_layer: Callable[[int], nn.Module]) -> nn.Sequential:

@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from ..nn import convert_padding
+from .errors import ModelError
 
 RESNETS = {
     "resnet18": tv_resnet.resnet18,
@@ -63,9 +64,9 @@ def _undecimated_conv(conv: nn.Conv2d, dilation: int) -> nn.Conv2d:
 def build_resnet_trunk(name: str, output_stride: int, norm_layer: Callable[[int], nn.Module]) -> nn.Module:
     """torchvision ResNet ``name`` (random init) at ``output_stride``, still with its fc head."""
     if name not in RESNETS:
-        raise ValueError(f"unknown ResNet {name!r}; expected one of {tuple(RESNETS)}")
+        raise ModelError(f"unknown ResNet {name!r}; expected one of {tuple(RESNETS)}")
     if output_stride not in DILATE_FLAGS:
-        raise ValueError(f"output_stride must be one of {tuple(DILATE_FLAGS)}; got {output_stride!r}")
+        raise ModelError(f"output_stride must be one of {tuple(DILATE_FLAGS)}; got {output_stride!r}")
     flags = DILATE_FLAGS[output_stride]
     if name not in BASIC_BLOCK_RESNETS:
         return RESNETS[name](weights=None, norm_layer=norm_layer, replace_stride_with_dilation=list(flags))

@@ -10,15 +10,14 @@ import importlib
 import torch
 from torch import nn
 
-from seg.errors import SegError
-
 from ..nn import convert_padding
+from .errors import ModelError
 
 #: feature reduction (stride) of the low-level skip, as for the ResNet encoders' layer1
 SKIP_REDUCTION = 4
 
 
-class TimmEncoderError(SegError, ValueError):
+class TimmEncoderError(ModelError):
     """A timm encoder that cannot be built as asked (timm missing, unknown name, unsupported output stride)."""
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..nn import create_conv2d
+from .errors import ModelError
 from .norm import init_weights
 
 #: (stage name, blocks, channels); two channels = plain pre-activation block, three = bottleneck
@@ -55,7 +56,7 @@ class IdentityResidualBlock(nn.Module):
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
         if len(channels) not in (2, 3):
-            raise ValueError(f"channels must hold 2 or 3 values; got {channels}")
+            raise ModelError(f"channels must hold 2 or 3 values; got {channels}")
         self.bn1 = norm_relu(norm_layer, in_channels)
         if len(channels) == 2:
             layers = [
@@ -101,7 +102,7 @@ class WiderResNet38(nn.Module):
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
         if output_stride not in WRN38_SCHEDULE:
-            raise ValueError(f"WideResNet-38 output_stride must be one of {tuple(WRN38_SCHEDULE)}; "
+            raise ModelError(f"WideResNet-38 output_stride must be one of {tuple(WRN38_SCHEDULE)}; "
                              f"got {output_stride!r}")
         schedule = WRN38_SCHEDULE[output_stride]
         self.mod1 = nn.Sequential(OrderedDict([

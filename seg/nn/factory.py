@@ -8,11 +8,12 @@ from torch import nn
 from seg.errors import SegError
 
 from .partial_conv import PartialConv2d, PartialConv2dSame, conv_pads
+from .ratio import PaddingError
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "partial")
 
 
-class PaddingModeError(SegError, ValueError):
+class PaddingModeError(PaddingError):
     """A padding mode that is not one of PADDING_MODES."""
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ratio import AxisBands, axis_bands
+from .ratio import AxisBands, PaddingError, axis_bands
 
 #: How many input sizes one conv keeps plans for (multi-scale and tiled inference switch often).
 PLAN_CACHE_SIZE = 16
@@ -50,7 +50,7 @@ def set_reweight_strategy(strategy: str) -> str:
     """Choose how PartialConv2d applies its ratio: "auto" (default), "bands" or "fullmap"; returns the old one."""
     global _strategy
     if strategy not in REWEIGHT_STRATEGIES:
-        raise ValueError(f"reweight strategy must be one of {REWEIGHT_STRATEGIES}, got {strategy!r}")
+        raise PaddingError(f"reweight strategy must be one of {REWEIGHT_STRATEGIES}, got {strategy!r}")
     old, _strategy = _strategy, strategy
     return old
 
@@ -282,7 +282,7 @@ class PartialConv2d(nn.Conv2d):
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("padding_mode", "zeros") not in ("zeros", "partial"):
-            raise ValueError(f"PartialConv2d pads partially; got padding_mode={kwargs['padding_mode']!r}")
+            raise PaddingError(f"PartialConv2d pads partially; got padding_mode={kwargs['padding_mode']!r}")
         kwargs["padding_mode"] = "zeros"
         super().__init__(*args, **kwargs)
         self.padding_mode = "partial"
@@ -360,7 +360,7 @@ class PartialConv2d(nn.Conv2d):
 
     def _masked_forward(self, x: torch.Tensor, mask: torch.Tensor):
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"mask must be (B, 1, H, W) or (1, 1, H, W) matching x {tuple(x.shape)}; "
+            raise PaddingError(f"mask must be (B, 1, H, W) or (1, 1, H, W) matching x {tuple(x.shape)}; "
                              f"got {tuple(mask.shape)}")
         x, pads = self._padded_input(x * mask.to(x.dtype))
         mask, _ = self._padded_input(mask)

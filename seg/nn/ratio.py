@@ -10,6 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from seg.errors import SegError
+
+
+class PaddingError(SegError, ValueError):
+    """A padding layer asked for something it cannot do (empty output, unknown option, mismatched mask)."""
+
 
 @dataclass(frozen=True)
 class AxisBands:
@@ -50,7 +56,7 @@ def axis_bands(size_in: int, kernel: int, stride: int, pad_lo: int, pad_hi: int,
     """
     n_out = output_size(size_in, kernel, stride, pad_lo, pad_hi, dilation)
     if n_out <= 0:
-        raise ValueError(
+        raise PaddingError(
             f"conv output would be empty: input size {size_in}, kernel {kernel}, stride {stride}, "
             f"padding ({pad_lo}, {pad_hi}), dilation {dilation}"
         )
