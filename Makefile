@@ -4,10 +4,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test demo bench gpu-check clean
 
+# the distribution was called "seg" before it became partialpad-seg: its editable install is dropped first
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# the distribution was called "seg" before it became partialpad-seg: drop that editable install first
 	$(PY) -m pip uninstall --quiet --yes seg 2>/dev/null || true
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
