@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import os
+import platform
 import statistics
 import subprocess
 import sys

@@ -28,8 +28,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from seg.config import load_config
-from seg.engine import (DistInfo, build_criterion, build_optimizer, cleanup_distributed, init_distributed,
-                        seed_everything, set_determinism, train_step)
+from seg.engine import (
+    DistInfo,
+    build_criterion,
+    build_optimizer,
+    cleanup_distributed,
+    init_distributed,
+    seed_everything,
+    set_determinism,
+    train_step,
+)
 from seg.engine.distributed import barrier, convert_sync_bn
 from seg.engine.step import amp_dtype
 from seg.models import DeepLabV3Plus

@@ -8,7 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 __all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "TMP_MARK"]
 

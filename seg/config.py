@@ -14,13 +14,14 @@ from __future__ import annotations
 import copy
 import os
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import yaml
 
 from seg.atomic import atomic_open
-from seg.errors import SegError
 from seg.data import COARSE_MODES, CROP_PLACEMENTS, CV_SPLITS, DATA_DEFAULTS, FORMATS, DataError, label_space
+from seg.errors import SegError
 from seg.models import NORMS, OUTPUT_STRIDES, encoder_name_error
 from seg.nn import PADDING_MODES
 

@@ -13,10 +13,23 @@ from PIL import Image
 from torch import nn
 
 import seg.config
-from seg.classification import (CLASSIFIER_ARCHS, ImageFolderError, aggregate, build_classification_datasets,
-                                build_classifier, build_imagefolder, build_transforms, cross_test_rows,
-                                evaluate_classifier, format_comparison, load_classifier_config,
-                                load_classifier_weights, padding_tables, summarize_run, topk_correct)
+from seg.classification import (
+    CLASSIFIER_ARCHS,
+    ImageFolderError,
+    aggregate,
+    build_classification_datasets,
+    build_classifier,
+    build_imagefolder,
+    build_transforms,
+    cross_test_rows,
+    evaluate_classifier,
+    format_comparison,
+    load_classifier_config,
+    load_classifier_weights,
+    padding_tables,
+    summarize_run,
+    topk_correct,
+)
 from seg.classification.config import ConfigError, default_classifier_config
 from seg.engine.checkpoint import export_model
 from seg.engine.optim import StepEpochLR

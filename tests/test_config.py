@@ -4,8 +4,8 @@ import os
 
 import pytest
 import yaml
-
 from folder_trees import voc_palette
+
 from seg.config import SCHEMA, ConfigError, default_config, dump_config, load_config
 from seg.data import DATA_DEFAULTS
 

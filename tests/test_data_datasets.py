@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
-from seg.data import build_train_dataset, build_val_dataset
-from seg.data import balance
+from seg.data import balance, build_train_dataset, build_val_dataset
 from seg.data.balance import Centroids, class_pools, draw_plan
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -248,6 +247,7 @@ def test_coarse_mode_is_validated():
 
 def test_training_prints_crops_per_epoch_from_fine_and_coarse(demo_root, tmp_path, capsys):
     from test_train_engine import CPU, TinyNet, tiny_cfg
+
     from seg.engine import seed_everything, train
     cfg = tiny_cfg(iterations=1)
     cfg["model"]["num_classes"] = 19

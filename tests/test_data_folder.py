@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from folder_trees import write_ade_tree, write_folder_tree, write_voc_tree
 from PIL import Image
 
-from folder_trees import write_ade_tree, write_folder_tree, write_voc_tree
 from seg.data import CITYSCAPES, DataError, build_train_dataset, build_val_dataset, default_palette, label_space
 from seg.data.verify import check_pairs
 

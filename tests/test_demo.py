@@ -15,8 +15,8 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import demo  # noqa: E402
 import reproduce  # noqa: E402
-from seg.config import load_config  # noqa: E402
 
+from seg.config import load_config  # noqa: E402
 
 SEEDS = (0, 1)
 

@@ -1,5 +1,4 @@
 """evaluate() under torch.distributed (gloo, 2 CPU processes): shards summed == single process."""
-import os
 
 import torch
 import torch.distributed as dist

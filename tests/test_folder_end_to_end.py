@@ -4,9 +4,7 @@ import importlib.util
 import json
 import os
 
-import pytest
 import yaml
-
 from folder_trees import write_ade_tree, write_folder_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

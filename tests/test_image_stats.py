@@ -6,13 +6,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from test_eval_tools import StoredPredictions  # one-hot logits of stored predictions (19 classes)
 
 from seg.config import load_config
 from seg.data import build_val_dataset
 from seg.evaluation import evaluate
 from seg.evaluation.stats import load_image_stats, save_image_stats, sidecar_path
 from seg.models import DeepLabV3Plus
-from test_eval_tools import StoredPredictions  # one-hot logits of stored predictions (19 classes)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEAVE_OUT, BANDS, K = [0.0, 0.5, 7 / 8], [0, 4, 8, 16], 19

@@ -7,8 +7,16 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from seg.config import ConfigError
-from seg.evaluation import (ConfusionAccumulator, InferenceSettings, border_distance, centre_leave_out_mask,
-                            confusion_matrix, distance_band_index, evaluate, scores_from_confusion)
+from seg.evaluation import (
+    ConfusionAccumulator,
+    InferenceSettings,
+    border_distance,
+    centre_leave_out_mask,
+    confusion_matrix,
+    distance_band_index,
+    evaluate,
+    scores_from_confusion,
+)
 
 
 def naive_confusion(pred, target, k, ignore=255):

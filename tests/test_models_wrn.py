@@ -2,7 +2,6 @@
 
 WRN-38 has 137M parameters, so this module builds one model per output stride and feeds it 33x47.
 """
-import logging
 import math
 
 import pytest

@@ -11,9 +11,21 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from seg.config import load_config
-from seg.engine import (CheckpointError, DistInfo, Hook, NonFiniteLossError, PolyLR, TrainLoop, build_criterion,
-                        build_optimizer, build_scheduler, find_resume_checkpoint, load_checkpoint, seed_everything,
-                        train)
+from seg.engine import (
+    CheckpointError,
+    DistInfo,
+    Hook,
+    NonFiniteLossError,
+    PolyLR,
+    TrainLoop,
+    build_criterion,
+    build_optimizer,
+    build_scheduler,
+    find_resume_checkpoint,
+    load_checkpoint,
+    seed_everything,
+    train,
+)
 from seg.engine.checkpoint import checkpoint_path, export_from_checkpoint, list_checkpoints
 from seg.engine.sampler import ResumableDistributedSampler
 

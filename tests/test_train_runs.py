@@ -16,8 +16,15 @@ import seg.engine.trainer as trainer
 from seg.config import ConfigError
 from seg.data import DataError, build_val_dataset
 from seg.data.balance import cache_key, load_or_compute_centroids
-from seg.engine import (CheckpointError, NonFiniteLossError, build_criterion, load_checkpoint, save_checkpoint,
-                        seed_everything, train)
+from seg.engine import (
+    CheckpointError,
+    NonFiniteLossError,
+    build_criterion,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    train,
+)
 from seg.engine.checkpoint import checkpoint_path, list_checkpoints
 from seg.engine.workdir import WorkDirLock
 from seg.errors import WorkDirError

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from seg.evaluation.uncertainty import (bootstrap_difference, difference_interval, excludes_zero, mean_std,
-                                        prediction_interval, t_cdf, t_ppf)
+from seg.evaluation.uncertainty import (
+    bootstrap_difference,
+    difference_interval,
+    excludes_zero,
+    mean_std,
+    prediction_interval,
+    t_cdf,
+    t_ppf,
+)
 
 
 @pytest.mark.parametrize("df", [1, 2, 3.7, 10, 57.3])

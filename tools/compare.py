@@ -35,8 +35,14 @@ from seg.cli import positive_int, run_tool, tool_parser  # noqa: E402
 from seg.errors import ResultFileError  # noqa: E402
 from seg.evaluation.runner import run_names, write_results  # noqa: E402
 from seg.evaluation.stats import REGION_ALL, load_image_stats  # noqa: E402
-from seg.evaluation.uncertainty import (DEFAULT_RESAMPLES, LEVEL, bootstrap_difference,  # noqa: E402
-                                        difference_interval, excludes_zero, mean_std)
+from seg.evaluation.uncertainty import (  # noqa: E402
+    DEFAULT_RESAMPLES,
+    LEVEL,
+    bootstrap_difference,
+    difference_interval,
+    excludes_zero,
+    mean_std,
+)
 
 MODES = ("regular", "tile", "overlap")
 SECTIONS = (("leave_out", "leave_out", "Centre leave-out mIoU", "centre proportion left out"),

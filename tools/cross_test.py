@@ -23,8 +23,7 @@ from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
 from seg.evaluation import MODES, evaluate
-from seg.evaluation.runner import (eval_settings, labels_for, load_model_for_eval, run_config, run_names,
-                                   write_results)
+from seg.evaluation.runner import eval_settings, labels_for, load_model_for_eval, run_config, run_names, write_results
 from seg.nn import PADDING_MODES, convert_padding
 
 PADDINGS = ("zeros", "partial", "reflect", "replicate")  # table column order: the paper's pair first

@@ -31,8 +31,15 @@ from seg.evaluation import MODES, evaluate
 from seg.evaluation.metrics import LEAVE_OUT_MEANING
 from seg.evaluation.official import official_scores
 from seg.evaluation.plots import save_confusion_figure
-from seg.evaluation.runner import (eval_settings, format_table, labels_for, load_model_for_eval, parse_fractions,
-                                   run_config, write_results)
+from seg.evaluation.runner import (
+    eval_settings,
+    format_table,
+    labels_for,
+    load_model_for_eval,
+    parse_fractions,
+    run_config,
+    write_results,
+)
 from seg.evaluation.stats import save_image_stats, sidecar_path
 from seg.nn import PADDING_MODES
 

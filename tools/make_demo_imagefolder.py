@@ -5,8 +5,8 @@ Then: python tools/train_classifier.py configs/demo_cls/tinynet_zeros.yaml
 """
 import sys
 
-from seg.cli import run_tool, tool_parser
 from seg.classification.demo import generate_demo_imagefolder
+from seg.cli import run_tool, tool_parser
 
 
 def main(argv=None):

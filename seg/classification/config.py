@@ -6,8 +6,7 @@ the key and the file) and every default filled in.
 """
 from __future__ import annotations
 
-from seg.config import (SCHEMA, ConfigError, dump_config, key_spec, load_config, optimizer_keys, runtime_keys,
-                        validate)
+from seg.config import SCHEMA, ConfigError, dump_config, key_spec, load_config, optimizer_keys, runtime_keys, validate
 from seg.config import default_config as _default_config
 from seg.nn import PADDING_MODES
 

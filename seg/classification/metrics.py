@@ -1,7 +1,7 @@
 """Top-k accuracy and the validation pass (single centre crop), summed over ranks under torchrun."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist

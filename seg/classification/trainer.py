@@ -8,7 +8,7 @@ the best val top-1) and summary.json (per-epoch records, best epoch, mean of the
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

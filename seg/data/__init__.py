@@ -13,8 +13,18 @@ from .dataset import SegDataset, SegTrainDataset, load_pair
 from .formats import FORMATS, data_format, label_space
 from .io import DataError
 from .labels import (
-    CITYSCAPES, CLASS_NAMES, ID_TO_TRAINID, IGNORE_INDEX, NUM_CLASSES, PALETTE, TRAINID_TO_ID, LabelSpace,
-    default_palette, ids_to_train_ids, train_ids_to_ids)
+    CITYSCAPES,
+    CLASS_NAMES,
+    ID_TO_TRAINID,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    PALETTE,
+    TRAINID_TO_ID,
+    LabelSpace,
+    default_palette,
+    ids_to_train_ids,
+    train_ids_to_ids,
+)
 from .options import DATA_DEFAULTS, with_defaults
 from .transforms import CROP_PLACEMENTS, BatchNormalize
 

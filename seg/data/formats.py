@@ -3,8 +3,8 @@ values mean. A new format is one more entry of FORMATS; the datasets, augmentati
 sampling (seg.data.dataset) are shared by all of them."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -7,13 +7,13 @@ Pixel values in Cityscapes label images:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
 from .io import DataError, read_index_label, read_label
-from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
 IGNORE_INDEX = 255
 

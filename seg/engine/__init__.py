@@ -1,7 +1,13 @@
 """Training engine: distributed set-up, optimizer and LR schedules, checkpoints, logging, the training loop
 (seg.engine.loop) and the segmentation task on it (seg.engine.trainer)."""
-from .checkpoint import (CheckpointError, export_model, find_resume_checkpoint, gather_rng_states, load_checkpoint,
-                         save_checkpoint)
+from .checkpoint import (
+                         CheckpointError,
+                         export_model,
+                         find_resume_checkpoint,
+                         gather_rng_states,
+                         load_checkpoint,
+                         save_checkpoint,
+)
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .loop import Hook, KeepBest, TrainLoop
 from .optim import PolyLR, StepEpochLR, build_criterion, build_optimizer, build_scheduler

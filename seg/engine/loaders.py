@@ -7,7 +7,7 @@ counted exactly once after an ``all_reduce``.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist

@@ -28,7 +28,7 @@ import math
 import os
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -38,8 +38,14 @@ from torch.utils.data import Dataset
 
 from seg.config import ConfigError, config_changes, dump_config
 
-from .checkpoint import (checkpoint_path, export_model, load_resume_checkpoint, prune_checkpoints,
-                         restore_training_state, save_training_state)
+from .checkpoint import (
+    checkpoint_path,
+    export_model,
+    load_resume_checkpoint,
+    prune_checkpoints,
+    restore_training_state,
+    save_training_state,
+)
 from .distributed import DistInfo, barrier, broadcast_buffers, convert_sync_bn, describe
 from .logger import RunLogger
 from .optim import build_optimizer
@@ -56,16 +62,16 @@ Schedule = Callable[[torch.optim.Optimizer, dict, int, int], LRScheduler]
 class Hook:
     """Extension point of :class:`TrainLoop`; every event is a no-op here (see the module docstring)."""
 
-    def before_train(self, loop: "TrainLoop") -> None:
+    def before_train(self, loop: TrainLoop) -> None:
         pass
 
-    def after_step(self, loop: "TrainLoop") -> None:
+    def after_step(self, loop: TrainLoop) -> None:
         pass
 
-    def after_epoch(self, loop: "TrainLoop") -> None:
+    def after_epoch(self, loop: TrainLoop) -> None:
         pass
 
-    def after_train(self, loop: "TrainLoop") -> None:
+    def after_train(self, loop: TrainLoop) -> None:
         pass
 
     def state_dict(self) -> dict:
@@ -89,16 +95,16 @@ class KeepBest(Hook):
         self.validate, self.metric, self.interval, self.per_epoch = validate, metric, interval, per_epoch
         self.state_key, self.shown, self.best = state_key, shown or (metric,), -math.inf
 
-    def after_step(self, loop: "TrainLoop") -> None:
+    def after_step(self, loop: TrainLoop) -> None:
         due = loop.iteration == loop.total or (self.interval > 0 and loop.iteration % self.interval == 0)
         if due and not self.per_epoch:
             self.run(loop)
 
-    def after_epoch(self, loop: "TrainLoop") -> None:
+    def after_epoch(self, loop: TrainLoop) -> None:
         if self.per_epoch:
             self.run(loop)
 
-    def run(self, loop: "TrainLoop") -> None:
+    def run(self, loop: TrainLoop) -> None:
         # without SyncBN every rank's running statistics differ: every rank scores rank 0's model
         broadcast_buffers(loop.model)
         metrics = self.validate(loop.model)
@@ -112,11 +118,11 @@ class KeepBest(Hook):
             self.best = metrics[self.metric]
             loop.save(os.path.join(loop.work_dir, "checkpoints", "best.pth"))
 
-    def record(self, loop: "TrainLoop", metrics: dict) -> dict:
+    def record(self, loop: TrainLoop, metrics: dict) -> dict:
         """What one validation logs; subclasses also keep it."""
         return metrics
 
-    def after_train(self, loop: "TrainLoop") -> None:
+    def after_train(self, loop: TrainLoop) -> None:
         loop.meta[self.state_key] = self.best if math.isfinite(self.best) else None
 
     def state_dict(self) -> dict:
@@ -246,7 +252,7 @@ class TrainLoop:
         """Stop on a NaN/inf loss on any rank, before the step can spoil the weights."""
         check_finite_loss(loss, self.iteration + 1, self.last_ckpt, f" (epoch {self.epoch})")
 
-    def log_window(self, window: "_Window") -> None:
+    def log_window(self, window: _Window) -> None:
         check_finite_state(self.model, self.iteration, self.last_ckpt)
         scalars = {"loss": window.mean(), "lr": self.lr, "epoch": self.epoch,
                    "img_s": window.steps * self.train_cfg["batch_size"] / window.seconds(),

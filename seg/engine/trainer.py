@@ -7,8 +7,8 @@ checkpoints/best.pth keeps the best mIoU.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import nn

@@ -3,8 +3,15 @@ from seg.engine.loaders import ShardSampler, build_eval_loader
 
 from .evaluator import default_label_space, evaluate
 from .inference import MODES, InferenceSettings, predict_logits, tile_grid, tile_starts, tile_stride
-from .metrics import (ConfusionAccumulator, border_distance, centre_leave_out_mask, centre_leave_out_size,
-                      confusion_matrix, distance_band_index, scores_from_confusion)
+from .metrics import (
+                      ConfusionAccumulator,
+                      border_distance,
+                      centre_leave_out_mask,
+                      centre_leave_out_size,
+                      confusion_matrix,
+                      distance_band_index,
+                      scores_from_confusion,
+)
 
 __all__ = [
     "evaluate", "build_eval_loader", "ShardSampler", "default_label_space", "InferenceSettings",

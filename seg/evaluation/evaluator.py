@@ -13,8 +13,8 @@ import functools
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,14 @@ from seg.data.labels import CITYSCAPES, LabelSpace, default_palette
 from seg.engine.loaders import ShardSampler, world
 
 from .inference import InferenceSettings, NetworkTimer
-from .metrics import (LEAVE_OUT_MEANING, LEAVE_OUT_ROUNDING, ConfusionAccumulator, centre_leave_out_mask,
-                      distance_band_index, scores_from_confusion)
+from .metrics import (
+    LEAVE_OUT_MEANING,
+    LEAVE_OUT_ROUNDING,
+    ConfusionAccumulator,
+    centre_leave_out_mask,
+    distance_band_index,
+    scores_from_confusion,
+)
 from .official import PredictionWriter
 from .stats import REGION_ALL, counts_from_confusion
 from .visualize import OverlayWriter

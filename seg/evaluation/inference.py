@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,7 @@ class InferenceSettings:
             tile_stride(self.mode, self.tile_size, self.overlap, self.stride)  # fail before any image is read
 
     @classmethod
-    def from_config(cls, eval_cfg: dict, **overrides) -> "InferenceSettings":
+    def from_config(cls, eval_cfg: dict, **overrides) -> InferenceSettings:
         """Settings from a config's ``eval`` section (its other keys are ignored), then ``overrides`` that
         are not None (command-line options)."""
         names = {f.name for f in dataclasses.fields(cls)}

@@ -13,7 +13,7 @@ Conventions (shared with :mod:`seg.evaluation.evaluator`):
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist

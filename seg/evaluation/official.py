@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from contextlib import redirect_stdout
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -4,8 +4,8 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
-from typing import Iterable, Sequence
 
 import torch
 

@@ -16,7 +16,7 @@ density, the quantile by bisection; tests check them against ``scipy.stats``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -4,8 +4,8 @@ Built here, above the engine, so that seg.engine needs nothing of seg.evaluation
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import nn

@@ -5,7 +5,7 @@ Colours and class names come from the dataset's :class:`seg.data.labels.LabelSpa
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

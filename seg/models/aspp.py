@@ -1,7 +1,7 @@
 """Atrous Spatial Pyramid Pooling (DeepLabV3+) with every dilated conv built by the padding factory."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

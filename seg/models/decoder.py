@@ -1,7 +1,7 @@
 """DeepLabV3+ decoder: reduced low-level skip + upsampled ASPP output -> two 3x3 convs -> classifier."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

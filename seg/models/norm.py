@@ -1,7 +1,7 @@
 """Normalisation layers selectable by name (``model.norm`` in the config)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -5,7 +5,7 @@ Keeping torchvision's modules (and names) untouched is what lets a torchvision I
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

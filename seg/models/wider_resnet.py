@@ -8,7 +8,7 @@ and reported as unexpected). Every padded conv is built by :func:`seg.nn.create_
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -1,6 +1,15 @@
 """Padding layers: partial-convolution based padding, the conv factory and the padding converter."""
-from .factory import (PADDING_MODES, PaddingConversionError, PaddingModeError, convert_padding, create_conv2d,
-                      has_padding, padding_modes, set_padding_mode, tf_same_conv_types)
+from .factory import (
+                      PADDING_MODES,
+                      PaddingConversionError,
+                      PaddingModeError,
+                      convert_padding,
+                      create_conv2d,
+                      has_padding,
+                      padding_modes,
+                      set_padding_mode,
+                      tf_same_conv_types,
+)
 from .partial_conv import REWEIGHT_STRATEGIES, PartialConv2d, PartialConv2dSame, set_reweight_strategy, tf_same_pads
 from .ratio import PaddingError
 
