@@ -83,7 +83,7 @@ def main() -> dict:
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = DeepLabV3Plus(args.encoder, 19, args.output_stride, args.padding).to(device).eval()
+    model = DeepLabV3Plus(args.encoder, 19, args.output_stride, padding_mode=args.padding).to(device).eval()
     h, w, t = args.height, args.width, args.tile_size
     image = torch.randn(1, 3, h, w, device=device)
     kw = dict(tile_size=t, overlap=args.overlap, tile_batch=args.tile_batch)

@@ -120,7 +120,7 @@ def build_models(args, device, modes=MODES) -> dict[str, torch.nn.Module]:
     for mode in modes:
         torch.manual_seed(0)
         models[mode] = DeepLabV3Plus(args.encoder, num_classes=19, output_stride=args.output_stride,
-                                     padding=mode).to(device)
+                                     padding_mode=mode).to(device)
     return models
 
 

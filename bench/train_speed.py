@@ -40,7 +40,7 @@ from seg.engine import (
 )
 from seg.engine.distributed import barrier, convert_sync_bn
 from seg.engine.step import amp_dtype
-from seg.models import DeepLabV3Plus
+from seg.models import build_model
 
 
 def parse_args(argv=None):
@@ -65,7 +65,7 @@ class Runner:
     def __init__(self, cfg: dict, padding: str, info: DistInfo, batch: int, crop: int, channels_last: bool = False):
         train_cfg = cfg["train"]
         seed_everything(train_cfg["seed"])  # same weights for every variant
-        model = DeepLabV3Plus(**{**cfg["model"], "padding": padding})
+        model = build_model({**cfg["model"], "padding": padding})
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = convert_sync_bn(model, train_cfg["sync_bn"], info).to(info.device, memory_format=memory_format).train()
         self.optimizer = build_optimizer(model, train_cfg)

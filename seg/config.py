@@ -86,7 +86,7 @@ SCHEMA: dict[str, dict[str, dict]] = {
                             doc="encoder name: one of the builder's own list, or timm/<timm model name>"),
         "num_classes": key_spec(19, "int", min=1),
         "output_stride": key_spec(8, "int", OUTPUT_STRIDES),
-        "padding": key_spec("zeros", "str", PADDING_MODES),
+        "padding": key_spec("zeros", "str", PADDING_MODES, doc="padding mode; Python APIs call it padding_mode"),
         "pretrained": key_spec(None, "str?", doc="path to ImageNet encoder weights, torchvision weights as "
                               "torchvision:ResNet50_Weights.IMAGENET1K_V1 (torchvision's cache), or null (random "
                               "init)"),
@@ -101,9 +101,8 @@ SCHEMA: dict[str, dict[str, dict]] = {
                                doc='cityscapes: "annotation/split" entries, e.g. coarse/train_extra; folder: splits'),
         "val_split": data_key("val_split", "str?", doc="split used for periodic validation; null disables it"),
         "cv_split": data_key("cv_split", "int", CV_SPLITS,
-                             doc="cityscapes city-level split: 0 = official train/val; k = 1, 2 validate on the 3 "
-                                 "cities from index 21k//3 of (sorted val + sorted train cities), train on the other "
-                                 "18"),
+                             doc="cityscapes city split: 0 = official train/val; k = 1, 2 validate on the 3 cities "
+                                 "from index 21k//3 of (sorted val + sorted train cities) and train on the other 18"),
         "img_dir": data_key("img_dir", "str", doc="folder: image folder under root; {split} = the split name"),
         "ann_dir": data_key("ann_dir", "str", doc="folder: mask folder under root; {split} = the split name"),
         "split_list": data_key("split_list", "str?",

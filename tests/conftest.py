@@ -12,6 +12,10 @@ import os
 
 import pytest
 
+from seg.config import load_config
+from seg.data.demo import generate_demo_dataset
+from seg.models import build_model
+
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo",
                            "deeplabv3plus_r18_zeros.yaml")
 
@@ -21,8 +25,6 @@ DEMO_COUNTS = {"train": 6, "val": 4, "extra": 3}
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> str:
-    from seg.data.demo import generate_demo_dataset
-
     root = tmp_path_factory.mktemp("demo_cityscapes")
     generate_demo_dataset(str(root), height=DEMO_SIZE[0], width=DEMO_SIZE[1], seed=0, **DEMO_COUNTS)
     return str(root)
@@ -33,9 +35,7 @@ def save_demo_checkpoint(path, opts=()) -> str:
     as a model-only checkpoint at `path`; returns str(path)."""
     import torch
 
-    from seg.config import load_config
-    from seg.models import DeepLabV3Plus
     cfg = load_config(DEMO_CONFIG, list(opts))
     torch.manual_seed(0)
-    torch.save({"model": DeepLabV3Plus(**cfg["model"]).state_dict(), "config": cfg, "meta": {}}, path)
+    torch.save({"model": build_model(cfg["model"]).state_dict(), "config": cfg, "meta": {}}, path)
     return str(path)

@@ -33,7 +33,7 @@ from seg.classification import (
 from seg.classification.config import ConfigError, default_classifier_config
 from seg.engine.checkpoint import export_model
 from seg.engine.optim import StepEpochLR
-from seg.models import DeepLabV3Plus
+from seg.models import build_model
 from seg.nn import PADDING_MODES
 from seg.nn.factory import padding_modes
 
@@ -156,7 +156,7 @@ def test_step_epoch_lr_matches_torch_steplr_per_epoch():
     ref_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     ours = StepEpochLR(ours_opt, iters_per_epoch, step_epochs=30, gamma=0.1)
     ref = torch.optim.lr_scheduler.StepLR(ref_opt, step_size=30, gamma=0.1)
-    for epoch in range(epochs):
+    for _epoch in range(epochs):  # the reference scheduler steps once an epoch
         for _ in range(iters_per_epoch):
             assert ours_opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-12)
             ours_opt.step()
@@ -230,7 +230,7 @@ def test_padding_modes_keep_keys_and_values(arch):
     ref = build_classifier(arch, num_classes=5).state_dict()
     for mode in PADDING_MODES:
         torch.manual_seed(0)
-        model = build_classifier(arch, num_classes=5, padding=mode)
+        model = build_classifier(arch, num_classes=5, padding_mode=mode)
         assert set(padding_modes(model).values()) == {mode}
         state = model.state_dict()
         assert list(state) == list(ref)
@@ -267,10 +267,11 @@ def test_corrupt_image_is_named(tmp_path, damage):
 
 def test_classifier_checkpoint_initialises_a_segmentation_encoder(tmp_path):
     """The paper's pipeline: ImageNet classifier weights (any padding) -> DeepLabV3+ encoder."""
-    classifier = build_classifier("resnet18", num_classes=10, padding="partial")
+    classifier = build_classifier("resnet18", num_classes=10, padding_mode="partial")
     path = str(tmp_path / "model_final.pth")
     export_model(classifier.state_dict(), {}, path)
-    net = DeepLabV3Plus(encoder="resnet18", num_classes=19, output_stride=8, padding="zeros", pretrained=path)
+    net = build_model({"encoder": "resnet18", "num_classes": 19, "output_stride": 8, "padding": "zeros",
+                       "pretrained": path})
     src, enc = classifier.state_dict(), net.encoder.state_dict()
     assert set(enc) <= set(src) and all(torch.equal(enc[k], src[k]) for k in enc)
     assert sorted(net.pretrained_report.unexpected) == ["fc.bias", "fc.weight"]

@@ -23,7 +23,8 @@ SIZE, PER_CLASS, VAL_PER_CLASS, EPOCHS = 24, 32, 8, 8
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("train_classifier", os.path.join(ROOT, "tools", "train_classifier.py"))
+    path = os.path.join(ROOT, "tools", "train_classifier.py")
+    spec = importlib.util.spec_from_file_location("train_classifier", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -114,7 +115,7 @@ def test_logged_lr_is_the_rate_of_the_logged_step(two_runs):
 def test_cross_test_evaluates_a_checkpoint_under_another_padding(two_runs, tmp_path):
     best_path = os.path.join(two_runs, "run0", "checkpoints", "best.pth")
     ckpt = load_checkpoint(best_path)
-    partial = build_classifier("tinynet", num_classes=4, padding="partial")
+    partial = build_classifier("tinynet", num_classes=4, padding_mode="partial")
     assert list(partial.state_dict()) == list(ckpt["model"])  # padding adds no parameter or buffer
     tool.main(["--cross-test", best_path, "--paddings", "zeros", "partial", "--out", str(tmp_path)])
     with open(tmp_path / "cross_test.json") as f:
@@ -191,7 +192,8 @@ def test_cli_reports_empty_class_folder(tmp_path):
 def test_torchrun_two_cpu_ranks_score_every_val_image_once(demo_cls, tmp_path):
     work = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           os.path.join(ROOT, "tools", "train_classifier.py"), os.path.join(ROOT, "configs", "demo_cls", "tinynet_partial.yaml"),
+           os.path.join(ROOT, "tools", "train_classifier.py"),
+           os.path.join(ROOT, "configs", "demo_cls", "tinynet_partial.yaml"),
            "--work-dir", str(work), *_opts(demo_cls, **{"train.epochs": 2})]
     proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           cwd=ROOT, timeout=300)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from folder_trees import voc_palette
 
-from seg.config import SCHEMA, ConfigError, default_config, dump_config, load_config
+from seg.config import SCHEMA, ConfigError, default_config, dump_config, key_spec, load_config
 from seg.data import DATA_DEFAULTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,7 +17,7 @@ def write(path, data):
     return str(path)
 
 
-def test_defaults_cover_every_key():
+def test_defaults_cover_everykey_spec():
     cfg = load_config(None)
     assert set(cfg) == set(SCHEMA)
     for section, keys in SCHEMA.items():
@@ -52,7 +52,7 @@ def test_opts_override_parsed_as_yaml(tmp_path):
     assert cfg["model"]["pretrained"] is None and cfg["train"]["class_weights"] == [1.0, 2.5]
 
 
-def test_unknown_key_in_file_names_file_and_key(tmp_path):
+def test_unknown_key_in_file_names_file_andkey_spec(tmp_path):
     path = write(tmp_path / "bad.yaml", {"train": {"lr": 0.1, "learning_rate": 0.1}})
     with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown key 'train\.learning_rate'"):
         load_config(path)
@@ -78,7 +78,7 @@ def test_unknown_key_in_base_names_the_base_file(tmp_path):
     ("train.ckpt_interval=0", r"'train\.ckpt_interval' must be >= 1, got 0"),
     ("train.lr=-0.1", r"'train\.lr' must be >= 0"),
 ])
-def test_wrong_type_names_key(override, pattern):
+def test_wrong_type_nameskey_spec(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(None, [override])
 
@@ -152,8 +152,7 @@ def test_shipped_config_set_is_complete():
 
 
 def test_other_schema_through_the_same_loader(tmp_path):
-    from seg.config import key_spec as _key
-    schema = {"net": {"depth": _key(18, "int"), "act": _key("relu", "str", ("relu", "gelu"))}}
+    schema = {"net": {"depth": key_spec(18, "int"), "act": key_spec("relu", "str", ("relu", "gelu"))}}
     path = write(tmp_path / "c.yaml", {"net": {"act": "gelu"}})
     assert load_config(path, ["net.depth=50"], schema=schema) == {"net": {"depth": 50, "act": "gelu"}}
     with pytest.raises(ConfigError, match=r"unknown key 'train'"):

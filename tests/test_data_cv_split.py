@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seg.config import ConfigError, load_config
 from seg.data import build_train_dataset, build_val_dataset
 
 TRAIN_CITIES = ["aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt", "hamburg", "hanover",
@@ -70,6 +71,5 @@ def test_cv_split_leaves_train_extra_whole_and_does_not_duplicate(city_root):
 
 
 def test_cv_split_is_validated():
-    from seg.config import ConfigError, load_config
     with pytest.raises(ConfigError, match="cv_split"):
         load_config(None, ["data.cv_split=3"])

@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_train_engine import CPU, TinyNet, tiny_cfg
 from torch.utils.data import DataLoader, DistributedSampler
 
+from seg.config import ConfigError, load_config
 from seg.data import balance, build_train_dataset, build_val_dataset
 from seg.data.balance import Centroids, class_pools, draw_plan
+from seg.data.transforms import crop_window
+from seg.engine import seed_everything, train
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -240,15 +244,11 @@ def test_union_epoch_is_every_image_and_random_crops_include_coarse(demo_root):
 
 
 def test_coarse_mode_is_validated():
-    from seg.config import ConfigError, load_config
     with pytest.raises(ConfigError, match="coarse_mode"):
         load_config(None, ["data.coarse_mode=mix"])
 
 
 def test_training_prints_crops_per_epoch_from_fine_and_coarse(demo_root, tmp_path, capsys):
-    from test_train_engine import CPU, TinyNet, tiny_cfg
-
-    from seg.engine import seed_everything, train
     cfg = tiny_cfg(iterations=1)
     cfg["model"]["num_classes"] = 19
     cfg["data"].update(root=demo_root, train_sets=["fine/train", "coarse/train_extra"], crop_size=16,
@@ -330,7 +330,6 @@ def test_anywhere_crops_bring_the_rare_class_to_crop_borders(tmp_path):
 
 
 def test_anywhere_keeps_a_point_near_the_image_edge_inside_the_crop():
-    from seg.data.transforms import crop_window
     rng = np.random.default_rng(0)
     for _ in range(200):
         cx, cy = int(rng.integers(0, 100)), int(rng.integers(0, 40))
@@ -340,6 +339,5 @@ def test_anywhere_keeps_a_point_near_the_image_edge_inside_the_crop():
 
 
 def test_crop_placement_is_validated():
-    from seg.config import ConfigError, load_config
     with pytest.raises(ConfigError, match="crop_placement"):
         load_config(None, ["data.crop_placement=middle"])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seg.cli import run_tool
 from seg.data import DataError, build_train_dataset, build_val_dataset
 from seg.data.prepare import prepare_cityscapes
 
@@ -183,7 +184,6 @@ def test_prepare_verify_decodes_labels(root):
 def test_prepare_cli_exit_code_and_message(tmp_path, capsys):
     import importlib.util
 
-    from seg.cli import run_tool
 
     spec = importlib.util.spec_from_file_location("prep", os.path.join(os.path.dirname(__file__), "..", "tools",
                                                                        "prepare_cityscapes.py"))

@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from seg.data.labels import LabelSpace, default_palette
 from seg.evaluation import build_eval_loader, evaluate
 from seg.evaluation.official import PredictionWriter, cityscapes_gt_path, official_scores
+from seg.evaluation.visualize import OverlayWriter
 
 
 class RandomPairs(Dataset):
@@ -72,7 +74,8 @@ def test_official_png_roundtrip_uses_label_ids(tmp_path):
     assert os.path.basename(pred_png) == "c_0_0_pred_labelIds.png"
     np.testing.assert_array_equal(cv2.imread(pred_png, cv2.IMREAD_UNCHANGED), [[7, 8, 33], [33, 20, 26]])
     np.testing.assert_array_equal(cv2.imread(gt_png, cv2.IMREAD_UNCHANGED), [[7, 8, 33], [0, 20, 26]])
-    assert cityscapes_gt_path("/r/leftImg8bit/val/c/c_0_0_leftImg8bit.png") == "/r/gtFine/val/c/c_0_0_gtFine_labelIds.png"
+    gt = "/r/gtFine/val/c/c_0_0_gtFine_labelIds.png"
+    assert cityscapes_gt_path("/r/leftImg8bit/val/c/c_0_0_leftImg8bit.png") == gt
 
 
 def test_official_scores_reports_missing_files(tmp_path):
@@ -83,7 +86,6 @@ def test_official_scores_reports_missing_files(tmp_path):
 def test_prediction_files_hold_class_indices_outside_cityscapes(tmp_path):
     import cv2
 
-    from seg.data.labels import LabelSpace, default_palette
     labels = LabelSpace(("a", "b", "c"), default_palette(3))
     pred = torch.tensor([[[0, 1], [2, 1]]])
     target = torch.tensor([[[0, 255], [2, 2]]])
@@ -98,8 +100,6 @@ def test_prediction_files_hold_class_indices_outside_cityscapes(tmp_path):
 def test_show_panel_has_titles_and_a_legend_in_the_label_spaces_colours(tmp_path):
     from PIL import Image
 
-    from seg.data.labels import LabelSpace
-    from seg.evaluation.visualize import OverlayWriter
     palette = np.array([[250, 0, 0], [0, 0, 250], [0, 250, 0]], dtype=np.uint8)
     labels = LabelSpace(("red", "blue", "green"), palette)
     writer = OverlayWriter(str(tmp_path), ["/x/a.png"], [0], labels)

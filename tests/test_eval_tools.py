@@ -8,8 +8,12 @@ import pytest
 import torch
 from conftest import save_demo_checkpoint
 
+from seg.data import build_val_dataset
+from seg.engine.checkpoint import CheckpointError
 from seg.evaluation import build_eval_loader, evaluate
 from seg.evaluation.official import official_scores
+from seg.evaluation.runner import ArchitectureMismatch
+from seg.evaluation.visualize import colorize, error_map
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "demo", "deeplabv3plus_r18_zeros.yaml")
@@ -36,7 +40,6 @@ class StoredPredictions(torch.nn.Module):
 
 
 def test_miou_equals_cityscapesscripts_on_demo_val(demo_root, tmp_path):
-    from seg.data import build_val_dataset
     dataset = build_val_dataset({"root": demo_root})
     g = torch.Generator().manual_seed(0)
     preds = []
@@ -79,8 +82,6 @@ def test_eval_tool_end_to_end(demo_root, r18_checkpoint, tmp_path):
 
 
 def test_eval_tool_bad_inputs(demo_root, r18_checkpoint, tmp_path):
-    from seg.engine.checkpoint import CheckpointError
-    from seg.evaluation.runner import ArchitectureMismatch
     tool = load_tool("eval")
     common = ["--num-workers", "0", "--device", "cpu", "--out", str(tmp_path / "r.json")]
     data = ["--opts", f"data.root={demo_root}"]
@@ -154,7 +155,6 @@ def test_cross_test_matches_eval_tool(demo_root, r18_checkpoint, tmp_path):
 
 
 def test_palette_and_error_map():
-    from seg.evaluation.visualize import colorize, error_map
     label = np.array([[0, 10], [13, 255]])
     np.testing.assert_array_equal(colorize(label), [[[128, 64, 128], [70, 130, 180]], [[0, 0, 142], [0, 0, 0]]])
     err = error_map(np.array([[0, 1], [13, 5]]), label)

@@ -12,7 +12,7 @@ from seg.config import load_config
 from seg.data import build_val_dataset
 from seg.evaluation import evaluate
 from seg.evaluation.stats import load_image_stats, save_image_stats, sidecar_path
-from seg.models import DeepLabV3Plus
+from seg.models import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEAVE_OUT, BANDS, K = [0.0, 0.5, 7 / 8], [0, 4, 8, 16], 19
@@ -102,7 +102,7 @@ def test_eval_tool_writes_the_sidecar(demo_root, tmp_path):
     cfg = load_config(config)
     torch.manual_seed(0)
     ckpt = tmp_path / "m.pth"
-    torch.save({"model": DeepLabV3Plus(**cfg["model"]).state_dict(), "config": cfg, "meta": {}}, ckpt)
+    torch.save({"model": build_model(cfg["model"]).state_dict(), "config": cfg, "meta": {}}, ckpt)
     spec = importlib.util.spec_from_file_location("eval_tool", os.path.join(ROOT, "tools", "eval.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from seg.models import DeepLabV3Plus, PretrainedLoadError, ResNetEncoder
+from seg.models import DeepLabV3Plus, ModelError, PretrainedLoadError, ResNetEncoder, build_model
+from seg.models.pretrained import resolve_pretrained
 from seg.models.resnet import dilate_layer
 from seg.nn import PADDING_MODES, PartialConv2d, convert_padding
 
@@ -61,7 +62,7 @@ def tv_resnet50_os8(tmp_path_factory):
 @pytest.mark.parametrize("output_stride", [8, 16])
 @pytest.mark.parametrize("padding", ["zeros", "partial"])
 def test_resnet50_output_shape_odd_sizes(output_stride, padding):
-    model = DeepLabV3Plus("resnet50", num_classes=5, output_stride=output_stride, padding=padding).eval()
+    model = DeepLabV3Plus("resnet50", num_classes=5, output_stride=output_stride, padding_mode=padding).eval()
     with torch.no_grad():
         for h, w in ((33, 47), (50, 31)):
             assert model(torch.randn(1, 3, h, w)).shape == (1, 5, h, w)
@@ -78,7 +79,7 @@ def test_resnet18_dilated_stage_sizes_and_shape():
         assert feats[name].shape == (1, expected_channels[name], ceil_halvings(h, halvings),
                                      ceil_halvings(w, halvings)), name
     assert enc.feature_strides == {name: 2 ** halvings for name, halvings in expected_halvings.items()}
-    model = DeepLabV3Plus("resnet18", num_classes=3, output_stride=16, padding="partial").eval()
+    model = DeepLabV3Plus("resnet18", num_classes=3, output_stride=16, padding_mode="partial").eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, h, w)).shape == (2, 3, h, w)
 
@@ -100,7 +101,7 @@ def test_dilate_layer_reproduces_torchvision_dilation(output_stride):
 def test_resnet50_trunk_equals_torchvision_layers(tv_resnet50_os8):
     """Zero padding + torchvision checkpoint -> bit-identical stage outputs to torchvision's ResNet-50."""
     net, path = tv_resnet50_os8
-    model = DeepLabV3Plus("resnet50", output_stride=8, padding="zeros", pretrained=str(path)).eval()
+    model = build_model({"encoder": "resnet50", "output_stride": 8, "padding": "zeros", "pretrained": str(path)}).eval()
     x = torch.randn(1, 3, 45, 39)
     with torch.no_grad():
         ref = torchvision_stages(net, x)
@@ -131,7 +132,7 @@ def padded_convs(model: nn.Module):
 @pytest.mark.parametrize("encoder", ["resnet50", "resnet18"])
 def test_every_padded_conv_follows_the_mode(encoder):
     for mode in PADDING_MODES:
-        model = DeepLabV3Plus(encoder, output_stride=8, padding=mode)
+        model = DeepLabV3Plus(encoder, output_stride=8, padding_mode=mode)
         padded = padded_convs(model)
         # stem 7x7 + one 3x3 per block + 3 ASPP branches + 2 decoder convs
         blocks = {"resnet50": 16, "resnet18": 8}[encoder]
@@ -146,16 +147,16 @@ def test_every_padded_conv_follows_the_mode(encoder):
 
 
 def test_aspp_rates_at_os16():
-    model = DeepLabV3Plus("resnet18", output_stride=16, padding="partial")
+    model = DeepLabV3Plus("resnet18", output_stride=16, padding_mode="partial")
     assert [(b[0].dilation, b[0].padding, type(b[0])) for b in model.aspp.branches[1:]] == [
         ((r, r), (r, r), PartialConv2d) for r in (6, 12, 18)]
 
 
 def test_state_dict_keys_identical_across_modes_and_norms():
-    ref = DeepLabV3Plus("resnet18", padding="zeros").state_dict()
+    ref = DeepLabV3Plus("resnet18", padding_mode="zeros").state_dict()
     signature = [(k, v.shape) for k, v in ref.items()]
     for mode in PADDING_MODES[1:]:
-        assert [(k, v.shape) for k, v in DeepLabV3Plus("resnet18", padding=mode).state_dict().items()] == signature
+        assert [(k, v.shape) for k, v in DeepLabV3Plus("resnet18", padding_mode=mode).state_dict().items()] == signature
     sync = DeepLabV3Plus("resnet18", norm="syncbn")
     assert [(k, v.shape) for k, v in sync.state_dict().items()] == signature
     norms = [m for m in sync.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -165,12 +166,12 @@ def test_state_dict_keys_identical_across_modes_and_norms():
 def test_one_set_of_weights_runs_under_every_mode():
     """A zeros-trained model converted by convert_padding == a model built in that mode with the same weights."""
     torch.manual_seed(0)
-    trained = randomize_bn(DeepLabV3Plus("resnet18", num_classes=4, output_stride=16, padding="zeros")).eval()
+    trained = randomize_bn(DeepLabV3Plus("resnet18", num_classes=4, output_stride=16, padding_mode="zeros")).eval()
     x = torch.randn(1, 3, 305, 313)  # OS 16 -> 20x20 > 18, so reflect can pad the rate-18 branch
     outputs = {}
     with torch.no_grad():
         for mode in PADDING_MODES:
-            built = DeepLabV3Plus("resnet18", num_classes=4, output_stride=16, padding=mode).eval()
+            built = DeepLabV3Plus("resnet18", num_classes=4, output_stride=16, padding_mode=mode).eval()
             built.load_state_dict(trained.state_dict())
             converted = convert_padding(copy.deepcopy(trained), mode)
             outputs[mode] = built(x)
@@ -181,7 +182,7 @@ def test_one_set_of_weights_runs_under_every_mode():
 
 
 def test_reflect_too_small_for_aspp_rate_says_so():
-    model = DeepLabV3Plus("resnet18", output_stride=8, padding="reflect").eval()
+    model = DeepLabV3Plus("resnet18", output_stride=8, padding_mode="reflect").eval()
     with pytest.raises(ValueError, match="rate 12 uses reflect padding of 12 px"):
         with torch.no_grad():
             model(torch.randn(1, 3, 64, 64))
@@ -192,10 +193,29 @@ def test_bad_arguments_are_named():
         DeepLabV3Plus("resnet9")
     with pytest.raises(ValueError, match="output_stride"):
         DeepLabV3Plus("resnet18", output_stride=4)
-    with pytest.raises(ValueError, match="unknown padding 'circular'"):
-        DeepLabV3Plus("resnet18", padding="circular")
+    with pytest.raises(ValueError, match="unknown padding mode 'circular'"):
+        DeepLabV3Plus("resnet18", padding_mode="circular")
     with pytest.raises(ValueError, match="unknown norm 'gn'"):
         DeepLabV3Plus("resnet18", norm="gn")
+    with pytest.raises(TypeError, match="pretrained"):  # the constructor reads no weight file; build_model does
+        DeepLabV3Plus("resnet18", pretrained="weights.pth")
+    with pytest.raises(ModelError, match=r"unknown model config keys \['depth'\]"):
+        build_model({"encoder": "resnet18", "depth": 18})
+
+
+def test_build_model_maps_the_config_section_to_the_constructor():
+    """The config's ``padding`` key is the constructor's ``padding_mode``; other keys keep their names."""
+    cfg = {"encoder": "resnet18", "num_classes": 4, "output_stride": 16, "padding": "partial", "norm": "bn",
+           "pretrained": None}
+    torch.manual_seed(0)
+    built = build_model(cfg)
+    torch.manual_seed(0)
+    by_hand = DeepLabV3Plus("resnet18", num_classes=4, output_stride=16, padding_mode="partial", norm="bn")
+    assert built.pretrained_report is None
+    assert isinstance(built.aspp.branches[1][0], PartialConv2d)
+    assert built.decoder.classifier.out_channels == 4 and built.encoder.output_stride == 16
+    state, ref = built.state_dict(), by_hand.state_dict()
+    assert list(state) == list(ref) and all(torch.equal(state[k], ref[k]) for k in ref)
 
 
 # -- pretrained loading ----------------------------------------------------------------------------
@@ -206,7 +226,7 @@ def test_torchvision_checkpoint_reports_unexpected_and_missing(tmp_path, caplog)
     path = tmp_path / "r18.pth"
     torch.save(state, path)
     with caplog.at_level(logging.WARNING, logger="seg.models.pretrained"):
-        model = DeepLabV3Plus("resnet18", pretrained=str(path))
+        model = build_model({"encoder": "resnet18", "pretrained": str(path)})
     report = model.pretrained_report
     assert report.target == "encoder"
     assert report.missing == ["layer2.0.conv1.weight"]
@@ -223,7 +243,7 @@ def test_shape_mismatch_outside_classifier_is_an_error(tmp_path):
     torch.save(state, path)
     with pytest.raises(PretrainedLoadError, match=r"layer3\.0\.conv1\.weight: file \(256, 128, 1, 1\) vs model "
                                                   r"\(256, 128, 3, 3\)") as info:
-        DeepLabV3Plus("resnet18", pretrained=str(path))
+        build_model({"encoder": "resnet18", "pretrained": str(path)})
     assert str(path) in str(info.value)
 
 
@@ -232,7 +252,7 @@ def test_full_checkpoint_with_other_class_count_skips_only_the_classifier(tmp_pa
     path = tmp_path / "city.pth"
     torch.save({"model": {"module." + k: v for k, v in source.state_dict().items()}, "config": {}}, path)
     with caplog.at_level(logging.WARNING, logger="seg.models.pretrained"):
-        model = DeepLabV3Plus("resnet18", num_classes=7, output_stride=16, pretrained=str(path))
+        model = build_model({"encoder": "resnet18", "num_classes": 7, "output_stride": 16, "pretrained": str(path)})
     report = model.pretrained_report
     assert report.target == "model"
     assert report.skipped_classifier == ["decoder.classifier.weight", "decoder.classifier.bias"]
@@ -245,15 +265,15 @@ def test_full_checkpoint_with_other_class_count_skips_only_the_classifier(tmp_pa
 
 def test_unreadable_or_foreign_checkpoints_name_the_file(tmp_path):
     with pytest.raises(PretrainedLoadError, match="does not exist"):
-        DeepLabV3Plus("resnet18", pretrained=str(tmp_path / "nope.pth"))
+        build_model({"encoder": "resnet18", "pretrained": str(tmp_path / "nope.pth")})
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(PretrainedLoadError, match="cannot read pretrained checkpoint .*corrupt.pth"):
-        DeepLabV3Plus("resnet18", pretrained=str(corrupt))
+        build_model({"encoder": "resnet18", "pretrained": str(corrupt)})
     foreign = tmp_path / "foreign.pth"
     torch.save({"backbone.stem.weight": torch.zeros(3)}, foreign)
     with pytest.raises(PretrainedLoadError, match="foreign.pth: none of its 1 tensors matches the encoder"):
-        DeepLabV3Plus("resnet18", pretrained=str(foreign))
+        build_model({"encoder": "resnet18", "pretrained": str(foreign)})
 
 
 # -- torchvision weights through torchvision's cache (pre-populated: nothing is downloaded) ----------
@@ -270,14 +290,13 @@ def test_torchvision_weight_name_loads_from_torchvision_cache(tmp_path, monkeypa
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     torch.save(state, cache / "resnet18-f37072fd.pth")  # the file name torchvision gives IMAGENET1K_V1
-    model = DeepLabV3Plus("resnet18", pretrained="torchvision:ResNet18_Weights.IMAGENET1K_V1")
+    model = build_model({"encoder": "resnet18", "pretrained": "torchvision:ResNet18_Weights.IMAGENET1K_V1"})
     assert model.pretrained_report.target == "encoder" and model.pretrained_report.missing == []
     assert torch.equal(model.encoder.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
     assert torch.equal(model.encoder.conv1.weight, state["conv1.weight"])
 
 
 def test_torchvision_resnet50_name_resolves_to_the_cache_file(tmp_path, monkeypatch):
-    from seg.models.pretrained import resolve_pretrained
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "download_url_to_file", _no_download)
     target = tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
@@ -297,10 +316,10 @@ def test_torchvision_weight_errors_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(PretrainedLoadError, match=r"resnet18-f37072fd\.pth is not in torchvision's cache and "
                                                   r"downloading https://download\.pytorch\.org/models/resnet18-"
                                                   r"f37072fd\.pth failed \(network unreachable\)"):
-        DeepLabV3Plus("resnet18", pretrained="torchvision:ResNet18_Weights.IMAGENET1K_V1")
+        build_model({"encoder": "resnet18", "pretrained": "torchvision:ResNet18_Weights.IMAGENET1K_V1"})
     with pytest.raises(PretrainedLoadError, match="ResNet18_Weights has no member 'IMAGENET9'"):
-        DeepLabV3Plus("resnet18", pretrained="torchvision:ResNet18_Weights.IMAGENET9")
+        build_model({"encoder": "resnet18", "pretrained": "torchvision:ResNet18_Weights.IMAGENET9"})
     with pytest.raises(PretrainedLoadError, match="torchvision has no weights enum 'Nope_Weights'"):
-        DeepLabV3Plus("resnet18", pretrained="torchvision:Nope_Weights.X")
+        build_model({"encoder": "resnet18", "pretrained": "torchvision:Nope_Weights.X"})
     with pytest.raises(PretrainedLoadError, match="does not exist; for a torchvision ResNet use model.pretrained="):
-        DeepLabV3Plus("resnet18", pretrained=str(tmp_path / "nope.pth"))
+        build_model({"encoder": "resnet18", "pretrained": str(tmp_path / "nope.pth")})

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from seg.models import DeepLabV3Plus
+from seg.models import DeepLabV3Plus, build_model
 from seg.nn import PartialConv2d
 
 SIZE = (33, 47)
@@ -30,7 +30,7 @@ def strided_size(size: int, stride: int) -> int:
 @pytest.fixture(scope="module")
 def wrn_os8_partial():
     torch.manual_seed(0)
-    return DeepLabV3Plus("wider_resnet38", num_classes=19, output_stride=8, padding="partial").eval()
+    return DeepLabV3Plus("wider_resnet38", num_classes=19, output_stride=8, padding_mode="partial").eval()
 
 
 def test_parameter_counts(wrn_os8_partial):
@@ -83,7 +83,7 @@ def test_output_shape_os8_partial_and_every_padded_conv_is_partial(wrn_os8_parti
 
 
 def test_os16_zeros_shapes_and_same_keys(wrn_os8_partial):
-    model = DeepLabV3Plus("wider_resnet38", num_classes=19, output_stride=16, padding="zeros").eval()
+    model = DeepLabV3Plus("wider_resnet38", num_classes=19, output_stride=16, padding_mode="zeros").eval()
     check_stages(model, 16)
     with torch.no_grad():
         assert model(torch.randn(1, 3, *SIZE)).shape == (1, 19, *SIZE)
@@ -109,7 +109,7 @@ def test_nvidia_imagenet_checkpoint_format_loads(tmp_path, caplog):
     state = {k: torch.rand(s, generator=gen) for k, s in shapes.items()}
     path = tmp_path / "wider_resnet38.pth.tar"
     torch.save({"epoch": 90, "state_dict": state}, path)
-    model = DeepLabV3Plus("wider_resnet38", output_stride=16, pretrained=str(path))
+    model = build_model({"encoder": "wider_resnet38", "output_stride": 16, "pretrained": str(path)})
     report = model.pretrained_report
     assert report.target == "encoder"
     assert report.unexpected == ["bn_out.0.weight", "classifier.fc.weight"]
@@ -140,7 +140,7 @@ def test_mapillary_inplace_abn_single_norm_layout_is_remapped(tmp_path):
     state["module.bn_out.weight"] = torch.rand(4096, generator=gen)  # ImageNet-only head norm
     path = tmp_path / "wide_resnet38_ipabn_lr_256.pth.tar"
     torch.save({"state_dict": state}, path)
-    model = DeepLabV3Plus("wider_resnet38", output_stride=16, pretrained=str(path))
+    model = build_model({"encoder": "wider_resnet38", "output_stride": 16, "pretrained": str(path)})
     report = model.pretrained_report
     assert report.remapped == 6 and "6 remapped" in report.summary()
     assert sorted(report.loaded) == sorted(ours for _, ours in shapes.values())

@@ -11,7 +11,11 @@ from conftest import save_demo_checkpoint
 from PIL import Image
 
 import seg
+from seg.cli import run_tool
 from seg.data.io import DataError
+from seg.evaluation.runner import run_names
+from seg.models import build_model
+from seg.nn import convert_padding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -29,15 +33,13 @@ def checkpoint(tmp_path_factory):
     return save_demo_checkpoint(tmp_path_factory.mktemp("run_zeros") / "model_final.pth")
 
 
-def hand_run(checkpoint, path, padding=None):
+def hand_run(checkpoint, path, padding_mode=None):
     """trainIds of `path` from a DeepLabV3+ built and fed by hand (PIL read, numpy normalisation)."""
-    from seg.models import DeepLabV3Plus
-    from seg.nn import convert_padding
     ckpt = torch.load(checkpoint, weights_only=False)
-    model = DeepLabV3Plus(**dict(ckpt["config"]["model"], pretrained=None))
+    model = build_model(dict(ckpt["config"]["model"], pretrained=None))
     model.load_state_dict(ckpt["model"])
-    if padding:
-        convert_padding(model, padding)
+    if padding_mode:
+        convert_padding(model, padding_mode)
     x = (np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255 - MEAN) / STD
     with torch.no_grad():
         logits = model.eval()(torch.from_numpy(x).permute(2, 0, 1)[None].float())
@@ -75,7 +77,6 @@ def test_predict_api_keeps_classes_and_converts_padding(demo_root, checkpoint):
 
 
 def test_predict_names_unreadable_and_missing_inputs(checkpoint, tmp_path, capsys):
-    from seg.cli import run_tool
     bad = tmp_path / "broken.png"
     bad.write_text("not an image")
     assert run_tool(load_tool("predict").main, [checkpoint, str(bad), "--out", str(tmp_path / "o"),
@@ -87,7 +88,6 @@ def test_predict_names_unreadable_and_missing_inputs(checkpoint, tmp_path, capsy
 
 
 def test_run_names_tell_apart_runs_with_the_same_file_name():
-    from seg.evaluation.runner import run_names
     paths = ["/w/run_a/model_final.pth", "/w/run_b/checkpoints/model_final.pth", "/w/run_c/iter_10.pth",
              "/w/run_c/iter_20.pth"]
     assert run_names(paths) == ["run_a", "run_b", "run_c/iter_10.pth", "run_c/iter_20.pth"]

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from seg.models import DeepLabV3Plus, TimmEncoderError, build_encoder
+from seg.engine.distributed import DistInfo, convert_sync_bn
+from seg.models import TimmEncoderError, build_encoder, build_model
 from seg.nn import PartialConv2dSame, padding_modes
 
 timm = pytest.importorskip("timm")
@@ -31,8 +32,8 @@ def test_deeplabv3plus_on_timm_encoder_and_local_weights(tmp_path):
     source = timm.create_model("resnet18", pretrained=False, num_classes=5)
     path = tmp_path / "resnet18_timm.pth"
     torch.save(source.state_dict(), path)
-    model = DeepLabV3Plus("timm/resnet18", num_classes=3, output_stride=16, padding="partial",
-                          pretrained=str(path)).eval()
+    model = build_model({"encoder": "timm/resnet18", "num_classes": 3, "output_stride": 16, "padding": "partial",
+                         "pretrained": str(path)}).eval()
     assert model.pretrained_report.unexpected == ["body.fc.weight", "body.fc.bias"]
     assert model.pretrained_report.missing == []
     assert torch.equal(model.encoder.body.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
@@ -45,7 +46,29 @@ def test_timm_encoder_errors_are_one_line_and_name_the_encoder():
         build_encoder("timm/no_such_net", 16, "zeros", "bn")
     with pytest.raises(TimmEncoderError, match="timm/vit_tiny_patch16_224 cannot be dilated to output stride 8"):
         build_encoder("timm/vit_tiny_patch16_224", 8, "zeros", "bn")
-    with pytest.raises(TimmEncoderError, match="syncbn with timm/tf_efficientnet_b0.*BatchNormAct2d"):
-        build_encoder("timm/tf_efficientnet_b0", 16, "zeros", "syncbn")
     encoder = build_encoder("timm/resnet18", 16, "zeros", "syncbn")  # plain BatchNorm2d converts
     assert any(isinstance(m, nn.SyncBatchNorm) for m in encoder.modules())
+
+
+def test_syncbn_keeps_timm_norm_activations_and_the_cpu_fallback_restores_them():
+    """timm's BatchNormAct2d fuses an activation: SyncBatchNorm conversion and the CPU fallback back to
+    per-process norms must keep it. Reference: the same seed built with plain norms (timm's own layers)."""
+    torch.manual_seed(0)
+    plain = build_encoder("timm/tf_efficientnet_b0", 16, "zeros", "bn").eval()
+    torch.manual_seed(0)
+    synced = build_encoder("timm/tf_efficientnet_b0", 16, "zeros", "syncbn")
+    plain_modules, synced_modules = dict(plain.named_modules()), dict(synced.named_modules())
+    norm_acts = [name for name, m in plain_modules.items() if isinstance(m, timm.layers.BatchNormAct2d)]
+    assert sum(isinstance(plain_modules[name].act, nn.SiLU) for name in norm_acts) > 10
+    for name in norm_acts:
+        assert isinstance(synced_modules[name], timm.layers.SyncBatchNormAct), name
+        assert type(synced_modules[name].act) is type(plain_modules[name].act), name
+    two_cpu_ranks = DistInfo(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    reverted = convert_sync_bn(synced, True, two_cpu_ranks).eval()
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in reverted.modules())
+    reverted_modules = dict(reverted.named_modules())
+    assert all(type(reverted_modules[name]) is timm.layers.BatchNormAct2d for name in norm_acts)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for got, want in zip(reverted(x), plain(x), strict=True):
+            assert torch.equal(got, want)

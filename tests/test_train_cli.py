@@ -71,14 +71,15 @@ def build_datasets(cfg):
 
 initial, original_model = {{}}, tool.build_model
 
-def build_model(cfg):
-    model = original_model(cfg)
+def build_model(model_cfg):
+    model = original_model(model_cfg)
     initial.update({{k: v.clone() for k, v in model.state_dict().items()}})
     return model
 
 tool.build_datasets, tool.build_model = build_datasets, build_model
 model = tool.main(tool.parse_args(sys.argv[1:]))
-torch.save({{"state": model.state_dict(), "seen": seen, "initial": initial}}, os.path.join({out!r}, "rank%s.pt" % os.environ["RANK"]))
+torch.save({{"state": model.state_dict(), "seen": seen, "initial": initial}},
+           os.path.join({out!r}, "rank%s.pt" % os.environ["RANK"]))
 """
 
 

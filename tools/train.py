@@ -27,7 +27,7 @@ from seg.config import load_config
 from seg.data import build_train_dataset, build_val_dataset
 from seg.engine import cleanup_distributed, init_distributed, seed_everything, set_determinism, train
 from seg.evaluation.validation_hook import build_validator
-from seg.models import DeepLabV3Plus
+from seg.models import build_model
 
 
 def parse_args(argv=None):
@@ -38,11 +38,6 @@ def parse_args(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="move a previous run in the work dir aside")
     parser.add_argument("--verify", action="store_true", help="check every data file before iteration 1")
     return parser.parse_args(argv)
-
-
-def build_model(cfg):
-    """DeepLabV3+ from the config's model section."""
-    return DeepLabV3Plus(**cfg["model"])
 
 
 def build_datasets(cfg):
@@ -73,7 +68,7 @@ def main(args):
     try:
         set_determinism(cfg["train"]["deterministic"])
         seed_everything(cfg["train"]["seed"])  # same initial weights on every rank
-        model = build_model(cfg)
+        model = build_model(cfg["model"])
         train_set, val_set = build_datasets(cfg)
         seed_everything(cfg["train"]["seed"] + info.rank)  # distinct dropout streams per rank
         validate = build_validator(val_set, cfg, info.device) if val_set is not None else None

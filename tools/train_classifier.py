@@ -103,7 +103,9 @@ def train_runs(args) -> None:
                       flush=True)
             set_determinism(cfg["train"]["deterministic"])
             seed_everything(cfg["train"]["seed"])  # same initial weights on every rank
-            model = build_classifier(**cfg["model"])
+            model_cfg = cfg["model"]  # the config's "padding" is the builder's padding_mode
+            model = build_classifier(model_cfg["arch"], model_cfg["num_classes"], model_cfg["padding"],
+                                     model_cfg["pretrained"])
             train_set, val_set = build_classification_datasets(cfg["data"])
             seed_everything(cfg["train"]["seed"] + info.rank)
             _, summary = train_classifier(cfg, model, train_set, val_set, info, work_dir, resume=args.resume,
@@ -159,7 +161,8 @@ def cross_test(args) -> None:
 
 
 def summarize(args) -> None:
-    paths = sorted({p for d in args.summarize for p in glob.glob(os.path.join(d, "**", "summary.json"), recursive=True)})
+    paths = sorted({p for folder in args.summarize
+                    for p in glob.glob(os.path.join(folder, "**", "summary.json"), recursive=True)})
     if not paths:
         raise FileNotFoundError(f"no summary.json under {args.summarize}")
     runs = []

@@ -21,7 +21,7 @@ CLS_SCHEMA: dict = {
     "model": {
         "arch": key_spec("resnet50", "str", CLASSIFIER_ARCHS),
         "num_classes": key_spec(1000, "int", min=1),
-        "padding": key_spec("zeros", "str", PADDING_MODES),
+        "padding": key_spec("zeros", "str", PADDING_MODES, doc="padding mode; Python APIs call it padding_mode"),
         "pretrained": key_spec(None, "str?", doc="path to a state dict / checkpoint to start from; null = random init"),
     },
     "data": {

@@ -51,9 +51,9 @@ def load_classifier_weights(model: nn.Module, path: str) -> nn.Module:
     return model
 
 
-def build_classifier(arch: str, num_classes: int = 1000, padding: str = "zeros",
+def build_classifier(arch: str, num_classes: int = 1000, padding_mode: str = "zeros",
                      pretrained: str | None = None) -> nn.Module:
-    """torchvision's `arch` (random init, never downloaded) with every padded conv switched to `padding`.
+    """torchvision's `arch` (random init, never downloaded) with every padded conv switched to `padding_mode`.
 
     arch: one of CLASSIFIER_ARCHS ("tinynet", "resnet18/50/101/152", "vgg16_bn", "vgg19_bn").
     pretrained: optional local weights file, loaded before the padding switch (padding adds no parameters,
@@ -67,4 +67,4 @@ def build_classifier(arch: str, num_classes: int = 1000, padding: str = "zeros",
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     if pretrained:
         load_classifier_weights(model, pretrained)
-    return convert_padding(model, padding)
+    return convert_padding(model, padding_mode)

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 from seg.atomic import atomic_write_text
+from seg.nn import PADDING_MODES
 
 __all__ = ["summarize_run", "aggregate", "compare_groups", "format_comparison", "padding_tables",
            "cross_test_rows", "write_json", "STD_DDOF"]
@@ -81,7 +82,6 @@ def format_comparison(rows: list[dict], run_label: str = "best", first_column: s
 
 
 def _padding_order(padding: str) -> int:
-    from seg.nn import PADDING_MODES
     return PADDING_MODES.index(padding) if padding in PADDING_MODES else len(PADDING_MODES)
 
 

@@ -16,9 +16,10 @@ import torch.distributed as dist
 from torch import nn
 
 from seg.config import SCHEMA
+from seg.models.norm import convert_sync_batchnorm, revert_sync_batchnorm
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "describe", "is_main_process", "barrier",
-           "all_reduce_mean", "broadcast_object", "broadcast_buffers", "convert_sync_bn", "revert_sync_bn"]
+           "all_reduce_mean", "broadcast_object", "broadcast_buffers", "convert_sync_bn"]
 
 
 @dataclass(frozen=True)
@@ -126,24 +127,12 @@ def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
         dist.broadcast(buf.data, src)
 
 
-def revert_sync_bn(module: nn.Module) -> nn.Module:
-    """Replace every SyncBatchNorm by a BatchNorm2d holding the same parameters and buffers."""
-    if isinstance(module, nn.SyncBatchNorm):
-        bn = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats)
-        bn.load_state_dict(module.state_dict())
-        bn.train(module.training)
-        return bn
-    for name, child in module.named_children():
-        setattr(module, name, revert_sync_bn(child))
-    return module
-
-
 def convert_sync_bn(model: nn.Module, enabled: bool, info: DistInfo) -> nn.Module:
-    """SyncBatchNorm when asked for, on GPU, with world size > 1; BatchNorm2d otherwise.
+    """SyncBatchNorm when asked for, on GPU, with world size > 1; per-rank norms otherwise.
 
     SyncBatchNorm only runs on CUDA, so a CPU run uses per-rank BatchNorm (also when the model was
-    built with SyncBatchNorm layers, ``model.norm=syncbn``) and says so once.
+    built with SyncBatchNorm layers, ``model.norm=syncbn``) and says so once. Both ways timm's fused
+    norm+activation layers keep their activation (:mod:`seg.models.norm`).
     """
     has_sync = any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
     if info.device.type != "cuda":
@@ -151,8 +140,8 @@ def convert_sync_bn(model: nn.Module, enabled: bool, info: DistInfo) -> nn.Modul
             if info.is_main:
                 print("warning: SyncBatchNorm needs CUDA: using per-rank BatchNorm2d on CPU", file=sys.stderr,
                       flush=True)
-            return revert_sync_bn(model)
+            return revert_sync_batchnorm(model)
         return model
     if enabled and info.distributed:
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return convert_sync_batchnorm(model)
     return model

@@ -15,7 +15,7 @@ from seg.data import label_space
 from seg.data.labels import LabelSpace
 from seg.engine.checkpoint import load_checkpoint
 from seg.errors import SegError
-from seg.models import DeepLabV3Plus
+from seg.models import build_model
 from seg.models.pretrained import strip_wrapper_prefix
 from seg.nn import PADDING_MODES, convert_padding
 
@@ -87,11 +87,11 @@ def run_names(checkpoints: Sequence[str]) -> list[str]:
     return [f"{run}/{os.path.basename(p)}" if runs.count(run) > 1 else run for run, p in zip(runs, checkpoints)]
 
 
-def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
+def load_model_for_eval(cfg: dict, checkpoint: str, padding_mode: str | None = None,
                         device: torch.device | str = "cpu", loaded: dict | None = None,
                         explicit: Iterable[str] = ()) -> tuple[torch.nn.Module, dict]:
     """Build DeepLabV3Plus as `checkpoint` was trained (its stored model section; `cfg`'s for what it does
-    not store), load its weights strictly and switch every padded conv to ``padding`` (default: the
+    not store), load its weights strictly and switch every padded conv to ``padding_mode`` (default: the
     padding the weights were trained with).
 
     ``explicit``: model keys set on the command line; one that contradicts the checkpoint is an error.
@@ -105,10 +105,10 @@ def load_model_for_eval(cfg: dict, checkpoint: str, padding: str | None = None,
     model_cfg = model_config_for(cfg["model"], trained_cfg, explicit, checkpoint)
     model_cfg["pretrained"] = None  # the checkpoint supplies every weight
     trained_padding = model_cfg.get("padding", "zeros")
-    eval_padding = padding or trained_padding
+    eval_padding = padding_mode or trained_padding
     if eval_padding not in PADDING_MODES:
-        raise ValueError(f"unknown padding {eval_padding!r}; expected one of {PADDING_MODES}")
-    model = DeepLabV3Plus(**model_cfg)
+        raise ValueError(f"unknown padding mode {eval_padding!r}; expected one of {PADDING_MODES}")
+    model = build_model(model_cfg)
     state = strip_wrapper_prefix(ckpt["model"])
     own = model.state_dict()
     missing = sorted(set(own) - set(state))

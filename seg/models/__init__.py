@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .aspp import ASPP, ASPP_RATES
-from .deeplabv3plus import ENCODERS, TIMM_PREFIX, DeepLabV3Plus, build_encoder
+from .deeplabv3plus import ENCODERS, MODEL_ARGUMENTS, TIMM_PREFIX, DeepLabV3Plus, build_encoder, build_model
 from .errors import ModelError
 from .norm import NORMS, get_norm_layer
 from .pretrained import LoadReport, PretrainedLoadError, load_pretrained
@@ -20,6 +20,6 @@ def encoder_name_error(name: str) -> str | None:
     return f"unknown encoder {name!r}; expected one of {list(ENCODERS)} or {TIMM_PREFIX}<timm model name>"
 
 
-__all__ = ["ASPP", "ENCODERS", "OUTPUT_STRIDES", "DeepLabV3Plus", "LoadReport", "ModelError", "NORMS",
-           "PretrainedLoadError", "ResNetEncoder", "TIMM_PREFIX", "TimmEncoder", "TimmEncoderError", "WiderResNet38",
-           "build_encoder", "encoder_name_error", "get_norm_layer", "load_pretrained"]
+__all__ = ["ASPP", "ENCODERS", "MODEL_ARGUMENTS", "OUTPUT_STRIDES", "DeepLabV3Plus", "LoadReport", "ModelError",
+           "NORMS", "PretrainedLoadError", "ResNetEncoder", "TIMM_PREFIX", "TimmEncoder", "TimmEncoderError",
+           "WiderResNet38", "build_encoder", "build_model", "encoder_name_error", "get_norm_layer", "load_pretrained"]

@@ -40,12 +40,12 @@ class ASPP(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int = 256, rates: tuple[int, ...] = (12, 24, 36),
-                 padding: str = "zeros", norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
+                 padding_mode: str = "zeros", norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
         self.rates = tuple(rates)
         branches = [conv_norm_act(nn.Conv2d(in_channels, out_channels, 1, bias=False), norm_layer)]
         for rate in self.rates:
-            conv = create_conv2d(in_channels, out_channels, 3, dilation=rate, bias=False, padding_mode=padding)
+            conv = create_conv2d(in_channels, out_channels, 3, dilation=rate, bias=False, padding_mode=padding_mode)
             branches.append(conv_norm_act(conv, norm_layer))
         self.branches = nn.ModuleList(branches)
         self.pooling = ImagePooling(in_channels, out_channels, norm_layer)
@@ -61,7 +61,7 @@ class ASPP(nn.Module):
     def _check_reflect_size(self, x: torch.Tensor) -> None:
         # reflect padding cannot pad by more than the map size; say which conv and why, not torch's
         # generic message from deep inside F.pad
-        for index, branch in enumerate(self.branches[1:]):
+        for branch in self.branches[1:]:
             conv = branch[0]
             pad = conv.padding[0]
             if conv.padding_mode == "reflect" and min(x.shape[-2:]) <= pad:

@@ -20,14 +20,14 @@ class DeepLabV3PlusDecoder(nn.Module):
     """
 
     def __init__(self, skip_channels: int, in_channels: int = 256, num_classes: int = 19,
-                 channels: int = 256, reduced_channels: int = 48, padding: str = "zeros",
+                 channels: int = 256, reduced_channels: int = 48, padding_mode: str = "zeros",
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
         self.reduce = conv_norm_act(nn.Conv2d(skip_channels, reduced_channels, 1, bias=False), norm_layer)
         self.fuse = nn.Sequential(
             conv_norm_act(create_conv2d(in_channels + reduced_channels, channels, 3, bias=False,
-                                        padding_mode=padding), norm_layer),
-            conv_norm_act(create_conv2d(channels, channels, 3, bias=False, padding_mode=padding), norm_layer),
+                                        padding_mode=padding_mode), norm_layer),
+            conv_norm_act(create_conv2d(channels, channels, 3, bias=False, padding_mode=padding_mode), norm_layer),
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 

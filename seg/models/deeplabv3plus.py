@@ -10,7 +10,7 @@ from .aspp import ASPP, ASPP_RATES
 from .decoder import DeepLabV3PlusDecoder
 from .errors import ModelError
 from .norm import get_norm_layer, init_weights
-from .pretrained import load_pretrained
+from .pretrained import LoadReport, load_pretrained
 from .resnet import RESNETS, ResNetEncoder
 from .timm_encoder import TimmEncoder
 from .wider_resnet import WiderResNet38
@@ -19,16 +19,16 @@ ENCODERS = (*RESNETS, "wider_resnet38")
 TIMM_PREFIX = "timm/"  # model.encoder "timm/<name>": any timm model with features_only support
 
 
-def build_encoder(name: str, output_stride: int, padding: str, norm: str) -> nn.Module:
+def build_encoder(name: str, output_stride: int, padding_mode: str, norm: str) -> nn.Module:
     """Encoder ``name`` with ``.out_channels``, ``.skip_channels`` and ``forward(x) -> (skip, out)``:
     one of :data:`ENCODERS` or ``timm/<timm model name>`` (:class:`TimmEncoder`)."""
     norm_layer = get_norm_layer(norm)
     if name in RESNETS:
-        return ResNetEncoder(name, output_stride, padding, norm_layer)
+        return ResNetEncoder(name, output_stride, padding_mode, norm_layer)
     if name == "wider_resnet38":
-        return WiderResNet38(output_stride, padding, norm_layer)
+        return WiderResNet38(output_stride, padding_mode, norm_layer)
     if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
-        return TimmEncoder(name[len(TIMM_PREFIX):], output_stride, padding, norm)
+        return TimmEncoder(name[len(TIMM_PREFIX):], output_stride, padding_mode, norm)
     raise ModelError(f"unknown encoder {name!r}; expected one of {ENCODERS} or {TIMM_PREFIX}<timm model name>")
 
 
@@ -39,33 +39,33 @@ class DeepLabV3Plus(nn.Module):
         encoder: one of :data:`ENCODERS` ("resnet50", "wider_resnet38", "resnet18/34/101") or "timm/<name>".
         num_classes: output channels of the classifier.
         output_stride: 8 or 16 (dilation replaces stride in the last stages).
-        padding: one of ``seg.nn.PADDING_MODES``; every padded conv of encoder, ASPP and decoder uses it.
+        padding_mode: one of ``seg.nn.PADDING_MODES``; every padded conv of encoder, ASPP and decoder uses it.
             Parameters and state_dict keys do not depend on it, so ``seg.nn.convert_padding(model, mode)``
             switches a trained model afterwards.
-        pretrained: ``None`` or a local checkpoint (ImageNet encoder weights or a seg model checkpoint),
-            see :func:`seg.models.pretrained.load_pretrained`; its report is kept in ``pretrained_report``.
         norm: "bn" or "syncbn".
 
     ``forward(x)``: x (B, 3, H, W), any H, W -> logits (B, num_classes, H, W).
+    The constructor builds randomly initialised weights only; :func:`build_model` loads pretrained ones.
     """
 
     def __init__(self, encoder: str = "resnet50", num_classes: int = 19, output_stride: int = 8,
-                 padding: str = "zeros", pretrained: str | None = None, norm: str = "bn"):
+                 padding_mode: str = "zeros", norm: str = "bn"):
         super().__init__()
         if output_stride not in ASPP_RATES:
             raise ModelError(f"output_stride must be one of {tuple(ASPP_RATES)}; got {output_stride!r}")
-        if padding not in PADDING_MODES:
-            raise ModelError(f"unknown padding {padding!r}; expected one of {PADDING_MODES}")
+        if padding_mode not in PADDING_MODES:
+            raise ModelError(f"unknown padding mode {padding_mode!r}; expected one of {PADDING_MODES}")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ModelError(f"num_classes must be a positive int; got {num_classes!r}")
         norm_layer = get_norm_layer(norm)
-        self.encoder = build_encoder(encoder, output_stride, padding, norm)
-        self.aspp = ASPP(self.encoder.out_channels, 256, ASPP_RATES[output_stride], padding, norm_layer)
-        self.decoder = DeepLabV3PlusDecoder(self.encoder.skip_channels, 256, num_classes, padding=padding,
-                                            norm_layer=norm_layer)
+        self.encoder = build_encoder(encoder, output_stride, padding_mode, norm)
+        self.aspp = ASPP(self.encoder.out_channels, 256, ASPP_RATES[output_stride], padding_mode, norm_layer)
+        self.decoder = DeepLabV3PlusDecoder(self.encoder.skip_channels, 256, num_classes,
+                                            padding_mode=padding_mode, norm_layer=norm_layer)
         init_weights(self.aspp)
         init_weights(self.decoder)
-        self.pretrained_report = load_pretrained(self, pretrained) if pretrained else None
+        # set by build_model when it loads weights; a bare constructor reads no file
+        self.pretrained_report: LoadReport | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -73,3 +73,23 @@ class DeepLabV3Plus(nn.Module):
         skip, out = self.encoder(x)
         logits = self.decoder(skip, self.aspp(out))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+#: config ``model`` keys -> DeepLabV3Plus arguments; the config calls the padding mode ``padding``
+MODEL_ARGUMENTS = {"encoder": "encoder", "num_classes": "num_classes", "output_stride": "output_stride",
+                   "padding": "padding_mode", "norm": "norm"}
+
+
+def build_model(model_cfg: dict) -> DeepLabV3Plus:
+    """DeepLabV3Plus from a config's ``model`` section (keys of ``seg.config.SCHEMA["model"]``; missing ones
+    take the constructor's defaults), with ``model_cfg["pretrained"]`` loaded when set (a local checkpoint
+    or ``torchvision:<Weights>``, see :func:`seg.models.pretrained.load_pretrained`); the load report is kept
+    in ``model.pretrained_report`` (None without pretrained weights)."""
+    unknown = sorted(set(model_cfg) - set(MODEL_ARGUMENTS) - {"pretrained"})
+    if unknown:
+        raise ModelError(f"unknown model config keys {unknown}; expected {sorted([*MODEL_ARGUMENTS, 'pretrained'])}")
+    model = DeepLabV3Plus(**{MODEL_ARGUMENTS[key]: value for key, value in model_cfg.items() if key in MODEL_ARGUMENTS})
+    pretrained = model_cfg.get("pretrained")
+    if pretrained:
+        model.pretrained_report = load_pretrained(model, pretrained)
+    return model

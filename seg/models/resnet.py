@@ -87,11 +87,11 @@ class ResNetEncoder(nn.Module):
     ``layer1.0.conv1.weight``, ...), without ``fc.*``.
     """
 
-    def __init__(self, name: str = "resnet50", output_stride: int = 8, padding: str = "zeros",
+    def __init__(self, name: str = "resnet50", output_stride: int = 8, padding_mode: str = "zeros",
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
         trunk = build_resnet_trunk(name, output_stride, norm_layer)
-        convert_padding(trunk, padding)
+        convert_padding(trunk, padding_mode)
         for child in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             self.add_module(child, getattr(trunk, child))
         last_block = self.layer4[-1]

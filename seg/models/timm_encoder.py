@@ -12,6 +12,7 @@ from torch import nn
 
 from ..nn import convert_padding
 from .errors import ModelError
+from .norm import convert_sync_batchnorm
 
 #: feature reduction (stride) of the low-level skip, as for the ResNet encoders' layer1
 SKIP_REDUCTION = 4
@@ -42,32 +43,21 @@ def _create_features(timm, name: str, output_stride: int) -> nn.Module:
                                f"{' '.join(str(err).split())}") from None
 
 
-def _sync_batchnorm(body: nn.Module, name: str) -> nn.Module:
-    """``body`` with SyncBatchNorm norms; refused when a norm carries its own activation (timm's
-    ``BatchNormAct2d``): torch's converter, and seg's CPU fallback back to BatchNorm2d, would drop it silently."""
-    fused = sorted({type(m).__name__ for m in body.modules()
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m) is not nn.BatchNorm2d})
-    if fused:
-        raise TimmEncoderError(f"model.norm=syncbn with timm/{name}: its norms {fused} fuse an activation that "
-                               "a SyncBatchNorm conversion would drop; use model.norm=bn")
-    return nn.SyncBatchNorm.convert_sync_batchnorm(body)
-
-
 class TimmEncoder(nn.Module):
     """timm ``features_only`` backbone -> ``(skip, out)`` for DeepLabV3+.
 
     ``skip`` is the feature with reduction 4 (``feature_info``), ``out`` the last one, whose reduction must be
     ``output_stride`` (timm dilates the model; one that cannot is refused). Every padding conv, timm's
-    TensorFlow-"same" ``Conv2dSame`` included, follows ``padding`` (:func:`seg.nn.convert_padding`).
-    ``norm="syncbn"`` turns plain BatchNorm2d norms into SyncBatchNorm (models with timm's fused norm+activation
-    layers are refused, see :func:`_sync_batchnorm`).
+    TensorFlow-"same" ``Conv2dSame`` included, follows ``padding_mode`` (:func:`seg.nn.convert_padding`).
+    ``norm="syncbn"`` turns every norm into SyncBatchNorm; timm's fused norm+activation layers keep their
+    activation (:func:`seg.models.norm.convert_sync_batchnorm`).
     State-dict keys are the timm model's under ``body.``.
     """
 
     #: prefix of this encoder's keys in front of the timm model's own (seg.models.pretrained adds it)
     state_dict_prefix = "body."
 
-    def __init__(self, name: str, output_stride: int = 16, padding: str = "zeros", norm: str = "bn"):
+    def __init__(self, name: str, output_stride: int = 16, padding_mode: str = "zeros", norm: str = "bn"):
         super().__init__()
         timm = _import_timm()
         body = _create_features(timm, name, output_stride)
@@ -80,8 +70,8 @@ class TimmEncoder(nn.Module):
                                    f"the decoder's skip; its reductions are {reductions}")
         self.skip_index = reductions.index(SKIP_REDUCTION)
         if norm == "syncbn":
-            body = _sync_batchnorm(body, name)
-        self.body = convert_padding(body, padding)
+            body = convert_sync_batchnorm(body)
+        self.body = convert_padding(body, padding_mode)
         self.skip_channels = channels[self.skip_index]
         self.out_channels = channels[-1]
         self.output_stride = output_stride

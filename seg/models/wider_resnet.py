@@ -29,7 +29,7 @@ WRN38_STAGES = (
 
 #: (stride of the first block, dilation) of mod4..mod7 per output stride. mod2 and mod3 are
 #: reached through max-pools (strides 2 and 4), so mod4's stride gives OS 8.
-WRN38_SCHEDULE = {
+WRN38_STRIDE_DILATION = {
     8: {"mod4": (2, 1), "mod5": (1, 2), "mod6": (1, 4), "mod7": (1, 4)},
     16: {"mod4": (2, 1), "mod5": (2, 1), "mod6": (1, 2), "mod7": (1, 2)},
 }
@@ -52,7 +52,7 @@ class IdentityResidualBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: tuple[int, ...], stride: int = 1, dilation: int = 1,
-                 dropout: float = 0.0, padding: str = "zeros",
+                 dropout: float = 0.0, padding_mode: str = "zeros",
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
         if len(channels) not in (2, 3):
@@ -61,17 +61,17 @@ class IdentityResidualBlock(nn.Module):
         if len(channels) == 2:
             layers = [
                 ("conv1", create_conv2d(in_channels, channels[0], 3, stride, dilation=dilation, bias=False,
-                                        padding_mode=padding)),
+                                        padding_mode=padding_mode)),
                 ("bn2", norm_relu(norm_layer, channels[0])),
                 ("conv2", create_conv2d(channels[0], channels[1], 3, dilation=dilation, bias=False,
-                                        padding_mode=padding)),
+                                        padding_mode=padding_mode)),
             ]
         else:
             layers = [
                 ("conv1", nn.Conv2d(in_channels, channels[0], 1, stride, bias=False)),
                 ("bn2", norm_relu(norm_layer, channels[0])),
                 ("conv2", create_conv2d(channels[0], channels[1], 3, dilation=dilation, bias=False,
-                                        padding_mode=padding)),
+                                        padding_mode=padding_mode)),
                 ("bn3", norm_relu(norm_layer, channels[1])),
                 ("conv3", nn.Conv2d(channels[1], channels[2], 1, bias=False)),
             ]
@@ -98,23 +98,23 @@ class WiderResNet38(nn.Module):
     (not stride 4 as for ResNet): that is the model the paper's WRN-38 numbers come from.
     """
 
-    def __init__(self, output_stride: int = 8, padding: str = "zeros",
+    def __init__(self, output_stride: int = 8, padding_mode: str = "zeros",
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
-        if output_stride not in WRN38_SCHEDULE:
-            raise ModelError(f"WideResNet-38 output_stride must be one of {tuple(WRN38_SCHEDULE)}; "
+        if output_stride not in WRN38_STRIDE_DILATION:
+            raise ModelError(f"WideResNet-38 output_stride must be one of {tuple(WRN38_STRIDE_DILATION)}; "
                              f"got {output_stride!r}")
-        schedule = WRN38_SCHEDULE[output_stride]
+        stride_dilation = WRN38_STRIDE_DILATION[output_stride]
         self.mod1 = nn.Sequential(OrderedDict([
-            ("conv1", create_conv2d(3, 64, 3, bias=False, padding_mode=padding))]))
+            ("conv1", create_conv2d(3, 64, 3, bias=False, padding_mode=padding_mode))]))
         in_channels = 64
         for name, num_blocks, channels in WRN38_STAGES:
-            stride, dilation = schedule.get(name, (1, 1))
+            stride, dilation = stride_dilation.get(name, (1, 1))
             blocks = []
             for index in range(num_blocks):
                 blocks.append((f"block{index + 1}", IdentityResidualBlock(
                     in_channels, channels, stride if index == 0 else 1, dilation,
-                    WRN38_DROPOUT.get(name, 0.0), padding, norm_layer)))
+                    WRN38_DROPOUT.get(name, 0.0), padding_mode, norm_layer)))
                 in_channels = channels[-1]
             if name in ("mod2", "mod3"):
                 self.add_module(f"pool{name[-1]}", nn.MaxPool2d(3, stride=2, padding=1))
@@ -125,7 +125,7 @@ class WiderResNet38(nn.Module):
         self.feature_strides = {"mod1": 1, "mod2": 2, "mod3": 4, "mod4": 8}
         stride = 8
         for name in ("mod5", "mod6", "mod7"):
-            stride *= schedule[name][0]
+            stride *= stride_dilation[name][0]
             self.feature_strides[name] = stride
         init_weights(self)
 
