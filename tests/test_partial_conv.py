@@ -191,7 +191,7 @@ def test_gradients_match_naive_reference(case, backward_strategy):
     got = conv_grads(conv, x, gy)
     assert torch.equal(gy, gy_before)  # the incoming gradient may be shared: never written to
     for name, a, b in zip(("x", "weight", "bias"), got, want):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"grad {name}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"grad {name}: {m}")
 
 
 @pytest.mark.parametrize("case", grid_cases(12, seed=2), ids=str)
@@ -246,7 +246,7 @@ def test_cache_keyed_on_size_not_batch(plan_counter):
 def test_alternating_sizes_stay_correct(plan_counter):
     conv = build((5, 5), (2, 2), (1, 1), 2, (2, 3, 1), True)
     sizes = [(10, 12), (7, 9), (16, 5)]
-    for rep in range(3):
+    for _ in range(3):
         for b, size in enumerate(sizes, start=1):
             x = torch.randn(b, 2, *size, dtype=torch.float64)
             with torch.no_grad():
@@ -305,7 +305,7 @@ def test_autocast_bf16_keeps_ratio_in_float32():
         y = conv(x)
         y_masked, _ = conv(x, torch.ones(1, 1, 8, 8))
     assert all(torch.isfinite(t).all() for t in (y, y_masked))
-    for rs, cs, ratio, _ in next(iter(conv._ratio_plans.values())).regions:
+    for _, _, ratio, _ in next(iter(conv._ratio_plans.values())).regions:
         assert ratio.dtype == torch.float32
 
 

@@ -126,7 +126,7 @@ class BorderPlan:
             self._full_maps = (rh[:, None] * rw[None, :], vh[:, None] * vw[None, :])
         return self._full_maps
 
-    def apply_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def reweight_bands_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Re-weight ``y`` (B, C, Ho, Wo), the zero-padded conv output including bias, in place (bands only)."""
         for rs, cs, ratio, coef in self.regions:
             block = y[:, :, rs, cs]
@@ -135,7 +135,7 @@ class BorderPlan:
                 block.add_(bias.view(-1, 1, 1) * coef)
         return y
 
-    def apply_full_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def reweight_full_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``y = y * ratio + bias * valid`` in place, in one elementwise pass: ``y`` (B, C, Ho, Wo) is the
         conv output WITHOUT bias. The arithmetic runs in the ratio's float32 and is stored in ``y``'s dtype."""
         ratio, valid = self.full_maps()
@@ -143,8 +143,8 @@ class BorderPlan:
             return torch.mul(y, ratio, out=y)
         return torch.addcmul(bias.view(-1, 1, 1).to(ratio.dtype) * valid, y, ratio, out=y)
 
-    def apply(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Out-of-place :meth:`apply_full_` (for tracing compilers, which fuse it): ``y`` is the conv output
+    def reweight(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Out-of-place :meth:`reweight_full_` (for tracing compilers, which fuse it): ``y`` is the conv output
         WITHOUT bias."""
         maps = self.full_maps()
         if maps is None:
@@ -200,11 +200,11 @@ class _PartialConvFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.plan, ctx.conv_args, ctx.fullmap = plan, (stride, pads, dilation, groups), fullmap
         if fullmap:
-            return plan.apply_full_(F.conv2d(x, weight, None, stride, pads, dilation, groups), bias)
+            return plan.reweight_full_(F.conv2d(x, weight, None, stride, pads, dilation, groups), bias)
         y = F.conv2d(x, weight, bias, stride, pads, dilation, groups)
         strip_work = plan.band_area * weight[0].numel() * sum(ctx.needs_input_grad[:2])
         ctx.use_strips = strip_work < STRIP_WORK_LIMIT * y.shape[-2] * y.shape[-1]
-        return plan.apply_(y, bias)
+        return plan.reweight_bands_(y, bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -344,7 +344,7 @@ class PartialConv2d(nn.Conv2d):
             # to them (torch.jit.trace with autograd on fails inside it) and the in-place updates block fusion
             y = F.conv2d(x, self.weight, None, self.stride, pads, self.dilation, self.groups)
             plan = self._make_plan(height, width, y.device, _ratio_dtype(y.dtype))
-            return plan.apply(y, self.bias)
+            return plan.reweight(y, self.bias)
         plan = self._plan(height, width, x.device, x.dtype)
         fullmap = bool(plan.regions) and use_fullmap(x.device, x.shape[0] * self.out_channels * plan.out_size[0]
                                                      * plan.out_size[1])
@@ -352,9 +352,9 @@ class PartialConv2d(nn.Conv2d):
                                                 for t in (x, self.weight, self.bias))):
             if fullmap:
                 y = F.conv2d(x, self.weight, None, self.stride, pads, self.dilation, self.groups)
-                return plan.apply_full_(y, self.bias)
+                return plan.reweight_full_(y, self.bias)
             y = F.conv2d(x, self.weight, self.bias, self.stride, pads, self.dilation, self.groups)
-            return plan.apply_(y, self.bias)
+            return plan.reweight_bands_(y, self.bias)
         return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, pads, self.dilation,
                                           self.groups, fullmap)
 
