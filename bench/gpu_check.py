@@ -304,7 +304,7 @@ def section_layer_sweep(device, sizes) -> dict:
             for strategy in ("bands", "fullmap"):
                 set_reweight_strategy(strategy)
                 times.setdefault(strategy, []).append(padding_overhead.clock(
-                    lambda: [conv(x).sum().backward() for _ in range(5)], device) / 5)
+                    lambda conv=conv, x=x: [conv(x).sum().backward() for _ in range(5)], device) / 5)
         set_reweight_strategy("auto")
         bands, fullmap = (statistics.median(times[s]) for s in ("bands", "fullmap"))
         numel = batch * channels * hw * hw
@@ -364,8 +364,9 @@ def section_compile(device, sizes, deadline: float) -> dict:
             summary = padding_overhead.summarise(padding_overhead.measure(
                 models, scenario, sizes["table1_size"], sizes["repeats"], device, warmup=2))
             results[f"{arch}/{scenario}"] = summary
+            ratio = summary["partial"]["ratio"]
             rows.append([arch, scenario, 1e3 * summary["zeros"]["median_s"], 1e3 * summary["partial"]["median_s"],
-                         summary["partial"]["ratio"], "yes" if summary["partial"]["ratio"] <= GOALS["steady"] else "no"])
+                         ratio, "yes" if ratio <= GOALS["steady"] else "no"])
         del models
     table = ("torch.compile (default mode), steady state, same input as Table 1",
              ["arch", "scenario", "zeros ms", "partial ms", "partial/zeros", "meets <= 1.01"], rows)
@@ -436,7 +437,8 @@ def _run_logged(cmd: list[str], log_path: str, timeout: float, kill_when=None) -
 def _train_opts(data_root: str, sizes: dict, device, amp: str, iters: int) -> list[str]:
     return ["--opts", "model.pretrained=null", f"data.root={data_root}", "data.train_sets=[fine/train]",
             f"data.crop_size={sizes['train_crop']}", f"train.batch_size={sizes['train_batch']}",
-            f"train.iterations={iters}", f"train.amp={amp}", "train.log_interval=5", f"train.ckpt_interval={iters // 2}",
+            f"train.iterations={iters}", f"train.amp={amp}", "train.log_interval=5",
+            f"train.ckpt_interval={iters // 2}",
             "train.val_interval=0", f"data.num_workers={min(8, os.cpu_count() or 1) if device.type == 'cuda' else 0}",
             f"train.device={device.type}", "train.sync_bn=true"]
 
@@ -529,7 +531,8 @@ def section_train_speed(device, sizes) -> dict:
         del runners
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    table = (f"DeepLabV3+ training speed, amp {sizes['speed_amp']}, one fixed batch (no data loading), cuDNN autotuning on; "
+    table = (f"DeepLabV3+ training speed, amp {sizes['speed_amp']}, one fixed batch (no data loading), "
+             "cuDNN autotuning on; "
              f"median of {sizes['speed_rounds']} interleaved rounds x {sizes['speed_iters']} steps",
              ["encoder", "crop", "batch", "channels_last", "zeros img/s", "partial img/s", "time partial/zeros",
               "within 3%"], rows)

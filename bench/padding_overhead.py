@@ -138,14 +138,15 @@ def measure(models, scenario, shape, repeats, device, warmup=1) -> dict[str, lis
             forward_step(models["zeros"], new)
         for name, model in order:
             if scenario == "first_call":
-                t = clock(lambda: forward_step(model, new), device)
+                t = clock(lambda model=model, new=new: forward_step(model, new), device)
             elif scenario == "alternating_batch":
                 full, short = randn(b, c, h, w), randn(max(1, b // 2), c, h, w)
-                t = clock(lambda: (forward_step(model, full), forward_step(model, short)), device)
+                t = clock(lambda model=model, full=full, short=short: (forward_step(model, full),
+                                                                       forward_step(model, short)), device)
             else:
                 step = forward_step if scenario == "forward" else train_step
                 x = randn(b, c, h, w)
-                t = clock(lambda: step(model, x), device)
+                t = clock(lambda step=step, model=model, x=x: step(model, x), device)
             if rep >= 0:
                 times[name].append(t)
     return times
@@ -182,7 +183,8 @@ def main():
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {args.threads} thread(s)"
-    results = {"machine": f"{where}, torch {torch.__version__}", "size": args.size, "repeats": args.repeats, "archs": {}}
+    results = {"machine": f"{where}, torch {torch.__version__}", "size": args.size, "repeats": args.repeats,
+               "archs": {}}
     print(f"{results['machine']}; input {tuple(args.size)}; {args.repeats} interleaved repeats; median seconds, "
           "median of per-repeat ratios")
     others = [v for v in args.variants if v != "zeros"]

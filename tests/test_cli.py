@@ -13,8 +13,13 @@ import pytest
 import torch
 from conftest import save_demo_checkpoint
 
-from seg.cli import run_tool
-from seg.config import ConfigError, load_config
+from seg.cli import add_config_args, run_tool, tool_parser
+from seg.config import SCHEMA, ConfigError, load_config
+from seg.data import build_val_dataset
+from seg.engine import init_distributed
+from seg.evaluation import build_eval_loader, evaluate
+from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES, DeepLabV3Plus
+from seg.nn import PADDING_MODES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "demo", "deeplabv3plus_r18_zeros.yaml")
@@ -60,9 +65,6 @@ def test_train_config_errors_are_one_line(tmp_path, demo_root, capsys, opt, mess
 
 
 def test_schema_choices_are_the_builders_own():
-    from seg.config import SCHEMA
-    from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES
-    from seg.nn import PADDING_MODES
     model = SCHEMA["model"]
     assert model["norm"]["choices"] == NORMS
     assert (model["output_stride"]["choices"], model["padding"]["choices"]) == (OUTPUT_STRIDES, PADDING_MODES)
@@ -128,9 +130,6 @@ def os16_checkpoint(tmp_path_factory):
 
 
 def test_eval_builds_the_checkpoints_architecture_and_records_it(demo_root, os16_checkpoint, tmp_path):
-    from seg.data import build_val_dataset
-    from seg.evaluation import build_eval_loader, evaluate
-    from seg.models import DeepLabV3Plus
     out = tmp_path / "r.json"
     load_tool("eval").main([CONFIG, os16_checkpoint, "--num-workers", "0", "--device", "cpu", "--out", str(out),
                             "--opts", f"data.root={demo_root}"])
@@ -176,8 +175,6 @@ def test_tools_import_the_installed_package_without_sys_path_edits():
 
 def test_distributed_timeout_is_configurable_and_bounds_the_wait(monkeypatch):
     """A process group whose second rank never comes fails after train.dist_timeout_min, not forever."""
-    from seg.config import SCHEMA
-    from seg.engine import init_distributed
     assert 0 < SCHEMA["train"]["dist_timeout_min"]["default"] <= 30
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -191,7 +188,6 @@ def test_distributed_timeout_is_configurable_and_bounds_the_wait(monkeypatch):
 
 
 def test_config_argument_resolves_shipped_configs_by_name(tmp_path, monkeypatch):
-    from seg.cli import add_config_args, tool_parser
     parser = tool_parser(None)
     add_config_args(parser)
     shipped = os.path.join(ROOT, "configs", "cityscapes", "deeplabv3plus_r50_partial_896.yaml")
@@ -204,3 +200,13 @@ def test_config_argument_resolves_shipped_configs_by_name(tmp_path, monkeypatch)
     own.write_text("_base_: []\n")
     assert parser.parse_args([str(own.relative_to(tmp_path))]).config == "cityscapes/deeplabv3plus_r50_partial_896.yaml"
     assert parser.parse_args(["no/such_config"]).config == "no/such_config"  # load_config names it as given
+
+
+def test_eval_config_option_takes_shipped_config_names(tmp_path, monkeypatch):
+    shipped = os.path.join(ROOT, "configs", "demo", "deeplabv3plus_r18_zeros.yaml")
+    monkeypatch.chdir(tmp_path)  # names resolve wherever the command runs
+    eval_tool = load_tool("eval")
+    for argv in (["model.pth", "--config", "demo/deeplabv3plus_r18_zeros"],
+                 ["demo/deeplabv3plus_r18_zeros.yaml", "model.pth"]):
+        args = eval_tool.parse_args(argv)
+        assert os.path.samefile(args.config, shipped) and args.checkpoint == "model.pth"

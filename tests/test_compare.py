@@ -88,7 +88,7 @@ def test_markdown_verdicts_and_plots(tmp_path):
     rng = np.random.default_rng(1)
     base = [write_run(tmp_path, f"z{s}", rng, 0.5, s, "zeros") for s in range(3)]
     copies = []
-    for s, (path, result) in enumerate(base):  # the same predictions under another label: identical arms
+    for s, (path, _) in enumerate(base):  # the same predictions under another label: identical arms
         twin = tmp_path / f"twin{s}.json"
         twin.write_text(open(path).read())
         copies.append(str(twin))

@@ -35,7 +35,7 @@ class ExplicitPad(nn.Module):
 
 def explicit_reference(model, mode):
     ref = copy.deepcopy(model)
-    for name, sub in list(ref.named_modules()):
+    for sub in list(ref.modules()):
         for child_name, child in list(sub.named_children()):
             if isinstance(child, nn.Conv2d) and any(child.padding):
                 setattr(sub, child_name, ExplicitPad(child, mode))

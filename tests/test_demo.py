@@ -116,3 +116,17 @@ def test_reproduce_names_each_cells_split_coarse_mode_lr_seeds_and_paper_figure(
                      r"data.cv_split=2", out)
     assert re.search(r"tools/eval.py .*/wrn38_zeros_s0/model_final.pth --mode regular --out", out)
     assert "| tile | not run | not run | - | not run | 81.25 (1) | - | 79.53 | 79.91 |" in out
+
+
+def test_reproduce_writes_under_the_current_folder_and_runs_tools_and_configs_by_absolute_path(tmp_path, monkeypatch,
+                                                                                                capsys):
+    """Installed, the script lives inside the package: outputs must follow the folder the command runs in."""
+    monkeypatch.chdir(tmp_path)
+    reproduce.main(["--tables", "5", "--seeds", "0"])
+    out = capsys.readouterr().out
+    assert (tmp_path / "work_dirs" / "paper" / "reproduction.md").is_file()
+    train = os.path.join(ROOT, "tools", "train.py")
+    config = os.path.join(ROOT, "configs", "cityscapes", "deeplabv3plus_r50_zeros_896.yaml")
+    work = os.path.join(str(tmp_path), "work_dirs", "paper", "cityscapes", "resnet50_zeros_s0")
+    assert f"{train} {config} --work-dir {work} " in out
+    assert f"data.root={os.path.join(str(tmp_path), 'datasets', 'cityscapes')} " in out

@@ -201,7 +201,8 @@ def mode_section(mode: str, arms: OrderedDict, comparisons: dict, results: list[
     """Markdown of one inference mode: verdicts, mIoU, leave-out, distance bands, per-class IoU."""
     parts = [f"### {mode} inference"]
     parts += [verdict(name, mode, cmp) for name, cmp in comparisons.items()]
-    notes = [f"- {name}: seeds: {cmp['seed_method']}; images: {cmp['image_method']}" for name, cmp in comparisons.items()]
+    notes = [f"- {name}: seeds: {cmp['seed_method']}; images: {cmp['image_method']}"
+             for name, cmp in comparisons.items()]
     parts.append("\n".join(notes) if notes else "Only one arm: nothing to compare.")
     keys = list(next(iter(arms.values()))["metrics"])
     header = metric_header("mIoU", arms, comparisons)

@@ -1,9 +1,11 @@
 """Cross-testing (the paper's Table 4, generalised): every (trained padding, evaluated padding) pair.
 
-    python tools/cross_test.py [CONFIG.yaml] CKPT_A CKPT_B ... [--paddings zeros,partial,reflect,replicate]
+    python tools/cross_test.py CKPT_A CKPT_B ... [--config CONFIG] [--paddings zeros,partial,reflect,replicate]
         [--mode regular] [--out-dir DIR] [--opts data.root=...]
+    python tools/cross_test.py CONFIG.yaml CKPT_A ...   # the older form: same as --config CONFIG.yaml
 
-The data and eval sections come from CONFIG (a first argument ending in .yaml / .yml), else from the
+The data and eval sections come from CONFIG (``--config``: a YAML file or a shipped config by name; or a
+first argument ending in .yaml / .yml), else from the
 config stored in the first checkpoint; each checkpoint's model section comes from the config stored in
 it (so checkpoints of different encoders can be mixed), falling back to CONFIG's; a conflicting
 ``--opts model.KEY=...`` is an error. Rows are named by the run folder of each checkpoint (the folder
@@ -25,6 +27,7 @@ from seg.engine.loaders import build_eval_loader
 from seg.evaluation import MODES, evaluate
 from seg.evaluation.runner import eval_settings, labels_for, load_model_for_eval, run_config, run_names, write_results
 from seg.nn import PADDING_MODES, convert_padding
+from seg.resources import resolve_config
 
 PADDINGS = ("zeros", "partial", "reflect", "replicate")  # table column order: the paper's pair first
 
@@ -53,6 +56,8 @@ def table(rows: list[dict], paddings: list[str]) -> str:
 def main(argv=None) -> dict:
     p = tool_parser(__doc__)
     p.add_argument("checkpoints", nargs="+", metavar="[CONFIG.yaml] CHECKPOINT")
+    p.add_argument("--config", type=resolve_config,
+                   help="YAML config or a shipped config by name (default: the config stored in the first checkpoint)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. data.root=datasets/cityscapes (values are YAML)")
     p.add_argument("--paddings", default=",".join(PADDINGS))
@@ -62,7 +67,11 @@ def main(argv=None) -> dict:
     add_device_args(p)
     p.add_argument("--out-dir", default="work_dirs/cross_test")
     args = p.parse_args(argv)
-    config = args.checkpoints.pop(0) if args.checkpoints[0].endswith((".yaml", ".yml")) else None
+    config = args.config
+    if args.checkpoints[0].endswith((".yaml", ".yml")):
+        if config:
+            p.error(f"a config both as first argument ({args.checkpoints[0]}) and as --config ({config})")
+        config = resolve_config(args.checkpoints.pop(0))
     if not args.checkpoints:
         p.error("no checkpoint given")
     paddings = [s.strip() for s in args.paddings.split(",") if s.strip()]

@@ -260,8 +260,9 @@ def write_report(args, runner: Runner, seconds: float) -> str:
     path = os.path.join(args.work_dir, "report.md")
     atomic_write_text(path, "\n".join(lines))
     atomic_write_text(os.path.join(args.work_dir, "readme_table.md"), "\n".join([
-        f"`make demo` on {describe_machine()}, {time.strftime('%Y-%m-%d')}: {seconds / 60:.1f} minutes, {len(args.seeds)} seeds "
-        f"per padding, {args.val_images} val images.", "", *readme_table(compare, changes), ""]))
+        f"`make demo` on {describe_machine()}, {time.strftime('%Y-%m-%d')}: {seconds / 60:.1f} minutes, "
+        f"{len(args.seeds)} seeds per padding, {args.val_images} val images.", "", *readme_table(compare, changes),
+        ""]))
     return path
 
 

@@ -42,13 +42,15 @@ from seg.evaluation.runner import (
 )
 from seg.evaluation.stats import save_image_stats, sidecar_path
 from seg.nn import PADDING_MODES
+from seg.resources import resolve_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = tool_parser(__doc__)
     p.add_argument("paths", nargs="+", metavar="[CONFIG] CHECKPOINT",
                    help="the checkpoint, optionally preceded by a config file (the older form of --config)")
-    p.add_argument("--config", help="YAML config (default: the config stored in the checkpoint)")
+    p.add_argument("--config", type=resolve_config,
+                   help="YAML config or a shipped config by name (default: the config stored in the checkpoint)")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. data.root=datasets/cityscapes (values are YAML)")
     p.add_argument("--mode", type=mode_list, help="regular, tile or overlap; several comma-separated give one "
@@ -77,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if len(args.paths) > 2 or (len(args.paths) == 2 and args.config):
         p.error(f"expected [CONFIG] CHECKPOINT (or CHECKPOINT --config CONFIG), got {args.paths}")
     if len(args.paths) == 2:
-        args.config = args.paths[0]
+        args.config = resolve_config(args.paths[0])
     args.checkpoint = args.paths[-1]
     if args.mode and len(args.mode) > 1 and args.out and "{mode}" not in args.out:
         p.error(f"--out {args.out} must contain {{mode}} when several modes are evaluated")

@@ -18,6 +18,7 @@ from seg.evaluation.inference import MODES
 from seg.evaluation.predict import predict
 from seg.evaluation.runner import parse_fractions
 from seg.nn import PADDING_MODES
+from seg.resources import resolve_config
 
 
 def main(argv=None) -> list:
@@ -33,7 +34,8 @@ def main(argv=None) -> list:
     p.add_argument("--padding", choices=PADDING_MODES, help="run the weights under this padding (default: as trained)")
     p.add_argument("--device", default="auto", help="auto (the GPU when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--no-overlay", action="store_true", help="write the class-index PNGs only")
-    p.add_argument("--config", help="YAML config instead of the checkpoint's own")
+    p.add_argument("--config", type=resolve_config,
+                   help="YAML config or a shipped config by name, instead of the checkpoint's own")
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (values are YAML)")
     args = p.parse_args(argv)
     results = predict(args.checkpoint, args.inputs, args.out, mode=args.mode, tile_size=args.tile_size,

@@ -19,7 +19,8 @@ Tables (numbering as in the paper):
   6     WRN-38, tiled inference without and with overlap (additional split: the paper's figures are its models)
   7     WRN-38, tiled, centre leave-out mIoU (border regions; additional split, as Table 6)
 
-Every step is an ordinary command (printed before it runs) whose output lands in --work-dir; a step whose
+Every step is an ordinary command (printed before it runs, and run in the current folder) whose output lands in
+--work-dir (like --cityscapes and --imagenet, relative to the current folder); a step whose
 output exists is not run again, so the script can be re-run after an interruption. Training runs under
 `torchrun --nproc_per_node GPUS`. Cityscapes must be in --cityscapes (tools/prepare_cityscapes.py done),
 ImageNet in --imagenet ({train,val}/<wnid>/*.JPEG), the ImageNet WRN-38 in checkpoints/ (ResNet-50: torchvision cache).
@@ -35,8 +36,21 @@ from seg.atomic import atomic_write_text
 from seg.cli import positive_int, run_tool, tool_parser
 from seg.config import load_config
 from seg.evaluation.uncertainty import difference_interval, mean_std
+from seg.resources import resolve_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tools beside this file (the clone's tools/, or seg/tools/ when installed) run by absolute path, and
+# configs resolve by name through seg.resources: outputs and relative data paths stay under the folder the
+# command runs in, never inside an installed package.
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.join(os.path.dirname(TOOLS), "bench")  # the clone's benchmarks (not installed with the package)
+
+
+def tool(name: str) -> str:
+    return os.path.join(TOOLS, f"{name}.py")
+
+
+def shipped_config(dataset: str, name: str) -> str:
+    return resolve_config(f"{dataset}/{name}")
 
 # The paper's tables (arXiv 1811.11718): (zero, partial) figures. Table 5 gives the mean of 3 runs per split;
 # Tables 6-7 use one additional-split WRN-38 model per padding (regular 79.069 / 79.082 = Table 5's additional-split
@@ -93,7 +107,7 @@ def split_name(split: int) -> str:
 
 def cell_settings(enc: str, pad: str) -> dict:
     """The data / optimiser choices of one cell, read from its config."""
-    cfg = load_config(os.path.join(ROOT, "configs", "cityscapes", f"{SEG_MODELS[enc].format(pad)}.yaml"))
+    cfg = load_config(shipped_config("cityscapes", SEG_MODELS[enc].format(pad)))
     return {"coarse_mode": cfg["data"]["coarse_mode"], "lr": cfg["train"]["lr"],
             "crop_placement": cfg["data"]["crop_placement"]}
 
@@ -135,24 +149,24 @@ def seg_steps(args) -> list[Step]:
         for enc, name in SEG_MODELS.items():
             modes = seg_modes(enc, split)
             for pad in PADS:
-                cfg = f"configs/cityscapes/{name.format(pad)}.yaml"
+                cfg = shipped_config("cityscapes", name.format(pad))
                 for seed in args.seeds:
                     work = seg_run_dir(args, enc, pad, seed, split)
-                    steps.append(Step("5", [*launcher(args.gpus), "tools/train.py", cfg, "--work-dir", work,
+                    steps.append(Step("5", [*launcher(args.gpus), tool("train"), cfg, "--work-dir", work,
                                             "--resume", "auto", "--opts", data, cv, f"train.seed={seed}", *val],
                                       os.path.join(work, "model_final.pth")))
                     for kind, ckpt in CHECKPOINTS.items():
                         leave = ["--leave-out", LEAVE_OUT] if len(modes) > 1 else []
-                        steps.append(Step("5", [*launcher(args.gpus), "tools/eval.py", cfg, os.path.join(work, ckpt),
-                                                "--mode", ",".join(modes), *leave, "--out",
+                        steps.append(Step("5", [*launcher(args.gpus), tool("eval"), "--config", cfg,
+                                                os.path.join(work, ckpt), "--mode", ",".join(modes), *leave, "--out",
                                                 eval_json(work, kind, "{mode}"), "--opts", data, cv],
                                           eval_json(work, kind, modes[-1])))
     seed = args.seeds[0]
     ckpts = [os.path.join(seg_run_dir(args, enc, pad, seed), "model_final.pth") for enc in SEG_MODELS for pad in PADS]
     out = os.path.join(args.work_dir, "cityscapes", "cross_test")
-    steps.append(Step("seg4", [sys.executable, "tools/cross_test.py", "configs/cityscapes/"
-                               f"{SEG_MODELS['resnet50'].format('zeros')}.yaml", *ckpts, "--out-dir", out,
-                               "--opts", data], os.path.join(out, "cross_test.json")))
+    cross_config = shipped_config("cityscapes", SEG_MODELS["resnet50"].format("zeros"))
+    steps.append(Step("seg4", [sys.executable, tool("cross_test"), "--config", cross_config, *ckpts,
+                               "--out-dir", out, "--opts", data], os.path.join(out, "cross_test.json")))
     return steps
 
 
@@ -162,22 +176,23 @@ def cls_steps(args) -> list[Step]:
     for arch in CLS_ARCHS:
         for pad in ("zeros", "partial"):
             work = os.path.join(root, f"{arch}_{pad}")
-            steps.append(Step("2", [*launcher(args.gpus), "tools/train_classifier.py",
-                                    f"configs/imagenet/{arch}_{pad}.yaml", "--runs", str(args.runs),
+            steps.append(Step("2", [*launcher(args.gpus), tool("train_classifier"),
+                                    shipped_config("imagenet", f"{arch}_{pad}"), "--runs", str(args.runs),
                                     "--work-dir", work, "--data-root", args.imagenet],
                               os.path.join(work, "runs_summary.json")))
-    steps.append(Step("3", [sys.executable, "tools/train_classifier.py", "--summarize", root, "--out",
+    steps.append(Step("3", [sys.executable, tool("train_classifier"), "--summarize", root, "--out",
                             os.path.join(root, "tables")], os.path.join(root, "tables", "tables.json")))
     best = [os.path.join(root, f"resnet50_{pad}", "run0", "checkpoints", "best.pth") for pad in ("zeros", "partial")]
-    steps.append(Step("4", [sys.executable, "tools/train_classifier.py", "--cross-test", *best, "--paddings",
-                            "zeros", "partial", "--data-root", args.imagenet, "--out", os.path.join(root, "cross_test")],
+    steps.append(Step("4", [sys.executable, tool("train_classifier"), "--cross-test", *best, "--paddings",
+                            "zeros", "partial", "--data-root", args.imagenet,
+                            "--out", os.path.join(root, "cross_test")],
                       os.path.join(root, "cross_test", "cross_test.json")))
     return steps
 
 
 def overhead_steps(args) -> list[Step]:
     out = os.path.join(args.work_dir, "padding_overhead.json")
-    return [Step("1", [sys.executable, "bench/padding_overhead.py", "--arch", "resnet50", "vgg16_bn",
+    return [Step("1", [sys.executable, os.path.join(BENCH, "padding_overhead.py"), "--arch", "resnet50", "vgg16_bn",
                        "--size", "1", "3", "1024", "2048", "--repeats", "10", "--device", args.device,
                        "--json", out], out)]
 
@@ -295,6 +310,9 @@ def main(argv=None):
     p.add_argument("--work-dir", default="work_dirs/paper")
     args = p.parse_args(argv)
     args.seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    # relative to the folder the command runs in, also for the steps (which run there too)
+    args.work_dir, args.cityscapes, args.imagenet = (os.path.abspath(path) for path in
+                                                     (args.work_dir, args.cityscapes, args.imagenet))
 
     wanted = set(args.tables)
     steps = [s for s in overhead_steps(args) + cls_steps(args) + seg_steps(args) if s.table in wanted]
@@ -304,7 +322,7 @@ def main(argv=None):
         state = "done" if step.done() else ("running" if args.run else "to run")
         print(f"[table {step.table}] [{state}] {' '.join(step.cmd)}", flush=True)
         if args.run and not step.done():
-            code = subprocess.run(step.cmd, cwd=ROOT).returncode
+            code = subprocess.run(step.cmd).returncode
             if code:
                 raise SystemExit(f"reproduce: step failed (exit {code}): {' '.join(step.cmd)}")
 

@@ -105,7 +105,7 @@ def load_or_compute_centroids(root: str, label_paths: list[str], per_class: int,
             if len(cached.item) == 0 or cached.item.max() < len(label_paths):
                 return cached
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # damaged cache: recompute
-            warnings.warn(f"ignoring unreadable centroid cache {path}: {e}")
+            warnings.warn(f"ignoring unreadable centroid cache {path}: {e}", stacklevel=2)
     cent = compute_centroids(label_paths, per_class, decoder=decoder)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -113,7 +113,7 @@ def load_or_compute_centroids(root: str, label_paths: list[str], per_class: int,
         np.savez(tmp, item=cent.item, cls=cent.cls, xy=cent.xy)
         os.replace(tmp, path)  # atomic, so concurrent DDP ranks never read a half-written file
     except OSError as e:
-        warnings.warn(f"could not cache class centroids at {path}: {e}")
+        warnings.warn(f"could not cache class centroids at {path}: {e}", stacklevel=2)
     return cent
 
 

@@ -90,7 +90,7 @@ def _person(x, yb, h):
 def _clip(poly: np.ndarray, width: int, height: int) -> np.ndarray:
     """Sutherland-Hodgman clip of a polygon to the pixel rectangle [0, W-1] x [0, H-1]."""
     for axis, lo, hi in ((0, 0, width - 1), (1, 0, height - 1)):
-        for bound, keep in ((lo, lambda v: v >= lo), (hi, lambda v: v <= hi)):
+        for bound, keep in ((lo, lambda v, lo=lo: v >= lo), (hi, lambda v, hi=hi: v <= hi)):
             out = []
             for i in range(len(poly)):
                 p, q = poly[i - 1], poly[i]

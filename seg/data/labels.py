@@ -17,13 +17,14 @@ from .io import DataError, read_index_label, read_label
 
 IGNORE_INDEX = 255
 
-_EVAL_LABELS = sorted((l for l in _CS_LABELS if 0 <= l.trainId < IGNORE_INDEX), key=lambda l: l.trainId)
+_EVAL_LABELS = sorted((label for label in _CS_LABELS if 0 <= label.trainId < IGNORE_INDEX),
+                      key=lambda label: label.trainId)
 NUM_CLASSES = len(_EVAL_LABELS)  # 19 for Cityscapes
-CLASS_NAMES: tuple[str, ...] = tuple(l.name for l in _EVAL_LABELS)
-PALETTE = np.array([l.color for l in _EVAL_LABELS], dtype=np.uint8)  # (NUM_CLASSES, 3) RGB
+CLASS_NAMES: tuple[str, ...] = tuple(label.name for label in _EVAL_LABELS)
+PALETTE = np.array([label.color for label in _EVAL_LABELS], dtype=np.uint8)  # (NUM_CLASSES, 3) RGB
 
 # Ids that may appear as pixel values in a labelIds image (license plate has id -1 and is never drawn).
-VALID_IDS = frozenset(l.id for l in _CS_LABELS if l.id >= 0)
+VALID_IDS = frozenset(label.id for label in _CS_LABELS if label.id >= 0)
 
 # id -> trainId lookup over every uint8 value; values that are no Cityscapes id map to 255 too,
 # ``ID_IS_VALID`` tells them apart.

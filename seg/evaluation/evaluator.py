@@ -138,7 +138,7 @@ def _sample_indices(loader: DataLoader) -> list[int]:
 
 
 def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
-             device: torch.device | str = torch.device("cpu"), inference: InferenceSettings | None = None, *,
+             device: torch.device | str = "cpu", inference: InferenceSettings | None = None, *,
              labels: LabelSpace | None = None, leave_out: Sequence[float] = (), leave_out_by: str = "side",
              distance_bands: Sequence[int] = (), save_pred: str | None = None, show_dir: str | None = None,
              image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
