@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from seg import __version__
 from seg.cli import run_tool
+from seg.errors import SegError
 from seg.resources import data_root, packaged_configs
 
 #: command -> (tool module, one-line summary)
@@ -47,6 +48,8 @@ def load_tool(module: str):
             raise  # a dependency of the tool is missing: say so, do not mask it
     path = data_root() / "tools" / f"{module}.py"
     spec = importlib.util.spec_from_file_location(f"seg_tool_{module}", path)
+    if spec is None or spec.loader is None:
+        raise SegError(f"cannot load the {module} tool from {path}")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool

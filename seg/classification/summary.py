@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from seg.atomic import atomic_write_text
 from seg.nn import PADDING_MODES
@@ -54,7 +54,7 @@ def aggregate(values: Iterable[float], ddof: int = STD_DDOF) -> dict:
     return {"values": values, "n": n, "mean": mean, "std": std}
 
 
-def compare_groups(groups: dict[str, list[float]], baselines: dict[str, str | None]) -> list[dict]:
+def compare_groups(groups: Mapping[str, list[float]], baselines: Mapping[str, str | None]) -> list[dict]:
     """One row per group, in the order of `groups`: aggregate() plus "name" and "diff" = mean minus the
     mean of the group named by baselines[name] (None for a baseline row itself or when it is absent)."""
     stats = {name: aggregate(values) for name, values in groups.items()}

@@ -42,10 +42,14 @@ class EpochRecords(KeepBest):
     def __init__(self, validate: Callable[[nn.Module], dict], cfg: dict):
         self.topk = [f"top{k}" for k in cfg["eval"]["topk"]]
         super().__init__(validate, "top1", per_epoch=True, state_key="history", shown=tuple(self.topk))
-        self.cfg, self.history, self.losses, self.summary = cfg, [], [], None
+        self.cfg = cfg
+        self.history: list[dict] = []  # one record per validated epoch
+        self.losses: list[torch.Tensor] = []  # this epoch's step losses, averaged at its validation
+        self.summary: dict = {}  # filled at the end of training
 
     def after_step(self, loop: TrainLoop) -> None:
-        self.losses.append(loop.loss)
+        if loop.loss is not None:  # a skipped step has no loss to average
+            self.losses.append(loop.loss)
 
     def record(self, loop: TrainLoop, metrics: dict) -> dict:
         # a resumed epoch's train loss covers the steps since the resume only

@@ -214,7 +214,7 @@ def gather_rng_states(info: DistInfo) -> list[dict]:
     state = get_rng_state()
     if not info.distributed:
         return [state]
-    states = [None] * info.world_size
+    states: list[dict] = [{} for _ in range(info.world_size)]  # each slot replaced by one rank's state
     torch.distributed.all_gather_object(states, state)
     return states
 

@@ -142,6 +142,8 @@ class TrainLoop:
     run. After :meth:`fit`, ``model`` is the trained (unwrapped) network.
     """
 
+    log: RunLogger  # the run's logger, opened when :meth:`train` starts (hooks log through it)
+
     def __init__(self, cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_dir: str, *,
                  criterion: nn.Module, schedule: Schedule, iterations: int | None = None, epochs: int | None = None,
                  hooks: tuple[Hook, ...] = (), skip_reason: Callable[[torch.Tensor, int], str | None] | None = None):
@@ -160,10 +162,20 @@ class TrainLoop:
         self.normalize = getattr(train_set, "normalize", None) or (lambda images: images)
         self.loader, self.sampler, self.iters_per_epoch = build_train_loader(self.train_set, cfg, info)
         self.epochs = epochs
-        self.total = iterations if epochs is None else epochs * self.iters_per_epoch
+        if epochs is not None and iterations is None:
+            self.total = epochs * self.iters_per_epoch
+        elif iterations is not None and epochs is None:
+            self.total = iterations
+        else:
+            raise ConfigError(f"a training run is given by iterations or by epochs, exactly one; got iterations="
+                              f"{iterations}, epochs={epochs}")
         self.scheduler = schedule(self.optimizer, train_cfg, self.iters_per_epoch, 0)
-        self.iteration, self.epoch, self.lr, self.loss, self.skipped = 0, 0, train_cfg["lr"], None, 0
-        self.last_ckpt, self.run_id, self.log, self.meta = None, None, None, {}
+        self.iteration, self.epoch, self.lr, self.skipped = 0, 0, train_cfg["lr"], 0
+        self.loss: torch.Tensor | None = None  # the last step's loss; None for a skipped step
+        # the newest checkpoint written or resumed from: non-finite errors name it as the place to go back to
+        self.last_ckpt: str | None = None
+        self.run_id: str | None = None
+        self.meta: dict = {}  # what the hooks add to the final export's meta
 
     # ------------------------------------------------------------------ the run, top to bottom
     def fit(self, resume: str | None = None, overwrite: bool = False) -> nn.Module:

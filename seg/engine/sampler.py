@@ -85,7 +85,8 @@ class EpochSeededDataset(Dataset):
     """
 
     def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, None
+        self.dataset, self.seed = dataset, seed
+        self.epoch: int | None = None  # set by the sampler's set_epoch before each epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -93,7 +93,7 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
     before iteration 1, not a sample. Raises NonFiniteLossError on divergence.
     """
     train_cfg = cfg["train"]
-    hooks = [DataChecks(train_set, val_set, verify)]
+    hooks: list[Hook] = [DataChecks(train_set, val_set, verify)]
     if validate is not None:
         hooks.append(KeepBest(validate, "mIoU", train_cfg["val_interval"], state_key="best_miou"))
     loop = TrainLoop(cfg, model, train_set, info, work_dir, criterion=build_criterion(train_cfg, info.device),

@@ -104,7 +104,8 @@ class RegionLayout:
 
 
 @functools.lru_cache(maxsize=4)  # a few image sizes; each entry holds two (H, W) int64 maps
-def _cached_layout(size, leave_out, leave_out_by, distance_bands, device) -> RegionLayout:
+def _cached_layout(size: tuple[int, int], leave_out: tuple[float, ...], leave_out_by: str,
+                   distance_bands: tuple[int, ...], device: torch.device) -> RegionLayout:
     return RegionLayout(*size, leave_out, leave_out_by, distance_bands, device)
 
 
@@ -223,9 +224,9 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     if save_pred:
         pairs = writers[0].pairs
         if world_size > 1:
-            gathered = [None] * world_size
-            dist.all_gather_object(gathered, pairs)
-            pairs = [pair for part in gathered for pair in part]
+            gathered_pairs: list[list] = [[] for _ in range(world_size)]  # one slot per rank, filled by it
+            dist.all_gather_object(gathered_pairs, pairs)
+            pairs = [pair for part in gathered_pairs for pair in part]
         result["predictions"] = pairs
     return result
 
@@ -246,7 +247,8 @@ def _image_stats(per_image: list[torch.Tensor], loader: DataLoader, world_size: 
     k = len(class_names)
     counts = (torch.stack(per_image) if per_image else torch.zeros(0, len(regions), 3, k, dtype=torch.long)).cpu()
     if world_size > 1:  # every rank holds its shard; gather and restore the dataset order
-        gathered = [None] * world_size
+        # one (indices, counts) slot per rank, each replaced by that rank's shard
+        gathered: list[tuple[list[int], np.ndarray]] = [([], np.zeros(0)) for _ in range(world_size)]
         dist.all_gather_object(gathered, (indices, counts.numpy()))
         indices = [i for part, _ in gathered for i in part]
         counts = torch.from_numpy(np.concatenate([c for _, c in gathered]))
@@ -266,7 +268,7 @@ def _prediction_writers(loader, save_pred, show_dir, mean, std, labels: LabelSpa
     if paths is None:
         raise ValueError("save_pred / show_dir need loader.dataset.image_paths to name the output files")
     indices = _sample_indices(loader)
-    writers = []
+    writers: list[Callable] = []
     if save_pred:
         writers.append(PredictionWriter(save_pred, paths, indices, labels))
     if show_dir:

@@ -82,19 +82,22 @@ def difference_interval(a: Sequence[float], b: Sequence[float], seeds_a: Sequenc
     otherwise. Returns {"diff", "low", "high", "method", "df"}; low / high are NaN when an arm has fewer
     than 2 runs (no spread to estimate), and the method says so.
     """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    diff = float(b.mean() - a.mean())
-    seeds_a = list(seeds_a) if seeds_a is not None else [None] * a.size
-    seeds_b = list(seeds_b) if seeds_b is not None else [None] * b.size
-    if a.size >= 2 and _same_seeds(seeds_a, seeds_b):
-        by_seed = dict(zip(seeds_a, a))
-        d = np.array([vb - by_seed[s] for s, vb in zip(seeds_b, b)])
+    runs_a, runs_b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    diff = float(runs_b.mean() - runs_a.mean())
+    seeds_a = list(seeds_a) if seeds_a is not None else [None] * runs_a.size
+    seeds_b = list(seeds_b) if seeds_b is not None else [None] * runs_b.size
+    if runs_a.size >= 2 and _same_seeds(seeds_a, seeds_b):
+        by_seed = dict(zip(seeds_a, runs_a))
+        d = np.array([vb - by_seed[s] for s, vb in zip(seeds_b, runs_b)])
         df, se, method = d.size - 1, d.std(ddof=1) / math.sqrt(d.size), f"paired t over {d.size} seeds"
-    elif a.size >= 2 and b.size >= 2:
-        va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    elif runs_a.size >= 2 and runs_b.size >= 2:
+        va, vb = runs_a.var(ddof=1) / runs_a.size, runs_b.var(ddof=1) / runs_b.size
         se = math.sqrt(va + vb)
-        df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if va + vb > 0 else a.size + b.size - 2
-        method = f"Welch t ({a.size} vs {b.size} runs, seeds not paired)"
+        if va + vb > 0:  # Welch-Satterthwaite
+            df = (va + vb) ** 2 / (va ** 2 / (runs_a.size - 1) + vb ** 2 / (runs_b.size - 1))
+        else:
+            df = runs_a.size + runs_b.size - 2
+        method = f"Welch t ({runs_a.size} vs {runs_b.size} runs, seeds not paired)"
     else:
         return {"diff": diff, "low": math.nan, "high": math.nan, "method": "no interval: an arm has a single run",
                 "df": None}

@@ -17,9 +17,10 @@ from .wider_resnet import WiderResNet38
 
 ENCODERS = (*RESNETS, "wider_resnet38")
 TIMM_PREFIX = "timm/"  # model.encoder "timm/<name>": any timm model with features_only support
+Encoder = ResNetEncoder | WiderResNet38 | TimmEncoder
 
 
-def build_encoder(name: str, output_stride: int, padding_mode: str, norm: str) -> nn.Module:
+def build_encoder(name: str, output_stride: int, padding_mode: str, norm: str) -> Encoder:
     """Encoder ``name`` with ``.out_channels``, ``.skip_channels`` and ``forward(x) -> (skip, out)``:
     one of :data:`ENCODERS` or ``timm/<timm model name>`` (:class:`TimmEncoder`)."""
     norm_layer = get_norm_layer(norm)

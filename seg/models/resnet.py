@@ -61,7 +61,7 @@ def _undecimated_conv(conv: nn.Conv2d, dilation: int) -> nn.Conv2d:
     return new
 
 
-def build_resnet_trunk(name: str, output_stride: int, norm_layer: Callable[[int], nn.Module]) -> nn.Module:
+def build_resnet_trunk(name: str, output_stride: int, norm_layer: Callable[[int], nn.Module]) -> tv_resnet.ResNet:
     """torchvision ResNet ``name`` (random init) at ``output_stride``, still with its fc head."""
     if name not in RESNETS:
         raise ModelError(f"unknown ResNet {name!r}; expected one of {tuple(RESNETS)}")
@@ -87,6 +87,16 @@ class ResNetEncoder(nn.Module):
     ``layer1.0.conv1.weight``, ...), without ``fc.*``.
     """
 
+    # torchvision's children, moved over by add_module: declared for type checkers
+    conv1: nn.Conv2d
+    bn1: nn.Module
+    relu: nn.Module
+    maxpool: nn.Module
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, name: str = "resnet50", output_stride: int = 8, padding_mode: str = "zeros",
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
         super().__init__()
@@ -94,9 +104,9 @@ class ResNetEncoder(nn.Module):
         convert_padding(trunk, padding_mode)
         for child in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             self.add_module(child, getattr(trunk, child))
-        last_block = self.layer4[-1]
-        self.out_channels = (last_block.bn3 if hasattr(last_block, "bn3") else last_block.bn2).num_features
-        self.skip_channels = self.layer1[-1].conv1.in_channels
+        self.out_channels: int = trunk.fc.in_features  # layer4's width, what the classifier head reads
+        # every torchvision ResNet widens 64 * expansion channels in layer1 to 512 * expansion in layer4
+        self.skip_channels: int = self.out_channels // 8
         self.output_stride = output_stride
         self.feature_strides = {"stem": 2, "layer1": 4}
         stride = 4

@@ -79,10 +79,9 @@ class IdentityResidualBlock(nn.Module):
             # the reference puts dropout right before the last conv of the block
             layers.insert(len(layers) - 1, ("dropout", nn.Dropout2d(dropout)))
         self.convs = nn.Sequential(OrderedDict(layers))
+        self.proj_conv: nn.Conv2d | None = None
         if stride != 1 or in_channels != channels[-1]:
             self.proj_conv = nn.Conv2d(in_channels, channels[-1], 1, stride, bias=False)
-        else:
-            self.proj_conv = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.bn1(x)
@@ -97,6 +96,17 @@ class WiderResNet38(nn.Module):
     out = mod7 (B, 4096, ~H/os, ~W/os). The skip is stage 2 at stride 2, as in NVIDIA's DeepWV3Plus
     (not stride 4 as for ResNet): that is the model the paper's WRN-38 numbers come from.
     """
+
+    # stages and pools added by name in __init__ (add_module): declared for type checkers
+    mod1: nn.Sequential
+    pool2: nn.MaxPool2d
+    mod2: nn.Sequential
+    pool3: nn.MaxPool2d
+    mod3: nn.Sequential
+    mod4: nn.Sequential
+    mod5: nn.Sequential
+    mod6: nn.Sequential
+    mod7: nn.Sequential
 
     def __init__(self, output_stride: int = 8, padding_mode: str = "zeros",
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d):
@@ -119,8 +129,8 @@ class WiderResNet38(nn.Module):
             if name in ("mod2", "mod3"):
                 self.add_module(f"pool{name[-1]}", nn.MaxPool2d(3, stride=2, padding=1))
             self.add_module(name, nn.Sequential(OrderedDict(blocks)))
-        self.out_channels = in_channels
-        self.skip_channels = WRN38_STAGES[0][2][-1]
+        self.out_channels: int = in_channels
+        self.skip_channels: int = WRN38_STAGES[0][2][-1]
         self.output_stride = output_stride
         self.feature_strides = {"mod1": 1, "mod2": 2, "mod3": 4, "mod4": 8}
         stride = 8

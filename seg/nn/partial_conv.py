@@ -117,7 +117,8 @@ class BorderPlan:
             self.regions.append((rs, cs, ratio, valid - ratio))
             self.grad_offsets.append((ratio - 1, valid - 1))
         self.band_area = sum((rs.stop - rs.start) * (cs.stop - cs.start) for rs, cs, _, _ in self.regions)
-        self._axes, self._full_maps = (rh, rw, vh, vw), None
+        self._axes = (rh, rw, vh, vw)
+        self._full_maps: tuple[torch.Tensor, torch.Tensor] | None = None  # built on first use
 
     def full_maps(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(ratio, valid) as full (Ho, Wo) maps (1 off the bands), built once; None when no output is re-weighted."""
@@ -138,7 +139,10 @@ class BorderPlan:
     def reweight_full_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``y = y * ratio + bias * valid`` in place, in one elementwise pass: ``y`` (B, C, Ho, Wo) is the
         conv output WITHOUT bias. The arithmetic runs in the ratio's float32 and is stored in ``y``'s dtype."""
-        ratio, valid = self.full_maps()
+        maps = self.full_maps()
+        if maps is None:  # no output is re-weighted (callers only come here with bands, but stay correct)
+            return y if bias is None else y.add_(bias.view(-1, 1, 1))
+        ratio, valid = maps
         if bias is None:
             return torch.mul(y, ratio, out=y)
         return torch.addcmul(bias.view(-1, 1, 1).to(ratio.dtype) * valid, y, ratio, out=y)
