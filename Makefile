@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench gpu-check clean
+.PHONY: venv test test-fast lint demo bench gpu-check clean
 
 # the distribution was called "seg" before it became partialpad-seg: its editable install is dropped first
 $(STAMP): pyproject.toml constraints.txt
@@ -16,6 +16,15 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# the tests not marked slow (no end-to-end tool runs, no training): under a minute on 2 cores
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+# ruff (lint + import order) over the code and tests, mypy over seg/ (settings in pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check seg tools bench tests
+	$(VENV)/bin/mypy
 
 demo: $(STAMP)
 	$(PY) tools/demo.py

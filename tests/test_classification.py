@@ -225,6 +225,7 @@ def test_every_arch_has_a_builder():
 
 
 @pytest.mark.parametrize("arch", ["tinynet", "resnet18"])
+@pytest.mark.slow
 def test_padding_modes_keep_keys_and_values(arch):
     torch.manual_seed(0)
     ref = build_classifier(arch, num_classes=5).state_dict()

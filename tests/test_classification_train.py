@@ -18,6 +18,8 @@ from seg.classification import build_classifier, generate_demo_imagefolder
 from seg.engine.checkpoint import list_checkpoints, load_checkpoint
 from seg.errors import WorkDirError
 
+pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, PER_CLASS, VAL_PER_CLASS, EPOCHS = 24, 32, 8, 8
 

@@ -129,6 +129,7 @@ def os16_checkpoint(tmp_path_factory):
     return save_demo_checkpoint(tmp_path_factory.mktemp("os16") / "r18_os16.pth", ["model.output_stride=16"])
 
 
+@pytest.mark.slow
 def test_eval_builds_the_checkpoints_architecture_and_records_it(demo_root, os16_checkpoint, tmp_path):
     out = tmp_path / "r.json"
     load_tool("eval").main([CONFIG, os16_checkpoint, "--num-workers", "0", "--device", "cpu", "--out", str(out),
@@ -153,6 +154,7 @@ def test_eval_refuses_a_command_line_architecture_that_contradicts_the_checkpoin
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_eval_errors_are_one_line_labels_beyond_classes_and_oversized_tiles(demo_root, tmp_path, capsys):
     ckpt = save_demo_checkpoint(tmp_path / "five.pth", ["model.num_classes=5"])
     argv = [CONFIG, ckpt, "--device", "cpu", "--num-workers", "0", "--out", str(tmp_path / "r.json"), "--opts",
@@ -173,6 +175,7 @@ def test_tools_import_the_installed_package_without_sys_path_edits():
         assert not edits, f"{path}: sys.path used on line(s) {edits}"
 
 
+@pytest.mark.slow
 def test_distributed_timeout_is_configurable_and_bounds_the_wait(monkeypatch):
     """A process group whose second rank never comes fails after train.dist_timeout_min, not forever."""
     assert 0 < SCHEMA["train"]["dist_timeout_min"]["default"] <= 30

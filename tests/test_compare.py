@@ -64,6 +64,7 @@ def write_run(folder, name, rng, noise, seed, padding, mode="regular", images=12
     return path, result
 
 
+@pytest.mark.slow
 def test_seed_intervals_match_scipy_paired_and_welch(tmp_path):
     rng = np.random.default_rng(0)
     zeros = [write_run(tmp_path, f"z{s}", rng, 0.5, s, "zeros") for s in range(3)]

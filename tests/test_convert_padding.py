@@ -59,6 +59,7 @@ def test_resnet50_round_trip_is_exact_and_keys_unchanged():
 
 
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate"])
+@pytest.mark.slow
 def test_resnet50_modes_equal_explicit_padding(mode):
     model = make_resnet50()
     x = torch.randn(1, 3, 64, 72)
@@ -85,6 +86,7 @@ def test_reflect_replicate_factory_equals_torch_conv():
         torch.testing.assert_close(ours(x), torch_conv(x), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_every_padded_conv_converted_and_unpadded_left_alone():
     model = vgg11_bn()
     model.features.add_module("pointwise", nn.Conv2d(512, 512, 1))
@@ -105,6 +107,7 @@ def test_converting_twice_changes_nothing_and_params_are_shared():
     assert all(p is params[name] for name, p in model.named_parameters())
 
 
+@pytest.mark.slow
 def test_all_modes_share_state_dict():
     model = make_resnet50()
     sd = copy.deepcopy(model.state_dict())
@@ -115,6 +118,7 @@ def test_all_modes_share_state_dict():
         fresh.load_state_dict(model.state_dict())  # strict: same keys, same shapes
 
 
+@pytest.mark.slow
 def test_bf16_autocast_partial_resnet50_is_finite():
     model = convert_padding(make_resnet50(), "partial")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -133,6 +137,7 @@ def test_unknown_mode_and_custom_subclass_rejected():
         convert_padding(nn.ModuleDict({"block": MyConv(1, 1, 3, padding=1)}), "partial")
 
 
+@pytest.mark.slow
 def test_torch_compile_train_step_matches_eager():
     torch.manual_seed(0)
     model = nn.Sequential(create_conv2d(3, 8, 3, padding_mode="partial"), nn.ReLU(),
@@ -217,6 +222,7 @@ def test_timm_same_padding_forms():
 
 
 @pytest.mark.parametrize("mode", ["partial", "zeros"])
+@pytest.mark.slow
 def test_tf_efficientnet_zeros_is_timm_and_partial_has_no_zero_padding_left(mode):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)

@@ -18,6 +18,8 @@ import reproduce  # noqa: E402
 
 from seg.config import load_config  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
+
 SEEDS = (0, 1)
 
 

@@ -1,11 +1,13 @@
 """evaluate() under torch.distributed (gloo, 2 CPU processes): shards summed == single process."""
-
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 
 from seg.evaluation import ShardSampler, build_eval_loader, evaluate
+
+pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
 
 
 def make_data():

@@ -20,6 +20,7 @@ def naive_starts(length, tile, stride):
 
 
 @pytest.mark.parametrize("scales,flip", [((1.0,), False), ((1.0, 0.75), True)])
+@pytest.mark.slow
 def test_per_pixel_model_identical_in_all_modes(scales, flip):
     model = per_pixel_model()
     image = torch.randn(2, 3, 50, 77)

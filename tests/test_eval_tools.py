@@ -65,6 +65,7 @@ def r18_checkpoint(tmp_path_factory):
     return save_demo_checkpoint(tmp_path_factory.mktemp("ckpt") / "r18_zeros.pth")
 
 
+@pytest.mark.slow
 def test_eval_tool_end_to_end(demo_root, r18_checkpoint, tmp_path):
     out = tmp_path / "res.json"
     load_tool("eval").main([CONFIG, r18_checkpoint, "--mode", "tile", "--tile-size", "64", "--official",
@@ -81,6 +82,7 @@ def test_eval_tool_end_to_end(demo_root, r18_checkpoint, tmp_path):
     assert len(os.listdir(tmp_path / "show")) == 4
 
 
+@pytest.mark.slow
 def test_eval_tool_bad_inputs(demo_root, r18_checkpoint, tmp_path):
     tool = load_tool("eval")
     common = ["--num-workers", "0", "--device", "cpu", "--out", str(tmp_path / "r.json")]
@@ -135,6 +137,7 @@ def naive_macc_fwiou(cm):
     return 100 * np.mean(accs), 100 * fw
 
 
+@pytest.mark.slow
 def test_cross_test_matches_eval_tool(demo_root, r18_checkpoint, tmp_path):
     common = ["--num-workers", "0", "--device", "cpu", "--opts", f"data.root={demo_root}"]
     summary = load_tool("cross_test").main([CONFIG, r18_checkpoint, "--paddings", "zeros,partial",

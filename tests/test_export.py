@@ -10,6 +10,8 @@ from seg.commands import load_tool
 from seg.commands import main as seg_main
 from seg.nn import create_conv2d
 
+pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
+
 export = load_tool("export")
 
 

@@ -4,8 +4,11 @@ import importlib.util
 import json
 import os
 
+import pytest
 import yaml
 from folder_trees import write_ade_tree, write_folder_tree
+
+pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["model.encoder=resnet18", "model.pretrained=null", "model.output_stride=16", "train.iterations=2",

@@ -17,6 +17,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import gpu_check  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
+
 
 def run_dry(out, *sections):
     cmd = [sys.executable, os.path.join(ROOT, "bench", "gpu_check.py"), "--dry-run", "--out", str(out),

@@ -97,6 +97,7 @@ def test_summed_counts_give_the_confusion_derived_ious(evaluated, tmp_path):
         assert np.nanmean(iou) == pytest.approx(row["mIoU"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_eval_tool_writes_the_sidecar(demo_root, tmp_path):
     config = os.path.join(ROOT, "configs", "demo", "deeplabv3plus_r18_zeros.yaml")
     cfg = load_config(config)

@@ -61,6 +61,7 @@ def tv_resnet50_os8(tmp_path_factory):
 
 @pytest.mark.parametrize("output_stride", [8, 16])
 @pytest.mark.parametrize("padding", ["zeros", "partial"])
+@pytest.mark.slow
 def test_resnet50_output_shape_odd_sizes(output_stride, padding):
     model = DeepLabV3Plus("resnet50", num_classes=5, output_stride=output_stride, padding_mode=padding).eval()
     with torch.no_grad():
@@ -68,6 +69,7 @@ def test_resnet50_output_shape_odd_sizes(output_stride, padding):
             assert model(torch.randn(1, 3, h, w)).shape == (1, 5, h, w)
 
 
+@pytest.mark.slow
 def test_resnet18_dilated_stage_sizes_and_shape():
     enc = ResNetEncoder("resnet18", output_stride=8).eval()
     h, w = 37, 51
@@ -85,6 +87,7 @@ def test_resnet18_dilated_stage_sizes_and_shape():
 
 
 @pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.slow
 def test_dilate_layer_reproduces_torchvision_dilation(output_stride):
     ours = tv_resnet.resnet50(weights=None)
     dilation = 1
@@ -98,6 +101,7 @@ def test_dilate_layer_reproduces_torchvision_dilation(output_stride):
             if isinstance(m, nn.Conv2d)] == geometry
 
 
+@pytest.mark.slow
 def test_resnet50_trunk_equals_torchvision_layers(tv_resnet50_os8):
     """Zero padding + torchvision checkpoint -> bit-identical stage outputs to torchvision's ResNet-50."""
     net, path = tv_resnet50_os8
@@ -112,6 +116,7 @@ def test_resnet50_trunk_equals_torchvision_layers(tv_resnet50_os8):
     assert model.pretrained_report.missing == []
 
 
+@pytest.mark.slow
 def test_resnet50_os16_trunk_equals_torchvision_layers():
     torch.manual_seed(1)
     net = randomize_bn(tv_resnet.resnet50(weights=None, replace_stride_with_dilation=TV_FLAGS[16])).eval()
@@ -130,6 +135,7 @@ def padded_convs(model: nn.Module):
 
 
 @pytest.mark.parametrize("encoder", ["resnet50", "resnet18"])
+@pytest.mark.slow
 def test_every_padded_conv_follows_the_mode(encoder):
     for mode in PADDING_MODES:
         model = DeepLabV3Plus(encoder, output_stride=8, padding_mode=mode)
@@ -152,6 +158,7 @@ def test_aspp_rates_at_os16():
         ((r, r), (r, r), PartialConv2d) for r in (6, 12, 18)]
 
 
+@pytest.mark.slow
 def test_state_dict_keys_identical_across_modes_and_norms():
     ref = DeepLabV3Plus("resnet18", padding_mode="zeros").state_dict()
     signature = [(k, v.shape) for k, v in ref.items()]
@@ -163,6 +170,7 @@ def test_state_dict_keys_identical_across_modes_and_norms():
     assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
 
 
+@pytest.mark.slow
 def test_one_set_of_weights_runs_under_every_mode():
     """A zeros-trained model converted by convert_padding == a model built in that mode with the same weights."""
     torch.manual_seed(0)
@@ -306,6 +314,7 @@ def test_torchvision_resnet50_name_resolves_to_the_cache_file(tmp_path, monkeypa
     assert resolve_pretrained(str(tmp_path / "local.pth")) == tmp_path / "local.pth"
 
 
+@pytest.mark.slow
 def test_torchvision_weight_errors_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 

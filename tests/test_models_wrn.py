@@ -33,6 +33,7 @@ def wrn_os8_partial():
     return DeepLabV3Plus("wider_resnet38", num_classes=19, output_stride=8, padding_mode="partial").eval()
 
 
+@pytest.mark.slow
 def test_parameter_counts(wrn_os8_partial):
     encoder = sum(p.numel() for p in wrn_os8_partial.encoder.parameters())
     total = sum(p.numel() for p in wrn_os8_partial.parameters())
@@ -70,6 +71,7 @@ def test_stage_channels_strides_dilations_os8(wrn_os8_partial):
     check_stages(wrn_os8_partial, 8)
 
 
+@pytest.mark.slow
 def test_output_shape_os8_partial_and_every_padded_conv_is_partial(wrn_os8_partial):
     with torch.no_grad():
         assert wrn_os8_partial(torch.randn(1, 3, *SIZE)).shape == (1, 19, *SIZE)
@@ -82,6 +84,7 @@ def test_output_shape_os8_partial_and_every_padded_conv_is_partial(wrn_os8_parti
     assert [b[0].dilation[0] for b in wrn_os8_partial.aspp.branches[1:]] == [12, 24, 36]
 
 
+@pytest.mark.slow
 def test_os16_zeros_shapes_and_same_keys(wrn_os8_partial):
     model = DeepLabV3Plus("wider_resnet38", num_classes=19, output_stride=16, padding_mode="zeros").eval()
     check_stages(model, 16)
@@ -91,6 +94,7 @@ def test_os16_zeros_shapes_and_same_keys(wrn_os8_partial):
         [(k, v.shape) for k, v in wrn_os8_partial.state_dict().items()]
 
 
+@pytest.mark.slow
 def test_nvidia_imagenet_checkpoint_format_loads(tmp_path, caplog):
     """NVIDIA's wider_resnet38.pth.tar: {"state_dict": DataParallel keys, bnrelu = Sequential(BN, ReLU)}."""
     gen = torch.Generator().manual_seed(0)
@@ -123,6 +127,7 @@ def test_nvidia_imagenet_checkpoint_format_loads(tmp_path, caplog):
             assert torch.equal(own[short], state[key]), short
 
 
+@pytest.mark.slow
 def test_mapillary_inplace_abn_single_norm_layout_is_remapped(tmp_path):
     """Mapillary's In-Place ABN WRN-38 ImageNet file: one module per norm (``bn1.weight``), not (BN, ReLU)."""
     gen = torch.Generator().manual_seed(1)

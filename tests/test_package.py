@@ -13,6 +13,8 @@ import pytest
 from conftest import save_demo_checkpoint
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
+
 ROOT = Path(__file__).resolve().parent.parent
 #: clone folder -> where the wheel ships it
 SHIPPED = {"seg": "seg", "tools": "seg/tools", "configs": "seg/configs"}

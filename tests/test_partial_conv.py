@@ -141,6 +141,7 @@ def test_mask_mode_has_windows_entirely_in_hole():
 
 
 @pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.slow
 def test_gradcheck(masked, backward_strategy):
     conv = build((3, 3), (2, 1), (1, 2), (2, 1), (2, 3, 1), True)
     x = torch.randn(1, 2, 7, 6, dtype=torch.float64, requires_grad=True)
@@ -180,6 +181,7 @@ def backward_strategy(request, monkeypatch):
 
 
 @pytest.mark.parametrize("case", grid_cases(), ids=str)
+@pytest.mark.slow
 def test_gradients_match_naive_reference(case, backward_strategy):
     k, s, d, padding, size, g, bias = case
     conv = build(k, s, d, padding, g, bias)
@@ -339,6 +341,7 @@ def fullmap():
 
 
 @pytest.mark.parametrize("case", grid_cases(80, seed=3), ids=str)
+@pytest.mark.slow
 def test_fullmap_strategy_matches_naive_reference(case, fullmap):
     # inference path (no autograd); the gradients of the full map run over the whole grid through the
     # backward_strategy fixture

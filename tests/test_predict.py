@@ -55,6 +55,7 @@ def val_images(demo_root):
     return sorted(glob.glob(os.path.join(demo_root, "leftImg8bit", "val", "*", "*.png")))
 
 
+@pytest.mark.slow
 def test_predict_tool_writes_label_ids_and_overlays(demo_root, checkpoint, tmp_path):
     images = val_images(demo_root)
     folder = os.path.dirname(images[0])
@@ -69,6 +70,7 @@ def test_predict_tool_writes_label_ids_and_overlays(demo_root, checkpoint, tmp_p
         assert over.size[0] == 128 and over.size[1] > 64  # the image plus a legend strip below it
 
 
+@pytest.mark.slow
 def test_predict_api_keeps_classes_and_converts_padding(demo_root, checkpoint):
     path = val_images(demo_root)[0]
     (result,) = seg.predict(checkpoint, path, padding_mode="partial", device="cpu", progress=False)

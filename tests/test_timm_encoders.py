@@ -12,6 +12,7 @@ timm = pytest.importorskip("timm")
 
 @pytest.mark.parametrize("name,skip,out", [("resnet18", 64, 512), ("tf_efficientnet_b0", 24, 320)])
 @pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.slow
 def test_encoder_shapes_follow_reduction_4_and_the_output_stride(name, skip, out, output_stride):
     torch.manual_seed(0)
     encoder = build_encoder(f"timm/{name}", output_stride, "partial", "bn").eval()
@@ -27,6 +28,7 @@ def test_encoder_shapes_follow_reduction_4_and_the_output_stride(name, skip, out
         assert any(isinstance(m, PartialConv2dSame) for m in encoder.modules())
 
 
+@pytest.mark.slow
 def test_deeplabv3plus_on_timm_encoder_and_local_weights(tmp_path):
     torch.manual_seed(0)
     source = timm.create_model("resnet18", pretrained=False, num_classes=5)

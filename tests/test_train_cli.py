@@ -10,6 +10,8 @@ import time
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "tools", "train.py")
 CONFIG = os.path.join(REPO, "configs", "demo", "deeplabv3plus_r18_zeros.yaml")

@@ -79,6 +79,7 @@ def run(cfg, work_dir, resume=None, model_seed=0):
     return train(cfg, model, ColourBlobs(), CPU, str(work_dir), resume=resume)
 
 
+@pytest.mark.slow
 def test_short_training_lowers_loss(tmp_path):
     cfg = tiny_cfg(iterations=30, log_interval=5, ckpt_interval=30)
     run(cfg, tmp_path)
@@ -91,6 +92,7 @@ def test_short_training_lowers_loss(tmp_path):
     assert set(export) == {"model", "config", "meta"} and export["meta"]["iteration"] == 30
 
 
+@pytest.mark.slow
 def test_data_workers_give_the_same_run(tmp_path):
     """Persistent workers must still see every epoch (it travels with the index) and per-item seeds."""
     inline = run(tiny_cfg(iterations=10), tmp_path / "w0")  # 4 iterations per epoch: 3 epochs
@@ -122,6 +124,7 @@ def test_no_wd_norm_bias_groups():
     assert len(opt.param_groups[1]["params"]) == 4  # two conv biases + BN weight and bias
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(tmp_path):
     """Train 8 iterations straight, vs resume from the iteration-6 checkpoint: mid-epoch (4 iterations per
     epoch), from a scrambled process state."""

@@ -30,6 +30,8 @@ from seg.engine.workdir import WorkDirLock
 from seg.errors import WorkDirError
 from seg.evaluation.runner import write_results
 
+pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
+
 
 def run(cfg, work_dir, resume=None, overwrite=False):
     seed_everything(0)
