@@ -11,20 +11,20 @@ import json
 import sys
 import time
 
-from seg.cli import run_tool, tool_parser
+from seg.cli import nonnegative_int, positive_int, run_tool, tool_parser
 from seg.data.demo import generate_demo_dataset
 
 
 def main(argv=None):
     p = tool_parser(__doc__)
     p.add_argument("--out", default="datasets/demo", help="dataset root to write (default: datasets/demo)")
-    p.add_argument("--train", type=int, default=60, help="number of gtFine train images")
-    p.add_argument("--val", type=int, default=20, help="number of gtFine val images")
-    p.add_argument("--extra", type=int, default=0, help="number of train_extra images with gtCoarse labels")
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--train", type=positive_int, default=60, help="number of gtFine train images")
+    p.add_argument("--val", type=positive_int, default=20, help="number of gtFine val images")
+    p.add_argument("--extra", type=nonnegative_int, default=0, help="number of train_extra images with gtCoarse labels")
+    p.add_argument("--height", type=positive_int, default=256)
+    p.add_argument("--width", type=positive_int, default=512)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="processes (output is identical for any number)")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes (output is identical for any number)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     info = generate_demo_dataset(args.out, train=args.train, val=args.val, height=args.height, width=args.width,
