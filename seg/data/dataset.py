@@ -2,6 +2,8 @@
 full-size evaluation samples, and augmented, class-balanced training crops."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import albumentations as A
 import numpy as np
 import torch
@@ -14,11 +16,11 @@ from .labels import CITYSCAPES_DECODER, LabelDecoder
 from .transforms import CROP_PLACEMENTS, BatchNormalize, build_geometric, build_photometric, crop_window, normalize_ops
 
 
-class PairList(list):
+class PairList(list[tuple[str, str]]):
     """(image, label) path pairs that also carry the decoder of their labels, so a check handed only the
     list (seg.data.verify.check_pairs) decodes them as the dataset does."""
 
-    def __init__(self, pairs, decoder: LabelDecoder):
+    def __init__(self, pairs: Iterable[tuple[str, str]], decoder: LabelDecoder):
         super().__init__(pairs)
         self.decoder = decoder
 

@@ -50,7 +50,7 @@ class WarmupLR(LRScheduler):
             f *= self.warmup_factor * (1 - alpha) + alpha
         return f
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:  # base_lrs may hold tensors (torch's own type)
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]
 
