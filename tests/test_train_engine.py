@@ -4,6 +4,7 @@ import glob
 import json
 import math
 import os
+import time
 
 import pytest
 import torch
@@ -313,6 +314,21 @@ def test_hook_events_come_in_order_and_their_state_is_checkpointed(tmp_path):
     steps = [("after_step", i) for i in range(1, 7)]
     assert hook.events == [("before_train", 0), *steps[:4], ("after_epoch", 4), *steps[4:], ("after_train", 6)]
     assert load_checkpoint(checkpoint_path(str(tmp_path), 4))["recorder_steps"] == 4
+
+
+def test_img_s_leaves_out_the_time_of_validation(tmp_path):
+    """A validation sleeping 1 s at iteration 2 would cap the next window (4 images x 2 steps) at 8 img/s."""
+    seed_everything(0)
+
+    def slow_validation(model):
+        time.sleep(1.0)
+        return {"mIoU": 1.0, "IoU": [0.5]}
+
+    train(tiny_cfg(iterations=4, val_interval=2), TinyNet(), ColourBlobs(), CPU, str(tmp_path),
+          validate=slow_validation)
+    logged = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["tag"] == "train"]
+    assert [r["iter"] for r in logged] == [2, 4]
+    assert logged[1]["img_s"] > 8 * 3, logged[1]  # the step itself takes milliseconds on any machine
 
 
 def test_validation_keeps_the_best_score_in_best_pth(tmp_path):

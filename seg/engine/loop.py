@@ -28,7 +28,8 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -217,11 +218,12 @@ class TrainLoop:
                 window.add(self.loss)
                 if self.iteration % self.train_cfg["log_interval"] == 0 or self.iteration == self.total:
                     self.log_window(window)
-                self.call("after_step")
-                if self.iteration % self.iters_per_epoch == 0:
-                    self.call("after_epoch")
-                if self.checkpoint_due():
-                    self.save_periodic()
+                with window.paused():  # validation and checkpoints are no training time: img/s leaves them out
+                    self.call("after_step")
+                    if self.iteration % self.iters_per_epoch == 0:
+                        self.call("after_epoch")
+                    if self.checkpoint_due():
+                        self.save_periodic()
         finally:
             batches.close()
             self.log.close()
@@ -349,6 +351,15 @@ class _Window:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.t0
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Wall time spent inside does not count towards the window's seconds."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t0 += time.perf_counter() - start
 
 
 def _print(info: DistInfo, text: str) -> None:
