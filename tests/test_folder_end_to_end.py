@@ -1,12 +1,15 @@
-"""tools/train.py then tools/eval.py on folder-format data: a 3-class plain folder tree and an ADE20K-layout
-tree read through the shipped ADE20K config (ResNet-18, 32 px crops, two iterations, CPU)."""
+"""tools/train.py, tools/eval.py then tools/predict.py on folder-format data: a 3-class plain folder tree and
+an ADE20K-layout tree read through the shipped ADE20K config (ResNet-18, 32 px crops, two iterations, CPU)."""
+import glob
 import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 import yaml
 from folder_trees import write_ade_tree, write_folder_tree
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
 
@@ -24,7 +27,8 @@ def tool(name):
     return module
 
 
-def train_then_eval(config, work_dir, opts, num_classes):
+def train_eval_predict(config, work_dir, opts, num_classes, images):
+    """Train, evaluate (leave-out and distance bands scored), then predict the unlabelled `images` folder."""
     train = tool("train")
     train.main(train.parse_args([config, "--work-dir", str(work_dir), "--opts", *opts]))
     records = [json.loads(line) for line in open(work_dir / "metrics.jsonl")]
@@ -34,10 +38,18 @@ def train_then_eval(config, work_dir, opts, num_classes):
                        "--opts", "data.num_workers=0"])
     result = json.loads(out.read_text())
     assert 0 <= result["mIoU"] <= 100 and result["num_classes"] == num_classes
+    assert len(result["leave_out"]["results"]) > 1 and len(result["distance_bands"]["results"]) > 1
+    pred_dir = work_dir / "pred"
+    tool("predict").main([str(work_dir / "model_final.pth"), str(images), "--out", str(pred_dir), "--device", "cpu"])
+    for path in sorted(glob.glob(os.path.join(images, "**", "*.*"), recursive=True)):
+        name = os.path.splitext(os.path.relpath(path, images))[0]
+        pred = np.asarray(Image.open(pred_dir / f"{name}.png"))
+        assert pred.shape == np.asarray(Image.open(path)).shape[:2] and pred.max() < num_classes, name
+        assert (pred_dir / f"{name}_overlay.png").is_file()
     return result
 
 
-def test_plain_folder_dataset_trains_and_evaluates(tmp_path):
+def test_plain_folder_dataset_trains_evaluates_and_predicts(tmp_path):
     root = tmp_path / "data"
     write_folder_tree(str(root), n=4)
     config = tmp_path / "folder3.yaml"
@@ -46,11 +58,11 @@ def test_plain_folder_dataset_trains_and_evaluates(tmp_path):
         "model": {"num_classes": 3},
         "data": {"format": "folder", "root": str(root), "img_suffix": ".png", "train_sets": ["train"],
                  "val_split": "val", "class_names": ["sky", "road", "car"], "class_balance": 0.5}}))
-    train_then_eval(str(config), tmp_path / "run", SMALL, 3)
+    train_eval_predict(str(config), tmp_path / "run", SMALL, 3, root / "images" / "val")
 
 
 def test_ade20k_layout_with_the_shipped_config(tmp_path):
     root = tmp_path / "ADEChallengeData2016"
     write_ade_tree(str(root), n=(4, 2))
     config = os.path.join(REPO, "configs", "ade20k", "deeplabv3plus_r50_partial_512.yaml")
-    train_then_eval(config, tmp_path / "run", SMALL + [f"data.root={root}"], 150)
+    train_eval_predict(config, tmp_path / "run", SMALL + [f"data.root={root}"], 150, root / "images" / "validation")
