@@ -105,9 +105,12 @@ class SegTrainDataset(SegDataset):
             raise ValueError(f"data.coarse_mode must be one of {list(COARSE_MODES)}, got {coarse_mode!r}")
         self.coarse_mode = coarse_mode
         self.is_coarse = np.zeros(len(pairs), bool) if is_coarse is None else np.asarray(is_coarse, bool)
-        self.random_pool = np.nonzero(~self.is_coarse)[0] if coarse_mode == "boost" else None
-        if coarse_mode == "boost" and not len(self.random_pool):
-            raise DataError("data.coarse_mode=boost needs fine images in data.train_sets (an epoch is the fine images)")
+        self.random_pool: np.ndarray | None = None
+        if coarse_mode == "boost":
+            self.random_pool = np.nonzero(~self.is_coarse)[0]
+            if not len(self.random_pool):
+                raise DataError("data.coarse_mode=boost needs fine images in data.train_sets "
+                                "(an epoch is the fine images)")
         if crop_placement not in CROP_PLACEMENTS:
             raise ValueError(f"data.crop_placement must be one of {list(CROP_PLACEMENTS)}, got {crop_placement!r}")
         self.crop_placement = crop_placement

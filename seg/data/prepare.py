@@ -143,8 +143,9 @@ def prepare_cityscapes(root: str, workers: int = 1, verify: bool = False) -> dic
 # Official Cityscapes counts per (annotation, split) and the archive that holds each part.
 OFFICIAL_COUNTS = {("gtFine", "train"): 2975, ("gtFine", "val"): 500, ("gtFine", "test"): 1525,
                    ("gtCoarse", "train_extra"): 19998}
-ARCHIVES = {"leftImg8bit": {"train_extra": "leftImg8bit_trainextra.zip", None: "leftImg8bit_trainvaltest.zip"},
-            "gtFine": {None: "gtFine_trainvaltest.zip"}, "gtCoarse": {None: "gtCoarse.zip"}}
+ARCHIVES: dict[str, dict[str | None, str]] = {
+    "leftImg8bit": {"train_extra": "leftImg8bit_trainextra.zip", None: "leftImg8bit_trainvaltest.zip"},
+    "gtFine": {None: "gtFine_trainvaltest.zip"}, "gtCoarse": {None: "gtCoarse.zip"}}
 
 
 def _archive(folder: str, split: str) -> str:

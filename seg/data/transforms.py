@@ -99,7 +99,8 @@ class BatchNormalize:
         if images.is_floating_point():
             return images
         if images.device not in self._consts:
-            self._consts[images.device] = tuple(torch.tensor(v, dtype=torch.float32, device=images.device)
-                                                .view(1, -1, 1, 1) for v in (self.scale, self.shift))
+            scale, shift = (torch.tensor(v, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+                            for v in (self.scale, self.shift))
+            self._consts[images.device] = scale, shift
         scale, shift = self._consts[images.device]
         return images.float() * scale + shift

@@ -24,7 +24,8 @@ def check_pairs(pairs: list[tuple[str, str]], sample: int | None = None, decoder
     """Decode a sample of (image, label) pairs (all with sample=None) and check sizes and label values;
     DataError names the first bad file. Labels decode with ``decoder``, else the one a dataset's
     ``pairs`` carries (seg.data.dataset.PairList), else as Cityscapes trainIds. Returns the number checked."""
-    decoder = decoder or getattr(pairs, "decoder", CITYSCAPES_DECODER)
+    if decoder is None:
+        decoder = getattr(pairs, "decoder", CITYSCAPES_DECODER)
     chosen = sample_indices(len(pairs), sample)
     for i in chosen:
         load_pair(*pairs[i], decoder)

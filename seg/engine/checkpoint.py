@@ -183,7 +183,11 @@ def export_from_checkpoint(src: str, dst: str) -> None:
 
 def get_rng_state() -> dict:
     """RNG states of torch (CPU, CUDA), numpy and python, as tensors/lists/numbers (weights_only-safe)."""
-    np_state = np.random.get_state()
+    # legacy=True is numpy's default, spelt out: the stubs type the bare call as the dict form
+    np_state = np.random.get_state(legacy=True)
+    if isinstance(np_state, dict):  # numpy returns the dict form only for a global generator other than MT19937
+        raise CheckpointError(f"numpy's global RNG is {np_state.get('bit_generator')}, not MT19937; "
+                              "its state cannot be saved")
     py_state = random.getstate()
     return {
         "torch": torch.get_rng_state(),

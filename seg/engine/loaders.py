@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .sampler import dataset_len
+
 __all__ = ["ShardSampler", "build_eval_loader", "world"]
 
 
@@ -31,7 +33,7 @@ class ShardSampler(Sampler[int]):
         r, w = world()
         self.rank = r if rank is None else rank
         self.world_size = w if world_size is None else world_size
-        self.length = len(dataset)
+        self.length = dataset_len(dataset)
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.length, self.world_size))

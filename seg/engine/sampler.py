@@ -11,6 +11,7 @@ re-spawn per epoch, which matters for small datasets) and still see each epoch's
 from __future__ import annotations
 
 import random
+from collections.abc import Sized
 from contextlib import contextmanager
 
 import numpy as np
@@ -75,6 +76,14 @@ def _seeded_rngs(seed: int):
             np.random.set_state(npy)
 
 
+def dataset_len(dataset: Dataset) -> int:
+    """``len(dataset)``: torch's ``Dataset`` declares no ``__len__``, and seg's loaders and samplers need
+    a map-style dataset that has one (TypeError naming the class otherwise)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"{type(dataset).__name__} has no __len__: seg needs a map-style dataset with a length")
+    return len(dataset)
+
+
 class EpochSeededDataset(Dataset):
     """Wraps a training dataset so that item i of epoch e is drawn with RNGs seeded from (seed, e, i).
 
@@ -94,7 +103,7 @@ class EpochSeededDataset(Dataset):
             self.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return dataset_len(self.dataset)
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, tuple) else (self.epoch or 0, key)

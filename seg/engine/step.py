@@ -23,7 +23,7 @@ from seg.errors import SegError
 
 from .checkpoint import nonfinite_entries
 from .distributed import DistInfo, all_reduce_mean
-from .sampler import ResumableDistributedSampler
+from .sampler import ResumableDistributedSampler, dataset_len
 
 __all__ = ["NonFiniteLossError", "seed_everything", "set_determinism", "amp_dtype", "train_step",
            "check_finite_loss", "check_finite_state", "build_train_loader"]
@@ -115,10 +115,11 @@ def build_train_loader(dataset: Dataset, cfg: dict, info: DistInfo
     if batch % world:
         raise ConfigError(f"train.batch_size={batch} (global) must be divisible by the world size {world}")
     per_rank = batch // world
-    sampler = ResumableDistributedSampler(len(dataset), world, info.rank, seed=cfg["train"]["seed"])
+    size = dataset_len(dataset)
+    sampler = ResumableDistributedSampler(size, world, info.rank, seed=cfg["train"]["seed"])
     iters_per_epoch = sampler.per_rank // per_rank
     if iters_per_epoch == 0:
-        raise ConfigError(f"training set has {len(dataset)} samples, fewer than train.batch_size={batch} "
+        raise ConfigError(f"training set has {size} samples, fewer than train.batch_size={batch} "
                           f"(global; each of the {world} process(es) needs {per_rank} per step)")
     workers = cfg["data"]["num_workers"]
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers, drop_last=True,

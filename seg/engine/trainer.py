@@ -61,7 +61,7 @@ class DataChecks(Hook):
 
     def before_train(self, loop: TrainLoop) -> None:
         for ds in (self.train_set, self.val_set):
-            if hasattr(ds, "pairs"):
+            if ds is not None and hasattr(ds, "pairs"):
                 check_pairs(ds.pairs, None if self.verify else VERIFY_SAMPLE)
         if self.val_set is None:
             return
@@ -100,7 +100,8 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
                      schedule=build_scheduler, iterations=train_cfg["iterations"], hooks=tuple(hooks),
                      skip_reason=partial(unlabelled_batch, cfg))
     _check_images_per_process(loop.model, train_cfg, info)
-    if hasattr(train_set, "crop_sources") and info.is_main:
+    # SegTrainDataset's crop plan; both attributes come together there
+    if hasattr(train_set, "crop_sources") and hasattr(train_set, "coarse_mode") and info.is_main:
         fine, coarse = train_set.crop_sources()
         print(f"training crops per epoch: {fine} from fine, {coarse} from coarse images "
               f"(data.coarse_mode={train_set.coarse_mode})", flush=True)

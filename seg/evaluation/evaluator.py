@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
+from typing import cast
 
 import numpy as np
 import torch
@@ -222,7 +223,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
         result["image_stats"] = _image_stats(per_image, loader, world_size, result["class_names"],
                                              _region_labels(result))
     if save_pred:
-        pairs = writers[0].pairs
+        pairs = cast(PredictionWriter, writers[0]).pairs  # _prediction_writers puts it first with save_pred
         if world_size > 1:
             gathered_pairs: list[list] = [[] for _ in range(world_size)]  # one slot per rank, filled by it
             dist.all_gather_object(gathered_pairs, pairs)
@@ -253,11 +254,11 @@ def _image_stats(per_image: list[torch.Tensor], loader: DataLoader, world_size: 
         indices = [i for part, _ in gathered for i in part]
         counts = torch.from_numpy(np.concatenate([c for _, c in gathered]))
     order = sorted(range(len(indices)), key=indices.__getitem__)
-    counts = counts[order].numpy()
+    ordered = counts[order].numpy()
     paths = getattr(loader.dataset, "image_paths", None)
     names = [os.path.basename(paths[indices[i]]).split(".")[0] if paths is not None else str(indices[i])
              for i in order]
-    return {"intersection": counts[:, :, 0], "prediction": counts[:, :, 1], "ground_truth": counts[:, :, 2],
+    return {"intersection": ordered[:, :, 0], "prediction": ordered[:, :, 1], "ground_truth": ordered[:, :, 2],
             "regions": regions, "images": names, "class_names": class_names}
 
 

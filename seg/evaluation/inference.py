@@ -167,6 +167,8 @@ def _tiled_logits(model: Callable, image: torch.Tensor, tile_size: int, stride: 
             total = image.new_zeros(n, logits.shape[1], height, width, dtype=torch.float32)
         for (b, y, x), tile_logits in zip(chunk, logits):
             total[b, :, y:y + tile_size, x:x + tile_size] += tile_logits
+    if total is None:  # no tile was run: the grid always has one, so the batch was empty
+        raise ValueError(f"expected at least one image, got shape {tuple(image.shape)}")
     return total.div_(count)
 
 
@@ -224,4 +226,6 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
                 logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             total = logits if total is None else total + logits
             runs += 1
+    if total is None:
+        raise ValueError("scales must name at least one scale, got none")
     return total if runs == 1 else total / runs

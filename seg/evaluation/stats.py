@@ -12,6 +12,7 @@ They travel beside the results JSON as a compact ``.npz`` sidecar (:func:`save_i
 from __future__ import annotations
 
 import zipfile
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,9 @@ def sidecar_path(results_json: str) -> str:
 def save_image_stats(stats: dict, path: str) -> None:
     """Write ``stats`` (:func:`seg.evaluation.evaluate` with ``image_stats=True``, key "image_stats") as
     a compressed .npz, atomically."""
-    arrays = {name: np.asarray(stats[name], np.int64) for name in COUNTS}
+    # values typed Any: numpy >= 2.1 types savez_compressed's **kwds next to its `allow_pickle: bool`, and mypy
+    # cannot see that no key here is "allow_pickle" (numpy 1.x has no such flag, so it is not passed)
+    arrays: dict[str, Any] = {name: np.asarray(stats[name], np.int64) for name in COUNTS}
     arrays.update(regions=np.asarray(stats["regions"], str), images=np.asarray(stats["images"], str),
                   class_names=np.asarray(stats["class_names"], str))
     with atomic_open(path, "wb") as f:

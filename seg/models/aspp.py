@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..nn import create_conv2d
+from ..nn.partial_conv import conv_pads
 from .errors import ModelError
 from .norm import conv_norm_act
 
@@ -62,8 +64,8 @@ class ASPP(nn.Module):
         # reflect padding cannot pad by more than the map size; say which conv and why, not torch's
         # generic message from deep inside F.pad
         for branch in self.branches[1:]:
-            conv = branch[0]
-            pad = conv.padding[0]
+            conv = cast(nn.Conv2d, cast(nn.Sequential, branch)[0])  # conv_norm_act: (conv, norm, ReLU)
+            (pad, _), _ = conv_pads(conv)  # the top padding; create_conv2d pads all sides alike
             if conv.padding_mode == "reflect" and min(x.shape[-2:]) <= pad:
                 raise ModelError(
                     f"ASPP branch with rate {conv.dilation[0]} uses reflect padding of {pad} px, which needs "

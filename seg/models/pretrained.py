@@ -22,6 +22,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import torch
@@ -159,7 +160,8 @@ def load_pretrained(model: nn.Module, path: str | Path, classifier: str = "decod
     path = resolve_pretrained(path)
     state = read_state_dict(path)
     full = any(k.startswith(MODEL_PREFIXES) for k in state)
-    target = model if full else model.encoder
+    # seg's models keep their encoder as a submodule (torch types Module attributes as Tensor | Module)
+    target = model if full else cast(nn.Module, model.encoder)
     prefix = "" if full else getattr(target, "state_dict_prefix", "")
     if prefix:  # a timm checkpoint holds the timm model's keys; the encoder keeps that model under a prefix
         state = {k if k.startswith(prefix) else prefix + k: v for k, v in state.items()}

@@ -52,10 +52,17 @@ def _undecimated_conv(conv: nn.Conv2d, dilation: int) -> nn.Conv2d:
     A new module rather than edited attributes: ``nn.Conv2d`` caches its padding for non-zero
     padding modes at construction, so editing ``padding`` afterwards would go stale.
     """
-    spatial = conv.kernel_size != (1, 1)
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=1,
-                    padding=tuple(dilation * (k - 1) // 2 for k in conv.kernel_size) if spatial else conv.padding,
-                    dilation=dilation if spatial else conv.dilation, groups=conv.groups,
+    (kh, kw), (dh, dw) = conv.kernel_size, conv.dilation  # torch types them tuple[int, ...]; a Conv2d has two
+    spatial = (kh, kw) != (1, 1)
+    padding: str | tuple[int, int]
+    if spatial:
+        padding = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+    elif isinstance(conv.padding, str):
+        padding = conv.padding
+    else:
+        padding = (conv.padding[0], conv.padding[1])
+    new = nn.Conv2d(conv.in_channels, conv.out_channels, (kh, kw), stride=1, padding=padding,
+                    dilation=dilation if spatial else (dh, dw), groups=conv.groups,
                     bias=conv.bias is not None, padding_mode=conv.padding_mode)
     new.load_state_dict(conv.state_dict())
     return new

@@ -6,6 +6,7 @@ is built. Weights come only from a local file (``model.pretrained``): nothing is
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -13,6 +14,9 @@ from torch import nn
 from ..nn import convert_padding
 from .errors import ModelError
 from .norm import convert_sync_batchnorm
+
+if TYPE_CHECKING:  # timm is optional: imported for the annotation only
+    from timm.models import FeatureInfo
 
 #: feature reduction (stride) of the low-level skip, as for the ResNet encoders' layer1
 SKIP_REDUCTION = 4
@@ -61,7 +65,9 @@ class TimmEncoder(nn.Module):
         super().__init__()
         timm = _import_timm()
         body = _create_features(timm, name, output_stride)
-        reductions, channels = body.feature_info.reduction(), body.feature_info.channels()
+        # a plain attribute of timm's features_only models (torch types Module attributes as Tensor | Module)
+        feature_info = cast("FeatureInfo", body.feature_info)
+        reductions, channels = feature_info.reduction(), feature_info.channels()
         if reductions[-1] != output_stride:
             raise TimmEncoderError(f"model.encoder timm/{name}: its last feature has reduction {reductions[-1]}, "
                                    f"not the output stride {output_stride} asked (timm cannot dilate it)")

@@ -7,7 +7,7 @@ from torch import nn
 
 from seg.errors import SegError
 
-from .partial_conv import PartialConv2d, PartialConv2dSame, conv_pads
+from .partial_conv import PartialConv2d, PartialConv2dSame, conv_pads, store_padding_mode
 from .ratio import PaddingError
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "partial")
@@ -52,11 +52,11 @@ def create_conv2d(in_channels: int, out_channels: int, kernel_size: int | tuple[
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         ds = (dilation, dilation) if isinstance(dilation, int) else dilation
         padding = tuple(d * (k - 1) // 2 for k, d in zip(ks, ds))
-    conv_cls = PartialConv2d if padding_mode == "partial" else nn.Conv2d
+    conv_cls: type[nn.Conv2d] = PartialConv2d if padding_mode == "partial" else nn.Conv2d
     conv = conv_cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                     dilation=dilation, groups=groups, bias=bias)
     if padding_mode != "partial":
-        conv.padding_mode = padding_mode
+        store_padding_mode(conv, padding_mode)
     return conv
 
 
@@ -89,7 +89,7 @@ def set_padding_mode(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     else:
         conv.__class__ = nn.Conv2d
         conv.__dict__.pop("_ratio_plans", None)
-    conv.padding_mode = mode
+    store_padding_mode(conv, mode)
     return conv
 
 
@@ -100,12 +100,14 @@ def _set_tf_same_mode(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
             f"cannot switch {type(conv).__name__} (TensorFlow 'same' padding, sized per input) to {mode}; "
             "it converts to zeros or partial only")
     if mode == "partial" and type(conv) is not PartialConv2dSame:
-        conv._zero_padding_class = type(conv)  # a plain attribute: not in the state_dict
+        # a plain attribute: not in the state_dict. torch types Module.__setattr__'s value as Tensor | Module,
+        # though any other value is stored as a plain attribute
+        conv._zero_padding_class = type(conv)  # type: ignore[assignment]
         conv.__class__ = PartialConv2dSame
     elif mode == "zeros" and type(conv) is PartialConv2dSame:
         conv.__class__ = conv.__dict__.pop("_zero_padding_class")
         conv.__dict__.pop("_ratio_plans", None)
-    conv.padding_mode = mode
+    store_padding_mode(conv, mode)
     return conv
 
 

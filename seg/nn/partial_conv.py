@@ -72,8 +72,19 @@ def conv_pads(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]]:
             total = d * (k - 1)
             pads.append((total // 2, total - total // 2))  # torch puts the odd pixel at the end
         return pads[0], pads[1]
+    if isinstance(conv.padding, str):  # nn.Conv2d accepts only "same" and "valid", both handled above
+        raise PaddingError(f"unknown conv padding {conv.padding!r}")
     ph, pw = conv.padding
     return (ph, ph), (pw, pw)
+
+
+def store_padding_mode(conv: nn.Conv2d, mode: str) -> None:
+    """Record seg's padding ``mode`` ("zeros", "reflect", "replicate" or "partial") as ``conv.padding_mode``.
+
+    torch types the attribute as its own four modes; seg also stores "partial" there, which only
+    :class:`PartialConv2d` (whose forward never hands ``padding_mode`` to torch) carries.
+    """
+    conv.padding_mode = mode  # type: ignore[assignment]  # seg's modes include "partial", beyond torch's Literal
 
 
 def tf_same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -179,7 +190,9 @@ def _autocast_inputs(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tenso
         return x, weight
     dtype = torch.get_autocast_dtype(device)
     # autocast casts floating tensors except float64 to its low precision for conv
-    return tuple(t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t for t in (x, weight))
+    def low(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
+    return low(x), low(weight)
 
 
 class _PartialConvFunction(torch.autograd.Function):
@@ -233,6 +246,7 @@ class _PartialConvFunction(torch.autograd.Function):
             for (rows, cols, _, coef), (ratio_off, valid_off) in zip(plan.regions, plan.grad_offsets):
                 block = grad[:, :, rows, cols]
                 if need_b:  # d y / d b = valid; the conv's own bias gradient counted r (scaled) or 1
+                    assert grad_b is not None  # convolution_backward returned it: need_b was passed on
                     grad_b += (block * (coef if scaled else valid_off)).sum(dim=(0, 2, 3), dtype=grad_b.dtype)
                 if (need_x or need_w) and not scaled:
                     _add_band_grads(block * ratio_off, x, weight, rows, cols, ctx.conv_args, grad_x, grad_w)
@@ -252,7 +266,9 @@ def _full_map_backward(ctx, grad, x, weight):
                 grad_conv, x, weight, None, stride, pads, dilation, False, (0, 0), groups, (need_x, need_w, False))
         if need_b:
             grad_b = (grad.sum(0, dtype=valid.dtype) * valid).sum((1, 2)).to(ctx.dtypes[2])
-    return (grad_x.to(ctx.dtypes[0]) if need_x else None, grad_w.to(ctx.dtypes[1]) if need_w else None, grad_b)
+    # grad_x / grad_w were set above whenever need_x / need_w
+    return (grad_x.to(ctx.dtypes[0]) if grad_x is not None and need_x else None,
+            grad_w.to(ctx.dtypes[1]) if grad_w is not None and need_w else None, grad_b)
 
 
 def _add_band_grads(grad_band, x, weight, rows, cols, conv_args, grad_x, grad_w):
@@ -289,7 +305,7 @@ class PartialConv2d(nn.Conv2d):
             raise PaddingError(f"PartialConv2d pads partially; got padding_mode={kwargs['padding_mode']!r}")
         kwargs["padding_mode"] = "zeros"
         super().__init__(*args, **kwargs)
-        self.padding_mode = "partial"
+        store_padding_mode(self, "partial")
 
     # -- cache ---------------------------------------------------------------------------------
     def _plan(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> BorderPlan:
@@ -389,5 +405,5 @@ class PartialConv2dSame(PartialConv2d):
     """
 
     def _input_pads(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        return tuple(tf_same_pads(n, k, s, d) for n, k, s, d in
-                     zip((height, width), self.kernel_size, self.stride, self.dilation))
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        return tf_same_pads(height, kh, sh, dh), tf_same_pads(width, kw, sw, dw)
