@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from seg.atomic import atomic_open, atomic_write_text  # noqa: E402
 from seg.cli import positive_int, run_tool, tool_parser  # noqa: E402
 from seg.errors import ResultFileError  # noqa: E402
+from seg.evaluation import MODES  # noqa: E402
 from seg.evaluation.runner import run_names, write_results  # noqa: E402
 from seg.evaluation.stats import REGION_ALL, load_image_stats  # noqa: E402
 from seg.evaluation.uncertainty import (  # noqa: E402
@@ -44,7 +45,6 @@ from seg.evaluation.uncertainty import (  # noqa: E402
     mean_std,
 )
 
-MODES = ("regular", "tile", "overlap")
 SECTIONS = (("leave_out", "leave_out", "Centre leave-out mIoU", "centre proportion left out"),
             ("distance_bands", "band", "mIoU by distance to the nearest image border", "distance to the border (px)"))
 

@@ -26,10 +26,10 @@ from seg.engine.distributed import cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
 from seg.evaluation import MODES, evaluate
 from seg.evaluation.runner import eval_settings, labels_for, load_model_for_eval, run_config, run_names, write_results
-from seg.nn import PADDING_MODES, convert_padding
+from seg.nn import PADDING_MODES, PAPER_PAIR, convert_padding
 from seg.resources import resolve_config
 
-PADDINGS = ("zeros", "partial", "reflect", "replicate")  # table column order: the paper's pair first
+PADDINGS = PAPER_PAIR + tuple(m for m in PADDING_MODES if m not in PAPER_PAIR)  # table columns: the paper's pair first
 
 
 def fmt(v) -> str:

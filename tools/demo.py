@@ -31,12 +31,13 @@ from seg.atomic import atomic_write_text
 from seg.cli import positive_int, run_tool, tool_parser
 from seg.data.demo import generate_demo_dataset
 from seg.errors import SegError
+from seg.evaluation import MODES
 from seg.evaluation.uncertainty import mean_std, prediction_interval
 from seg.machine import describe_machine
+from seg.nn import PAPER_PAIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PADDINGS = ("zeros", "partial")
-MODES = ("regular", "tile", "overlap")
+PADDINGS = PAPER_PAIR
 DEFAULT_SEEDS = "0,1,2"
 CONFIG = "configs/demo/deeplabv3plus_r18_{}.yaml"
 

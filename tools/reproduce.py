@@ -36,6 +36,7 @@ from seg.atomic import atomic_write_text
 from seg.cli import positive_int, run_tool, tool_parser
 from seg.config import load_config
 from seg.evaluation.uncertainty import difference_interval, mean_std
+from seg.nn import PAPER_PAIR
 from seg.resources import resolve_config
 
 # The tools beside this file (the clone's tools/, or seg/tools/ when installed) run by absolute path, and
@@ -65,7 +66,7 @@ PAPER = {
     "4": "ResNet-50: zero->partial loses about 16 points, partial->zero about 0.7",
 }
 SEG_MODELS = {"resnet50": "deeplabv3plus_r50_{}_896", "wrn38": "deeplabv3plus_wrn38_{}_736"}
-PADS = ("zeros", "partial")
+PADS = PAPER_PAIR
 SEEDS = "0,1,2"  # the paper ran three trainings per Cityscapes cell and reported their mean
 CHECKPOINTS = {"best": os.path.join("checkpoints", "best.pth"), "final": "model_final.pth"}
 LEAVE_OUT = "0,1/3,1/2,2/3,3/4,7/8"  # centre proportions for Table 7
@@ -174,7 +175,7 @@ def cls_steps(args) -> list[Step]:
     steps = []
     root = os.path.join(args.work_dir, "imagenet")
     for arch in CLS_ARCHS:
-        for pad in ("zeros", "partial"):
+        for pad in PADS:
             work = os.path.join(root, f"{arch}_{pad}")
             steps.append(Step("2", [*launcher(args.gpus), tool("train_classifier"),
                                     shipped_config("imagenet", f"{arch}_{pad}"), "--runs", str(args.runs),
@@ -182,9 +183,9 @@ def cls_steps(args) -> list[Step]:
                               os.path.join(work, "runs_summary.json")))
     steps.append(Step("3", [sys.executable, tool("train_classifier"), "--summarize", root, "--out",
                             os.path.join(root, "tables")], os.path.join(root, "tables", "tables.json")))
-    best = [os.path.join(root, f"resnet50_{pad}", "run0", "checkpoints", "best.pth") for pad in ("zeros", "partial")]
+    best = [os.path.join(root, f"resnet50_{pad}", "run0", "checkpoints", "best.pth") for pad in PADS]
     steps.append(Step("4", [sys.executable, tool("train_classifier"), "--cross-test", *best, "--paddings",
-                            "zeros", "partial", "--data-root", args.imagenet,
+                            *PADS, "--data-root", args.imagenet,
                             "--out", os.path.join(root, "cross_test")],
                       os.path.join(root, "cross_test", "cross_test.json")))
     return steps

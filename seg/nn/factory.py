@@ -11,6 +11,7 @@ from .partial_conv import PartialConv2d, PartialConv2dSame, conv_pads, store_pad
 from .ratio import PaddingError
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "partial")
+PAPER_PAIR = ("zeros", "partial")  # the two modes the paper compares, its baseline first
 
 
 class PaddingModeError(PaddingError):
