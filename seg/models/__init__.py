@@ -2,7 +2,15 @@
 from __future__ import annotations
 
 from .aspp import ASPP, ASPP_RATES
-from .deeplabv3plus import ENCODERS, MODEL_ARGUMENTS, TIMM_PREFIX, DeepLabV3Plus, build_encoder, build_model
+from .deeplabv3plus import (
+    ENCODERS,
+    MODEL_ARGUMENTS,
+    TIMM_PREFIX,
+    DeepLabV3Plus,
+    build_encoder,
+    build_model,
+    encoder_name_error,
+)
 from .errors import ModelError
 from .norm import NORMS, get_norm_layer
 from .pretrained import LoadReport, PretrainedLoadError, load_pretrained
@@ -11,14 +19,6 @@ from .timm_encoder import TimmEncoder, TimmEncoderError
 from .wider_resnet import WiderResNet38
 
 OUTPUT_STRIDES = tuple(ASPP_RATES)  # the output strides DeepLabV3Plus builds (config choices)
-
-
-def encoder_name_error(name: str) -> str | None:
-    """Why ``name`` is no encoder this package builds, or None if it is one (the config schema's check)."""
-    if name in ENCODERS or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)):
-        return None
-    return f"unknown encoder {name!r}; expected one of {list(ENCODERS)} or {TIMM_PREFIX}<timm model name>"
-
 
 __all__ = ["ASPP", "ENCODERS", "MODEL_ARGUMENTS", "OUTPUT_STRIDES", "DeepLabV3Plus", "LoadReport", "ModelError",
            "NORMS", "PretrainedLoadError", "ResNetEncoder", "TIMM_PREFIX", "TimmEncoder", "TimmEncoderError",

@@ -20,17 +20,25 @@ TIMM_PREFIX = "timm/"  # model.encoder "timm/<name>": any timm model with featur
 Encoder = ResNetEncoder | WiderResNet38 | TimmEncoder
 
 
+def encoder_name_error(name: str) -> str | None:
+    """Why ``name`` is no encoder :func:`build_encoder` builds, or None if it is one (the config schema's check)."""
+    if name in ENCODERS or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)):
+        return None
+    return f"unknown encoder {name!r}; expected one of {list(ENCODERS)} or {TIMM_PREFIX}<timm model name>"
+
+
 def build_encoder(name: str, output_stride: int, padding_mode: str, norm: str) -> Encoder:
     """Encoder ``name`` with ``.out_channels``, ``.skip_channels`` and ``forward(x) -> (skip, out)``:
     one of :data:`ENCODERS` or ``timm/<timm model name>`` (:class:`TimmEncoder`)."""
     norm_layer = get_norm_layer(norm)
+    error = encoder_name_error(name)
+    if error is not None:
+        raise ModelError(error)
     if name in RESNETS:
         return ResNetEncoder(name, output_stride, padding_mode, norm_layer)
     if name == "wider_resnet38":
         return WiderResNet38(output_stride, padding_mode, norm_layer)
-    if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
-        return TimmEncoder(name[len(TIMM_PREFIX):], output_stride, padding_mode, norm)
-    raise ModelError(f"unknown encoder {name!r}; expected one of {ENCODERS} or {TIMM_PREFIX}<timm model name>")
+    return TimmEncoder(name[len(TIMM_PREFIX):], output_stride, padding_mode, norm)
 
 
 class DeepLabV3Plus(nn.Module):
