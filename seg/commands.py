@@ -72,9 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     tool = load_tool(COMMANDS[name][0])
     sys.argv[0] = f"seg {name}"  # argparse names the program after it in usage and errors
-    # train's main takes the parsed arguments (its parse_args also serves torchrun); the others take argv
-    entry = (lambda args: tool.main(tool.parse_args(args))) if hasattr(tool, "parse_args") else tool.main
-    return run_tool(entry, rest)
+    return run_tool(tool.main, rest)
 
 
 if __name__ == "__main__":

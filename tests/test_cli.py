@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import save_demo_checkpoint
 
+from seg import commands
 from seg.cli import add_config_args, run_tool, tool_parser
 from seg.config import SCHEMA, ConfigError, load_config
 from seg.data import build_val_dataset
@@ -43,7 +44,7 @@ def one_line_error(main, argv, capsys) -> str:
 
 def train_main(argv):
     tool = load_tool("train")
-    return tool.main(tool.parse_args(argv))
+    return tool.main(argv)
 
 
 def train_argv(work_dir, root, *opts):
@@ -114,6 +115,21 @@ def test_compare_and_cross_test_errors_are_one_line(tmp_path, capsys):
     assert f"error: {missing}: No such file or directory" in err
     err = one_line_error(load_tool("cross_test").main, [CONFIG, missing, "--paddings", "zeros,bogus"], capsys)
     assert "unknown padding(s) ['bogus']" in err
+
+
+@pytest.mark.parametrize("command,args", [
+    ("train", ["{missing}.yaml"]),
+    ("eval", ["{missing}.pth"]),
+    ("predict", ["{missing}.pth", "{missing}.png", "--out", "o"]),
+    ("compare", ["{missing}.json"]),
+    ("cross-test", ["{missing}.pth"]),
+    ("export", ["{missing}.pth", "--format", "weights", "--out", "o"])])
+def test_every_seg_command_passes_its_arguments_to_the_tool(tmp_path, capsys, command, args):
+    """`seg <command> ARGS` behaves as `python tools/<tool>.py ARGS`: here, one line naming the missing file."""
+    missing = str(tmp_path / "nope")
+    assert commands.main([command, *(a.format(missing=missing) for a in args)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error: ") == 1 and missing in err, err
 
 
 def test_eval_argument_errors_name_the_option(capsys):

@@ -30,7 +30,7 @@ def tool(name):
 def train_eval_predict(config, work_dir, opts, num_classes, images):
     """Train, evaluate (leave-out and distance bands scored), then predict the unlabelled `images` folder."""
     train = tool("train")
-    train.main(train.parse_args([config, "--work-dir", str(work_dir), "--opts", *opts]))
+    train.main([config, "--work-dir", str(work_dir), "--opts", *opts])
     records = [json.loads(line) for line in open(work_dir / "metrics.jsonl")]
     assert [r["iter"] for r in records if r["tag"] == "val"] == [2]
     out = work_dir / "eval.json"

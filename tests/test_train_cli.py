@@ -79,7 +79,7 @@ def build_model(model_cfg):
     return model
 
 tool.build_datasets, tool.build_model = build_datasets, build_model
-model = tool.main(tool.parse_args(sys.argv[1:]))
+model = tool.main(sys.argv[1:])
 torch.save({{"state": model.state_dict(), "seen": seen, "initial": initial}},
            os.path.join({out!r}, "rank%s.pt" % os.environ["RANK"]))
 """

@@ -55,7 +55,8 @@ def resolve_work_dir(args, cfg):
     return os.path.join("work_dirs", os.path.splitext(os.path.basename(args.config))[0])
 
 
-def main(args):
+def main(argv=None):
+    args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
     work_dir = resolve_work_dir(args, cfg)
     cfg["work_dir"] = work_dir
@@ -79,4 +80,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(run_tool(lambda argv: main(parse_args(argv))))
+    sys.exit(run_tool(main))
