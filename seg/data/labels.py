@@ -108,12 +108,16 @@ class LabelSpace:
 CITYSCAPES = LabelSpace(CLASS_NAMES, PALETTE, IGNORE_INDEX, TRAINID_TO_ID)
 
 
+_IDENTITY_LUT = np.arange(256, dtype=np.uint8)
+
+
 @dataclass(frozen=True, eq=False)  # compare decoders by .key (numpy fields make == ambiguous)
 class LabelDecoder:
     """How a dataset's mask files become training targets: ``lut[raw value]`` is the class index (255 =
-    ignore) and ``valid[raw value]`` says whether the value may occur at all (others raise DataError naming
-    the file). Picklable, so centroid workers and DataLoader workers decode the same way."""
-    lut: np.ndarray  # (256,) uint8
+    ignore; ``lut=None``: the raw value itself, no lookup and no copy of the array ``read`` returned) and
+    ``valid[raw value]`` says whether the value may occur at all (others raise DataError naming the file).
+    Picklable, so centroid workers and DataLoader workers decode the same way."""
+    lut: np.ndarray | None  # (256,) uint8, or None = identity
     valid: np.ndarray  # (256,) bool
     what: str  # the valid values in words, for error messages
     num_classes: int
@@ -122,12 +126,14 @@ class LabelDecoder:
     def __call__(self, path: str) -> np.ndarray:
         raw = self.read(path)
         check_label_values(raw, self.valid, self.what, path)
-        return self.lut[raw]
+        return raw if self.lut is None else self.lut[raw]
 
     @property
     def key(self) -> str:
-        """Short hash of the mapping (for caches of decoded labels: another mapping gives other targets)."""
-        return hashlib.sha1(self.lut.tobytes() + self.valid.tobytes() + self.read.__name__.encode()).hexdigest()[:8]
+        """Short hash of the mapping (for caches of decoded labels: another mapping gives other targets).
+        ``lut=None`` hashes as the identity table it stands for, so existing cache keys stay valid."""
+        lut = _IDENTITY_LUT if self.lut is None else self.lut
+        return hashlib.sha1(lut.tobytes() + self.valid.tobytes() + self.read.__name__.encode()).hexdigest()[:8]
 
 
 def folder_decoder(num_classes: int, ignore_index: int = IGNORE_INDEX, reduce_zero_label: bool = False,
@@ -152,5 +158,5 @@ def folder_decoder(num_classes: int, ignore_index: int = IGNORE_INDEX, reduce_ze
     return LabelDecoder(lut, valid, what, num_classes, read_index_label)
 
 
-CITYSCAPES_DECODER = LabelDecoder(np.arange(256, dtype=np.uint8), TRAINID_IS_VALID,
-                                  "Cityscapes trainId (0-18 or 255)", NUM_CLASSES)
+# labelTrainIds files already hold the targets: identity mapping (no per-sample full-image lookup copy).
+CITYSCAPES_DECODER = LabelDecoder(None, TRAINID_IS_VALID, "Cityscapes trainId (0-18 or 255)", NUM_CLASSES)
