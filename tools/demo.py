@@ -32,7 +32,7 @@ from seg.cli import positive_int, run_tool, tool_parser
 from seg.data.demo import generate_demo_dataset
 from seg.errors import SegError
 from seg.evaluation import MODES
-from seg.evaluation.uncertainty import mean_std, prediction_interval
+from seg.evaluation.uncertainty import mean_std, paired_differences, prediction_interval
 from seg.machine import describe_machine
 from seg.nn import PAPER_PAIR
 
@@ -214,13 +214,14 @@ def readme_table(compare: dict, changes: dict[str, list[float]]) -> list[str]:
     lines = ["| val mIoU | zeros | partial | partial − zeros | 95% interval (seeds) | a fresh run's means should "
              "land in (zeros / partial / diff) |", "|---|---|---|---|---|---|"]
     for mode in MODES:
-        arms = compare["summaries"][mode]
-        (z, sz), (p, sp) = ((arms[pad]["values"]["all"], arms[pad]["seeds"]) for pad in PADDINGS)
-        by_seed = dict(zip(sz, z))
-        diffs = [v - by_seed[s] for s, v in zip(sp, p) if s in by_seed]
+        zeros, partial = (compare["summaries"][mode][pad] for pad in PADDINGS)
+        z, p = zeros["values"]["all"], partial["values"]["all"]
+        diffs = paired_differences(z, p, zeros["seeds"], partial["seeds"])  # the demo trains both on the same seeds
+        if diffs is None:
+            raise SegError(f"compare.json: the {mode} arms were not trained on the same seeds")
         row = compare["comparisons"][mode][f"{PADDINGS[1]} − {PADDINGS[0]}"]["rows"]["all"]
-        lines.append(f"| {mode} | {_ms(mean_std(z))} | {_ms(mean_std(p))} | {_ms(mean_std(diffs), '+')} | "
-                     f"{_iv(row['seeds'])} | {_pi(z)} / {_pi(p)} / {_pi(diffs)} |")
+        lines.append(f"| {mode} | {_ms(zeros['metrics']['all'])} | {_ms(partial['metrics']['all'])} | "
+                     f"{_ms(mean_std(diffs), '+')} | {_iv(row['seeds'])} | {_pi(z)} / {_pi(p)} / {_pi(diffs)} |")
     for trained, values in changes.items():
         lines.append(f"| cross-test: {trained}-trained evaluated with {PADDINGS[1 - PADDINGS.index(trained)]} "
                      f"(change) | | | {_ms(mean_std(values), '+')} | | {_pi(values)} |")

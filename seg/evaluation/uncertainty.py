@@ -74,6 +74,15 @@ def _same_seeds(seeds_a: Sequence, seeds_b: Sequence) -> bool:
     return known and len(set(seeds_a)) == len(seeds_a) and sorted(seeds_a) == sorted(seeds_b)
 
 
+def paired_differences(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, seeds_a: Sequence,
+                       seeds_b: Sequence) -> list[float] | None:
+    """b - a per training seed when both arms hold the same known, distinct seeds (in any order), else None."""
+    if not _same_seeds(list(seeds_a), list(seeds_b)):
+        return None
+    by_seed = dict(zip(seeds_a, a))
+    return [vb - by_seed[s] for s, vb in zip(seeds_b, b)]
+
+
 def difference_interval(a: Sequence[float], b: Sequence[float], seeds_a: Sequence | None = None,
                         seeds_b: Sequence | None = None, level: float = LEVEL) -> dict:
     """Interval for mean(b) - mean(a) over runs (b minus a).
@@ -86,9 +95,9 @@ def difference_interval(a: Sequence[float], b: Sequence[float], seeds_a: Sequenc
     diff = float(runs_b.mean() - runs_a.mean())
     seeds_a = list(seeds_a) if seeds_a is not None else [None] * runs_a.size
     seeds_b = list(seeds_b) if seeds_b is not None else [None] * runs_b.size
-    if runs_a.size >= 2 and _same_seeds(seeds_a, seeds_b):
-        by_seed = dict(zip(seeds_a, runs_a))
-        d = np.array([vb - by_seed[s] for s, vb in zip(seeds_b, runs_b)])
+    paired = paired_differences(runs_a, runs_b, seeds_a, seeds_b) if runs_a.size >= 2 else None
+    if paired is not None:
+        d = np.array(paired)
         df, se, method = d.size - 1, d.std(ddof=1) / math.sqrt(d.size), f"paired t over {d.size} seeds"
     elif runs_a.size >= 2 and runs_b.size >= 2:
         va, vb = runs_a.var(ddof=1) / runs_a.size, runs_b.var(ddof=1) / runs_b.size
