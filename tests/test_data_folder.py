@@ -100,7 +100,7 @@ def test_values_outside_the_classes_name_the_file(tmp_path):
     with pytest.raises(DataError, match=rf"{ds.label_paths[0]}: label values \[5\] are no class index \(0-2\)"):
         ds[0]
     with pytest.raises(DataError, match=r"label values \[5\]"):
-        check_pairs(ds.pairs)  # the pairs carry the folder decoding: 5 is bad, trainIds 0-18 are not the rule
+        check_pairs(ds.pairs, decoder=ds.decoder)  # folder decoding: 5 is bad, trainIds 0-18 are not the rule
     with pytest.raises(DataError, match=r"label values \[5\]"):
         build_train_dataset(cfg_of(PLAIN, tmp_path, class_balance=0.5), seed=0)  # found computing centroids
 

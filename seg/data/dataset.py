@@ -2,8 +2,6 @@
 full-size evaluation samples, and augmented, class-balanced training crops."""
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import albumentations as A
 import numpy as np
 import torch
@@ -14,15 +12,6 @@ from .cityscapes import COARSE_MODES, NVIDIA_BOOST_CLASSES
 from .io import DataError, image_size, read_image
 from .labels import CITYSCAPES_DECODER, LabelDecoder
 from .transforms import CROP_PLACEMENTS, BatchNormalize, build_geometric, build_photometric, crop_window, normalize_ops
-
-
-class PairList(list[tuple[str, str]]):
-    """(image, label) path pairs that also carry the decoder of their labels, so a check handed only the
-    list (seg.data.verify.check_pairs) decodes them as the dataset does."""
-
-    def __init__(self, pairs: Iterable[tuple[str, str]], decoder: LabelDecoder):
-        super().__init__(pairs)
-        self.decoder = decoder
 
 
 def check_sizes(pairs: list[tuple[str, str]]) -> None:
@@ -52,7 +41,7 @@ class SegDataset(Dataset):
 
     def __init__(self, pairs: list[tuple[str, str]], decoder: LabelDecoder = CITYSCAPES_DECODER,
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
-        self.pairs = PairList(pairs, decoder)
+        self.pairs = list(pairs)
         self.decoder = decoder
         check_sizes(self.pairs)
         self.transform = A.Compose(normalize_ops(mean, std))

@@ -20,12 +20,11 @@ def sample_indices(n: int, sample: int | None) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, sample)})
 
 
-def check_pairs(pairs: list[tuple[str, str]], sample: int | None = None, decoder: LabelDecoder | None = None) -> int:
+def check_pairs(pairs: list[tuple[str, str]], sample: int | None = None,
+                decoder: LabelDecoder = CITYSCAPES_DECODER) -> int:
     """Decode a sample of (image, label) pairs (all with sample=None) and check sizes and label values;
-    DataError names the first bad file. Labels decode with ``decoder``, else the one a dataset's
-    ``pairs`` carries (seg.data.dataset.PairList), else as Cityscapes trainIds. Returns the number checked."""
-    if decoder is None:
-        decoder = getattr(pairs, "decoder", CITYSCAPES_DECODER)
+    DataError names the first bad file. Labels decode with ``decoder`` (a dataset's ``.decoder``; default
+    Cityscapes trainIds). Returns the number checked."""
     chosen = sample_indices(len(pairs), sample)
     for i in chosen:
         load_pair(*pairs[i], decoder)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from seg.config import ConfigError
+from seg.data.dataset import SegDataset
 from seg.data.io import DataError
 from seg.data.verify import check_pairs
 
@@ -61,8 +62,8 @@ class DataChecks(Hook):
 
     def before_train(self, loop: TrainLoop) -> None:
         for ds in (self.train_set, self.val_set):
-            if ds is not None and hasattr(ds, "pairs"):
-                check_pairs(ds.pairs, None if self.verify else VERIFY_SAMPLE)
+            if isinstance(ds, SegDataset):  # a dataset over (image, label) files (SegTrainDataset too)
+                check_pairs(ds.pairs, None if self.verify else VERIFY_SAMPLE, ds.decoder)
         if self.val_set is None:
             return
         image, target = self.val_set[0]
