@@ -149,10 +149,10 @@ class BorderPlan:
 
     def reweight_full_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``y = y * ratio + bias * valid`` in place, in one elementwise pass: ``y`` (B, C, Ho, Wo) is the
-        conv output WITHOUT bias. The arithmetic runs in the ratio's float32 and is stored in ``y``'s dtype."""
+        conv output WITHOUT bias. The arithmetic runs in the ratio's float32 and is stored in ``y``'s dtype.
+        Only for plans with bands (``fullmap`` is chosen only when ``regions`` is non-empty)."""
         maps = self.full_maps()
-        if maps is None:  # no output is re-weighted (callers only come here with bands, but stay correct)
-            return y if bias is None else y.add_(bias.view(-1, 1, 1))
+        assert maps is not None, "reweight_full_ needs a plan with bands"
         ratio, valid = maps
         if bias is None:
             return torch.mul(y, ratio, out=y)
@@ -169,6 +169,15 @@ class BorderPlan:
         if bias is not None:
             out = out + bias.view(-1, 1, 1) * valid
         return out.to(y.dtype)
+
+
+def _conv_reweighted(plan: BorderPlan, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     stride, pads, dilation, groups, fullmap: bool) -> torch.Tensor:
+    """The partial conv's output without autograd bookkeeping: with ``fullmap`` the conv without bias, then
+    :meth:`BorderPlan.reweight_full_`; else the conv with bias, then :meth:`BorderPlan.reweight_bands_`."""
+    if fullmap:
+        return plan.reweight_full_(F.conv2d(x, weight, None, stride, pads, dilation, groups), bias)
+    return plan.reweight_bands_(F.conv2d(x, weight, bias, stride, pads, dilation, groups), bias)
 
 
 def _strip(lo: int, hi: int, size_in: int, kernel: int, stride: int, pad_lo: int, dilation: int):
@@ -216,12 +225,11 @@ class _PartialConvFunction(torch.autograd.Function):
         x, weight = _autocast_inputs(x, weight)
         ctx.save_for_backward(x, weight)
         ctx.plan, ctx.conv_args, ctx.fullmap = plan, (stride, pads, dilation, groups), fullmap
-        if fullmap:
-            return plan.reweight_full_(F.conv2d(x, weight, None, stride, pads, dilation, groups), bias)
-        y = F.conv2d(x, weight, bias, stride, pads, dilation, groups)
-        strip_work = plan.band_area * weight[0].numel() * sum(ctx.needs_input_grad[:2])
-        ctx.use_strips = strip_work < STRIP_WORK_LIMIT * y.shape[-2] * y.shape[-1]
-        return plan.reweight_bands_(y, bias)
+        y = _conv_reweighted(plan, x, weight, bias, stride, pads, dilation, groups, fullmap)
+        if not fullmap:
+            strip_work = plan.band_area * weight[0].numel() * sum(ctx.needs_input_grad[:2])
+            ctx.use_strips = strip_work < STRIP_WORK_LIMIT * y.shape[-2] * y.shape[-1]
+        return y
 
     @staticmethod
     def backward(ctx, grad):
@@ -370,11 +378,8 @@ class PartialConv2d(nn.Conv2d):
                                                      * plan.out_size[1])
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                 for t in (x, self.weight, self.bias))):
-            if fullmap:
-                y = F.conv2d(x, self.weight, None, self.stride, pads, self.dilation, self.groups)
-                return plan.reweight_full_(y, self.bias)
-            y = F.conv2d(x, self.weight, self.bias, self.stride, pads, self.dilation, self.groups)
-            return plan.reweight_bands_(y, self.bias)
+            return _conv_reweighted(plan, x, self.weight, self.bias, self.stride, pads, self.dilation, self.groups,
+                                    fullmap)
         return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, pads, self.dilation,
                                           self.groups, fullmap)
 
