@@ -343,6 +343,26 @@ def test_validation_keeps_the_best_score_in_best_pth(tmp_path):
     assert load_checkpoint(str(tmp_path / "model_final.pth"))["meta"]["best_miou"] == 30.0
 
 
+def test_model_state_is_checked_once_per_iteration(tmp_path, monkeypatch):
+    """Log window, best.pth, periodic checkpoint and export at one iteration: one finiteness check."""
+    import seg.engine.loop as loop_module
+
+    checked = []
+    real = loop_module.check_finite_state
+
+    def counting(model, step, last_ckpt):
+        checked.append(step)
+        real(model, step, last_ckpt)
+
+    monkeypatch.setattr(loop_module, "check_finite_state", counting)
+    seed_everything(0)
+    # log every 2, checkpoint every 4, validate (new best every time) every 4; the export at 8
+    train(tiny_cfg(val_interval=4), TinyNet(), ColourBlobs(), CPU, str(tmp_path),
+          validate=lambda model: {"mIoU": float(len(checked)), "IoU": [0.5]})
+    assert checked == [2, 4, 6, 8]
+    assert (tmp_path / "checkpoints" / "best.pth").exists() and (tmp_path / "model_final.pth").exists()
+
+
 def test_engine_imports_nothing_of_the_layers_above_it():
     engine = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "seg", "engine")
     for path in glob.glob(os.path.join(engine, "*.py")):

@@ -175,6 +175,7 @@ class TrainLoop:
         self.loss: torch.Tensor | None = None  # the last step's loss; None for a skipped step
         # the newest checkpoint written or resumed from: non-finite errors name it as the place to go back to
         self.last_ckpt: str | None = None
+        self.checked: int | None = None  # the iteration whose weights check_state last found finite
         self.run_id: str | None = None
         self.meta: dict = {}  # what the hooks add to the final export's meta
 
@@ -240,7 +241,7 @@ class TrainLoop:
     def export(self) -> None:
         """model_final.pth (model-only) with every rank's BN statistics made equal to rank 0's first."""
         broadcast_buffers(self.model)
-        check_finite_state(self.model, self.iteration, self.last_ckpt)
+        self.check_state()
         if self.info.is_main:
             meta = {"iteration": self.iteration, "run_id": self.run_id, "skipped_batches": self.skipped, **self.meta}
             export_model(self.model.state_dict(), self.cfg, os.path.join(self.work_dir, "model_final.pth"), meta)
@@ -266,8 +267,17 @@ class TrainLoop:
         """Stop on a NaN/inf loss on any rank, before the step can spoil the weights."""
         check_finite_loss(loss, self.iteration + 1, self.last_ckpt, f" (epoch {self.epoch})")
 
+    def check_state(self) -> None:
+        """check_finite_state once per iteration (collective: every rank calls it at the same iterations).
+        The logging window, best.pth, the periodic checkpoint and the export may all ask at one iteration;
+        nothing updates the weights in between (broadcast_buffers copies rank 0's checked buffers), so
+        the later calls skip the collective and its sync."""
+        if self.checked != self.iteration:
+            check_finite_state(self.model, self.iteration, self.last_ckpt)
+            self.checked = self.iteration
+
     def log_window(self, window: _Window) -> None:
-        check_finite_state(self.model, self.iteration, self.last_ckpt)
+        self.check_state()
         scalars = {"loss": window.mean(), "lr": self.lr, "epoch": self.epoch,
                    "img_s": window.steps * self.train_cfg["batch_size"] / window.seconds(),
                    **({"skipped_batches": self.skipped} if self.skipped else {})}
@@ -290,7 +300,7 @@ class TrainLoop:
     def save(self, path: str) -> None:
         """Full checkpoint with the hooks' entries (collective: every rank contributes its RNG state; rank 0
         writes), written only when every parameter and buffer is finite."""
-        check_finite_state(self.model, self.iteration, self.last_ckpt)
+        self.check_state()
         extra = {k: v for hook in self.hooks for k, v in hook.state_dict().items()}
         save_training_state(path, self.model, self.optimizer, self.scheduler, self.scaler, self.iteration, self.cfg,
                             self.info, run_id=self.run_id, **extra)
