@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .io import DataError
+from .io import DataError, pair_files
 
 ANNOTATIONS = {"fine": "gtFine", "coarse": "gtCoarse", "gtFine": "gtFine", "gtCoarse": "gtCoarse"}
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -48,22 +48,14 @@ def list_pairs(root: str, annotation: str, split: str, label_type: str = "labelT
     _require_dir(img_dir, f"image split '{split}'")
     _require_dir(lbl_dir, f"{annotation} split '{split}'")
     lbl_suffix = f"_{annotation}_{label_type}.png"
-    images = {p[len(img_dir):-len(IMAGE_SUFFIX)]: p for p in glob.glob(os.path.join(img_dir, "*", "*" + IMAGE_SUFFIX))}
-    labels = {p[len(lbl_dir):-len(lbl_suffix)]: p for p in glob.glob(os.path.join(lbl_dir, "*", "*" + lbl_suffix))}
+    # keys: "<city>/<name>" (glob yields "<dir>/<city>/<name><suffix>")
+    images = {p[len(img_dir) + 1:-len(IMAGE_SUFFIX)]: p
+              for p in glob.glob(os.path.join(img_dir, "*", "*" + IMAGE_SUFFIX))}
+    labels = {p[len(lbl_dir) + 1:-len(lbl_suffix)]: p for p in glob.glob(os.path.join(lbl_dir, "*", "*" + lbl_suffix))}
     if not images:
         raise FileNotFoundError(f"no *{IMAGE_SUFFIX} under {img_dir}/<city>/. {HOW_TO_GET}")
-    no_label = sorted(set(images) - set(labels))
-    if no_label:
-        example = images[no_label[0]]
-        expected = lbl_dir + no_label[0] + lbl_suffix
-        raise DataError(f"{example}: image has no label (expected {expected}; {len(no_label)} image(s) lack one). "
-                        f"If the *_polygons.json files exist, run `python tools/prepare_cityscapes.py {root}`")
-    no_image = sorted(set(labels) - set(images))
-    if no_image:
-        example = labels[no_image[0]]
-        raise DataError(f"{example}: label has no image (expected {img_dir + no_image[0] + IMAGE_SUFFIX}; "
-                        f"{len(no_image)} label(s) lack one)")
-    return [(images[k], labels[k]) for k in sorted(images)]
+    return pair_files(images, labels, (img_dir, IMAGE_SUFFIX), (lbl_dir, lbl_suffix), "label", ("image(s)", "label(s)"),
+                      f". If the *_polygons.json files exist, run `python tools/prepare_cityscapes.py {root}`")
 
 
 CV_SPLITS = (0, 1, 2)

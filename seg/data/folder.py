@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .io import DataError
+from .io import DataError, pair_files
 from .labels import IGNORE_INDEX, LabelDecoder, LabelSpace, default_palette, folder_decoder
 
 SPLIT_FIELD = "{split}"
@@ -61,13 +61,8 @@ def folder_pairs(cfg: dict, split: str) -> list[tuple[str, str]]:
     images, masks = _files(img_dir, img_sfx), _files(ann_dir, mask_sfx)
     if not images:
         raise DataError(f"{img_dir}: no *{img_sfx} images of split '{split}' (data.img_suffix={img_sfx!r})")
-    for have, lack, folder, sfx, what in ((images, masks, ann_dir, mask_sfx, "image has no mask"),
-                                           (masks, images, img_dir, img_sfx, "mask has no image")):
-        missing = sorted(set(have) - set(lack))
-        if missing:
-            raise DataError(f"{have[missing[0]]}: {what} (expected {os.path.join(folder, missing[0] + sfx)}; "
-                            f"{len(missing)} file(s) of split '{split}' lack one)")
-    return [(images[k], masks[k]) for k in sorted(images)]
+    counted = f"file(s) of split '{split}'"
+    return pair_files(images, masks, (img_dir, img_sfx), (ann_dir, mask_sfx), "mask", (counted, counted))
 
 
 def folder_label_space(cfg: dict) -> LabelSpace:

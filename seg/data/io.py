@@ -18,6 +18,23 @@ class DataError(SegError, ValueError):
     """Bad dataset content: unpaired files, corrupt images, size mismatches, invalid label values."""
 
 
+def pair_files(images: dict[str, str], labels: dict[str, str], image_at: tuple[str, str], label_at: tuple[str, str],
+               label_word: str, counted: tuple[str, str], no_label_hint: str = "") -> list[tuple[str, str]]:
+    """(image, label) paths matched by key (a path relative to its folder, minus the suffix), in key order.
+
+    ``image_at`` / ``label_at`` are (folder, suffix) of the two sides, for the file a key expects. DataError
+    names the first image without label ("image has no <label_word>"; ``no_label_hint`` appended), else the
+    first label without image, with the expected file and the count (``counted``: the nouns counted then)."""
+    for have, lack, (folder, suffix), what, noun, hint in (
+            (images, labels, label_at, f"image has no {label_word}", counted[0], no_label_hint),
+            (labels, images, image_at, f"{label_word} has no image", counted[1], "")):
+        missing = sorted(set(have) - set(lack))
+        if missing:
+            raise DataError(f"{have[missing[0]]}: {what} (expected {os.path.join(folder, missing[0] + suffix)}; "
+                            f"{len(missing)} {noun} lack one){hint}")
+    return [(images[k], labels[k]) for k in sorted(images)]
+
+
 def png_size(path: str) -> tuple[int, int]:
     """(height, width) from a PNG header without decoding the pixels; the file's last bytes must be the IEND
     chunk, so a truncated file is found here too (a dataset reads every header when it is built)."""
