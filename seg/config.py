@@ -306,8 +306,9 @@ def _read_yaml(path: str, chain: tuple[str, ...] = (), *, schema: dict | None = 
         parent = _read_yaml(os.path.join(os.path.dirname(path), base), chain + (path,), schema=schema)
         merged = _deep_merge(merged, parent, spec)
     # Validate each file on its own so that an error names the file that holds the bad key.
-    validate(_deep_merge(merged, data, spec), source=path, schema=schema)
-    return _deep_merge(merged, data, spec)
+    merged = _deep_merge(merged, data, spec)
+    validate(merged, source=path, schema=schema)  # validate returns a new dict; ``merged`` stays unfilled
+    return merged
 
 
 def merge_overrides(cfg: dict, opts: Iterable[str], *, schema: dict | None = None) -> dict:
