@@ -14,11 +14,11 @@ import os
 from collections.abc import Sequence
 from contextlib import redirect_stdout
 
-import cv2
-import numpy as np
 import torch
 
 from seg.data.labels import CITYSCAPES, LabelSpace
+
+from .visualize import write_png
 
 __all__ = ["cityscapes_gt_path", "PredictionWriter", "official_scores"]
 
@@ -62,17 +62,12 @@ class PredictionWriter:
             path = self.image_paths[self.indices[position + j]]
             stem = _stem(path)
             pred_path = os.path.join(self.out_dir, f"{stem}_pred{self.suffix}.png")
-            _write_png(pred_path, self.labels.to_output_ids(pred[j].cpu().numpy()))
+            write_png(pred_path, self.labels.to_output_ids(pred[j].cpu().numpy()))
             gt_path = cityscapes_gt_path(path) if self.labels.output_ids is not None else ""
             if not os.path.isfile(gt_path):
                 gt_path = os.path.join(self.out_dir, "gt", f"{stem}_gt{self.suffix}.png")
-                _write_png(gt_path, self.labels.to_output_ids(target[j].cpu().numpy()))
+                write_png(gt_path, self.labels.to_output_ids(target[j].cpu().numpy()))
             self.pairs.append((pred_path, gt_path))
-
-
-def _write_png(path: str, array: np.ndarray) -> None:
-    if not cv2.imwrite(path, np.ascontiguousarray(array)):
-        raise OSError(f"could not write {path}")
 
 
 def official_scores(pairs: Sequence[tuple[str, str]], quiet: bool = True) -> dict:

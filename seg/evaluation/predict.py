@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -23,7 +22,7 @@ from seg.engine.checkpoint import load_checkpoint
 
 from .inference import InferenceSettings
 from .runner import labels_for, load_model_for_eval, run_config
-from .visualize import legend, overlay, write_rgb
+from .visualize import legend, overlay, write_png, write_rgb
 
 __all__ = ["IMAGE_EXTENSIONS", "Prediction", "expand_inputs", "predict", "pick_device"]
 
@@ -151,8 +150,7 @@ def _write(out_dir: str, name: str, rgb: np.ndarray, classes: np.ndarray, labels
     base = os.path.join(out_dir, name)
     os.makedirs(os.path.dirname(base), exist_ok=True)
     mask_path = base + ".png"
-    if not cv2.imwrite(mask_path, np.ascontiguousarray(labels.to_output_ids(classes))):
-        raise OSError(f"could not write {mask_path}")
+    write_png(mask_path, labels.to_output_ids(classes))
     if not overlays:
         return mask_path, None
     present = [int(c) for c in np.unique(classes) if c < labels.num_classes]

@@ -13,7 +13,8 @@ import torch
 
 from seg.data.labels import CITYSCAPES, LabelSpace
 
-__all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_rgb", "OverlayWriter", "denormalise"]
+__all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_png", "write_rgb", "OverlayWriter",
+           "denormalise"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,10 +65,15 @@ def legend(classes: Sequence[int], labels: LabelSpace, width: int, row: int = 18
     return strip
 
 
+def write_png(path: str, array: np.ndarray) -> None:
+    """Write an array as it is (e.g. a uint8 (H, W) id map) as PNG; OSError naming the path when that fails."""
+    if not cv2.imwrite(path, np.ascontiguousarray(array)):
+        raise OSError(f"could not write {path}")
+
+
 def write_rgb(path: str, rgb: np.ndarray) -> None:
     """Write an RGB uint8 array as PNG; OSError naming the path when that fails."""
-    if not cv2.imwrite(path, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    write_png(path, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
 
 
 def denormalise(image: torch.Tensor, mean=None, std=None) -> np.ndarray:
