@@ -75,9 +75,22 @@ def set_padding_mode(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     in ways seg cannot see) and for TensorFlow-"same" convs asked for reflect/replicate.
     """
     _check_mode(mode)
-    if isinstance(conv, tf_same_conv_types()):
+    return _set_mode(conv, mode, _conv_kind(conv, tf_same_conv_types()))
+
+
+def _conv_kind(conv: nn.Conv2d, tf_same_types: tuple[type, ...]) -> str:
+    """"tf_same" (pads per input inside forward, see :func:`tf_same_conv_types`), "plain" (``nn.Conv2d`` or
+    ``PartialConv2d``) or "own_forward" (any other subclass: it may pad in ways seg cannot see)."""
+    if isinstance(conv, tf_same_types):
+        return "tf_same"
+    return "plain" if type(conv) in (nn.Conv2d, PartialConv2d) else "own_forward"
+
+
+def _set_mode(conv: nn.Conv2d, mode: str, kind: str) -> nn.Conv2d:
+    """:func:`set_padding_mode` for a checked ``mode`` and the conv's :func:`_conv_kind`."""
+    if kind == "tf_same":
         return _set_tf_same_mode(conv, mode)
-    if type(conv) not in (nn.Conv2d, PartialConv2d):
+    if kind == "own_forward":
         raise PaddingConversionError(
             f"cannot switch padding of {type(conv).__name__} (a subclass of nn.Conv2d with its own forward); "
             "only plain nn.Conv2d, PartialConv2d and timm's Conv2dSame are converted")
@@ -128,14 +141,15 @@ def convert_padding(module: nn.Module, mode: str) -> nn.Module:
     skipping it would silently leave zero padding. Pools are not convolutions and are left as they are.
     """
     _check_mode(mode)
+    tf_same_types = tf_same_conv_types()
     for name, sub in module.named_modules():
         if not isinstance(sub, nn.Conv2d):
             continue
-        own_forward = type(sub) not in (nn.Conv2d, PartialConv2d) and not isinstance(sub, tf_same_conv_types())
+        kind = _conv_kind(sub, tf_same_types)
         spatial = any(k > 1 for k in sub.kernel_size)
-        if _pads_somewhere(sub) or (own_forward and spatial and mode != "zeros"):
+        if _pads_somewhere(sub) or (kind == "own_forward" and spatial and mode != "zeros"):
             try:
-                set_padding_mode(sub, mode)
+                _set_mode(sub, mode, kind)
             except PaddingConversionError as err:
                 raise PaddingConversionError(f"{name or type(module).__name__}: {err}") from None
     return module
