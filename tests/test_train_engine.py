@@ -363,6 +363,27 @@ def test_model_state_is_checked_once_per_iteration(tmp_path, monkeypatch):
     assert (tmp_path / "checkpoints" / "best.pth").exists() and (tmp_path / "model_final.pth").exists()
 
 
+def test_log_window_mean_is_the_float_sum_of_the_step_losses():
+    """The window sums on the device in float64: its mean is the old Python-float sum of .item()s, bit for bit;
+    a skipped step (None) counts as a step, not as a loss."""
+    from seg.engine.loop import _Window
+
+    gen = torch.Generator().manual_seed(0)
+    losses = [torch.rand((), generator=gen) * 10 ** float(torch.randint(-3, 4, (), generator=gen)) for _ in range(50)]
+    window = _Window()
+    total = 0.0
+    for i, loss in enumerate(losses):
+        skipped = i % 7 == 3
+        window.add(None if skipped else loss)
+        total += 0.0 if skipped else loss.item()
+    counted = sum(i % 7 != 3 for i in range(50))
+    assert window.steps == 50 and window.losses == counted
+    assert window.mean() == total / counted
+    window.reset()
+    window.add(None)
+    assert window.mean() is None and window.steps == 1
+
+
 def test_engine_imports_nothing_of_the_layers_above_it():
     engine = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "seg", "engine")
     for path in glob.glob(os.path.join(engine, "*.py")):

@@ -278,11 +278,12 @@ class TrainLoop:
 
     def log_window(self, window: _Window) -> None:
         self.check_state()
-        scalars = {"loss": window.mean(), "lr": self.lr, "epoch": self.epoch,
+        loss = window.mean()
+        scalars = {"loss": loss, "lr": self.lr, "epoch": self.epoch,
                    "img_s": window.steps * self.train_cfg["batch_size"] / window.seconds(),
                    **({"skipped_batches": self.skipped} if self.skipped else {})}
         self.log.log(self.iteration, scalars)
-        self.log.progress(window.steps, {"ep": str(self.epoch), "loss": f"{window.mean() or math.nan:.4f}",
+        self.log.progress(window.steps, {"ep": str(self.epoch), "loss": f"{loss or math.nan:.4f}",
                                          "lr": f"{self.lr:.2e}", "img/s": f"{scalars['img_s']:.1f}"})
         window.reset()
 
@@ -343,21 +344,28 @@ class TrainLoop:
 
 
 class _Window:
-    """Losses and wall time since the last log record; skipped steps count as steps, not as losses."""
+    """Losses and wall time since the last log record; skipped steps count as steps, not as losses.
+
+    The losses are summed on their device in float64 (the sum a Python float of ``.item()``s would be), so
+    that only :meth:`mean`, once per log record, waits for the device."""
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        self.loss, self.losses, self.steps, self.t0 = 0.0, 0, 0, time.perf_counter()
+        self.loss: torch.Tensor | None = None
+        self.losses, self.steps, self.t0 = 0, 0, time.perf_counter()
 
     def add(self, loss: torch.Tensor | None) -> None:
         self.steps += 1
         if loss is not None:
-            self.loss, self.losses = self.loss + loss.item(), self.losses + 1
+            if self.loss is None:
+                self.loss = torch.zeros((), dtype=torch.float64, device=loss.device)
+            self.loss += loss.detach().to(torch.float64)
+            self.losses += 1
 
     def mean(self) -> float | None:
-        return self.loss / self.losses if self.losses else None
+        return self.loss.item() / self.losses if self.loss is not None else None
 
     def seconds(self) -> float:
         return time.perf_counter() - self.t0
