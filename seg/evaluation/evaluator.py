@@ -86,11 +86,6 @@ class RegionLayout:
             self._offsets[num_classes] = self.region * (num_classes * num_classes)
         return self._offsets[num_classes]
 
-    @property
-    def num_slots(self) -> int:
-        """Matrices :meth:`reduce` returns: the whole image, each leave-out proportion, each band."""
-        return 1 + self.scored.shape[0] + (self.num_bands if self.has_bands else 0)
-
     def reduce(self, region_cm: torch.Tensor) -> torch.Tensor:
         """(R, K, K) region matrices -> (slots, K, K): the whole image, then leave-out proportions, then
         distance bands."""
@@ -189,6 +184,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
         model.eval()
     timer = NetworkTimer()
     k = num_classes
+    # slots in RegionLayout.reduce's order: the whole image, each leave-out proportion, each distance band
     counts = ConfusionAccumulator(k, labels.ignore_index, device, slots=1 + len(leave_out) + len(distance_bands))
     position = 0
     per_image: list[torch.Tensor] = []  # (regions, 3, K) counts per image, with image_stats
