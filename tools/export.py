@@ -116,18 +116,19 @@ def main(argv=None) -> dict:
     ckpt = load_checkpoint(args.checkpoint)
     cfg = run_config(args.checkpoint, None, (), loaded=ckpt)
     model, info = load_model_for_eval(cfg, args.checkpoint, args.padding, "cpu", loaded=ckpt)
-    del ckpt
     result = {"out": args.out, "format": args.format, "padding": info["eval_padding"], "max_abs_diff": None,
               "max_abs_logit": None}
     if args.format == "weights":
         with atomic_open(args.out, "wb") as f:
             torch.save(model.state_dict(), f)
-        reloaded, _ = load_model_for_eval(cfg, args.checkpoint, args.padding, "cpu")
+        reloaded, _ = load_model_for_eval(cfg, args.checkpoint, args.padding, "cpu", loaded=ckpt)
+        del ckpt
         reloaded.load_state_dict(torch.load(args.out, map_location="cpu", weights_only=True))
         result["checked_with"] = "a fresh model loading the file"
         result["max_abs_diff"], result["max_abs_logit"] = max_abs_diff(
             lambda images: reloaded(torch.from_numpy(images)).numpy(), model, args.size)
     else:
+        del ckpt
         export_onnx(model, args.size, args.out)
         run, result["checked_with"] = onnx_runner(args.out, args.size)
         if run is not None:
