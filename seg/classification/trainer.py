@@ -41,7 +41,7 @@ class EpochRecords(KeepBest):
 
     def __init__(self, validate: Callable[[nn.Module], dict], cfg: dict):
         self.topk = [f"top{k}" for k in cfg["eval"]["topk"]]
-        super().__init__(validate, "top1", per_epoch=True, state_key="history", shown=tuple(self.topk))
+        super().__init__(validate, "top1", per_epoch=True, shown=tuple(self.topk))
         self.cfg = cfg
         self.history: list[dict] = []  # one record per validated epoch
         self.losses: list[torch.Tensor] = []  # this epoch's step losses, averaged at its validation
