@@ -79,7 +79,9 @@ def main(argv=None) -> dict:
     if bad:
         raise ConfigError(f"--paddings: unknown padding(s) {bad}; expected some of {list(PADDING_MODES)}")
 
-    cfg = run_config(args.checkpoints[0], config, args.opts)
+    # without --config the config comes from the first checkpoint: read it once, for the loop as well
+    first = load_checkpoint(args.checkpoints[0]) if config is None else None
+    cfg = run_config(args.checkpoints[0], config, args.opts, loaded=first)
     info = init_distributed(args.device, cfg["train"]["dist_timeout_min"])
     settings, analysis = eval_settings(cfg["eval"], mode=args.mode, tile_size=args.tile_size)
     names = run_names(args.checkpoints)
@@ -88,7 +90,8 @@ def main(argv=None) -> dict:
     loader = build_eval_loader(dataset, num_workers=workers)
     rows, details = [], []
     for path, name in zip(args.checkpoints, names):
-        ckpt = load_checkpoint(path)
+        ckpt = first if first is not None else load_checkpoint(path)
+        first = None
         model, minfo = load_model_for_eval(cfg, path, None, info.device, loaded=ckpt,
                                            explicit=override_keys(args.opts, "model"))
         del ckpt
@@ -96,11 +99,14 @@ def main(argv=None) -> dict:
                "run": name,
                "label": f"{name} ({minfo['encoder']}, {minfo['trained_padding']})", "mIoU": {},
                "not_run": {}}
+        labels = None  # depends on the checkpoint only: found at its first padding, kept for the others
         for padding in paddings:
             convert_padding(model, padding)
             try:
-                result = evaluate(model, loader, minfo["num_classes"], info.device, settings,
-                                  labels=labels_for(cfg["data"], minfo["num_classes"], path), **analysis)
+                if labels is None:
+                    labels = labels_for(cfg["data"], minfo["num_classes"], path)
+                result = evaluate(model, loader, minfo["num_classes"], info.device, settings, labels=labels,
+                                  **analysis)
             except ValueError as err:  # e.g. reflect padding wider than a small feature map: report, go on
                 row["mIoU"][padding] = None
                 row["not_run"][padding] = str(err)
