@@ -107,20 +107,20 @@ def main(argv=None) -> dict:
     loader = build_eval_loader(dataset, batch_size=1, num_workers=workers)
     overrides = {key: getattr(args, key) for key in ("tile_size", "overlap", "stride", "flip", "scales", "tile_batch",
                                                      "leave_out", "leave_out_by", "distance_bands")}
-    for mode in args.mode or [None]:  # the model and data are loaded once for all modes
-        settings, analysis = eval_settings(cfg["eval"], mode=mode, **overrides)
-        result = evaluate_mode(args, cfg, model, model_info, loader, info, settings, analysis)
-    cleanup_distributed()
-    return result
-
-
-def evaluate_mode(args, cfg, model, model_info, loader, info, settings, analysis) -> dict:
-    """One inference mode: evaluate, then (main process) write the results JSON, its per-image sidecar and
-    the confusion-matrix figure."""
     labels = labels_for(cfg["data"], model_info["num_classes"], args.checkpoint)
     if args.official and labels.output_ids is None:
         raise ConfigError(f"--official scores Cityscapes labelIds, but data.format={cfg['data']['format']!r} "
                           f"predicts class indices of its own; leave --official out")
+    for mode in args.mode or [None]:  # the model and data are loaded once for all modes
+        settings, analysis = eval_settings(cfg["eval"], mode=mode, **overrides)
+        result = evaluate_mode(args, cfg, model, model_info, labels, loader, info, settings, analysis)
+    cleanup_distributed()
+    return result
+
+
+def evaluate_mode(args, cfg, model, model_info, labels, loader, info, settings, analysis) -> dict:
+    """One inference mode: evaluate, then (main process) write the results JSON, its per-image sidecar and
+    the confusion-matrix figure. ``labels``: the checkpoint's label space (labels_for), found once in main()."""
     save_pred = args.save_pred or (tempfile.mkdtemp(prefix="seg_official_") if args.official else None)
     result = evaluate(model, loader, model_info["num_classes"], info.device, settings, labels=labels,
                       save_pred=save_pred, show_dir=args.show_dir, image_mean=cfg["data"]["mean"],
