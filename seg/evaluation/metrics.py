@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from seg.data.io import DataError
+from seg.engine.loaders import world
 
 __all__ = [
     "confusion_matrix",
@@ -157,7 +158,7 @@ class ConfusionAccumulator:
 
     def all_reduce(self) -> None:
         """Sum matrices and update counts over all ranks (no-op without an initialised process group)."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if world()[1] == 1:
             return
         k = self.num_classes
         packed = torch.cat([self.matrices, self.matrices.new_full((1, k, k), self.updates)])
