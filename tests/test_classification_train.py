@@ -209,22 +209,3 @@ def test_torchrun_two_cpu_ranks_score_every_val_image_once(demo_cls, tmp_path):
         (result,) = json.load(f)["results"]
     assert result["top1"] == pytest.approx(s["best"]["top1"])
     assert result["loss"] == pytest.approx(s["history"][s["best"]["epoch"] - 1]["val_loss"], rel=1e-5)
-
-
-def test_epoch_train_loss_is_the_mean_of_the_step_losses_to_the_last_bit():
-    """EpochRecords keeps an epoch's losses in one buffer; its mean is torch.stack(losses).mean() exactly,
-    over epochs longer than 8 steps (where a float32 running sum drifts in the last bits) and shorter ones."""
-    from types import SimpleNamespace
-
-    from seg.classification.trainer import EpochRecords
-
-    cfg = {"eval": {"topk": [1]}}
-    records = EpochRecords(lambda net: {}, cfg)
-    gen = torch.Generator().manual_seed(0)
-    for epoch, steps in enumerate([37, 37, 5]):  # the last one as after a mid-epoch resume
-        losses = list(torch.rand(steps, generator=gen) * 3)
-        for loss in losses:
-            records.after_step(SimpleNamespace(loss=loss, iters_per_epoch=37))
-        loop = SimpleNamespace(epoch=epoch, lr=0.1, iteration=37 * (epoch + 1))
-        record = records.record(loop, {"top1": 50.0, "count": 10, "loss": 1.0})
-        assert record["train_loss"] == torch.stack(losses).mean().item()

@@ -44,26 +44,17 @@ class EpochRecords(KeepBest):
         super().__init__(validate, "top1", per_epoch=True, shown=tuple(self.topk))
         self.cfg = cfg
         self.history: list[dict] = []  # one record per validated epoch
-        # this epoch's step losses, averaged at its validation: one float32 buffer of an epoch's length (not a
-        # running sum: its mean is the stack().mean() of a list of the losses to the last bit, which a float32
-        # running sum is not beyond 8 steps); `count` of them filled, skipped steps leave no entry
-        self.losses: torch.Tensor | None = None
-        self.count = 0
+        self.losses: list[torch.Tensor] = []  # this epoch's step losses, averaged at its validation
         self.summary: dict = {}  # filled at the end of training
 
     def after_step(self, loop: TrainLoop) -> None:
         if loop.loss is not None:  # a skipped step has no loss to average
-            if self.losses is None:
-                self.losses = torch.empty(loop.iters_per_epoch, dtype=loop.loss.dtype, device=loop.loss.device)
-            self.losses[self.count] = loop.loss
-            self.count += 1
+            self.losses.append(loop.loss)
 
     def record(self, loop: TrainLoop, metrics: dict) -> dict:
         # a resumed epoch's train loss covers the steps since the resume only
-        if self.losses is None or not self.count:  # as torch.stack of an empty list of losses did
-            raise RuntimeError(f"epoch {loop.epoch + 1}: no step loss to average (every step was skipped)")
-        train_loss = all_reduce_mean(self.losses[:self.count].mean()).item()
-        self.count = 0
+        train_loss = all_reduce_mean(torch.stack(self.losses).mean()).item()
+        self.losses = []
         self.history.append({"epoch": loop.epoch + 1, **{k: metrics[k] for k in self.topk},
                              "val_count": metrics["count"], "val_loss": metrics["loss"], "train_loss": train_loss,
                              "lr": loop.lr, "iteration": loop.iteration})
