@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+import seg.engine.loop as loop_module
 from seg.config import load_config
 from seg.engine import (
     CheckpointError,
@@ -28,6 +29,7 @@ from seg.engine import (
     train,
 )
 from seg.engine.checkpoint import checkpoint_path, export_from_checkpoint, list_checkpoints
+from seg.engine.loop import _Window
 from seg.engine.sampler import ResumableDistributedSampler
 
 
@@ -317,18 +319,18 @@ def test_hook_events_come_in_order_and_their_state_is_checkpointed(tmp_path):
 
 
 def test_img_s_leaves_out_the_time_of_validation(tmp_path):
-    """A validation sleeping 1 s at iteration 2 would cap the next window (4 images x 2 steps) at 8 img/s."""
+    """A validation sleeping 2 s at iteration 2 would cap the next window (4 images x 2 steps) at 4 img/s."""
     seed_everything(0)
 
     def slow_validation(model):
-        time.sleep(1.0)
+        time.sleep(2.0)
         return {"mIoU": 1.0, "IoU": [0.5]}
 
     train(tiny_cfg(iterations=4, val_interval=2), TinyNet(), ColourBlobs(), CPU, str(tmp_path),
           validate=slow_validation)
     logged = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["tag"] == "train"]
     assert [r["iter"] for r in logged] == [2, 4]
-    assert logged[1]["img_s"] > 8 * 3, logged[1]  # the step itself takes milliseconds on any machine
+    assert logged[1]["img_s"] > 8, logged[1]  # two tiny steps: well under 1 s even on a loaded machine
 
 
 def test_validation_keeps_the_best_score_in_best_pth(tmp_path):
@@ -345,8 +347,6 @@ def test_validation_keeps_the_best_score_in_best_pth(tmp_path):
 
 def test_model_state_is_checked_once_per_iteration(tmp_path, monkeypatch):
     """Log window, best.pth, periodic checkpoint and export at one iteration: one finiteness check."""
-    import seg.engine.loop as loop_module
-
     checked = []
     real = loop_module.check_finite_state
 
@@ -366,8 +366,6 @@ def test_model_state_is_checked_once_per_iteration(tmp_path, monkeypatch):
 def test_log_window_mean_is_the_float_sum_of_the_step_losses():
     """The window sums on the device in float64: its mean is the old Python-float sum of .item()s, bit for bit;
     a skipped step (None) counts as a step, not as a loss."""
-    from seg.engine.loop import _Window
-
     gen = torch.Generator().manual_seed(0)
     losses = [torch.rand((), generator=gen) * 10 ** float(torch.randint(-3, 4, (), generator=gen)) for _ in range(50)]
     window = _Window()
