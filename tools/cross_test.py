@@ -99,14 +99,11 @@ def main(argv=None) -> dict:
                "run": name,
                "label": f"{name} ({minfo['encoder']}, {minfo['trained_padding']})", "mIoU": {},
                "not_run": {}}
-        labels = None  # depends on the checkpoint only: found at its first padding, kept for the others
         for padding in paddings:
             convert_padding(model, padding)
             try:
-                if labels is None:
-                    labels = labels_for(cfg["data"], minfo["num_classes"], path)
-                result = evaluate(model, loader, minfo["num_classes"], info.device, settings, labels=labels,
-                                  **analysis)
+                result = evaluate(model, loader, minfo["num_classes"], info.device, settings,
+                                  labels=labels_for(cfg["data"], minfo["num_classes"], path), **analysis)
             except ValueError as err:  # e.g. reflect padding wider than a small feature map: report, go on
                 row["mIoU"][padding] = None
                 row["not_run"][padding] = str(err)
