@@ -5,11 +5,13 @@
 
 `run_tool` turns every expected error (a seg.errors.SegError, or an OSError such as a missing file, a
 read-only folder or a full disk) into one line ``error: <message>`` on stderr and exit code 1; the
-traceback is shown only with ``--debug``.
+traceback is shown only with ``--debug``. An error raised in a data-loader worker reaches the main process
+as the same type with the worker's whole traceback as its message; the line keeps only the original message.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -62,11 +64,30 @@ positive_int = _bounded_int(1)
 nonnegative_int = _bounded_int(0)
 
 
+# torch.utils.data re-raises a worker's exception as ``type(f"Caught {name} {where}.\nOriginal {traceback}")``
+_RERAISED = re.compile(r"Caught (?P<name>\w+) (?P<where>[^\n]*)\.\nOriginal Traceback \(most recent call last\):\n")
+
+
+def _worker_message(err: BaseException, text: str) -> str | None:
+    """"<original message> (<type> in <where>)" from a data-loader worker's re-raised error; None for others.
+    The original message follows the last "<module.Type>: " that starts a line of the formatted traceback."""
+    found = _RERAISED.match(text)
+    if found is None:
+        return None
+    module, name = type(err).__module__, type(err).__qualname__
+    shown = name if module in ("builtins", "__main__") else f"{module}.{name}"  # as traceback prints the type
+    start = text.rfind(f"\n{shown}: ")
+    message = text[start + len(shown) + 3:] if start >= 0 else text.rstrip().rsplit("\n", 1)[-1]
+    return f"{message.strip()} ({found['name']} {found['where']})"
+
+
 def one_line(err: BaseException) -> str:
-    """The error's message on one line (OSError: its reason and file)."""
+    """The error's message on one line (OSError: its reason and file; an error from a data-loader worker:
+    its original message and the worker, not the worker's traceback)."""
     text = str(err)
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         text = f"{err.filename}: {err.strerror}"
+    text = _worker_message(err, text) or text
     return " ".join(text.split())
 
 

@@ -282,18 +282,20 @@ def _deep_merge(base: dict, top: dict, spec: dict | None) -> dict:
 
 
 def _read_yaml(path: str, chain: tuple[str, ...] = (), *, schema: dict | None = None) -> dict:
-    """Read one YAML file and its `_base_` parents, merged (parents first)."""
+    """Read one YAML file and its `_base_` parents, merged (parents first). ``chain``: the files that
+    include this one, outermost first."""
     path = os.path.abspath(path)
     if path in chain:
         raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(chain + (path,))}")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{chain[-1]}: _base_ file not found: {path}" if chain else f"config file not found: {path}")
     with open(path) as f:
         try:
             data = yaml.safe_load(f)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    data = {} if data is None else data
+    if data is None:  # an empty (or all-comment) file is a mistake, not a request for the defaults
+        raise ConfigError(f"{path}: config file is empty (write `{{}}` for a file that sets nothing)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     bases = data.pop("_base_", [])

@@ -15,9 +15,10 @@ from .transforms import CROP_PLACEMENTS, BatchNormalize, build_geometric, build_
 
 
 def check_sizes(pairs: list[tuple[str, str]]) -> None:
-    """Compare image and label sizes from the file headers (cheap: no decoding)."""
+    """Compare image and label sizes from the file headers (cheap: no decoding), which also finds a missing,
+    truncated or unknown file and a lossy (JPEG) label."""
     for img, lbl in pairs:
-        si, sl = image_size(img), image_size(lbl)
+        si, sl = image_size(img), image_size(lbl, mask=True)
         if si != sl:
             raise DataError(f"{lbl}: label size {sl[1]}x{sl[0]} differs from image {img} size {si[1]}x{si[0]} (WxH)")
 

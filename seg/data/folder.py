@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .io import DataError, pair_files
+from .io import LOSSLESS_MASK_SUFFIXES, DataError, pair_files
 from .labels import IGNORE_INDEX, LabelDecoder, LabelSpace, default_palette, folder_decoder
 
 SPLIT_FIELD = "{split}"
@@ -35,9 +35,19 @@ def _files(folder: str, suffix: str) -> dict[str, str]:
     return out
 
 
+def check_mask_suffix(cfg: dict) -> None:
+    """DataError unless ``data.mask_suffix`` names a lossless format (the decoders check each file's content)."""
+    suffix = cfg["mask_suffix"]
+    if not suffix.lower().endswith(LOSSLESS_MASK_SUFFIXES):
+        raise DataError(f"data.mask_suffix: {suffix!r} is no lossless image format; masks must end in one of "
+                        f"{list(LOSSLESS_MASK_SUFFIXES)} (JPEG compression changes the class of pixels near every "
+                        f"edge)")
+
+
 def folder_pairs(cfg: dict, split: str) -> list[tuple[str, str]]:
     """Sorted (image, mask) paths of ``split``; DataError naming the folder or file on a missing folder, an
-    image without mask, a mask without image, or a split-list entry without its files."""
+    image without mask, a mask without image, a split-list entry without its files, or a lossy mask suffix."""
+    check_mask_suffix(cfg)
     img_dir, ann_dir = _split_path(cfg, "img_dir", split), _split_path(cfg, "ann_dir", split)
     for key, folder in (("img_dir", img_dir), ("ann_dir", ann_dir)):
         if not os.path.isdir(folder):
@@ -67,7 +77,8 @@ def folder_pairs(cfg: dict, split: str) -> list[tuple[str, str]]:
 
 def folder_label_space(cfg: dict) -> LabelSpace:
     """Class names, palette (default_palette when null) and ignore value of a folder dataset; DataError
-    naming the data key on an inconsistent setting."""
+    naming the data key on an inconsistent setting (a lossy data.mask_suffix too: this runs when a config loads)."""
+    check_mask_suffix(cfg)
     names = cfg["class_names"]
     if not names:
         raise DataError("data.class_names: data.format=folder needs the list of class names (its length is the "

@@ -1,6 +1,6 @@
 """Checks of a file list before a run relies on it: label values of a sample (or of every pair).
 
-PNG headers and trailers of every file are read when a dataset is built (seg.data.io.png_size); this
+Headers and ends of every file are read when a dataset is built (seg.data.io.image_size); this
 decodes images and labels, which costs a second or so per hundred files, so by default only a sample.
 """
 from __future__ import annotations
