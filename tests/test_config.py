@@ -1,6 +1,7 @@
 """Config loading: defaults, _base_ inheritance, --opts overrides, and clear errors naming the key."""
 import glob
 import os
+import re
 
 import pytest
 import yaml
@@ -116,6 +117,25 @@ def test_missing_file_circular_base_and_bad_yaml(tmp_path):
         load_config(write(tmp_path / "y.yaml", "train: {lr: [}\n"))
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(write(tmp_path / "l.yaml", "- 1\n- 2\n"))
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# a comment and nothing else\n"])
+def test_empty_config_file_is_an_error_not_all_defaults(tmp_path, text):
+    empty = write(tmp_path / "empty.yaml", text)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(empty)}: config file is empty"):
+        load_config(empty)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(empty)}: config file is empty"):  # as a _base_ too
+        load_config(write(tmp_path / "child.yaml", {"_base_": "empty.yaml", "train": {"lr": 0.1}}))
+    assert load_config(write(tmp_path / "braces.yaml", "{}\n")) == default_config()  # an explicit empty mapping
+
+
+def test_missing_base_file_names_the_file_that_includes_it(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "top.yaml", {"_base_": "sub/middle.yaml"})
+    middle = write(tmp_path / "sub" / "middle.yaml", {"_base_": ["../gone.yaml"]})
+    gone = re.escape(str(tmp_path / "gone.yaml"))  # resolved against the folder of the file that names it
+    with pytest.raises(ConfigError, match=rf"^{re.escape(middle)}: _base_ file not found: {gone}$"):
+        load_config(str(tmp_path / "top.yaml"))
 
 
 def test_dump_round_trip(tmp_path):
