@@ -89,6 +89,16 @@ def test_jpeg_with_bytes_after_its_end_marker_is_complete(tmp_path):
         assert image_size(path) == want.shape[:2]
 
 
+def test_image_of_a_format_without_a_signature_check_is_left_to_the_decoder(tmp_path):
+    """PPM (which cv2 reads) is no format the end check knows: it still reads, pixel for pixel."""
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    path = str(tmp_path / "frame.ppm")
+    Image.fromarray(rgb).save(path)
+    assert (read_image(path) == rgb).all() and image_size(path) == (12, 16)
+    with pytest.raises(DataError, match=rf"^{re.escape(path)}: mask is no PNG, BMP or TIFF file; masks must be"):
+        read_label(path)
+
+
 # ---------------------------------------------------------------- case 6: masks must be lossless
 @pytest.mark.parametrize("suffix", [".jpg", ".JPEG"])
 def test_lossy_mask_suffix_is_refused_when_the_config_loads_and_when_listing(tmp_path, suffix):

@@ -58,17 +58,20 @@ def _open_error(path: str, err: OSError) -> DataError:
 
 
 def _format(path: str, head: bytes, mask: bool) -> str:
-    """The format the first bytes of a file name; DataError for none known, or (``mask``) a lossy one."""
+    """The format the first bytes of a file name. DataError when a file named as a known format (``.png``,
+    ``.jpg``, ...) lacks every signature, or a mask is not lossless; an image of another suffix (``.ppm``,
+    ``.jp2``) is left to the decoders and named by its suffix."""
     fmt = next((name for sig, name in _SIGNATURES if head.startswith(sig)), None)
-    if fmt is None:
-        named = _SUFFIX_FORMATS.get(os.path.splitext(path)[1].lower())
-        raise DataError(f"{path}: not {f'a {named}' if named else 'an image'} file (its first bytes are no image "
-                        f"signature: a corrupt header, or no image at all)")
+    suffix = os.path.splitext(path)[1].lower()
+    named = _SUFFIX_FORMATS.get(suffix)
+    if fmt is None and named:
+        raise DataError(f"{path}: not a {named} file (its first bytes are no image signature: a corrupt header, or "
+                        f"no image at all)")
     if mask and fmt not in LOSSLESS_MASK_FORMATS:
         why = ": JPEG compression changes the class of pixels near every edge" if fmt == "JPEG" else ""
-        raise DataError(f"{path}: mask is a {fmt} file; masks must be lossless ({', '.join(LOSSLESS_MASK_FORMATS)})"
-                        f"{why}")
-    return fmt
+        raise DataError(f"{path}: mask is {f'a {fmt}' if fmt else 'no PNG, BMP or TIFF'} file; masks must be "
+                        f"lossless ({', '.join(LOSSLESS_MASK_FORMATS)}){why}")
+    return fmt or suffix[1:].upper() or "image"
 
 
 def _corrupt(path: str, fmt: str, err: Exception) -> DataError:
