@@ -1,9 +1,9 @@
 """Image and mask reading that verifies every file fully, with errors that name the file (never a silent None).
 
-A file's format is told by its first bytes, not by its suffix. Decoders (cv2, PIL) fill the missing rows of
-a truncated JPEG or PNG with grey and carry on, so a file is checked to end as its format ends (the PNG IEND
-chunk, the JPEG EOI marker) before it is decoded, and its header is checked the same way when a dataset is
-built (:func:`image_size`). Masks must be lossless: JPEG compression moves class values at every edge.
+A file's format is told by its first bytes, not by its suffix. cv2 decodes a truncated JPEG with grey rows
+in place of the missing ones and reports success, so a file is checked to end as its format ends (the PNG
+IEND chunk, the JPEG EOI marker) before it is decoded, and its two ends are checked the same way when a
+dataset is built (:func:`image_size`). Masks must be lossless: JPEG compression moves class values at edges.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ LOSSLESS_MASK_SUFFIXES = tuple(s for s, f in _SUFFIX_FORMATS.items() if f in LOS
 _HEAD = 32  # bytes: every signature, and the PNG IHDR (width, height at 16:24)
 _TAIL = 64  # bytes: the end markers, and a few bytes of padding after a JPEG's EOI
 _MODE_WORDS = {"F": "32-bit float", "I": "32-bit integer", "I;16": "16-bit", "I;16B": "16-bit", "1": "1-bit",
-               "CMYK": "CMYK", "LA": "greyscale + alpha", "RGBA": "RGBA"}
+               "LA": "greyscale + alpha", "RGB": "RGB", "RGBA": "RGBA", "CMYK": "CMYK"}  # PIL's modes
 
 
 class DataError(SegError, ValueError):
@@ -104,6 +104,11 @@ def _read_checked(path: str, mask: bool) -> tuple[bytes, str]:
     return data, fmt
 
 
+def _pixels(mode: str) -> str:
+    """"32-bit float pixels (mode F)" for PIL's mode "F"."""
+    return f"{_MODE_WORDS[mode]} pixels (mode {mode})" if mode in _MODE_WORDS else f"pixels of mode {mode}"
+
+
 def _undecodable(path: str, fmt: str, data: bytes, wanted: str) -> DataError:
     """Why cv2 could not decode a complete file: corrupt data, or pixels it does not read (PIL's account)."""
     try:
@@ -112,8 +117,7 @@ def _undecodable(path: str, fmt: str, data: bytes, wanted: str) -> DataError:
             mode = im.mode
     except (OSError, ValueError, SyntaxError) as e:
         return _corrupt(path, fmt, e)
-    return DataError(f"{path}: cannot decode {fmt}: its {_MODE_WORDS.get(mode, mode)} pixels (mode {mode}) are not "
-                     f"{wanted}")
+    return DataError(f"{path}: cannot decode {fmt}: its {_pixels(mode)} are not {wanted}")
 
 
 def _probe(path: str, mask: bool) -> tuple[str, bytes]:
@@ -190,6 +194,5 @@ def read_index_label(path: str) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as e:
         raise _corrupt(path, fmt, e) from None
     if lbl is None:
-        raise DataError(f"{path}: label image must be 8-bit greyscale or palette (index), got mode {mode} "
-                        f"({_MODE_WORDS.get(mode, mode)})")
+        raise DataError(f"{path}: label image must be 8-bit greyscale or palette (index), got {_pixels(mode)}")
     return lbl
