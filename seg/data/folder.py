@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .io import LOSSLESS_MASK_SUFFIXES, DataError, pair_files
+from .io import JPEG_MASK_HARM, LOSSLESS_MASK_SUFFIXES, DataError, pair_files
 from .labels import IGNORE_INDEX, LabelDecoder, LabelSpace, default_palette, folder_decoder
 
 SPLIT_FIELD = "{split}"
@@ -40,8 +40,7 @@ def check_mask_suffix(cfg: dict) -> None:
     suffix = cfg["mask_suffix"]
     if not suffix.lower().endswith(LOSSLESS_MASK_SUFFIXES):
         raise DataError(f"data.mask_suffix: {suffix!r} is no lossless image format; masks must end in one of "
-                        f"{list(LOSSLESS_MASK_SUFFIXES)} (JPEG compression changes the class of pixels near every "
-                        f"edge)")
+                        f"{list(LOSSLESS_MASK_SUFFIXES)} ({JPEG_MASK_HARM})")
 
 
 def folder_pairs(cfg: dict, split: str) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ _SIGNATURES = ((_PNG_SIGNATURE, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"
 _SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 LOSSLESS_MASK_FORMATS = ("PNG", "BMP", "TIFF")
 LOSSLESS_MASK_SUFFIXES = tuple(s for s, f in _SUFFIX_FORMATS.items() if f in LOSSLESS_MASK_FORMATS)
+JPEG_MASK_HARM = "JPEG compression changes the class of pixels near every edge"  # why a mask must be lossless
 _HEAD = 32  # bytes: every signature, and the PNG IHDR (width, height at 16:24)
 _TAIL = 64  # bytes: the end markers, and a few bytes of padding after a JPEG's EOI
 _MODE_WORDS = {"F": "32-bit float", "I": "32-bit integer", "I;16": "16-bit", "I;16B": "16-bit", "1": "1-bit",
@@ -68,7 +69,7 @@ def _format(path: str, head: bytes, mask: bool) -> str:
         raise DataError(f"{path}: not a {named} file (its first bytes are no image signature: a corrupt header, or "
                         f"no image at all)")
     if mask and fmt not in LOSSLESS_MASK_FORMATS:
-        why = ": JPEG compression changes the class of pixels near every edge" if fmt == "JPEG" else ""
+        why = f": {JPEG_MASK_HARM}" if fmt == "JPEG" else ""
         raise DataError(f"{path}: mask is {f'a {fmt}' if fmt else 'no PNG, BMP or TIFF'} file; masks must be "
                         f"lossless ({', '.join(LOSSLESS_MASK_FORMATS)}){why}")
     return fmt or suffix[1:].upper() or "image"
