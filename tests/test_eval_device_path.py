@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 import seg
 import seg.evaluation.predict as predict_module
 from seg.data import DataError, build_val_dataset
-from seg.evaluation import build_eval_loader, evaluate
+from seg.evaluation import InferenceSettings, build_eval_loader, evaluate
 from seg.evaluation.inference import forward_logits
 from seg.evaluation.runner import load_model_for_eval
 
@@ -72,19 +72,20 @@ class Pairs(Dataset):
         return self.images[i], self.targets[i]
 
 
-def _evaluate(n, **kw):
+def _evaluate(n, settings):
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 4, 3, padding=1)
-    return evaluate(model, DataLoader(Pairs(n), batch_size=2), 4, leave_out=[0, 0.5], distance_bands=[0, 3],
-                    image_stats=True, progress=False, **kw)
+    return evaluate(model, DataLoader(Pairs(n), batch_size=2), 4, inference=settings, leave_out=[0, 0.5],
+                    distance_bands=[0, 3], image_stats=True, progress=False)
 
 
-def test_scoring_makes_no_host_sync_per_image(monkeypatch):
-    _evaluate(2)  # builds and caches the region layout of the size (a few syncs, once per size)
+@pytest.mark.parametrize("settings", [InferenceSettings(), InferenceSettings("overlap", tile_size=8, flip=True)])
+def test_scoring_makes_no_host_sync_per_image(monkeypatch, settings):
+    _evaluate(2, settings)  # builds and caches the region layout of the size (a few syncs, once per size)
     with counting_syncs(monkeypatch) as few:
-        r2 = _evaluate(2)
+        r2 = _evaluate(2, settings)
     with counting_syncs(monkeypatch) as many:
-        r8 = _evaluate(8)
+        r8 = _evaluate(8, settings)
     assert r2["num_images"] == 2 and r8["num_images"] == 8
     assert sorted(many.ops) == sorted(few.ops), (few.ops, many.ops)  # a constant for the whole pass
     assert few.ops  # the results are read at the end (the counter is not blind)
