@@ -2,6 +2,7 @@
 prediction (bit-identical logits), and scoring that reads nothing back to the host per image."""
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 from conftest import save_demo_checkpoint
@@ -135,3 +136,31 @@ def test_predict_and_evaluate_give_bit_identical_logits(demo_root, tmp_path, mon
     for from_eval, from_predict, prediction in zip(seen["eval"], seen["predict"], predictions):
         assert torch.equal(from_eval, from_predict)  # same preprocessor, same bits
         assert (prediction.classes == from_eval[0].argmax(0).numpy()).all()
+
+
+def naive_confusion(pred, target, k=3):
+    """(k, k) counts of the pixels whose truth is a class (the ignore value and invalid ids left out)."""
+    out = np.zeros((k, k), np.int64)
+    for t, p in zip(target.flatten().tolist(), pred.flatten().tolist()):
+        if 0 <= t < k:
+            out[t, p] += 1
+    return out
+
+
+def test_accumulator_batches_count_like_naive_loops_and_checks_name_the_image():
+    g = torch.Generator().manual_seed(5)
+    acc = seg.evaluation.ConfusionAccumulator(3, ignore_index=7)
+    pred, target = torch.randint(0, 3, (2, 4, 5), generator=g), torch.randint(0, 3, (2, 4, 5), generator=g)
+    target[0, 0] = 7
+    added = acc.update_batch(pred, target)
+    assert added.shape == (2, 1, 3, 3)
+    for i in range(2):
+        np.testing.assert_array_equal(added[i, 0].numpy(), naive_confusion(pred[i], target[i]))
+    acc.check()  # all valid so far
+    bad = target.clone()
+    bad[1, 2, 2], bad[1, 3, 3] = 3, -2  # ids outside [0, 3) that are not the ignore value: in no matrix
+    acc.update_batch(pred, bad)
+    np.testing.assert_array_equal(acc.matrices[0].numpy(), naive_confusion(pred, target) + naive_confusion(pred, bad))
+    assert acc.updates == 4
+    with pytest.raises(DataError, match=r"^image 3: target holds 2 pixels with ids outside \[0, 3\)"):
+        acc.check()  # the 4th image counted, though the first two were checked by an earlier call

@@ -14,7 +14,7 @@ Conventions (shared with :mod:`seg.evaluation.evaluator`):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -104,6 +104,14 @@ def _invalid_target_error(target: torch.Tensor, num_classes: int, ignore_index: 
                      f"ignore_index={ignore_index}: {bad.numel()} pixels, min {int(bad.min())}, max {int(bad.max())}")
 
 
+def _check_pred(pred: torch.Tensor, num_classes: int) -> None:
+    """ValueError when a predicted id lies outside [0, num_classes) (reads min and max: a host sync)."""
+    if pred.numel():
+        p_min, p_max = (int(v) for v in pred.aminmax())
+        if p_min < 0 or p_max >= num_classes:
+            raise ValueError(f"prediction holds ids outside [0, {num_classes}): min {p_min}, max {p_max}")
+
+
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255,
                      region: torch.Tensor | None = None, num_regions: int = 1, check_pred: bool = True
                      ) -> torch.Tensor:
@@ -124,10 +132,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
     k = num_classes
-    if check_pred and pred.numel():
-        p_min, p_max = (int(v) for v in pred.aminmax())
-        if p_min < 0 or p_max >= k:
-            raise ValueError(f"prediction holds ids outside [0, {k}): min {p_min}, max {p_max}")
+    if check_pred:
+        _check_pred(pred, k)
     offset = None if region is None else (region.long() * region_stride(k)).expand(pred.shape)[None]
     counts, invalid = count_pixels(pred[None], target[None], k, ignore_index, offset, num_regions)
     if int(invalid[0]):
@@ -181,54 +187,55 @@ class ConfusionAccumulator:
         self.matrices = torch.zeros(slots, num_classes, num_classes, dtype=torch.long, device=device)
         self.updates = 0  # images counted
         self._rows = _truth_rows(num_classes, ignore_index, self.matrices.device)
-        self._invalid: list[torch.Tensor] = []  # (N,) invalid target pixels per image of each batch
+        self._invalid: list[torch.Tensor] = []  # (N,) invalid target pixels per image of each batch not checked
+        self._checked = 0  # images checked valid by check()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor, layout=None, check_pred: bool = True) -> torch.Tensor:
         """Count one image: ``pred`` against ``target`` (same shape; (H, W) with a ``layout``). Without
         ``layout`` the pixels go to slot 0; with one (``num_regions``, ``offset(K)`` and
         ``reduce(region_matrices) -> (..., slots, K, K)``, e.g. seg.evaluation.evaluator.RegionLayout)
         every slot is filled from a single scatter-add. ``check_pred`` checks the prediction's ids (a
-        host sync; an argmax over K channels needs none). Returns the matrices added, (slots, K, K)."""
-        if check_pred and pred.numel():
-            p_min, p_max = (int(v) for v in pred.aminmax())
-            if p_min < 0 or p_max >= self.num_classes:
-                raise ValueError(f"prediction holds ids outside [0, {self.num_classes}): min {p_min}, max {p_max}")
-        if layout is None:
-            pred, target = pred.reshape(1, -1), target.reshape(1, -1)
-        return self.update_batch(pred[None] if layout is not None else pred,
-                                 target[None] if layout is not None else target, layout)[0]
+        host sync; an argmax over K channels needs none). Returns the matrices added, (slots, K, K) with
+        a layout, (1, K, K) without."""
+        if check_pred:
+            _check_pred(pred, self.num_classes)
+        # a batch of one: flat without a layout (any shape), (1, H, W) with one
+        batch = (pred.reshape(1, -1), target.reshape(1, -1)) if layout is None else (pred[None], target[None])
+        return self.update_batch(*batch, layout)[0]
 
     def update_batch(self, pred: torch.Tensor, target: torch.Tensor, layout=None) -> torch.Tensor:
         """Count a batch of images, pred and target (N, H, W) (prediction ids not checked), with one
-        scatter-add and no host sync. Returns the matrices each image added, (N, slots, K, K)."""
+        scatter-add and no host sync. Returns the matrices each image added: (N, slots, K, K) with a
+        layout, (N, 1, K, K) (slot 0) without."""
         k = self.num_classes
         if layout is None:
-            counts, invalid = count_pixels(pred, target, k, self.ignore_index, rows=self._rows)
-            added = torch.cat([counts[:, 0, None], counts.new_zeros(counts.shape[0], self.matrices.shape[0] - 1, k, k)],
-                              1)
+            added, invalid = count_pixels(pred, target, k, self.ignore_index, rows=self._rows)
         else:
             counts, invalid = count_pixels(pred, target, k, self.ignore_index, layout.offset(k), layout.num_regions,
                                            rows=self._rows)
             added = layout.reduce(counts)
-        self.matrices += added.sum(0)
+        self.matrices[:added.shape[1]] += added.sum(0)
         self._invalid.append(invalid)
         self.updates += pred.shape[0]
         return added
 
-    def check(self, describe=None) -> None:
+    def check(self, describe: Callable[[int], str] | None = None) -> None:
         """DataError if any counted target held an id outside [0, K) other than ``ignore_index`` (one
         host read for the whole pass). ``describe(i) -> str`` names the i-th image counted (default
         "image i")."""
         if not self._invalid:
             return
         invalid = torch.cat(self._invalid)
-        self._invalid = [invalid]
-        first = int(torch.where(invalid > 0, 0, 1).argmin()) if len(invalid) else 0
-        if len(invalid) and int(invalid[first]):
-            name = describe(first) if describe is not None else f"image {first}"
-            k = self.num_classes
-            raise DataError(f"{name}: target holds {int(invalid[first])} pixels with ids outside [0, {k}) of "
-                            f"model.num_classes={k} other than ignore_index={self.ignore_index}")
+        bad = torch.nonzero(invalid).flatten().tolist()
+        if not bad:  # every image counted so far is valid: nothing left to check
+            self._invalid, self._checked = [], self._checked + len(invalid)
+            return
+        first = self._checked + bad[0]
+        name = describe(first) if describe is not None else f"image {first}"
+        k = self.num_classes
+        raise DataError(f"{name}: target holds {int(invalid[bad[0]])} pixels with ids outside [0, {k}) of "
+                        f"model.num_classes={k} other than ignore_index={self.ignore_index}"
+                        + (f" ({len(bad) - 1} more image(s) like it)" if len(bad) > 1 else ""))
 
     def all_reduce(self) -> None:
         """Check, then sum matrices and image counts over all ranks (no-op without an initialised
