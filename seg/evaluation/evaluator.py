@@ -175,10 +175,14 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
         show_dir: directory for titled panels (image, truth, overlay, errors) with a class legend, drawn
             from the loader's uint8 images.
         image_stats: also return per-image, per-region class counts (what a bootstrap over images needs).
+        normalize: uint8 (N, 3, H, W) -> float32 network input on the images' device, e.g.
+            seg.data.BatchNormalize (default ``loader.dataset.normalize``).
 
     Scoring reads nothing back to the host until the pass ends (the confusion matrices, per-image
-    counts and the check of the targets' ids stay on ``device``); only ``save_pred`` / ``show_dir``
-    copy each prediction to the host, to write it.
+    counts and the check of the targets' ids stay on ``device``; a target id outside the classes is a
+    DataError naming the file, raised after the pass); only ``save_pred`` / ``show_dir`` copy each
+    prediction to the host, to write it.
+
     Returns:
         dict with "mIoU", "mAcc", "fwIoU", "pixel_acc" (0-100), "IoU" and "Acc" (per class, NaN where
         undefined), "class_names", "confusion_matrix", "num_images", "leave_out", "distance_bands",
