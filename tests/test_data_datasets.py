@@ -19,15 +19,18 @@ from seg.engine import seed_everything, train
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def test_val_dataset_is_full_size_and_normalised(demo_root):
+def test_val_dataset_is_full_size_uint8_normalised_on_the_device(demo_root):
     ds = build_val_dataset({"root": demo_root})
     assert len(ds) == 4 and all(p.endswith("_leftImg8bit.png") for p in ds.image_paths)
     for i, path in enumerate(ds.image_paths):
         image, target = ds[i]
-        rgb = np.asarray(Image.open(path).convert("RGB"), np.float64) / 255.0
-        expected = (rgb - np.array(MEAN)) / np.array(STD)
-        assert image.dtype == torch.float32 and image.shape == (3, 64, 128)
-        np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), expected, atol=1e-5)
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        assert image.dtype == torch.uint8 and image.shape == (3, 64, 128)  # no float32 through the workers
+        np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), rgb)
+        expected = (rgb / 255.0 - np.array(MEAN)) / np.array(STD)
+        normalised = ds.normalize(image[None])
+        assert normalised.dtype == torch.float32
+        np.testing.assert_allclose(normalised[0].permute(1, 2, 0).numpy(), expected, atol=1e-5, rtol=0)
         lbl_path = path.replace("leftImg8bit", "gtFine", 1).replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
         assert target.dtype == torch.int64
         assert (target.numpy() == np.asarray(Image.open(lbl_path))).all()

@@ -30,8 +30,10 @@ def test_plain_folder_val_targets_and_images_match_the_files(tmp_path):
     assert len(ds) == 3 and all(p.startswith(str(tmp_path / "images" / "val")) for p in ds.image_paths)
     for i, path in enumerate(ds.image_paths):
         image, target = ds[i]
-        rgb = np.asarray(Image.open(path).convert("RGB"), np.float64) / 255.0
-        np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), (rgb - MEAN) / STD, atol=1e-5)
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        assert image.dtype == torch.uint8 and (image.permute(1, 2, 0).numpy() == rgb).all()
+        np.testing.assert_allclose(ds.normalize(image[None])[0].permute(1, 2, 0).numpy(), (rgb / 255 - MEAN) / STD,
+                                   atol=1e-5)
         assert target.dtype == torch.int64 and (target.numpy() == written[path]).all()
         assert (target.numpy() == np.asarray(Image.open(ds.label_paths[i]))).all()
 

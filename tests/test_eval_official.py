@@ -104,9 +104,13 @@ def test_show_panel_has_titles_and_a_legend_in_the_label_spaces_colours(tmp_path
     labels = LabelSpace(("red", "blue", "green"), palette)
     writer = OverlayWriter(str(tmp_path), ["/x/a.png"], [0], labels)
     target = torch.tensor([[[0, 0, 1, 1]] * 4])
-    writer(0, torch.zeros(1, 3, 4, 120), torch.zeros(1, 4, 120, dtype=torch.long), target.repeat(1, 1, 30))
+    image = torch.tensor([10, 200, 30], dtype=torch.uint8)[None, :, None, None].repeat(1, 1, 4, 120)
+    writer(0, image, torch.zeros(1, 4, 120, dtype=torch.long), target.repeat(1, 1, 30))
     panel = np.asarray(Image.open(tmp_path / "a_show.png").convert("RGB"))
     assert panel.shape[1] == 240 and panel.shape[0] > 2 * 4 + 2 * 10  # two titled rows and a legend strip
+    assert (panel[20:24, :120] == [10, 200, 30]).all()  # the loader's uint8 image as it is, under its title
+    with pytest.raises(ValueError, match="uint8"):  # a normalised float image cannot be drawn
+        writer(0, image.float(), torch.zeros(1, 4, 120, dtype=torch.long), target.repeat(1, 1, 30))
     legend = panel[2 * (4 + 20):].reshape(-1, 3)
     for colour in ([250, 0, 0], [0, 0, 250]):  # classes present get a swatch, the absent one none
         assert (legend == colour).all(1).any()

@@ -123,8 +123,7 @@ def evaluate_mode(args, cfg, model, model_info, labels, loader, info, settings, 
     the confusion-matrix figure. ``labels``: the checkpoint's label space (labels_for), found once in main()."""
     save_pred = args.save_pred or (tempfile.mkdtemp(prefix="seg_official_") if args.official else None)
     result = evaluate(model, loader, model_info["num_classes"], info.device, settings, labels=labels,
-                      save_pred=save_pred, show_dir=args.show_dir, image_mean=cfg["data"]["mean"],
-                      image_std=cfg["data"]["std"], image_stats=True, **analysis)
+                      save_pred=save_pred, show_dir=args.show_dir, image_stats=True, **analysis)
     result.update(model_info, config=os.path.abspath(args.config) if args.config else model_info["checkpoint"],
                   split=args.split or cfg["data"]["val_split"])
     barrier()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from seg.config import SCHEMA, ConfigError, dump_config, key_spec, load_config, optimizer_keys, runtime_keys, validate
 from seg.config import default_config as _default_config
+from seg.data.options import IMAGENET_MEAN, IMAGENET_STD
 from seg.nn import PADDING_MODES
 
 __all__ = ["CLS_SCHEMA", "CLASSIFIER_ARCHS", "ConfigError", "load_classifier_config", "default_classifier_config",
@@ -32,8 +33,8 @@ CLS_SCHEMA: dict = {
         "resize_size": key_spec(256, "int", min=1, doc="val: shorter side resized to this before the centre crop"),
         "scale_range": key_spec([0.08, 1.0], "list[float]", doc="RandomResizedCrop area fraction range"),
         "hflip": key_spec(0.5, "float"),
-        "mean": key_spec([0.485, 0.456, 0.406], "list[float]"),
-        "std": key_spec([0.229, 0.224, 0.225], "list[float]"),
+        "mean": key_spec(list(IMAGENET_MEAN), "list[float]"),
+        "std": key_spec(list(IMAGENET_STD), "list[float]"),
         "num_workers": key_spec(8, "int", min=0, doc="loader workers per process"),
     },
     "train": {

@@ -13,6 +13,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from seg.data.options import IMAGENET_MEAN, IMAGENET_STD
 from seg.errors import SegError
 
 __all__ = ["ImageFolderError", "build_transforms", "build_imagefolder", "build_classification_datasets",
@@ -56,8 +57,8 @@ def check_class_folders(split_dir: str) -> list[str]:
 
 
 def build_transforms(train: bool, crop_size: int = 224, resize_size: int = 256,
-                     scale_range=(0.08, 1.0), hflip: float = 0.5, mean=(0.485, 0.456, 0.406),
-                     std=(0.229, 0.224, 0.225)) -> v2.Compose:
+                     scale_range=(0.08, 1.0), hflip: float = 0.5, mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD) -> v2.Compose:
     """PIL image -> normalised float32 (3, crop_size, crop_size).
 
     train: RandomResizedCrop(crop_size, scale_range) + horizontal flip; val: shorter side to resize_size,

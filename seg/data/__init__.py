@@ -25,7 +25,7 @@ from .labels import (
     ids_to_train_ids,
     train_ids_to_ids,
 )
-from .options import DATA_DEFAULTS, with_defaults
+from .options import DATA_DEFAULTS, IMAGENET_MEAN, IMAGENET_STD, with_defaults
 from .transforms import CROP_PLACEMENTS, BatchNormalize
 
 
@@ -44,7 +44,8 @@ def build_train_dataset(data_cfg: dict | None, seed: int) -> SegTrainDataset:
 
 
 def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> SegDataset:
-    """Full-size unaugmented dataset of ``split`` (default ``val_split``). Cityscapes: "val" means "fine/val",
+    """Full-size unaugmented dataset of ``split`` (default ``val_split``): uint8 images, normalised on the
+    device by its ``.normalize``. Cityscapes: "val" means "fine/val",
     and with ``cv_split`` k > 0 "val" and "train" name the held-out and the training cities of split k."""
     cfg = with_defaults(data_cfg)
     split = split or cfg["val_split"]
@@ -59,5 +60,5 @@ __all__ = [
     "BatchNormalize", "build_train_dataset", "build_val_dataset", "data_format", "label_space", "with_defaults",
     "SegDataset", "SegTrainDataset", "DataError", "list_pairs", "load_pair", "parse_set", "CITYSCAPES",
     "CLASS_NAMES", "ID_TO_TRAINID", "IGNORE_INDEX", "LabelSpace", "NUM_CLASSES", "PALETTE", "TRAINID_TO_ID",
-    "default_palette", "ids_to_train_ids", "train_ids_to_ids",
+    "default_palette", "ids_to_train_ids", "train_ids_to_ids", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

@@ -11,7 +11,8 @@ from . import balance
 from .cityscapes import COARSE_MODES, NVIDIA_BOOST_CLASSES
 from .io import DataError, image_size, read_image
 from .labels import CITYSCAPES_DECODER, LabelDecoder
-from .transforms import CROP_PLACEMENTS, BatchNormalize, build_geometric, build_photometric, crop_window, normalize_ops
+from .options import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import CROP_PLACEMENTS, BatchNormalize, build_geometric, build_photometric, crop_window, to_tensor_ops
 
 
 def check_sizes(pairs: list[tuple[str, str]]) -> None:
@@ -34,18 +35,21 @@ def load_pair(img_path: str, lbl_path: str, decoder: LabelDecoder = CITYSCAPES_D
 
 
 class SegDataset(Dataset):
-    """Full-size, unaugmented, normalised samples (validation / test).
+    """Full-size, unaugmented samples (validation / test).
 
-    ``ds[i]`` -> (image float32 (3, H, W), target int64 (H, W) class indices with 255 = ignore).
+    ``ds[i]`` -> (image uint8 (3, H, W) RGB as decoded, target int64 (H, W) class indices with 255 =
+    ignore); ``ds.normalize`` (a :class:`BatchNormalize` with ``mean`` / ``std``) turns a (B, 3, H, W)
+    batch of them into the network's float32 input on the device it is on.
     ``ds.image_paths`` lists the image files in sample order.
     """
 
     def __init__(self, pairs: list[tuple[str, str]], decoder: LabelDecoder = CITYSCAPES_DECODER,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.pairs = list(pairs)
         self.decoder = decoder
         check_sizes(self.pairs)
-        self.transform = A.Compose(normalize_ops(mean, std))
+        self.transform = A.Compose(to_tensor_ops())
+        self.normalize = BatchNormalize(mean, std)
 
     @property
     def image_paths(self) -> list[str]:
@@ -87,7 +91,7 @@ class SegTrainDataset(SegDataset):
     def __init__(self, pairs: list[tuple[str, str]], root: str, decoder: LabelDecoder = CITYSCAPES_DECODER,
                  is_coarse=None, seed: int = 0, crop_size: int = 896,
                  scale_range=(0.5, 2.0), hflip: float = 0.5, blur_prob: float = 0.5, color_jitter: float = 0.25,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), class_balance: float = 0.5,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, class_balance: float = 0.5,
                  centroids_per_class: int = 32, coarse_mode: str = "union",
                  coarse_boost_classes=NVIDIA_BOOST_CLASSES, crop_placement: str = "centred"):
         super().__init__(pairs, decoder, mean, std)
@@ -111,7 +115,6 @@ class SegTrainDataset(SegDataset):
         if crop_size < 1:
             raise ValueError(f"data.crop_size must be positive, got {crop_size}")
         self.seed, self.crop_size, self.class_balance = int(seed), int(crop_size), float(class_balance)
-        self.normalize = BatchNormalize(mean, std)
         self.geometric = build_geometric(self.crop_size, tuple(scale_range))
         self.photometric = build_photometric(hflip, blur_prob, color_jitter)
         self.centroids = balance.Centroids(np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros((0, 2), np.int32))

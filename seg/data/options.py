@@ -7,6 +7,10 @@ from .cityscapes import NVIDIA_BOOST_CLASSES
 from .io import DataError
 from .labels import IGNORE_INDEX
 
+# ImageNet statistics of RGB in [0, 1]: what ImageNet-pretrained encoders expect
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 DATA_DEFAULTS = {
     "format": "cityscapes",
     "root": "datasets/demo",
@@ -30,8 +34,8 @@ DATA_DEFAULTS = {
     "hflip": 0.5,
     "blur_prob": 0.5,
     "color_jitter": 0.25,
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
+    "mean": list(IMAGENET_MEAN),
+    "std": list(IMAGENET_STD),
     "class_balance": 0.5,
     "centroids_per_class": 32,
     "coarse_mode": "union",

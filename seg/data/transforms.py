@@ -5,9 +5,10 @@ Training runs in three steps so that class-balanced crops can be centred on a ch
      crop centre along as a keypoint;
   2. the crop window itself (``crop_window``), centred on that keypoint or uniformly random;
   3. ``photometric``: horizontal flip, Gaussian blur, colour jitter, to a uint8 (3, H, W) tensor.
-Normalisation is not part of the worker pipeline: :class:`BatchNormalize` runs it on the training device,
-so workers hand over uint8 crops (a quarter of float32's bytes through the inter-process pipe and the
-host-to-device copy) and the float arithmetic runs on the GPU.
+Normalisation is not part of any worker pipeline: :class:`BatchNormalize` runs it on the device, for
+training crops, full-size evaluation images and seg.evaluation.predict's images alike, so workers hand
+over uint8 images (a quarter of float32's bytes through the inter-process pipe and the host-to-device
+copy), the float arithmetic runs on the GPU, and every path feeds the network the same bits.
 """
 from __future__ import annotations
 
@@ -50,9 +51,10 @@ def build_photometric(hflip: float, blur_prob: float, color_jitter: float) -> A.
     return A.Compose(ops + [ToTensorV2()])
 
 
-def normalize_ops(mean, std) -> list:
-    """uint8 HWC RGB -> float32 (3, H, W) ``(x / 255 - mean) / std``; mask stays as is."""
-    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+def to_tensor_ops() -> list:
+    """uint8 HWC RGB -> uint8 (3, H, W) tensor (a view: no copy in the worker); mask stays as is. The
+    image is normalised later, on the device, by :class:`BatchNormalize`."""
+    return [ToTensorV2()]
 
 
 CROP_PLACEMENTS = ("centred", "anywhere")
@@ -86,8 +88,10 @@ def crop_window(height: int, width: int, crop: int, center: tuple[float, float] 
 class BatchNormalize:
     """``(x / 255 - mean) / std`` for a uint8 (B, 3, H, W) batch, computed on the batch's own device.
 
-    Returns float32 (B, 3, H, W) in the batch's memory format; a floating batch is returned unchanged
-    (already normalised by its dataset).
+    Returns float32 (B, 3, H, W) with the batch's strides; a floating batch is returned unchanged
+    (already normalised by its dataset). The one preprocessor of training, evaluation and prediction:
+    computed as ``x * (1 / (255 std)) + (-mean / std)`` (float32 constants, two rounded operations) on
+    every path, so the same image gives the same network input bit for bit wherever it comes from.
     """
 
     def __init__(self, mean, std):
@@ -103,4 +107,5 @@ class BatchNormalize:
                             for v in (self.scale, self.shift))
             self._consts[images.device] = scale, shift
         scale, shift = self._consts[images.device]
-        return images.float() * scale + shift
+        # in place on the fresh float copy: no further full-size allocation; same bits as x * scale + shift
+        return images.float().mul_(scale).add_(shift)

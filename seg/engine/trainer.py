@@ -67,10 +67,11 @@ class DataChecks(Hook):
         if self.val_set is None:
             return
         image, target = self.val_set[0]
+        normalize = getattr(self.val_set, "normalize", None) or (lambda images: images)  # uint8 images, as evaluate
         loop.model.eval()
         with torch.no_grad(), torch.autocast(loop.info.device.type, dtype=loop.dtype or torch.float32,
                                              enabled=loop.dtype is not None):
-            loop.model(image[None].to(loop.info.device))
+            loop.model(normalize(image[None].to(loop.info.device)))
         loop.model.train()
         labels = getattr(self.val_set, "label_paths", None)
         any_labelled(target, loop.cfg["model"]["num_classes"], loop.train_cfg["ignore_index"],

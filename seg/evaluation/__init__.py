@@ -1,8 +1,17 @@
 """Evaluation: regular / tiled / overlapping-tile inference, mIoU, leave-out and border-distance analysis."""
 from seg.engine.loaders import ShardSampler, build_eval_loader
 
-from .evaluator import default_label_space, evaluate
-from .inference import MODES, InferenceSettings, predict_logits, tile_grid, tile_starts, tile_stride
+from .evaluator import default_label_space, evaluate, predicted_classes, region_layout
+from .inference import (
+                      MODES,
+                      InferenceSettings,
+                      predict_logits,
+                      preprocess,
+                      tile_grid,
+                      tile_starts,
+                      tile_stride,
+                      to_device,
+)
 from .metrics import (
                       ConfusionAccumulator,
                       border_distance,
@@ -18,4 +27,6 @@ __all__ = [
     "MODES", "predict_logits", "tile_grid", "tile_starts", "tile_stride",
     "ConfusionAccumulator", "confusion_matrix", "scores_from_confusion", "centre_leave_out_mask",
     "centre_leave_out_size", "border_distance", "distance_band_index",
+    # the steps of an evaluation pass, one by one (what a benchmark times)
+    "to_device", "preprocess", "predicted_classes", "region_layout",
 ]

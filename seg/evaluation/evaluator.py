@@ -26,20 +26,21 @@ from tqdm import tqdm
 from seg.data.labels import CITYSCAPES, LabelSpace, default_palette
 from seg.engine.loaders import ShardSampler, world
 
-from .inference import InferenceSettings, NetworkTimer
+from .inference import InferenceSettings, NetworkTimer, preprocess, to_device
 from .metrics import (
     LEAVE_OUT_MEANING,
     LEAVE_OUT_ROUNDING,
     ConfusionAccumulator,
     centre_leave_out_mask,
     distance_band_index,
+    region_stride,
     scores_from_confusion,
 )
 from .official import PredictionWriter
 from .stats import REGION_ALL, counts_from_confusion
 from .visualize import OverlayWriter
 
-__all__ = ["evaluate", "default_label_space", "RegionLayout"]
+__all__ = ["evaluate", "default_label_space", "RegionLayout", "region_layout", "predicted_classes"]
 
 
 def default_label_space(num_classes: int) -> LabelSpace:
@@ -53,8 +54,8 @@ def default_label_space(num_classes: int) -> LabelSpace:
 class RegionLayout:
     """Partition of an (H, W) image into regions with the same (leave-out membership, distance band).
 
-    One bincount over region ids gives a confusion matrix per region; leave-out and band matrices are
-    sums of region matrices, so all analyses come from one pass at the cost of a single bincount.
+    One scatter-add over region ids gives a confusion matrix per region; leave-out and band matrices are
+    sums of region matrices, so all analyses come from one pass at the cost of a single scatter-add.
     """
 
     def __init__(self, height: int, width: int, leave_out: Sequence[float], leave_out_by: str,
@@ -81,22 +82,24 @@ class RegionLayout:
         self._offsets: dict[int, torch.Tensor] = {}
 
     def offset(self, num_classes: int) -> torch.Tensor:
-        """region * num_classes**2, the bin offset of each pixel's region (cached)."""
+        """(H, W) bin offset of each pixel's region in seg.evaluation.metrics.count_pixels (cached)."""
         if num_classes not in self._offsets:
-            self._offsets[num_classes] = self.region * (num_classes * num_classes)
+            self._offsets[num_classes] = self.region * region_stride(num_classes)
         return self._offsets[num_classes]
 
     def reduce(self, region_cm: torch.Tensor) -> torch.Tensor:
-        """(R, K, K) region matrices -> (slots, K, K): the whole image, then leave-out proportions, then
-        distance bands."""
-        total = region_cm.sum(0)
-        # (L, R) x (R, K*K) in float64: exact for counts below 2**53, and matmul runs on any device
-        flat = region_cm.reshape(region_cm.shape[0], -1).double()
-        leave = (self.scored.double() @ flat).round().long().reshape(-1, *total.shape)
-        parts = [total[None], leave]
+        """(..., R, K, K) region matrices -> (..., slots, K, K): the whole image, then leave-out
+        proportions, then distance bands."""
+        r, k = region_cm.shape[-3], region_cm.shape[-1]
+        lead = region_cm.shape[:-3]
+        # (L, R) x (..., R, K*K) in float64: exact for counts below 2**53, and matmul runs on any device
+        flat = region_cm.reshape(*lead, r, k * k).double()
+        leave = (self.scored.double() @ flat).round().long().reshape(*lead, -1, k, k)
+        parts = [region_cm.sum(-3, keepdim=True), leave]
         if self.has_bands:
-            parts.append(region_cm.new_zeros(self.num_bands, *total.shape).index_add_(0, self.band, region_cm))
-        return torch.cat(parts)
+            bands = region_cm.new_zeros(*lead, self.num_bands, k, k)
+            parts.append(bands.index_add_(region_cm.dim() - 3, self.band, region_cm))
+        return torch.cat(parts, -3)
 
 
 @functools.lru_cache(maxsize=4)  # a few image sizes; each entry holds two (H, W) int64 maps
@@ -105,9 +108,20 @@ def _cached_layout(size: tuple[int, int], leave_out: tuple[float, ...], leave_ou
     return RegionLayout(*size, leave_out, leave_out_by, distance_bands, device)
 
 
-def _layout(size, leave_out, leave_out_by, distance_bands, device) -> RegionLayout:
-    """Region layout per image size, cached across evaluate() calls (periodic validation reuses it)."""
-    return _cached_layout(tuple(size), tuple(leave_out), leave_out_by, tuple(distance_bands), device)
+def region_layout(size: Sequence[int], leave_out: Sequence[float] = (), leave_out_by: str = "side",
+                  distance_bands: Sequence[int] = (), device: torch.device | str = "cpu") -> RegionLayout:
+    """Region layout per image size (H, W), cached across evaluate() calls (periodic validation reuses it):
+    built, with a few host syncs, on the first image of a size only."""
+    return _cached_layout(tuple(int(v) for v in size), tuple(float(p) for p in leave_out), leave_out_by,
+                          tuple(int(e) for e in distance_bands), torch.device(device))
+
+
+def predicted_classes(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N, K, H, W) logits -> (N, H, W) int64 class of the first maximum (argmax's rule); ValueError when
+    K is not ``num_classes``."""
+    if logits.shape[1] != num_classes:
+        raise ValueError(f"model returned {logits.shape[1]} channels but num_classes={num_classes}")
+    return logits.max(1).indices  # ~4x faster than argmax on CPU over dim 1
 
 
 def _fraction_label(p: float) -> str:
@@ -138,14 +152,17 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
              device: torch.device | str = "cpu", inference: InferenceSettings | None = None, *,
              labels: LabelSpace | None = None, leave_out: Sequence[float] = (), leave_out_by: str = "side",
              distance_bands: Sequence[int] = (), save_pred: str | None = None, show_dir: str | None = None,
-             image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
-             image_stats: bool = False, progress: bool = True) -> dict:
+             image_stats: bool = False, normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             progress: bool = True) -> dict:
     """Evaluate ``model`` on every (image, target) batch of ``loader``.
 
     Args:
         model: callable on (N, 3, H, W) normalised images returning logits (N, C, H, W) (any nn.Module);
             put in eval mode for the pass and restored to its previous mode afterwards.
-        loader: yields (image float (N, 3, H, W), target int (N, H, W) with the ignore value = don't care).
+        loader: yields (image (N, 3, H, W), target int (N, H, W) with the ignore value = don't care), or
+            one uncollated (3, H, W), (H, W) sample per step. uint8 images go to ``device`` as they are
+            and are normalised there by ``normalize`` (default: ``loader.dataset.normalize``, what
+            seg.data's datasets carry); floating images are taken as normalised already.
             Under torch.distributed it must be sharded per rank (see module docstring).
         inference: how logits are computed (default: whole image, one scale, no flip).
         labels: class names, palette, ignore value and prediction-file ids (default:
@@ -155,9 +172,17 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
         distance_bands: band edges in pixels of distance to the nearest image border, e.g. [0, 16, 32].
         save_pred: directory for prediction PNGs holding ``labels.to_output_ids`` of the prediction
             (Cityscapes labelIds for Cityscapes; needs ``loader.dataset.image_paths``).
-        show_dir: directory for titled panels (image, truth, overlay, errors) with a class legend (images
-            un-normalised with ``image_mean`` / ``image_std``, ImageNet statistics by default).
+        show_dir: directory for titled panels (image, truth, overlay, errors) with a class legend, drawn
+            from the loader's uint8 images.
         image_stats: also return per-image, per-region class counts (what a bootstrap over images needs).
+        normalize: uint8 (N, 3, H, W) -> float32 network input on the images' device, e.g.
+            seg.data.BatchNormalize (default ``loader.dataset.normalize``).
+
+    Scoring reads nothing back to the host until the pass ends (the confusion matrices, per-image
+    counts and the check of the targets' ids stay on ``device``; a target id outside the classes is a
+    DataError naming the file, raised after the pass); only ``save_pred`` / ``show_dir`` copy each
+    prediction to the host, to write it.
+
     Returns:
         dict with "mIoU", "mAcc", "fwIoU", "pixel_acc" (0-100), "IoU" and "Acc" (per class, NaN where
         undefined), "class_names", "confusion_matrix", "num_images", "leave_out", "distance_bands",
@@ -177,40 +202,36 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     _check_sampler(loader, world_size)
     leave_out = [float(p) for p in leave_out]
     distance_bands = [int(e) for e in distance_bands]
-    writers = _prediction_writers(loader, save_pred, show_dir, image_mean, image_std, labels)
+    writers = _prediction_writers(loader, save_pred, show_dir, labels)
 
+    normalize = normalize or getattr(loader.dataset, "normalize", None)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     timer = NetworkTimer()
-    k = num_classes
     # slots in RegionLayout.reduce's order: the whole image, each leave-out proportion, each distance band
-    counts = ConfusionAccumulator(k, labels.ignore_index, device, slots=1 + len(leave_out) + len(distance_bands))
+    counts = ConfusionAccumulator(num_classes, labels.ignore_index, device,
+                                  slots=1 + len(leave_out) + len(distance_bands))
     position = 0
-    per_image: list[torch.Tensor] = []  # (regions, 3, K) counts per image, with image_stats
+    per_image: list[torch.Tensor] = []  # (N, regions, 3, K) counts per batch, with image_stats
     start = time.perf_counter()
     try:
-        for image, target in tqdm(loader, desc=f"eval[{inference.mode}]", disable=not progress or rank != 0,
-                                  dynamic_ncols=True):
-            if image.dim() == 3:  # uncollated single sample (build_eval_loader with batch_size 1)
-                image, target = image[None], target[None]
-            image = image.to(device, non_blocking=True)
-            target = target.to(device, non_blocking=True)
-            logits = inference.predict(model, image, forward=timer)
-            if logits.shape[1] != k:
-                raise ValueError(f"model returned {logits.shape[1]} channels but num_classes={k}")
-            pred = logits.max(1).indices  # same first-maximum rule as argmax, ~4x faster on CPU over dim 1
-            layout = _layout(target.shape[-2:], leave_out, leave_out_by, distance_bands, device)
-            for one_pred, one_target in zip(pred, target):  # per image: the bootstrap resamples images
-                added = counts.update(one_pred, one_target, layout, check_pred=False)
-                if image_stats:
-                    per_image.append(counts_from_confusion(added))
+        for batch in tqdm(loader, desc=f"eval[{inference.mode}]", disable=not progress or rank != 0,
+                          dynamic_ncols=True):
+            image, target = to_device(batch, device)[:2]
+            logits = inference.predict(model, preprocess(image, normalize), forward=timer)
+            pred = predicted_classes(logits, num_classes)
+            layout = region_layout(target.shape[-2:], leave_out, leave_out_by, distance_bands, device)
+            added = counts.update_batch(pred, target, layout)  # per image: the bootstrap resamples images
+            if image_stats:
+                per_image.append(counts_from_confusion(added))
             for write in writers:
                 write(position, image, pred, target)
             position += image.shape[0]
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
+    counts.check(_image_namer(loader))
     counts.all_reduce()
     elapsed = time.perf_counter() - start
     result = _assemble(counts, labels, leave_out, leave_out_by, distance_bands, elapsed, timer,
@@ -242,7 +263,7 @@ def _image_stats(per_image: list[torch.Tensor], loader: DataLoader, world_size: 
     (N, regions, K), with the image names (file stems when the dataset has image_paths)."""
     indices = _sample_indices(loader)
     k = len(class_names)
-    counts = (torch.stack(per_image) if per_image else torch.zeros(0, len(regions), 3, k, dtype=torch.long)).cpu()
+    counts = (torch.cat(per_image) if per_image else torch.zeros(0, len(regions), 3, k, dtype=torch.long)).cpu()
     if world_size > 1:  # every rank holds its shard; gather and restore the dataset order
         # one (indices, counts) slot per rank, each replaced by that rank's shard
         gathered: list[tuple[list[int], np.ndarray]] = [([], np.zeros(0)) for _ in range(world_size)]
@@ -258,7 +279,20 @@ def _image_stats(per_image: list[torch.Tensor], loader: DataLoader, world_size: 
             "regions": regions, "images": names, "class_names": class_names}
 
 
-def _prediction_writers(loader, save_pred, show_dir, mean, std, labels: LabelSpace) -> list[Callable]:
+def _image_namer(loader: DataLoader) -> Callable[[int], str]:
+    """``name(i)``: the file of the i-th image the loader yielded on this rank, or "image i" when the
+    dataset lists no image_paths or the loader's order is unknown."""
+    paths = getattr(loader.dataset, "image_paths", None)
+
+    def name(i: int) -> str:
+        try:
+            return paths[_sample_indices(loader)[i]] if paths is not None else f"image {i}"
+        except (ValueError, TypeError, IndexError):  # a shuffling or unsized sampler: no file to name
+            return f"image {i} of the pass"
+    return name
+
+
+def _prediction_writers(loader, save_pred, show_dir, labels: LabelSpace) -> list[Callable]:
     if not save_pred and not show_dir:
         return []
     paths = getattr(loader.dataset, "image_paths", None)
@@ -269,7 +303,7 @@ def _prediction_writers(loader, save_pred, show_dir, mean, std, labels: LabelSpa
     if save_pred:
         writers.append(PredictionWriter(save_pred, paths, indices, labels))
     if show_dir:
-        writers.append(OverlayWriter(show_dir, paths, indices, labels, mean, std))
+        writers.append(OverlayWriter(show_dir, paths, indices, labels))
     return writers
 
 

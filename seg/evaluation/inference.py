@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from seg.config import EVAL_MODES, ConfigError
+from seg.data.io import DataError
 
 __all__ = ["MODES", "InferenceSettings", "check_mode", "tile_starts", "tile_stride", "tile_grid", "predict_logits",
-           "forward_logits", "NetworkTimer"]
+           "forward_logits", "NetworkTimer", "to_device", "preprocess"]
 
 MODES = EVAL_MODES  # the names live with the config schema, which checks eval.mode
 
@@ -77,23 +78,56 @@ class InferenceSettings:
 
 
 class NetworkTimer:
-    """Accumulates wall time spent inside the network (synchronising CUDA so the time is real)."""
+    """Accumulates the time spent inside the network. On a GPU each call is bracketed by two CUDA events
+    (no host sync per call); ``seconds`` waits for the last of them once and sums. On the CPU, wall time."""
 
     def __init__(self) -> None:
-        self.seconds = 0.0
         self.calls = 0
+        self._cpu_seconds = 0.0
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     def __call__(self, model: Callable, x: torch.Tensor) -> torch.Tensor:
-        sync = x.is_cuda
-        if sync:
-            torch.cuda.synchronize(x.device)
-        start = time.perf_counter()
-        out = forward_logits(model, x)
-        if sync:
-            torch.cuda.synchronize(x.device)
-        self.seconds += time.perf_counter() - start
         self.calls += 1
+        if x.is_cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = forward_logits(model, x)
+            end.record()
+            self._events.append((start, end))
+            return out
+        t0 = time.perf_counter()
+        out = forward_logits(model, x)
+        self._cpu_seconds += time.perf_counter() - t0
         return out
+
+    @property
+    def seconds(self) -> float:
+        """Network seconds so far (on a GPU: waits for the last call to finish)."""
+        if self._events:
+            self._events[-1][1].synchronize()
+        return self._cpu_seconds + sum(start.elapsed_time(end) for start, end in self._events) / 1000.0
+
+
+def to_device(batch: Sequence[torch.Tensor], device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """A loader's (image (N, 3, H, W), target (N, H, W), ...) or one uncollated sample ((3, H, W), (H, W),
+    ...) -> the same tensors batched on ``device``, dtype and strides kept (uint8 images travel as uint8:
+    a quarter of float32's bytes), copied without blocking the host (from pinned memory, as
+    seg.engine.loaders' eval loader gives on a GPU)."""
+    if batch[0].dim() == 3:  # uncollated single sample (build_eval_loader with batch_size 1)
+        batch = [t[None] for t in batch]
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def preprocess(image: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """Network input for a batch on its device: a uint8 (N, 3, H, W) batch through ``normalize`` (the
+    dataset's seg.data.BatchNormalize, the same for evaluation, prediction and training); a floating
+    batch is taken as already normalised. DataError for uint8 images with no ``normalize``."""
+    if image.is_floating_point():
+        return image
+    if normalize is None:
+        raise DataError(f"the loader's dataset yields {image.dtype} images but has no .normalize; pass "
+                        f"preprocess=seg.data.BatchNormalize(mean, std) to evaluate()")
+    return normalize(image)
 
 
 def forward_logits(model: Callable, x: torch.Tensor) -> torch.Tensor:

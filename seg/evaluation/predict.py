@@ -16,11 +16,12 @@ import torch
 from tqdm import tqdm
 
 from seg.config import ConfigError
+from seg.data import BatchNormalize
 from seg.data.io import DataError, read_image
 from seg.data.labels import LabelSpace
 from seg.engine.checkpoint import load_checkpoint
 
-from .inference import InferenceSettings
+from .inference import InferenceSettings, preprocess, to_device
 from .runner import labels_for, load_model_for_eval, run_config
 from .visualize import legend, overlay, write_png, write_rgb
 
@@ -81,20 +82,6 @@ def _output_names(paths: Sequence[str]) -> list[str]:
     return [os.path.splitext(os.path.relpath(os.path.abspath(p), root))[0] for p in paths]
 
 
-def _stats(values: Sequence[float], device: torch.device) -> torch.Tensor:
-    """(3, 1, 1) float32 tensor of per-channel ``values`` on ``device``, built once per predict() call."""
-    return torch.tensor(values, device=device)[:, None, None]
-
-
-def _normalised(rgb: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(1, 3, H, W) float32 ``(rgb / 255 - mean) / std`` on mean's device.
-
-    Not seg.data.BatchNormalize: that computes ``x * (1 / (255 std)) - mean / std``, which differs in the
-    last bit for most values, and this module's outputs are kept as they were."""
-    x = torch.from_numpy(rgb).to(mean.device).permute(2, 0, 1).float().div_(255.0)
-    return ((x - mean) / std)[None]
-
-
 def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = None, *,
             mode: str | None = None, tile_size: int | None = None, overlap: float | None = None,
             scales: Sequence[float] | None = None, flip: bool | None = None, padding_mode: str | None = None,
@@ -127,14 +114,16 @@ def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = 
     labels = labels_for(cfg["data"], info["num_classes"], checkpoint)
     settings = InferenceSettings.from_config(cfg["eval"], mode=mode, tile_size=tile_size, overlap=overlap,
                                              scales=scales, flip=flip)
-    mean, std = _stats(cfg["data"]["mean"], device), _stats(cfg["data"]["std"], device)
+    normalize = BatchNormalize(cfg["data"]["mean"], cfg["data"]["std"])
     names = _output_names(paths)
     results = []
     for path, name in tqdm(list(zip(paths, names)), desc=f"predict[{settings.mode}]", disable=not progress,
                            dynamic_ncols=True):
         rgb = read_image(path)
+        # the evaluation path: uint8 (3, H, W) as SegDataset yields it, to the device, normalised there
+        (image,) = to_device((torch.from_numpy(rgb).permute(2, 0, 1),), device)
         try:
-            logits = settings.predict(model, _normalised(rgb, mean, std))
+            logits = settings.predict(model, preprocess(image, normalize))
         except ConfigError as err:  # e.g. a tile larger than this image: say which image
             raise DataError(f"{path}: {err}") from err
         classes = logits[0].max(0).indices.to(torch.uint8).cpu().numpy()

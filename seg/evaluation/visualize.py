@@ -13,11 +13,8 @@ import torch
 
 from seg.data.labels import CITYSCAPES, LabelSpace
 
-__all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_png", "write_rgb", "OverlayWriter",
-           "denormalise"]
+__all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_png", "write_rgb", "OverlayWriter"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -76,27 +73,23 @@ def write_rgb(path: str, rgb: np.ndarray) -> None:
     write_png(path, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
 
 
-def denormalise(image: torch.Tensor, mean=None, std=None) -> np.ndarray:
-    """(3, H, W) normalised float image -> (H, W, 3) uint8 RGB (ImageNet statistics by default)."""
-    mean = torch.tensor(mean or IMAGENET_MEAN, dtype=image.dtype, device=image.device)[:, None, None]
-    std = torch.tensor(std or IMAGENET_STD, dtype=image.dtype, device=image.device)[:, None, None]
-    rgb = ((image * std + mean).clamp(0, 1) * 255).round().byte()
-    return rgb.permute(1, 2, 0).cpu().numpy()
-
-
 class OverlayWriter:
     """Writes ``<dir>/<stem>_show.png`` per image: a 2x2 panel of titled image | ground truth (palette) over
-    prediction overlay (alpha 0.5) | error map, above a legend of the classes present in either map."""
+    prediction overlay (alpha 0.5) | error map, above a legend of the classes present in either map.
+    The image is drawn as the loader gave it: uint8 (N, 3, H, W) RGB, before normalisation."""
 
     def __init__(self, out_dir: str, image_paths: Sequence[str], indices: Sequence[int],
-                 labels: LabelSpace = CITYSCAPES, mean=None, std=None, alpha: float = 0.5) -> None:
+                 labels: LabelSpace = CITYSCAPES, alpha: float = 0.5) -> None:
         os.makedirs(out_dir, exist_ok=True)
         self.out_dir, self.image_paths, self.indices, self.labels = out_dir, image_paths, indices, labels
-        self.mean, self.std, self.alpha = mean, std, alpha
+        self.alpha = alpha
 
     def __call__(self, position: int, image: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if image.dtype != torch.uint8:
+            raise ValueError(f"show_dir draws the loader's uint8 RGB images; got {image.dtype} images (a dataset "
+                             f"that normalises its own images cannot be drawn: yield uint8 and a .normalize)")
         for j in range(pred.shape[0]):
-            rgb = denormalise(image[j], self.mean, self.std)
+            rgb = image[j].permute(1, 2, 0).cpu().numpy()
             p, t = pred[j].cpu().numpy(), target[j].cpu().numpy()
             top = np.concatenate([titled(rgb, "image"), titled(colorize(t, self.labels), "ground truth")], 1)
             bottom = np.concatenate([titled(overlay(rgb, p, self.labels, self.alpha), "prediction"),
