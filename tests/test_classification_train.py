@@ -68,6 +68,13 @@ def _summary(run_dir):
         return json.load(f)
 
 
+def _val_top1(run_dir) -> np.ndarray:
+    """Per-epoch validation top-1 as logged in metrics.jsonl (not as summarised)."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return np.array([r["top1"] for r in records if r["tag"] == "val"])
+
+
 def test_tiny_imagefolder_is_learned_well_above_chance(two_runs):
     for r in range(2):
         s = _summary(os.path.join(two_runs, f"run{r}"))
@@ -81,9 +88,7 @@ def test_run_summary_and_over_runs_against_numpy(two_runs):
     best, last = [], []
     for r in range(2):
         run = os.path.join(two_runs, f"run{r}")
-        with open(os.path.join(run, "metrics.jsonl")) as f:
-            val = [json.loads(line) for line in f if json.loads(line)["tag"] == "val"]
-        top1 = np.array([rec["top1"] for rec in val])  # per-epoch validation from the log, not the summary
+        top1 = _val_top1(run)
         assert len(top1) == EPOCHS
         s = _summary(run)
         assert s["best"]["top1"] == pytest.approx(top1.max()) and s["best"]["epoch"] == int(top1.argmax()) + 1
@@ -138,12 +143,39 @@ def test_cross_test_evaluates_a_checkpoint_under_another_padding(two_runs, tmp_p
     assert (tmp_path / "cross_test.md").read_text().count("tinynet_zeros -> ") == 2
 
 
-def test_summarize_collects_runs(two_runs, tmp_path):
-    tool.main(["--summarize", two_runs, "--out", str(tmp_path)])
-    with open(tmp_path / "tables.json") as f:
-        tables = json.load(f)["tables"]
-    with open(os.path.join(two_runs, "runs_summary.json")) as f:
-        assert tables == json.load(f)["tables"]
+def test_summarize_tables_against_numpy_over_the_logs_and_summaries_written_here(two_runs, tmp_path):
+    """--summarize over the two trained zero-padding runs and two partial-padding summaries written by this test:
+    per-run values from the runs' metrics.jsonl (zeros) or the values written (partial); mean, sample std
+    (ddof=1) and the partial row's difference to the zeros row by numpy."""
+    partial = {"best": [81.25, 78.5], "last_k": [77.0, 75.75]}
+    for seed in range(2):
+        folder = tmp_path / "partial" / f"run{seed}"
+        folder.mkdir(parents=True)
+        best = {"epoch": 3, "top1": partial["best"][seed], "top5": 100.0}
+        last_k = {"k": 5, "requested_k": 5, "epochs": [4, 5, 6, 7, 8], "top1": partial["last_k"][seed], "top5": 100.0}
+        (folder / "summary.json").write_text(json.dumps({"arch": "tinynet", "padding": "partial", "seed": seed,
+                                                         "epochs": EPOCHS, "best": best, "last_k": last_k}))
+    out = tmp_path / "tables"
+    tool.main(["--summarize", str(tmp_path / "partial"), two_runs, "--out", str(out)])
+    logs = [_val_top1(os.path.join(two_runs, f"run{r}")) for r in range(2)]
+    zeros = {"best": [top1.max() for top1 in logs], "last_k": [top1[-5:].mean() for top1 in logs]}
+    with open(out / "tables.json") as f:
+        data = json.load(f)
+    assert sorted((r["padding"], r["seed"]) for r in data["runs"]) == [("partial", 0), ("partial", 1), ("zeros", 0),
+                                                                       ("zeros", 1)]
+    markdown = (out / "tables.md").read_text()
+    for protocol in ("best", "last_k"):
+        z, p = np.array(zeros[protocol]), np.array(partial[protocol])
+        rows = data["tables"][protocol]
+        assert [r["name"] for r in rows] == ["tinynet_zeros", "tinynet_partial"]  # baseline first
+        for row, values in zip(rows, (z, p)):
+            np.testing.assert_allclose(row["values"], values, rtol=1e-12)
+            assert row["mean"] == pytest.approx(values.mean(), rel=1e-12)
+            assert row["std"] == pytest.approx(values.std(ddof=1), rel=1e-12)
+        assert rows[0]["diff"] is None
+        assert rows[1]["diff"] == pytest.approx(p.mean() - z.mean(), rel=1e-12)
+        assert (f"| tinynet_partial | {p[0]:.3f} | {p[1]:.3f} | {p.mean():.3f} | {p.mean() - z.mean():.3f} | "
+                f"{p.std(ddof=1):.3f} |") in markdown
 
 
 def test_resume_mid_epoch_matches_uninterrupted_run(demo_cls, tmp_path, capsys):

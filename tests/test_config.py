@@ -5,10 +5,13 @@ import re
 
 import pytest
 import yaml
+from cityscapesscripts.helpers.labels import labels as cs_labels
+from cityscapesscripts.helpers.labels import name2label
 from folder_trees import voc_palette
+from torchvision.models import ResNet50_Weights
 
 from seg.config import SCHEMA, ConfigError, default_config, dump_config, key_spec, load_config
-from seg.data import DATA_DEFAULTS
+from seg.data import with_defaults
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -192,8 +195,22 @@ def test_paper_configs_set_the_protocol_choices(name, lr):
     assert cfg["data"]["coarse_boost_classes"] == [14, 15, 16, 3, 12, 17, 4] and cfg["data"]["cv_split"] == 0
 
 
-def test_data_defaults_come_from_seg_data():
-    assert {k: v["default"] for k, v in SCHEMA["data"].items()} == DATA_DEFAULTS
+def test_data_defaults_are_the_builders_and_match_their_independent_sources():
+    cfg = load_config(None)
+    data = cfg["data"]
+    # a config's data section is what the dataset builders fill in for a section that omits every key: a key
+    # given a default of its own in the schema, or known to only one side, breaks this
+    assert data == with_defaults(None)
+    # the ImageNet statistics the default (torchvision) encoder's pretrained weights were trained with
+    imagenet = ResNet50_Weights.IMAGENET1K_V1.transforms()
+    assert (cfg["model"]["encoder"], data["mean"], data["std"]) == ("resnet50", imagenet.mean, imagenet.std)
+    # the trainId cityscapesscripts gives every class it leaves out of evaluation
+    assert {data["ignore_index"]} == {label.trainId for label in cs_labels if label.ignoreInEval and label.id >= 0}
+    # NVIDIA's semantic-segmentation repo boosts these rare classes with coarse crops, in this order
+    nvidia = ("truck", "bus", "train", "wall", "rider", "motorcycle", "fence")
+    assert data["coarse_boost_classes"] == [name2label[name].trainId for name in nvidia]
+    # the defaults are the paper's ResNet-50 setting
+    assert PAPER["deeplabv3plus_r50"] == (cfg["model"]["encoder"], data["crop_size"])
 
 
 def test_encoder_names_checked_by_the_model_builder():
