@@ -9,10 +9,12 @@ import time
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import Dataset
 
 import seg.engine.loop as loop_module
 from seg.config import load_config
+from seg.data.io import DataError
 from seg.engine import (
     CheckpointError,
     DistInfo,
@@ -203,6 +205,44 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
 
 
+def test_nan_steps_before_the_check_change_nothing(tmp_path):
+    """NaN from step 5 on, read at the log of iteration 8: steps 5-8 ran, but the weights, BN statistics and
+    momentum are those of the iteration-4 checkpoint bit for bit, and the error names iteration 5."""
+    cfg = tiny_cfg(log_interval=4)
+    model = NaNAfter(after=4)
+    loop = TrainLoop(cfg, model, ColourBlobs(), CPU, str(tmp_path), iterations=8,
+                     criterion=build_criterion(cfg["train"], CPU.device), schedule=build_scheduler)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 5 \(epoch 1\).*iter_0000004.pth"):
+        loop.fit()
+    assert loop.iteration == 8 and model.calls == 8
+    good = load_checkpoint(checkpoint_path(str(tmp_path), 4))
+    state = model.state_dict()
+    assert all(torch.equal(good["model"][k], state[k]) for k in state if not k.endswith("num_batches_tracked"))
+    momentum = [s["momentum_buffer"] for s in loop.optimizer.state_dict()["state"].values()]
+    assert all(torch.equal(a, b["momentum_buffer"]) for a, b in zip(momentum, good["optimizer"]["state"].values()))
+
+
+class BadLabelAt(ColourBlobs):
+    """ColourBlobs whose item 0 of epoch 0 holds the value 7, a class beyond model.num_classes=3."""
+
+    def __getitem__(self, i):
+        img, target = super().__getitem__(i)
+        if i == 0 and self.epoch == 0:
+            target[0, :2] = 7
+        return img, target
+
+
+def test_invalid_label_stops_the_run_at_the_check_naming_its_iteration(tmp_path):
+    sampler = ResumableDistributedSampler(16, 1, 0, seed=0)
+    sampler.set_epoch(0)
+    iteration = [i for _, i in sampler].index(0) // 4 + 1  # the step whose batch (4 images) holds item 0
+    seed_everything(0)
+    with pytest.raises(DataError, match=rf"training batch of iteration {iteration}: label values \[7\] are outside "
+                                        r"0..2 of model.num_classes=3"):
+        train(tiny_cfg(log_interval=4), TinyNet(), BadLabelAt(), CPU, str(tmp_path))
+    assert list_checkpoints(str(tmp_path)) == []  # the check ran before the iteration-4 checkpoint was written
+
+
 class DtypeProbe(TinyNet):
     """TinyNet that records the dtype its first conv computes in."""
 
@@ -348,34 +388,37 @@ def test_validation_keeps_the_best_score_in_best_pth(tmp_path):
 def test_model_state_is_checked_once_per_iteration(tmp_path, monkeypatch):
     """Log window, best.pth, periodic checkpoint and export at one iteration: one finiteness check."""
     checked = []
-    real = loop_module.check_finite_state
+    real = loop_module.state_finite
 
-    def counting(model, step, last_ckpt):
-        checked.append(step)
-        real(model, step, last_ckpt)
+    def counting(model):
+        checked.append(model)
+        return real(model)
 
-    monkeypatch.setattr(loop_module, "check_finite_state", counting)
+    monkeypatch.setattr(loop_module, "state_finite", counting)
     seed_everything(0)
     # log every 2, checkpoint every 4, validate (new best every time) every 4; the export at 8
     train(tiny_cfg(val_interval=4), TinyNet(), ColourBlobs(), CPU, str(tmp_path),
           validate=lambda model: {"mIoU": float(len(checked)), "IoU": [0.5]})
-    assert checked == [2, 4, 6, 8]
+    assert len(checked) == 4  # iterations 2, 4, 6 and 8
     assert (tmp_path / "checkpoints" / "best.pth").exists() and (tmp_path / "model_final.pth").exists()
 
 
 def test_log_window_mean_is_the_float_sum_of_the_step_losses():
     """The window sums on the device in float64: its mean is the old Python-float sum of .item()s, bit for bit;
-    a skipped step (None) counts as a step, not as a loss."""
+    a skipped step (None, or flagged by the guard) counts as a step, not as a loss."""
     gen = torch.Generator().manual_seed(0)
     losses = [torch.rand((), generator=gen) * 10 ** float(torch.randint(-3, 4, (), generator=gen)) for _ in range(50)]
     window = _Window()
     total = 0.0
     for i, loss in enumerate(losses):
         skipped = i % 7 == 3
-        window.add(None if skipped else loss)
+        if skipped and i % 2:  # a guard-skipped step: its loss (NaN here) must not reach the sum
+            window.add(torch.tensor(float("nan")), skipped=torch.tensor(True))
+        else:
+            window.add(None if skipped else loss, skipped=torch.tensor(False))
         total += 0.0 if skipped else loss.item()
     counted = sum(i % 7 != 3 for i in range(50))
-    assert window.steps == 50 and window.losses == counted
+    assert window.steps == 50 and window.sums[1].item() == counted
     assert window.mean() == total / counted
     window.reset()
     window.add(None)
@@ -390,3 +433,54 @@ def test_engine_imports_nothing_of_the_layers_above_it():
         modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         above = [m for m in modules if m.split(".")[:2] in (["seg", "evaluation"], ["seg", "classification"])]
         assert not above, (path, above)
+
+
+class HostSyncs(TorchDispatchMode):
+    """Counts what would make the host wait for a CUDA device: reading a value (item, bool, tolist, numpy) or
+    an op whose output size depends on the data."""
+
+    WAITS = {"aten._local_scalar_dense", "aten.is_nonzero", "aten.equal", "aten.nonzero", "aten.masked_select",
+             "aten.unique_dim", "aten._unique", "aten._unique2", "aten.unique_consecutive"}
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.count = 0
+        for name in ("tolist", "numpy"):  # tensor methods that read memory without a dispatched op
+            monkeypatch.setattr(torch.Tensor, name, self.counted(getattr(torch.Tensor, name)))
+
+    def counted(self, method):
+        def wrapper(tensor, *args, **kwargs):
+            self.count += 1
+            return method(tensor, *args, **kwargs)
+        return wrapper
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += str(func.overloadpacket) in self.WAITS
+        return func(*args, **(kwargs or {}))
+
+
+class FixedBlobs(ColourBlobs):
+    """ColourBlobs made once: loading a batch runs no op the sync counter would see (64 images: an epoch, whose
+    start draws the loader's seed with an .item(), lasts 16 steps)."""
+
+    def __init__(self):
+        super().__init__(n=64)
+        seed_everything(1)
+        self.items = [super(FixedBlobs, self).__getitem__(i) for i in range(self.n)]
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_steady_state_training_steps_wait_for_the_device_at_most_once(tmp_path, monkeypatch):
+    """Counted from one forward to the next over steps 3..12: no host sync in a step, one per logging
+    iteration (4, 8, 12), where the guard's flags, the finiteness check and the loss sums are read together."""
+    seed_everything(0)
+    model, marks = TinyNet(), []
+    syncs = HostSyncs(monkeypatch)
+    model.register_forward_pre_hook(lambda module, args: marks.append(syncs.count))
+    cfg = tiny_cfg(iterations=13, log_interval=4, ckpt_interval=13)
+    with syncs:
+        train(cfg, model, FixedBlobs(), CPU, str(tmp_path))
+    per_step = [b - a for a, b in zip(marks, marks[1:])][2:]  # forward i -> i + 1, i = 3..12
+    assert per_step == [0, 1, 0, 0, 0, 1, 0, 0, 0, 1], per_step
