@@ -59,6 +59,7 @@ from .guard import GuardReport, StepGuard, TargetCheck
 from .logger import RunLogger
 from .optim import build_optimizer
 from .sampler import EpochSeededDataset
+from .speed import compile_module, prepare_model, use_channels_last
 from .step import (
     amp_dtype,
     build_train_loader,
@@ -167,7 +168,11 @@ class TrainLoop:
         train_cfg = cfg["train"]
         self.cfg, self.train_cfg, self.info, self.work_dir = cfg, train_cfg, info, work_dir
         self.criterion, self.schedule, self.hooks, self.target_check = criterion, schedule, list(hooks), target_check
-        self.model = convert_sync_bn(model, train_cfg["sync_bn"], info).to(info.device)
+        self.model = convert_sync_bn(model, train_cfg["sync_bn"], info)
+        # in place, before the optimizer sees the parameters; compiled in train(), around the DDP wrapper
+        prepare_model(self.model, info.device, train_cfg["channels_last"])
+        self.memory_format = torch.channels_last if use_channels_last(train_cfg["channels_last"], info.device) \
+            else torch.preserve_format  # of the batches
         _print(info, f"distributed: {describe(info, self.model)}")
         self.optimizer = build_optimizer(self.model, train_cfg)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=train_cfg["amp"] == "fp16")
@@ -223,6 +228,7 @@ class TrainLoop:
         if self.info.distributed:
             net = DistributedDataParallel(self.model, device_ids=[self.info.device.index]
                                           if self.info.device.type == "cuda" else None)
+        net = compile_module(net, self.train_cfg["compile"])  # checkpoints keep coming from self.model
         net.train()
         self.log = RunLogger(self.work_dir, self.total, self.iteration, enabled=self.info.is_main)
         window = _Window()
@@ -270,8 +276,8 @@ class TrainLoop:
         while True:
             self.sampler.set_epoch(epoch, start=offset * per_rank)  # the epoch travels with each index
             for images, targets in self.loader:
-                yield epoch, self.normalize(images.to(self.info.device, non_blocking=True)), \
-                    targets.to(self.info.device, non_blocking=True)
+                images = images.to(self.info.device, non_blocking=True, memory_format=self.memory_format)
+                yield epoch, self.normalize(images), targets.to(self.info.device, non_blocking=True)
             epoch, offset = epoch + 1, 0
 
     def check_state(self, window: _Window | None = None) -> float | None:
