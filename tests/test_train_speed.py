@@ -8,6 +8,7 @@ import torch
 from conftest import save_demo_checkpoint
 from test_predict import hand_run, val_images
 from test_train_engine import CPU, ColourBlobs, TinyNet, tiny_cfg
+from torch._dynamo.utils import counters
 
 import seg
 import seg.evaluation.predict as predict_module
@@ -54,9 +55,13 @@ def test_speed_settings_keep_checkpoint_keys_and_resume_bit_exactly(tmp_path, se
     run(tiny_cfg(iterations=3, ckpt_interval=3), tmp_path / "plain")
     plain_keys = list(load_checkpoint(checkpoint_path(str(tmp_path / "plain"), 3))["model"])
     cfg = tiny_cfg(ckpt_interval=3, **setting)
+    torch._dynamo.reset()
+    counters.clear()
     full = run(cfg, tmp_path / "full")
     if "channels_last" in setting:
         assert full.body[0].weight.is_contiguous(memory_format=torch.channels_last)
+    else:  # the network ran compiled: dynamo captured its graph (train and eval mode: no more)
+        assert 1 <= counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
     run(cfg, tmp_path / "part")
     os.remove(checkpoint_path(str(tmp_path / "part"), 8))
     assert list(load_checkpoint(checkpoint_path(str(tmp_path / "part"), 6))["model"]) == plain_keys

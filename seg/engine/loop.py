@@ -171,8 +171,7 @@ class TrainLoop:
         self.model = convert_sync_bn(model, train_cfg["sync_bn"], info)
         # in place, before the optimizer sees the parameters; compiled in train(), around the DDP wrapper
         prepare_model(self.model, info.device, train_cfg["channels_last"])
-        self.memory_format = torch.channels_last if use_channels_last(train_cfg["channels_last"], info.device) \
-            else torch.preserve_format  # of the batches
+        self.channels_last = use_channels_last(train_cfg["channels_last"], info.device)
         _print(info, f"distributed: {describe(info, self.model)}")
         self.optimizer = build_optimizer(self.model, train_cfg)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=train_cfg["amp"] == "fp16")
@@ -276,7 +275,9 @@ class TrainLoop:
         while True:
             self.sampler.set_epoch(epoch, start=offset * per_rank)  # the epoch travels with each index
             for images, targets in self.loader:
-                images = images.to(self.info.device, non_blocking=True, memory_format=self.memory_format)
+                images = images.to(self.info.device, non_blocking=True)
+                if self.channels_last:  # on the device, where the (uint8) batch is cheapest to rearrange
+                    images = images.contiguous(memory_format=torch.channels_last)
                 yield epoch, self.normalize(images), targets.to(self.info.device, non_blocking=True)
             epoch, offset = epoch + 1, 0
 
