@@ -275,6 +275,24 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
     assert final["scale"] == 1024.0 and final["_growth_tracker"] == 8
 
 
+class UnlabelledEpoch1(ColourBlobs):
+    """ColourBlobs whose every pixel is ignore (255) in epoch 1 (iterations 5-8 with 4 per epoch)."""
+
+    def __getitem__(self, i):
+        img, target = super().__getitem__(i)
+        return img, torch.full_like(target, 255) if self.epoch == 1 else target
+
+
+def test_skipped_steps_leave_the_fp16_loss_scale_alone(tmp_path):
+    """Iterations 5-8 are skipped: the GradScaler's growth tracker counts the 4 real steps only (torch's
+    initial scale 2 ** 16 and growth interval 2000 keep the scale)."""
+    seed_everything(0)
+    with pytest.warns(UserWarning, match="fp16 on CPU"):
+        train(tiny_cfg(amp="fp16"), TinyNet(), UnlabelledEpoch1(), CPU, str(tmp_path))
+    scaler = torch.load(checkpoint_path(str(tmp_path), 8), weights_only=True)["scaler"]
+    assert scaler["scale"] == 2.0 ** 16 and scaler["_growth_tracker"] == 4
+
+
 def test_resume_with_fp16_from_a_run_without_loss_scaling_starts_a_fresh_scaler(tmp_path):
     run(tiny_cfg(), tmp_path)  # train.amp=none: the checkpoints hold an empty scaler state
     os.remove(checkpoint_path(str(tmp_path), 8))
