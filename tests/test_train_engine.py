@@ -31,8 +31,10 @@ from seg.engine import (
     train,
 )
 from seg.engine.checkpoint import checkpoint_path, export_from_checkpoint, list_checkpoints
+from seg.engine.guard import StepGuard
 from seg.engine.loop import _Window
 from seg.engine.sampler import ResumableDistributedSampler
+from seg.engine.step import guarded_step
 
 
 class TinyNet(nn.Module):
@@ -220,6 +222,33 @@ def test_nan_steps_before_the_check_change_nothing(tmp_path):
     assert all(torch.equal(good["model"][k], state[k]) for k in state if not k.endswith("num_batches_tracked"))
     momentum = [s["momentum_buffer"] for s in loop.optimizer.state_dict()["state"].values()]
     assert all(torch.equal(a, b["momentum_buffer"]) for a, b in zip(momentum, good["optimizer"]["state"].values()))
+
+
+def test_guarded_step_skips_a_nan_step_and_the_next_step_is_plain_sgd():
+    """A NaN first step changes nothing (a network without buffers; fused SGD's momentum not yet created);
+    the next step is the textbook first SGD step (momentum buffer = gradient), against float64 by hand."""
+    torch.manual_seed(0)
+    model, criterion = nn.Linear(4, 3), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, fused=True)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    guard = StepGuard(model, opt, scaler, torch.device("cpu"))
+    guard.start(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, t = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    junk = [torch.full_like(p, 1e3) for p in model.parameters()]
+    del junk  # freed memory that the torch.empty_like of fused SGD's first step may be handed
+    loss, skipped = guarded_step(model, x * float("nan"), t, criterion, opt, scaler, None, guard)
+    assert skipped and torch.isnan(loss)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    w = {k: v.double().requires_grad_() for k, v in before.items()}
+    nn.functional.cross_entropy(x.double() @ w["weight"].T + w["bias"], t).backward()
+    loss, skipped = guarded_step(model, x, t, criterion, opt, scaler, None, guard)
+    assert not skipped
+    for k, v in model.state_dict().items():
+        expected = w[k].detach() - 0.1 * (w[k].grad + 0.01 * w[k].detach())
+        torch.testing.assert_close(v.double(), expected, rtol=1e-6, atol=1e-7)
+    report = guard.report(guard.record.tolist())
+    assert report.nonfinite_iteration == 1 and math.isnan(report.nonfinite_loss) and report.skipped == 0
 
 
 class BadLabelAt(ColourBlobs):

@@ -89,7 +89,8 @@ class StepGuard:
 
     def check(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(targets for the loss, learnable, invalid) of the task's check; also snapshots the buffers."""
-        torch._foreach_copy_(self.saved, self.buffers)
+        if self.buffers:  # a network without buffers (no BatchNorm) has nothing to snapshot
+            torch._foreach_copy_(self.saved, self.buffers)
         if self.targets is None:
             return targets, None, None
         return self.targets.check(targets)
