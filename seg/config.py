@@ -25,9 +25,9 @@ from seg.errors import SegError
 from seg.models import NORMS, OUTPUT_STRIDES, encoder_name_error
 from seg.nn import PADDING_MODES
 
-__all__ = ["ConfigError", "EVAL_MODES", "SCHEMA", "key_spec", "data_key", "optimizer_keys", "runtime_keys",
-           "default_config", "load_config", "merge_overrides", "override_keys", "validate", "check_label_space",
-           "config_changes", "dump_config"]
+__all__ = ["ConfigError", "COMPILE_MODES", "EVAL_MODES", "SCHEMA", "key_spec", "data_key", "optimizer_keys",
+           "runtime_keys", "default_config", "load_config", "merge_overrides", "override_keys", "validate",
+           "check_label_space", "config_changes", "dump_config"]
 
 
 class ConfigError(SegError, ValueError):
@@ -61,6 +61,10 @@ def optimizer_keys(*, batch_size: int, lr: float) -> dict[str, dict]:
     }
 
 
+# train.compile: off, torch.compile's inductor modes, or "eager" (dynamo's graph capture without code generation)
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "eager")
+
+
 def runtime_keys(*, sync_bn: bool, sync_bn_doc: str) -> dict[str, dict]:
     """The train keys for precision, device and reproducibility that every seg.engine trainer reads."""
     return {
@@ -69,6 +73,14 @@ def runtime_keys(*, sync_bn: bool, sync_bn_doc: str) -> dict[str, dict]:
         "device": key_spec("auto", "str", ("auto", "cpu", "cuda")),
         "seed": key_spec(0, "int"),
         "deterministic": key_spec(False, "bool"),
+        "channels_last": key_spec(None, "bool?",
+                                  doc="channels_last memory format in training, validation, evaluation and "
+                                      "prediction; null (auto) = on for CUDA (H200, DeepLabV3+ bf16 training: "
+                                      "+13-22% img/s for both paddings), off on the CPU"),
+        "compile": key_spec("off", "str", COMPILE_MODES,
+                            doc="torch.compile the network (training, validation, evaluation, prediction): off, an "
+                                "inductor mode (default, reduce-overhead, max-autotune) or eager (graph capture "
+                                "only); off by default until measured on the GPU"),
         "dist_timeout_min": key_spec(10.0, "float", min=0.01,
                                      doc="minutes a collective waits for a hung or dead rank before the run fails"),
     }

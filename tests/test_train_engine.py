@@ -9,10 +9,12 @@ import time
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import Dataset
 
 import seg.engine.loop as loop_module
 from seg.config import load_config
+from seg.data.io import DataError
 from seg.engine import (
     CheckpointError,
     DistInfo,
@@ -29,8 +31,10 @@ from seg.engine import (
     train,
 )
 from seg.engine.checkpoint import checkpoint_path, export_from_checkpoint, list_checkpoints
+from seg.engine.guard import StepGuard
 from seg.engine.loop import _Window
 from seg.engine.sampler import ResumableDistributedSampler
+from seg.engine.step import guarded_step
 
 
 class TinyNet(nn.Module):
@@ -203,6 +207,71 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
 
 
+def test_nan_steps_before_the_check_change_nothing(tmp_path):
+    """NaN from step 5 on, read at the log of iteration 8: steps 5-8 ran, but the weights, BN statistics and
+    momentum are those of the iteration-4 checkpoint bit for bit, and the error names iteration 5."""
+    cfg = tiny_cfg(log_interval=4)
+    model = NaNAfter(after=4)
+    loop = TrainLoop(cfg, model, ColourBlobs(), CPU, str(tmp_path), iterations=8,
+                     criterion=build_criterion(cfg["train"], CPU.device), schedule=build_scheduler)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 5 \(epoch 1\).*iter_0000004.pth"):
+        loop.fit()
+    assert loop.iteration == 8 and model.calls == 8
+    good = load_checkpoint(checkpoint_path(str(tmp_path), 4))
+    state = model.state_dict()
+    assert all(torch.equal(good["model"][k], state[k]) for k in state if not k.endswith("num_batches_tracked"))
+    momentum = [s["momentum_buffer"] for s in loop.optimizer.state_dict()["state"].values()]
+    assert all(torch.equal(a, b["momentum_buffer"]) for a, b in zip(momentum, good["optimizer"]["state"].values()))
+
+
+def test_guarded_step_skips_a_nan_step_and_the_next_step_is_plain_sgd():
+    """A NaN first step changes nothing (a network without buffers; fused SGD's momentum not yet created);
+    the next step is the textbook first SGD step (momentum buffer = gradient), against float64 by hand."""
+    torch.manual_seed(0)
+    model, criterion = nn.Linear(4, 3), nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, fused=True)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    guard = StepGuard(model, opt, scaler, torch.device("cpu"))
+    guard.start(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, t = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    junk = [torch.full_like(p, 1e3) for p in model.parameters()]
+    del junk  # freed memory that the torch.empty_like of fused SGD's first step may be handed
+    loss, skipped = guarded_step(model, x * float("nan"), t, criterion, opt, scaler, None, guard)
+    assert skipped and torch.isnan(loss)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    w = {k: v.double().requires_grad_() for k, v in before.items()}
+    nn.functional.cross_entropy(x.double() @ w["weight"].T + w["bias"], t).backward()
+    loss, skipped = guarded_step(model, x, t, criterion, opt, scaler, None, guard)
+    assert not skipped
+    for k, v in model.state_dict().items():
+        expected = w[k].detach() - 0.1 * (w[k].grad + 0.01 * w[k].detach())
+        torch.testing.assert_close(v.double(), expected, rtol=1e-6, atol=1e-7)
+    report = guard.report(guard.record.tolist())
+    assert report.nonfinite_iteration == 1 and math.isnan(report.nonfinite_loss) and report.skipped == 0
+
+
+class BadLabelAt(ColourBlobs):
+    """ColourBlobs whose item 0 of epoch 0 holds the value 7, a class beyond model.num_classes=3."""
+
+    def __getitem__(self, i):
+        img, target = super().__getitem__(i)
+        if i == 0 and self.epoch == 0:
+            target[0, :2] = 7
+        return img, target
+
+
+def test_invalid_label_stops_the_run_at_the_check_naming_its_iteration(tmp_path):
+    sampler = ResumableDistributedSampler(16, 1, 0, seed=0)
+    sampler.set_epoch(0)
+    iteration = [i for _, i in sampler].index(0) // 4 + 1  # the step whose batch (4 images) holds item 0
+    seed_everything(0)
+    with pytest.raises(DataError, match=rf"training batch of iteration {iteration}: label values \[7\] are outside "
+                                        r"0..2 of model.num_classes=3"):
+        train(tiny_cfg(log_interval=4), TinyNet(), BadLabelAt(), CPU, str(tmp_path))
+    assert list_checkpoints(str(tmp_path)) == []  # the check ran before the iteration-4 checkpoint was written
+
+
 class DtypeProbe(TinyNet):
     """TinyNet that records the dtype its first conv computes in."""
 
@@ -233,6 +302,24 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
         run(cfg, tmp_path, resume="auto")
     final = torch.load(checkpoint_path(str(tmp_path), 8), weights_only=True)["scaler"]
     assert final["scale"] == 1024.0 and final["_growth_tracker"] == 8
+
+
+class UnlabelledEpoch1(ColourBlobs):
+    """ColourBlobs whose every pixel is ignore (255) in epoch 1 (iterations 5-8 with 4 per epoch)."""
+
+    def __getitem__(self, i):
+        img, target = super().__getitem__(i)
+        return img, torch.full_like(target, 255) if self.epoch == 1 else target
+
+
+def test_skipped_steps_leave_the_fp16_loss_scale_alone(tmp_path):
+    """Iterations 5-8 are skipped: the GradScaler's growth tracker counts the 4 real steps only (torch's
+    initial scale 2 ** 16 and growth interval 2000 keep the scale)."""
+    seed_everything(0)
+    with pytest.warns(UserWarning, match="fp16 on CPU"):
+        train(tiny_cfg(amp="fp16"), TinyNet(), UnlabelledEpoch1(), CPU, str(tmp_path))
+    scaler = torch.load(checkpoint_path(str(tmp_path), 8), weights_only=True)["scaler"]
+    assert scaler["scale"] == 2.0 ** 16 and scaler["_growth_tracker"] == 4
 
 
 def test_resume_with_fp16_from_a_run_without_loss_scaling_starts_a_fresh_scaler(tmp_path):
@@ -348,34 +435,37 @@ def test_validation_keeps_the_best_score_in_best_pth(tmp_path):
 def test_model_state_is_checked_once_per_iteration(tmp_path, monkeypatch):
     """Log window, best.pth, periodic checkpoint and export at one iteration: one finiteness check."""
     checked = []
-    real = loop_module.check_finite_state
+    real = loop_module.state_finite
 
-    def counting(model, step, last_ckpt):
-        checked.append(step)
-        real(model, step, last_ckpt)
+    def counting(model):
+        checked.append(model)
+        return real(model)
 
-    monkeypatch.setattr(loop_module, "check_finite_state", counting)
+    monkeypatch.setattr(loop_module, "state_finite", counting)
     seed_everything(0)
     # log every 2, checkpoint every 4, validate (new best every time) every 4; the export at 8
     train(tiny_cfg(val_interval=4), TinyNet(), ColourBlobs(), CPU, str(tmp_path),
           validate=lambda model: {"mIoU": float(len(checked)), "IoU": [0.5]})
-    assert checked == [2, 4, 6, 8]
+    assert len(checked) == 4  # iterations 2, 4, 6 and 8
     assert (tmp_path / "checkpoints" / "best.pth").exists() and (tmp_path / "model_final.pth").exists()
 
 
 def test_log_window_mean_is_the_float_sum_of_the_step_losses():
     """The window sums on the device in float64: its mean is the old Python-float sum of .item()s, bit for bit;
-    a skipped step (None) counts as a step, not as a loss."""
+    a skipped step (None, or flagged by the guard) counts as a step, not as a loss."""
     gen = torch.Generator().manual_seed(0)
     losses = [torch.rand((), generator=gen) * 10 ** float(torch.randint(-3, 4, (), generator=gen)) for _ in range(50)]
     window = _Window()
     total = 0.0
     for i, loss in enumerate(losses):
         skipped = i % 7 == 3
-        window.add(None if skipped else loss)
+        if skipped and i % 2:  # a guard-skipped step: its loss (NaN here) must not reach the sum
+            window.add(torch.tensor(float("nan")), skipped=torch.tensor(True))
+        else:
+            window.add(None if skipped else loss, skipped=torch.tensor(False))
         total += 0.0 if skipped else loss.item()
     counted = sum(i % 7 != 3 for i in range(50))
-    assert window.steps == 50 and window.losses == counted
+    assert window.steps == 50 and window.sums[1].item() == counted
     assert window.mean() == total / counted
     window.reset()
     window.add(None)
@@ -390,3 +480,54 @@ def test_engine_imports_nothing_of_the_layers_above_it():
         modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         above = [m for m in modules if m.split(".")[:2] in (["seg", "evaluation"], ["seg", "classification"])]
         assert not above, (path, above)
+
+
+class HostSyncs(TorchDispatchMode):
+    """Counts what would make the host wait for a CUDA device: reading a value (item, bool, tolist, numpy) or
+    an op whose output size depends on the data."""
+
+    WAITS = {"aten._local_scalar_dense", "aten.is_nonzero", "aten.equal", "aten.nonzero", "aten.masked_select",
+             "aten.unique_dim", "aten._unique", "aten._unique2", "aten.unique_consecutive"}
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.count = 0
+        for name in ("tolist", "numpy"):  # tensor methods that read memory without a dispatched op
+            monkeypatch.setattr(torch.Tensor, name, self.counted(getattr(torch.Tensor, name)))
+
+    def counted(self, method):
+        def wrapper(tensor, *args, **kwargs):
+            self.count += 1
+            return method(tensor, *args, **kwargs)
+        return wrapper
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += str(func.overloadpacket) in self.WAITS
+        return func(*args, **(kwargs or {}))
+
+
+class FixedBlobs(ColourBlobs):
+    """ColourBlobs made once: loading a batch runs no op the sync counter would see (64 images: an epoch, whose
+    start draws the loader's seed with an .item(), lasts 16 steps)."""
+
+    def __init__(self):
+        super().__init__(n=64)
+        seed_everything(1)
+        self.items = [super(FixedBlobs, self).__getitem__(i) for i in range(self.n)]
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_steady_state_training_steps_wait_for_the_device_at_most_once(tmp_path, monkeypatch):
+    """Counted from one forward to the next over steps 3..12: no host sync in a step, one per logging
+    iteration (4, 8, 12), where the guard's flags, the finiteness check and the loss sums are read together."""
+    seed_everything(0)
+    model, marks = TinyNet(), []
+    syncs = HostSyncs(monkeypatch)
+    model.register_forward_pre_hook(lambda module, args: marks.append(syncs.count))
+    cfg = tiny_cfg(iterations=13, log_interval=4, ckpt_interval=13)
+    with syncs:
+        train(cfg, model, FixedBlobs(), CPU, str(tmp_path))
+    per_step = [b - a for a, b in zip(marks, marks[1:])][2:]  # forward i -> i + 1, i = 3..12
+    assert per_step == [0, 1, 0, 0, 0, 1, 0, 0, 0, 1], per_step

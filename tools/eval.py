@@ -27,6 +27,7 @@ from seg.data import build_val_dataset
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import barrier, cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
+from seg.engine.speed import prepare_model
 from seg.evaluation import MODES, evaluate
 from seg.evaluation.metrics import LEAVE_OUT_MEANING
 from seg.evaluation.official import official_scores
@@ -102,6 +103,7 @@ def main(argv=None) -> dict:
     model, model_info = load_model_for_eval(cfg, args.checkpoint, args.padding, info.device, loaded=ckpt,
                                             explicit=override_keys(args.opts, "model"))
     del ckpt
+    model = prepare_model(model, info.device, cfg["train"]["channels_last"], cfg["train"]["compile"])
     dataset = build_val_dataset(cfg["data"], args.split)
     workers = cfg["data"]["num_workers"] if args.num_workers is None else args.num_workers
     loader = build_eval_loader(dataset, batch_size=1, num_workers=workers)

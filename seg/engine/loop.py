@@ -1,7 +1,8 @@
 """The one training loop of both tasks (segmentation, classification) and its hook points.
 
 :class:`TrainLoop` owns everything a step needs and everything around it: SyncBN conversion and the DDP
-wrap, the AMP/GradScaler step (seg.engine.step.train_step) with its finite-loss guard, the LR schedule
+wrap, the AMP/GradScaler step (seg.engine.step.guarded_step) with its device-side guard (a NaN/inf loss or
+an unlearnable batch changes nothing: seg.engine.guard), the LR schedule
 step, the logging window (loss, lr, img/s), periodic checkpoints and their pruning, resume, and the
 model-only export at the end. A task brings its criterion, its schedule factory and its hooks.
 
@@ -10,9 +11,15 @@ Hook events, in the order the loop calls them (each gets the loop):
 * ``before_train``: once, after a resume, before anything is written to the work dir (data checks: a
   failure there leaves the work dir as it was).
 * ``after_step``: after every iteration; ``loop.iteration`` already counts it, ``loop.lr`` is the rate it
-  used, ``loop.loss`` its loss (None when the batch was skipped).
+  used, ``loop.loss`` its loss and ``loop.skipped_step`` whether the guard skipped it (both device scalars:
+  reading them waits for the device).
 * ``after_epoch``: after the last iteration of every epoch, after that iteration's ``after_step``.
 * ``after_train``: once, after the last iteration, before the export (``loop.meta`` goes into its meta).
+
+Host syncs: a steady-state step makes none. An iteration that logs, validates or saves makes one
+(:meth:`TrainLoop.check_state`): it reads the guard's record, the model's finiteness and the logging
+window's sums together, and stops the run there, naming the iteration where a loss became NaN/inf or a
+target was invalid (the weights are those from before it).
 
 A hook's ``state_dict()`` entries go into every full checkpoint (top level) and come back through
 ``load_state_dict(checkpoint)`` on resume. Periodic checkpoints are written after the hooks of their
@@ -48,10 +55,19 @@ from .checkpoint import (
     save_training_state,
 )
 from .distributed import DistInfo, barrier, broadcast_buffers, convert_sync_bn, describe
+from .guard import GuardReport, StepGuard, TargetCheck
 from .logger import RunLogger
 from .optim import build_optimizer
 from .sampler import EpochSeededDataset
-from .step import amp_dtype, build_train_loader, check_finite_loss, check_finite_state, train_step
+from .speed import compile_module, prepare_model, use_channels_last
+from .step import (
+    amp_dtype,
+    build_train_loader,
+    guarded_step,
+    nonfinite_loss_error,
+    nonfinite_state_error,
+    state_finite,
+)
 from .workdir import adopt_run, claim_on_all_ranks, new_run_id, write_run_id
 
 __all__ = ["Hook", "KeepBest", "TrainLoop", "Schedule"]
@@ -106,6 +122,7 @@ class KeepBest(Hook):
             self.run(loop)
 
     def run(self, loop: TrainLoop) -> None:
+        loop.check_state()  # what the guard saw stops the run before a validation of it is logged
         # without SyncBN every rank's running statistics differ: every rank scores rank 0's model
         broadcast_buffers(loop.model)
         metrics = self.validate(loop.model)
@@ -137,25 +154,29 @@ class TrainLoop:
     """One run of `model` on `train_set` for `iterations` iterations or `epochs` whole epochs.
 
     criterion(logits, targets) -> loss; schedule: a :data:`Schedule` factory, called again on resume so
-    that changed schedule keys take effect from the resumed iteration. skip_reason(targets, step) -> a
-    reason to skip step `step`'s batch (every rank must agree), or None: a skipped step leaves the
-    weights alone but still counts, so the data order and the LR schedule stay those of an uninterrupted
-    run. After :meth:`fit`, ``model`` is the trained (unwrapped) network.
+    that changed schedule keys take effect from the resumed iteration. target_check: the task's device-side
+    check of a batch's targets (seg.engine.guard.TargetCheck), or None: a batch no rank can learn from is
+    skipped, which leaves the weights alone but still counts, so the data order and the LR schedule stay
+    those of an uninterrupted run. After :meth:`fit`, ``model`` is the trained (unwrapped) network.
     """
 
     log: RunLogger  # the run's logger, opened when :meth:`train` starts (hooks log through it)
 
     def __init__(self, cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_dir: str, *,
                  criterion: nn.Module, schedule: Schedule, iterations: int | None = None, epochs: int | None = None,
-                 hooks: tuple[Hook, ...] = (), skip_reason: Callable[[torch.Tensor, int], str | None] | None = None):
+                 hooks: tuple[Hook, ...] = (), target_check: TargetCheck | None = None):
         train_cfg = cfg["train"]
         self.cfg, self.train_cfg, self.info, self.work_dir = cfg, train_cfg, info, work_dir
-        self.criterion, self.schedule, self.hooks, self.skip_reason = criterion, schedule, list(hooks), skip_reason
-        self.model = convert_sync_bn(model, train_cfg["sync_bn"], info).to(info.device)
+        self.criterion, self.schedule, self.hooks, self.target_check = criterion, schedule, list(hooks), target_check
+        self.model = convert_sync_bn(model, train_cfg["sync_bn"], info)
+        # in place, before the optimizer sees the parameters; compiled in train(), around the DDP wrapper
+        prepare_model(self.model, info.device, train_cfg["channels_last"])
+        self.channels_last = use_channels_last(train_cfg["channels_last"], info.device)
         _print(info, f"distributed: {describe(info, self.model)}")
         self.optimizer = build_optimizer(self.model, train_cfg)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=train_cfg["amp"] == "fp16")
         self.dtype = amp_dtype(train_cfg["amp"])
+        self.guard = StepGuard(self.model, self.optimizer, self.scaler, info.device, target_check)
         if self.dtype is torch.float16 and info.device.type == "cpu":
             warnings.warn("train.amp=fp16 on CPU is slow and rarely useful; bf16 is the CPU choice", stacklevel=3)
         self.train_set = EpochSeededDataset(train_set, seed=train_cfg["seed"])
@@ -172,7 +193,8 @@ class TrainLoop:
                               f"{iterations}, epochs={epochs}")
         self.scheduler = schedule(self.optimizer, train_cfg, self.iters_per_epoch, 0)
         self.iteration, self.epoch, self.lr, self.skipped = 0, 0, train_cfg["lr"], 0
-        self.loss: torch.Tensor | None = None  # the last step's loss; None for a skipped step
+        self.loss: torch.Tensor | None = None  # the last step's loss (device scalar)
+        self.skipped_step: torch.Tensor | None = None  # whether the guard skipped the last step (device bool)
         # the newest checkpoint written or resumed from: non-finite errors name it as the place to go back to
         self.last_ckpt: str | None = None
         self.checked: int | None = None  # the iteration whose weights check_state last found finite
@@ -205,18 +227,21 @@ class TrainLoop:
         if self.info.distributed:
             net = DistributedDataParallel(self.model, device_ids=[self.info.device.index]
                                           if self.info.device.type == "cuda" else None)
+        net = compile_module(net, self.train_cfg["compile"])  # checkpoints keep coming from self.model
         net.train()
         self.log = RunLogger(self.work_dir, self.total, self.iteration, enabled=self.info.is_main)
         window = _Window()
+        self.guard.start(self.iteration)
         batches = self.batches()
         try:
             while self.iteration < self.total:
                 self.epoch, images, targets = next(batches)
                 self.lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses: the schedule steps after
-                self.loss = self.step(net, images, targets)
+                self.loss, self.skipped_step = guarded_step(net, images, targets, self.criterion, self.optimizer,
+                                                            self.scaler, self.dtype, self.guard)
                 self.scheduler.step()
                 self.iteration += 1
-                window.add(self.loss)
+                window.add(self.loss, self.skipped_step)
                 if self.iteration % self.train_cfg["log_interval"] == 0 or self.iteration == self.total:
                     self.log_window(window)
                 with window.paused():  # validation and checkpoints are no training time: img/s leaves them out
@@ -228,15 +253,6 @@ class TrainLoop:
         finally:
             batches.close()
             self.log.close()
-
-    def step(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
-        reason = self.skip_reason(targets, self.iteration + 1) if self.skip_reason else None
-        if reason is not None:
-            self.skipped += 1
-            self.log.message(f"warning: {reason}; step skipped ({self.skipped} so far)")
-            return None
-        return train_step(net, images, targets, self.criterion, self.optimizer, self.scaler, self.dtype,
-                          self.check_loss)
 
     def export(self) -> None:
         """model_final.pth (model-only) with every rank's BN statistics made equal to rank 0's first."""
@@ -259,26 +275,48 @@ class TrainLoop:
         while True:
             self.sampler.set_epoch(epoch, start=offset * per_rank)  # the epoch travels with each index
             for images, targets in self.loader:
-                yield epoch, self.normalize(images.to(self.info.device, non_blocking=True)), \
-                    targets.to(self.info.device, non_blocking=True)
+                images = images.to(self.info.device, non_blocking=True)
+                if self.channels_last:  # on the device, where the (uint8) batch is cheapest to rearrange
+                    images = images.contiguous(memory_format=torch.channels_last)
+                yield epoch, self.normalize(images), targets.to(self.info.device, non_blocking=True)
             epoch, offset = epoch + 1, 0
 
-    def check_loss(self, loss: torch.Tensor) -> None:
-        """Stop on a NaN/inf loss on any rank, before the step can spoil the weights."""
-        check_finite_loss(loss, self.iteration + 1, self.last_ckpt, f" (epoch {self.epoch})")
+    def check_state(self, window: _Window | None = None) -> float | None:
+        """The one host sync of an iteration that logs, validates or saves (collective: every rank calls it at
+        the same iterations). Reads together the guard's record, whether every parameter and buffer is
+        finite, and `window`'s loss sums; stops the run on what the guard saw or on a non-finite state, and
+        returns the window's mean loss (None: no window, or no step of it counted).
 
-    def check_state(self) -> None:
-        """check_finite_state once per iteration (collective: every rank calls it at the same iterations).
         The logging window, best.pth, the periodic checkpoint and the export may all ask at one iteration;
-        nothing updates the weights in between (broadcast_buffers copies rank 0's checked buffers), so
-        the later calls skip the collective and its sync."""
-        if self.checked != self.iteration:
-            check_finite_state(self.model, self.iteration, self.last_ckpt)
-            self.checked = self.iteration
+        nothing updates the weights in between (broadcast_buffers copies rank 0's checked buffers), so the
+        later calls skip the read."""
+        if self.checked == self.iteration and window is None:
+            return None
+        parts = [self.guard.record, state_finite(self.model).double().view(1)]
+        values = torch.cat(parts + ([window.sums] if window is not None and window.sums is not None else [])).tolist()
+        size = self.guard.record.numel()
+        self.checked = self.iteration
+        self.apply_report(self.guard.report(values[:size]))
+        if values[size] < 1:
+            raise nonfinite_state_error(self.model, self.iteration, self.last_ckpt)
+        return _Window.mean_of(values[size + 1:])
+
+    def apply_report(self, report: GuardReport) -> None:
+        """Stop on invalid targets or a NaN/inf loss the guard saw (its steps changed nothing); count and
+        report the skipped steps."""
+        if report.invalid_iteration and self.target_check is not None:
+            raise self.target_check.invalid(report.invalid_iteration, report.invalid_values)
+        if report.nonfinite_iteration:
+            epoch = (report.nonfinite_iteration - 1) // self.iters_per_epoch
+            raise nonfinite_loss_error(report.nonfinite_loss, report.nonfinite_iteration, self.last_ckpt,
+                                       f" (epoch {epoch})")
+        if report.skipped and self.target_check is not None:
+            self.skipped += report.skipped
+            reason = self.target_check.skipped(report.skipped, report.first_skipped, report.last_skipped)
+            self.log.message(f"warning: {reason}; step skipped ({self.skipped} so far)")
 
     def log_window(self, window: _Window) -> None:
-        self.check_state()
-        loss = window.mean()
+        loss = self.check_state(window)
         scalars = {"loss": loss, "lr": self.lr, "epoch": self.epoch,
                    "img_s": window.steps * self.train_cfg["batch_size"] / window.seconds(),
                    **({"skipped_batches": self.skipped} if self.skipped else {})}
@@ -346,26 +384,34 @@ class TrainLoop:
 class _Window:
     """Losses and wall time since the last log record; skipped steps count as steps, not as losses.
 
-    The losses are summed on their device in float64 (the sum a Python float of ``.item()``s would be), so
-    that only :meth:`mean`, once per log record, waits for the device."""
+    The losses of the counted steps and their number are summed on their device in float64 (the sum a Python
+    float of ``.item()``s would be), so that the window never waits for the device: the loop reads the sums
+    with its other values in one sync (:meth:`mean_of`)."""
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        self.loss: torch.Tensor | None = None
-        self.losses, self.steps, self.t0 = 0, 0, time.perf_counter()
+        self.sums: torch.Tensor | None = None  # float64 (2,): sum of the counted losses, their number
+        self.steps, self.t0 = 0, time.perf_counter()
 
-    def add(self, loss: torch.Tensor | None) -> None:
+    def add(self, loss: torch.Tensor | None, skipped: torch.Tensor | None = None) -> None:
+        """One step: its loss (None or `skipped` true: a step without one)."""
         self.steps += 1
-        if loss is not None:
-            if self.loss is None:
-                self.loss = torch.zeros((), dtype=torch.float64, device=loss.device)
-            self.loss += loss.detach().to(torch.float64)
-            self.losses += 1
+        if loss is None:
+            return
+        if self.sums is None:
+            self.sums = torch.zeros(2, dtype=torch.float64, device=loss.device)
+        counted = torch.ones((), dtype=torch.bool, device=loss.device) if skipped is None else ~skipped
+        self.sums += torch.stack([torch.where(counted, loss.detach().double(), 0.0), counted.double()])
+
+    @staticmethod
+    def mean_of(sums: list[float]) -> float | None:
+        """The mean loss from the host values of ``sums`` (None: no counted step)."""
+        return sums[0] / sums[1] if sums and sums[1] else None
 
     def mean(self) -> float | None:
-        return self.loss.item() / self.losses if self.loss is not None else None
+        return self.mean_of(self.sums.tolist() if self.sums is not None else [])
 
     def seconds(self) -> float:
         return time.perf_counter() - self.t0

@@ -11,7 +11,8 @@ __all__ = ["build_optimizer", "WarmupLR", "PolyLR", "StepEpochLR", "restart_sche
 
 
 def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.SGD:
-    """SGD over the trainable parameters of `model`.
+    """SGD over the trainable parameters of `model`, fused: one kernel per step, and its update can be skipped
+    on a device flag (``found_inf``) without a host sync (seg.engine.guard).
 
     With ``no_wd_norm_bias`` the 1-d parameters (biases and norm scales/shifts) go to a group without
     weight decay: decaying a BN scale towards 0 shrinks the layer's output, not its complexity.
@@ -25,7 +26,7 @@ def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.SGD:
     else:
         groups = [{"params": [p for _, p in params], "weight_decay": train_cfg["weight_decay"]}]
     return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg["momentum"],
-                           nesterov=train_cfg["nesterov"])
+                           nesterov=train_cfg["nesterov"], fused=True)
 
 
 class WarmupLR(LRScheduler):
@@ -115,12 +116,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per
 
 class SegCrossEntropy(nn.CrossEntropyLoss):
     """Cross-entropy averaged over the labelled pixels; a batch without one gives 0 (with a graph, so DDP's
-    gradient all-reduce still runs on that rank), not 0/0 = NaN."""
+    gradient all-reduce still runs on that rank), not 0/0 = NaN.
+
+    The choice is made on the device (a where, no host sync); the NaN branch it leaves out gets a zero
+    gradient, and with every pixel ignored the loss's backward writes none."""
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if not (target != self.ignore_index).any():
-            return logits.sum() * 0.0
-        return super().forward(logits, target)
+        loss = super().forward(logits, target)
+        return torch.where((target != self.ignore_index).any(), loss, logits.sum() * 0.0)
 
 
 def build_criterion(train_cfg: dict, device: torch.device) -> SegCrossEntropy:

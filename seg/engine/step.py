@@ -1,5 +1,5 @@
-"""One training step and its guards: seeding, determinism, the AMP/GradScaler step, the finite-loss and
-finite-state checks, and the per-rank training loader.
+"""One training step and its guards: seeding, determinism, the AMP/GradScaler step (guarded on the device by
+seg.engine.guard), the finite-loss and finite-state errors, and the per-rank training loader.
 
 Batch split: ``train.batch_size`` is the GLOBAL batch. Each of the W ranks loads
 ``batch_size // W`` images per iteration (W must divide it) from its own disjoint share of the epoch's
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,10 +22,11 @@ from seg.errors import SegError
 
 from .checkpoint import nonfinite_entries
 from .distributed import DistInfo, all_reduce_mean
+from .guard import StepGuard
 from .sampler import ResumableDistributedSampler, dataset_len
 
-__all__ = ["NonFiniteLossError", "seed_everything", "set_determinism", "amp_dtype", "train_step",
-           "check_finite_loss", "check_finite_state", "build_train_loader"]
+__all__ = ["NonFiniteLossError", "seed_everything", "set_determinism", "amp_dtype", "train_step", "guarded_step",
+           "nonfinite_loss_error", "state_finite", "nonfinite_state_error", "build_train_loader"]
 
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,17 +58,11 @@ def amp_dtype(name: str) -> torch.dtype | None:
 
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
-               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, dtype: torch.dtype | None,
-               check_loss: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
-    """One forward/backward/step on a (B, 3, H, W) batch with (B, H, W) int64 targets; returns the loss.
-
-    `check_loss` sees the detached loss before backward and may raise to abort the step (NaN guard).
-    """
-    with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        logits = model(images)
-    loss = criterion(logits.float(), targets)
-    if check_loss is not None:
-        check_loss(loss.detach())
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, dtype: torch.dtype | None
+               ) -> torch.Tensor:
+    """One forward/backward/step on a (B, 3, H, W) batch with (B, H, W) int64 targets, unguarded (benchmarks);
+    returns the detached loss."""
+    loss = _forward(model, images, targets, criterion, dtype)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -76,15 +70,33 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, cr
     return loss.detach()
 
 
-def check_finite_loss(loss: torch.Tensor, step: int, last_ckpt: str | None, where: str = "") -> None:
-    """Raise NonFiniteLossError when the scalar `loss` of iteration `step` is NaN/inf on any rank.
-
-    Collective under DDP (the loss is all-reduced, so every rank stops together). The message names the
-    iteration (plus `where`, e.g. " (epoch 3)") and the last good checkpoint to resume from.
+def guarded_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
+                 optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, dtype: torch.dtype | None,
+                 guard: StepGuard) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training loop's step: as :func:`train_step`, but a step that must not count (a NaN/inf loss, a batch
+    the guard's target check rejects) changes nothing, decided on the device (seg.engine.guard), so the step
+    never waits for the device. Returns (detached loss, bool scalar: the step was skipped), both on the device.
     """
-    if not torch.isfinite(all_reduce_mean(loss)).item():
-        raise NonFiniteLossError(f"loss is {loss.item()} at iteration {step}{where}; stopping. "
-                                 f"{_last_good(last_ckpt)}")
+    targets, learnable, invalid = guard.check(targets)
+    loss = _forward(model, images, targets, criterion, dtype)
+    skip = guard.decide(loss, learnable, invalid)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    guard.step(skip)
+    return loss.detach(), skip
+
+
+def _forward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module,
+             dtype: torch.dtype | None) -> torch.Tensor:
+    with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits = model(images)
+    return criterion(logits.float(), targets)
+
+
+def nonfinite_loss_error(loss: float, step: int, last_ckpt: str | None, where: str = "") -> NonFiniteLossError:
+    """The error for a NaN/inf `loss` (this rank's value) first met at iteration `step` (plus `where`, e.g.
+    " (epoch 3)"), naming the last good checkpoint to resume from."""
+    return NonFiniteLossError(f"loss is {loss} at iteration {step}{where}; stopping. {_last_good(last_ckpt)}")
 
 
 def _last_good(last_ckpt: str | None) -> str:
@@ -92,16 +104,19 @@ def _last_good(last_ckpt: str | None) -> str:
             "--resume auto, maybe with a lower train.lr (a changed schedule takes effect on resume)")
 
 
-def check_finite_state(model: nn.Module, step: int, last_ckpt: str | None) -> None:
-    """Raise NonFiniteLossError when a parameter or buffer (BatchNorm statistics) of `model` holds a NaN/inf
-    on any rank after iteration `step`. Collective under DDP."""
+def state_finite(model: nn.Module) -> torch.Tensor:
+    """Float scalar on the device: 1 when every parameter and buffer of `model` is finite on every rank
+    (all-reduced: collective under DDP), read by the caller with its other values in one sync."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
-    finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all().float()
-    if all_reduce_mean(finite).item() < 1:
-        bad = nonfinite_entries(model.state_dict()) or ["(on another rank)"]
-        raise NonFiniteLossError(f"the model diverged: {len(bad)} parameter/buffer tensor(s) hold NaN/inf after "
-                                 f"iteration {step}, e.g. {bad[:3]}; stopping without saving them. "
-                                 f"{_last_good(last_ckpt)}")
+    return all_reduce_mean(torch.stack([torch.isfinite(t).all() for t in tensors]).all().float())
+
+
+def nonfinite_state_error(model: nn.Module, step: int, last_ckpt: str | None) -> NonFiniteLossError:
+    """The error for a parameter or buffer (BatchNorm statistics) holding NaN/inf after iteration `step`."""
+    bad = nonfinite_entries(model.state_dict()) or ["(on another rank)"]
+    return NonFiniteLossError(f"the model diverged: {len(bad)} parameter/buffer tensor(s) hold NaN/inf after "
+                              f"iteration {step}, e.g. {bad[:3]}; stopping without saving them. "
+                              f"{_last_good(last_ckpt)}")
 
 
 def build_train_loader(dataset: Dataset, cfg: dict, info: DistInfo

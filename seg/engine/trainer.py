@@ -8,7 +8,6 @@ checkpoints/best.pth keeps the best mIoU.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import torch
 from torch import nn
@@ -18,38 +17,64 @@ from seg.config import ConfigError
 from seg.data.dataset import SegDataset
 from seg.data.io import DataError
 from seg.data.verify import check_pairs
+from seg.errors import SegError
 
 from .distributed import DistInfo, all_reduce_mean
+from .guard import TargetCheck
 from .loop import Hook, KeepBest, TrainLoop
 from .optim import build_criterion, build_scheduler
 
-__all__ = ["VERIFY_SAMPLE", "any_labelled", "DataChecks", "train"]
+__all__ = ["VERIFY_SAMPLE", "any_labelled", "LabelCheck", "DataChecks", "train"]
 
 VERIFY_SAMPLE = 16  # files per data set whose label values are checked before iteration 1 (all with verify)
 
 
 def any_labelled(targets: torch.Tensor, num_classes: int, ignore_index: int, where: str) -> bool:
     """Whether any rank's `targets` hold a labelled (not `ignore_index`) pixel; DataError, on every rank, when a
-    value is neither a class of ``model.num_classes`` nor the ignore index. Collective under DDP."""
+    value is neither a class of ``model.num_classes`` nor the ignore index. Collective under DDP; reads from the
+    device (a check before training: the training steps use :class:`LabelCheck`)."""
     labelled = targets != ignore_index
     values = torch.where(labelled, targets, 0)
     bad = ((values < 0) | (values >= num_classes)).any()
     stats = all_reduce_mean(torch.stack([labelled.sum().float(), bad.float()]))
     if stats[1].item() > 0:
         seen = torch.unique(values[(values < 0) | (values >= num_classes)])[:5].tolist()
-        raise DataError(f"{where}: label values {seen or '(on another rank)'} are outside 0..{num_classes - 1} "
-                        f"of model.num_classes={num_classes} and are not train.ignore_index={ignore_index}; set "
-                        "model.num_classes to the dataset's number of classes")
+        raise DataError(_outside_classes(where, seen, num_classes, ignore_index))
     return stats[0].item() > 0
 
 
-def unlabelled_batch(cfg: dict, targets: torch.Tensor, step: int) -> str | None:
-    """Why step `step` cannot learn from `targets` (every pixel, on every rank, is ignore: its loss would
-    be 0/0 = NaN), or None."""
-    where, ignore = f"training batch of iteration {step}", cfg["train"]["ignore_index"]
-    if any_labelled(targets, cfg["model"]["num_classes"], ignore, where):
-        return None
-    return f"every pixel of the {where} is train.ignore_index={ignore}"
+def _outside_classes(where: str, seen: list[int], num_classes: int, ignore_index: int) -> str:
+    return (f"{where}: label values {seen or '(on another rank)'} are outside 0..{num_classes - 1} of "
+            f"model.num_classes={num_classes} and are not train.ignore_index={ignore_index}; set model.num_classes "
+            "to the dataset's number of classes")
+
+
+class LabelCheck(TargetCheck):
+    """The training batches' label check, on the device: a batch without a labelled pixel on any rank is
+    skipped (its loss would be 0/0); a value that is neither a class nor the ignore index stops the run
+    (DataError, naming the iteration), and is ignored by the loss until then."""
+
+    def __init__(self, cfg: dict):
+        self.num_classes, self.ignore = cfg["model"]["num_classes"], cfg["train"]["ignore_index"]
+
+    def check(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, H, W) integer targets -> (targets with invalid values set to the ignore index, learnable: bool
+        scalar, invalid: float64 (3,) [found, smallest, largest invalid value])."""
+        invalid = (targets != self.ignore) & ((targets < 0) | (targets >= self.num_classes))
+        clean = targets.masked_fill(invalid, self.ignore)
+        limits = torch.iinfo(targets.dtype)
+        smallest = targets.masked_fill(~invalid, limits.max).amin()
+        largest = targets.masked_fill(~invalid, limits.min).amax()
+        return clean, (clean != self.ignore).any(), torch.stack([invalid.any(), smallest, largest]).double()
+
+    def skipped(self, count: int, first: int, last: int) -> str:
+        which = (f"the training batch of iteration {first}" if count == 1
+                 else f"{count} training batches of iterations {first}..{last}")
+        return f"every pixel of {which} is train.ignore_index={self.ignore}"
+
+    def invalid(self, iteration: int, values: list[int]) -> SegError:
+        return DataError(_outside_classes(f"training batch of iteration {iteration}", values, self.num_classes,
+                                          self.ignore))
 
 
 class DataChecks(Hook):
@@ -100,7 +125,7 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
         hooks.append(KeepBest(validate, "mIoU", train_cfg["val_interval"], state_key="best_miou"))
     loop = TrainLoop(cfg, model, train_set, info, work_dir, criterion=build_criterion(train_cfg, info.device),
                      schedule=build_scheduler, iterations=train_cfg["iterations"], hooks=tuple(hooks),
-                     skip_reason=partial(unlabelled_batch, cfg))
+                     target_check=LabelCheck(cfg))
     _check_images_per_process(loop.model, train_cfg, info)
     # SegTrainDataset's crop plan; both attributes come together there
     if hasattr(train_set, "crop_sources") and hasattr(train_set, "coarse_mode") and info.is_main:

@@ -1,8 +1,9 @@
 """Segment images that have no labels: a checkpoint, image files / folders / globs in, class-index PNGs
 and colour overlays out.
 
-The model and its data settings (normalisation, label space, inference defaults) come from the config
-stored in the checkpoint, so a checkpoint is all that is needed; ``config`` / ``opts`` override it.
+The model and its data settings (normalisation, label space, inference defaults, ``train.channels_last`` and
+``train.compile``) come from the config stored in the checkpoint, so a checkpoint is all that is needed;
+``config`` / ``opts`` override it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from seg.data import BatchNormalize
 from seg.data.io import DataError, read_image
 from seg.data.labels import LabelSpace
 from seg.engine.checkpoint import load_checkpoint
+from seg.engine.speed import prepare_model
 
 from .inference import InferenceSettings, preprocess, to_device
 from .runner import labels_for, load_model_for_eval, run_config
@@ -111,6 +113,7 @@ def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = 
     cfg = run_config(checkpoint, config, opts, loaded=ckpt)
     model, info = load_model_for_eval(cfg, checkpoint, padding_mode, device, loaded=ckpt)
     del ckpt
+    model = prepare_model(model, device, cfg["train"]["channels_last"], cfg["train"]["compile"])
     labels = labels_for(cfg["data"], info["num_classes"], checkpoint)
     settings = InferenceSettings.from_config(cfg["eval"], mode=mode, tile_size=tile_size, overlap=overlap,
                                              scales=scales, flip=flip)

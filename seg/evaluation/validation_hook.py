@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from seg.data import label_space
 from seg.engine.loaders import build_eval_loader
+from seg.engine.speed import prepare_model
 
 from .evaluator import evaluate
 
@@ -21,8 +22,11 @@ __all__ = ["build_validator"]
 
 def build_validator(val_set: Dataset, cfg: dict, device: torch.device) -> Callable[[nn.Module], dict]:
     """`validate(model) -> evaluate's result` for `val_set` under `cfg` (regular inference; the loss's
-    ``train.ignore_index`` is the value left out of the scores)."""
+    ``train.ignore_index`` is the value left out of the scores; the network run as ``train.channels_last`` and
+    ``train.compile`` say, seg.engine.speed)."""
     loader = build_eval_loader(val_set, batch_size=cfg["train"]["val_batch_size"],
                                num_workers=min(2, cfg["data"]["num_workers"]))
     labels = dataclasses.replace(label_space(cfg["data"]), ignore_index=cfg["train"]["ignore_index"])
-    return partial(evaluate, loader=loader, num_classes=cfg["model"]["num_classes"], device=device, labels=labels)
+    score = partial(evaluate, loader=loader, num_classes=cfg["model"]["num_classes"], device=device, labels=labels)
+    train = cfg["train"]
+    return lambda model: score(prepare_model(model, device, train["channels_last"], train["compile"]))
