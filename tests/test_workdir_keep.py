@@ -141,7 +141,7 @@ def hold_with_pid(work_dir, pid):
 
 
 def test_lock_named_for_a_dead_pid_is_waited_for_not_reported(tmp_path, monkeypatch):
-    monkeypatch.setattr(workdir, "LOCK_GRACE_S", 10.0)
+    monkeypatch.setattr(workdir, "LOCK_GRACE_S", 10.0, raising=False)
     leftover = hold_with_pid(tmp_path, dead_pid())
     threading.Timer(0.3, leftover.close).start()  # the leftover process exits
     lock = WorkDirLock(str(tmp_path))
@@ -150,7 +150,7 @@ def test_lock_named_for_a_dead_pid_is_waited_for_not_reported(tmp_path, monkeypa
 
 
 def test_lock_still_held_after_its_job_died_names_no_dead_holder(tmp_path, monkeypatch):
-    monkeypatch.setattr(workdir, "LOCK_GRACE_S", 0.3)
+    monkeypatch.setattr(workdir, "LOCK_GRACE_S", 0.3, raising=False)
     pid = dead_pid()
     leftover = hold_with_pid(tmp_path, pid)
     try:
