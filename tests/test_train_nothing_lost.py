@@ -46,6 +46,18 @@ def test_resume_auto_with_no_usable_checkpoint_refuses_to_start_a_finished_run_o
     assert [r["iter"] for r in metrics(tmp_path / "fresh")] == [2, 4]
 
 
+def test_resume_auto_starts_over_a_run_killed_before_its_first_checkpoint(tmp_path, capsys):
+    """Its records (iterations 2, 4 here) are what the new start writes again: nothing is lost."""
+    run(tiny_cfg(iterations=4, ckpt_interval=100), tmp_path)
+    os.remove(tmp_path / "model_final.pth")  # as if killed after iteration 4, before any checkpoint
+    shutil.rmtree(tmp_path / "checkpoints")
+    killed = metrics(tmp_path)
+    run(tiny_cfg(iterations=4, ckpt_interval=100), tmp_path, resume="auto")
+    assert "starting from scratch" in capsys.readouterr().out
+    assert [{k: r[k] for k in ("iter", "loss")} for r in metrics(tmp_path)] == \
+        [{k: r[k] for k in ("iter", "loss")} for r in killed]
+
+
 def test_resume_auto_refuses_when_only_best_pth_is_left(tmp_path):
     seed_everything(0)
     train(tiny_cfg(iterations=4), TinyNet(), ColourBlobs(), CPU, str(tmp_path),

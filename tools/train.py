@@ -11,7 +11,7 @@ Options:
     --resume auto|PATH                        continue this work dir's run from its newest valid checkpoint, or
                                               from PATH; changed train.* keys (lr, iterations, ...) take effect,
                                               a changed model.* key is refused; auto with no valid checkpoint
-                                              starts afresh only in a work dir with nothing to lose
+                                              starts afresh only where that loses nothing
     --overwrite                               start afresh in a work dir that holds a run: the old run is moved
                                               aside to <work dir>.old-<time> (without it, that is refused)
     --verify                                  before iteration 1, decode every data file (default: a sample of

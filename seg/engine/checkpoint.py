@@ -44,8 +44,8 @@ _ITER_RE = re.compile(r"iter_(\d+)\.pth$")
 UNUSABLE_SUFFIX = ".unusable"  # a periodic checkpoint that pruning found unusable is renamed to <name><this>
 # model keys a resume may change: the initial weights, which the checkpoint's replace anyway
 RESUME_FREE_KEYS = ("pretrained",)
-# what starting a run over would overwrite (metrics.jsonl: its records are dropped from iteration 0 on)
-_FINISHED_RUN_FILES = ("model_final.pth", os.path.join("checkpoints", "best.pth"), "metrics.jsonl")
+# what only a run that got past its first checkpoint leaves, and starting it over would overwrite
+_FINISHED_RUN_FILES = ("model_final.pth", os.path.join("checkpoints", "best.pth"))
 
 
 class CheckpointError(SegError, RuntimeError):
@@ -148,7 +148,8 @@ def load_resume_checkpoint(spec: str, work_dir: str, run_id: str | None = None
 
     spec "auto" takes the newest usable periodic checkpoint of run `run_id` in `work_dir`; with none, the
     first part is None (start from scratch) only when that loses nothing: a work dir holding an export,
-    best.pth, metrics records or unusable checkpoints is a WorkDirError naming them. Any other spec is a
+    best.pth or unusable checkpoints is a WorkDirError naming them (one whose run was killed before its first
+    checkpoint is started over). Any other spec is a
     checkpoint path of any run (CheckpointError if unusable).
     """
     if spec != "auto":
@@ -160,17 +161,19 @@ def load_resume_checkpoint(spec: str, work_dir: str, run_id: str | None = None
 
 
 def _refuse_starting_over(work_dir: str, rejected: dict[str, str]) -> None:
-    """WorkDirError when starting `work_dir`'s run over would overwrite what it holds (see load_resume_checkpoint)."""
-    held = [name for name in _FINISHED_RUN_FILES if os.path.isfile(os.path.join(work_dir, name))
-            and os.path.getsize(os.path.join(work_dir, name)) > 0]
-    aside = sorted(glob.glob(os.path.join(work_dir, "checkpoints", f"*{UNUSABLE_SUFFIX}")))
+    """WorkDirError when `work_dir` holds more than a run killed before its first checkpoint, whose records a
+    new start recomputes: an export, best.pth, or checkpoints (unusable ones included)."""
+    held = [name for name in _FINISHED_RUN_FILES if os.path.isfile(os.path.join(work_dir, name))]
+    aside = [os.path.relpath(path, work_dir)
+             for path in sorted(glob.glob(os.path.join(work_dir, "checkpoints", f"*{UNUSABLE_SUFFIX}")))]
     if not (held or rejected or aside):
         return
+    records = ["metrics.jsonl"] if os.path.isfile(os.path.join(work_dir, "metrics.jsonl")) else []
     why = list(rejected.values()) or ["no periodic checkpoint (checkpoints/iter_*.pth)"]
-    holds = held + [os.path.relpath(path, work_dir) for path in aside]
     raise WorkDirError(f"--resume auto: nothing to resume from in {work_dir} ({'; '.join(why)}), but it holds a run "
-                       f"({', '.join(holds or ['unusable checkpoints'])}) that starting over would overwrite: pass "
-                       "--overwrite to move it aside and start afresh, or --resume PATH to continue from a checkpoint")
+                       f"({', '.join(held + records + aside or ['unusable checkpoints'])}) that starting over would "
+                       "overwrite: pass --overwrite to move it aside and start afresh, or --resume PATH to continue "
+                       "from a checkpoint")
 
 
 def check_same_model(path: str, saved: dict, live: dict) -> None:

@@ -91,7 +91,7 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
     val_set: checked before iteration 1 (every file decoded, its labels checked; one image through the
     model). validate: scores the model (every rank calls it) with at least "mIoU"; None trains without
     validation. resume: None (fresh run), "auto" (newest usable periodic checkpoint of the work dir's run; a
-    run with none is refused unless it holds nothing to lose) or a checkpoint path. The work dir is locked for
+    run with none is refused unless starting over loses nothing) or a checkpoint path. The work dir is locked for
     the run; a fresh run in a folder that holds one is refused (WorkDirError) unless `overwrite` moves it
     aside (see seg.engine.workdir). `verify`: check every training file before iteration 1, not a
     sample. Raises NonFiniteLossError on divergence.
