@@ -1,18 +1,20 @@
 """Checks of a file list before a run relies on it: each pair's label decoded with the dataset's decoder
-(which checks its values) and checked against the model's class count, and its image either decoded with
-seg.data.io's reader or, cheaply, read to its header and end (seg.data.io.image_size).
+(which checks its values) and checked against the model's class count, and its image decoded with
+seg.data.io's reader unless only labels are asked for.
 
-Decoding an image costs most (a 2048x1024 PNG: ~100 ms, its label ~25 ms), so training decodes a sample of
-its training pairs and checks every validation pair's label and image header/end (see check_pairs).
+A dataset reads every file's header and end when it is built (seg.data.io.image_size, via check_sizes);
+decoding costs more, an image most (a 2048x1024 PNG: ~50-100 ms, its label ~10-25 ms), so training decodes
+a sample of its training pairs and every validation label (see check_pairs).
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
 from .dataset import load_pair
-from .io import DataError, image_size
+from .io import DataError
 from .labels import CITYSCAPES_DECODER, LabelDecoder
 
 __all__ = ["sample_indices", "check_pairs", "label_range_error"]
@@ -39,21 +41,15 @@ def check_pairs(pairs: list[tuple[str, str]], sample: int | None = None,
     """Decode a sample of (image, label) pairs (all with sample=None) and check sizes and label values;
     DataError names the first bad file (in list order). Labels decode with ``decoder`` (a dataset's
     ``.decoder``; default Cityscapes trainIds); with `num_classes`, a decoded value that is neither below it nor
-    `ignore_index` is an error too. decode_images=False reads only each image's header and end (the sizes were
-    compared from the headers when the dataset was built). `threads` decode in parallel (the decoders release
-    the GIL). Returns the number checked."""
+    `ignore_index` is an error too. decode_images=False decodes the labels alone (the dataset read each image's
+    header and end, and compared the sizes, when it was built). `threads` decode in parallel (the decoders
+    release the GIL). Returns the number checked."""
     chosen = [pairs[i] for i in sample_indices(len(pairs), sample)]
-
-    def check(pair: tuple[str, str]) -> None:
-        _check_pair(pair, decoder, num_classes, ignore_index, decode_images)
-
-    if threads <= 1:
-        for pair in chosen:
-            check(pair)
-        return len(chosen)
-    pool = ThreadPoolExecutor(threads)
+    check = partial(_check_pair, decoder=decoder, num_classes=num_classes, ignore_index=ignore_index,
+                    decode_images=decode_images)
+    pool = ThreadPoolExecutor(max(1, threads))
     try:
-        for _ in pool.map(check, chosen):
+        for _ in pool.map(check, chosen):  # results in list order: the first bad file's error comes first
             pass
     finally:  # after an error, the files not yet started are not decoded
         pool.shutdown(cancel_futures=True)
@@ -62,11 +58,7 @@ def check_pairs(pairs: list[tuple[str, str]], sample: int | None = None,
 
 def _check_pair(pair: tuple[str, str], decoder: LabelDecoder, num_classes: int | None, ignore_index: int,
                 decode_images: bool) -> None:
-    if decode_images:
-        _, label = load_pair(*pair, decoder)
-    else:
-        image_size(pair[0])
-        label = decoder(pair[1])
+    label = load_pair(*pair, decoder)[1] if decode_images else decoder(pair[1])
     if num_classes is not None:
         bad = label[(label != ignore_index) & (label >= num_classes)]
         if bad.size:

@@ -51,9 +51,9 @@ def unlabelled_batch(cfg: dict, targets: torch.Tensor, step: int) -> str | None:
 
 class DataChecks(Hook):
     """Fail in seconds, before iteration 1, on data that would fail later: a sample of the training pairs
-    decoded, and every validation label decoded with its image's header and end read (with `verify`: every
-    pair of both sets decoded), all label values checked against ``model.num_classes``; then one validation
-    image through the model. At the end, the count of skipped all-ignore batches."""
+    and every validation label decoded (with `verify`: every pair of both sets), all label values checked
+    against ``model.num_classes`` (the dataset read every file's header and end when it was built); then one
+    validation image through the model. At the end, the count of skipped all-ignore batches."""
 
     def __init__(self, train_set: Dataset, val_set: Dataset | None, verify: bool):
         self.train_set, self.val_set, self.verify = train_set, val_set, verify
@@ -88,13 +88,14 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
           resume: str | None = None, overwrite: bool = False, verify: bool = False) -> nn.Module:
     """Train `model` for ``cfg["train"]["iterations"]`` iterations; returns the trained (unwrapped) model.
 
-    val_set: checked before iteration 1 (every file decoded, its labels checked; one image through the
-    model). validate: scores the model (every rank calls it) with at least "mIoU"; None trains without
-    validation. resume: None (fresh run), "auto" (newest usable periodic checkpoint of the work dir's run; a
-    run with none is refused unless starting over loses nothing) or a checkpoint path. The work dir is locked for
-    the run; a fresh run in a folder that holds one is refused (WorkDirError) unless `overwrite` moves it
-    aside (see seg.engine.workdir). `verify`: check every training file before iteration 1, not a
-    sample. Raises NonFiniteLossError on divergence.
+    val_set: checked before iteration 1 (every label decoded and checked, every image's header and end read
+    when it was built; one image through the model). validate: scores the model (every rank calls it) with
+    at least "mIoU"; None trains without validation. resume: None (fresh run), "auto" (newest usable
+    periodic checkpoint of the work dir's run; a run with none is refused unless starting over loses
+    nothing) or a checkpoint path. The work dir is locked for the run; a fresh run in a folder that holds
+    one is refused (WorkDirError) unless `overwrite` moves it aside (see seg.engine.workdir). `verify`:
+    decode every training and validation file before iteration 1, not a sample. Raises NonFiniteLossError
+    on divergence.
     """
     train_cfg = cfg["train"]
     hooks: list[Hook] = [DataChecks(train_set, val_set, verify)]
