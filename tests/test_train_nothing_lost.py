@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 from test_train_engine import CPU, ColourBlobs, TinyNet, tiny_cfg
-from test_train_runs import bad_label, metrics, run, snapshot, val_files
+from test_train_runs import bad_label, demo_classes_cfg, metrics, run, snapshot, val_files
 
 import seg.engine.trainer as trainer
 from seg.config import ConfigError
@@ -98,12 +98,10 @@ def demo_copy(demo_root, tmp_path):
 def test_every_val_label_is_checked_before_iteration_1_without_verify(demo_copy, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "VERIFY_SAMPLE", 2)  # a training sample of 2; once the validation sample too
     label = bad_label(demo_copy, 1)  # not the first or the last file
-    cfg = tiny_cfg(iterations=2)
-    cfg["model"]["num_classes"] = 19  # the Cityscapes trainIds
     val_set = build_val_dataset({"root": str(demo_copy)})
     seed_everything(0)
     with pytest.raises(DataError, match=f"{label}: label values \\[200\\]"):
-        train(cfg, TinyNet(), ColourBlobs(), CPU, str(tmp_path / "wd"), val_set=val_set)
+        train(demo_classes_cfg(iterations=2), TinyNet(), ColourBlobs(), CPU, str(tmp_path / "wd"), val_set=val_set)
     assert snapshot(tmp_path / "wd") == {}
 
 
