@@ -148,9 +148,9 @@ def load_resume_checkpoint(spec: str, work_dir: str, run_id: str | None = None
 
     spec "auto" takes the newest usable periodic checkpoint of run `run_id` in `work_dir`; with none, the
     first part is None (start from scratch) only when that loses nothing: a work dir holding an export,
-    best.pth or unusable checkpoints is a WorkDirError naming them (one whose run was killed before its first
-    checkpoint is started over). Any other spec is a
-    checkpoint path of any run (CheckpointError if unusable).
+    best.pth or unusable checkpoints is a WorkDirError naming them (one whose run was killed before its
+    first checkpoint is started over). Any other spec is a checkpoint path of any run (CheckpointError if
+    unusable).
     """
     if spec != "auto":
         return (spec, load_full_checkpoint(spec)), {}
@@ -216,7 +216,7 @@ def restore_training_state(path: str, ckpt: dict, model: nn.Module, optimizer, s
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:  # torch lists every missing/unexpected/mis-shaped tensor on many lines
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {_first_line(e)}") from e
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {_headline(e)}") from e
     live = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(ckpt["optimizer"])
     for group, own in zip(optimizer.param_groups, live):
@@ -265,7 +265,8 @@ def _unusable_reason(path: str, run_id: str | None) -> str | None:
         return str(e)
 
 
-def _first_line(error: Exception) -> str:
+def _headline(error: Exception) -> str:
+    """The first two lines of `error`'s message as one (torch's state-dict errors: what, then the first key)."""
     lines = str(error).strip().splitlines()
     return " ".join(line.strip() for line in lines[:2]) if lines else type(error).__name__
 
