@@ -3,8 +3,8 @@
 seg.data.io's reader unless only labels are asked for.
 
 A dataset reads every file's header and end when it is built (seg.data.io.image_size, via check_sizes);
-decoding costs more, an image most (a 2048x1024 PNG: ~50-100 ms, its label ~10-25 ms), so training decodes
-a sample of its training pairs and every validation label (see check_pairs).
+decoding costs more, an image most (a 2048x1024 PNG: ~40 ms, its label ~8 ms, on one core), so training
+decodes a sample of its training pairs and every validation label (see check_pairs).
 """
 from __future__ import annotations
 
