@@ -77,7 +77,8 @@ def test_schema_choices_are_the_builders_own():
 
 def test_labels_beyond_num_classes_name_the_key(tmp_path, demo_root, capsys):
     err = one_line_error(train_main, train_argv(tmp_path, demo_root, "model.num_classes=5"), capsys)
-    assert "training batch of iteration 1: label values [" in err and "outside 0..4 of model.num_classes=5" in err
+    # found before iteration 1, in the sample of training files checked then, and named
+    assert "_gtFine_labelTrainIds.png: label values [" in err and "outside 0..4 of model.num_classes=5" in err
 
 
 def test_one_image_per_process_with_batchnorm_is_one_line(tmp_path, demo_root, capsys):

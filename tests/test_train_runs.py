@@ -209,12 +209,19 @@ def bad_label(root, index, value=200):
     return label
 
 
+def demo_classes_cfg(**train):
+    """tiny_cfg with the demo data's 19 classes (Cityscapes trainIds), so that its labels are in range."""
+    cfg = tiny_cfg(**train)
+    cfg["model"]["num_classes"] = 19
+    return cfg
+
+
 def test_bad_val_label_fails_before_iteration_1(demo_copy, tmp_path):
     label = bad_label(demo_copy, 3)
     val_set = build_val_dataset({"root": str(demo_copy)})
     seed_everything(0)
     with pytest.raises(DataError, match=f"{label}: label values \\[200\\]"):
-        train(tiny_cfg(), TinyNet(), ColourBlobs(), CPU, str(tmp_path / "wd"), val_set=val_set)
+        train(demo_classes_cfg(), TinyNet(), ColourBlobs(), CPU, str(tmp_path / "wd"), val_set=val_set)
     assert snapshot(tmp_path / "wd") == {}  # nothing written: the same command runs once the data is fixed
 
 
@@ -223,7 +230,7 @@ def test_verify_checks_every_val_label_not_only_a_sample(demo_copy, tmp_path, mo
     label = bad_label(demo_copy, 1)
     val_set = build_val_dataset({"root": str(demo_copy)})
     with pytest.raises(DataError, match=f"{label}: label values \\[200\\]"):
-        train(tiny_cfg(iterations=2), TinyNet(), ColourBlobs(), CPU, str(tmp_path / "wd"), val_set=val_set,
+        train(demo_classes_cfg(iterations=2), TinyNet(), ColourBlobs(), CPU, str(tmp_path / "wd"), val_set=val_set,
               verify=True)
 
 

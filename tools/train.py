@@ -9,10 +9,13 @@ Options:
     --opts train.lr=0.02 data.crop_size=512   override config keys (values are YAML)
     --work-dir DIR                            output folder (default: config's work_dir, else work_dirs/<config name>)
     --resume auto|PATH                        continue this work dir's run from its newest valid checkpoint, or
-                                              from PATH; changed train.* keys (lr, iterations, ...) take effect
+                                              from PATH; changed train.* keys (lr, iterations, ...) take effect,
+                                              a changed model.* key is refused; auto with no valid checkpoint
+                                              starts afresh only where that loses nothing
     --overwrite                               start afresh in a work dir that holds a run: the old run is moved
                                               aside to <work dir>.old-<time> (without it, that is refused)
-    --verify                                  before iteration 1, decode every data file (default: a sample)
+    --verify                                  before iteration 1, decode every data file (default: a sample of
+                                              the training files, every validation label)
     --debug                                   show tracebacks
 
 ``train.batch_size`` is the global batch: each of the N processes loads batch_size / N images per step.

@@ -9,7 +9,9 @@ Layout in a work dir::
 Every file is written to a temporary name in the same folder and renamed, so a crash never leaves a
 half-written file under the final name; a file truncated some other way is detected on load, reported
 and passed over by :func:`find_resume_checkpoint`, as is one of another run (its ``run_id`` differs)
-or one that holds a NaN/inf tensor (the training loop never writes such a file).
+or one that holds a NaN/inf tensor (the training loop never writes such a file). Pruning counts only
+checkpoints that load and verify, never deletes the one just written, and renames unusable ones to
+``iter_*.pth.unusable`` (:func:`prune_checkpoints`).
 """
 from __future__ import annotations
 
@@ -25,17 +27,25 @@ import torch
 from torch import nn
 
 from seg.atomic import atomic_open
-from seg.errors import SegError
+from seg.config import ConfigError
+from seg.errors import SegError, WorkDirError
 
 from .distributed import DistInfo
+from .workdir import free_name
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_path", "list_checkpoints",
            "find_resume_checkpoint", "prune_checkpoints", "export_model", "export_from_checkpoint", "get_rng_state",
            "set_rng_state", "gather_rng_states", "load_resume_checkpoint", "save_training_state",
-           "restore_training_state", "nonfinite_entries"]
+           "restore_training_state", "nonfinite_entries", "scan_checkpoints", "check_same_model",
+           "UNUSABLE_SUFFIX", "RESUME_FREE_KEYS"]
 
 FULL_KEYS = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config")
 _ITER_RE = re.compile(r"iter_(\d+)\.pth$")
+UNUSABLE_SUFFIX = ".unusable"  # a periodic checkpoint that pruning found unusable is renamed to <name><this>
+# model keys a resume may change: the initial weights, which the checkpoint's replace anyway
+RESUME_FREE_KEYS = ("pretrained",)
+# what only a run that got past its first checkpoint leaves, and starting it over would overwrite
+_FINISHED_RUN_FILES = ("model_final.pth", os.path.join("checkpoints", "best.pth"))
 
 
 class CheckpointError(SegError, RuntimeError):
@@ -104,51 +114,109 @@ def load_full_checkpoint(path: str, run_id: str | None = None) -> dict:
     return ckpt
 
 
+def scan_checkpoints(work_dir: str, run_id: str | None = None) -> tuple[tuple[str, dict] | None, dict[str, str]]:
+    """(newest periodic checkpoint in `work_dir` that loads, belongs to run `run_id` (None: any) and is finite,
+    as (path, checkpoint), or None; {path: why unusable} of the newer ones passed over)."""
+    rejected: dict[str, str] = {}
+    for _, path in list_checkpoints(work_dir):
+        try:
+            return (path, load_full_checkpoint(path, run_id)), rejected
+        except CheckpointError as e:
+            rejected[path] = str(e)
+    return None, rejected
+
+
 def find_resume_checkpoint(work_dir: str, run_id: str | None = None) -> tuple[str, dict] | None:
     """Newest periodic checkpoint in `work_dir` that loads, belongs to run `run_id` (None: any) and is
-    finite; the others are reported and passed over.
+    finite; the others are reported (a warning each) and passed over.
 
     Returns (path, checkpoint) or None when there is none to resume from.
     """
-    for _, path in list_checkpoints(work_dir):
-        try:
-            return path, load_full_checkpoint(path, run_id)
-        except CheckpointError as e:
-            warnings.warn(f"--resume auto: skipping {e}", stacklevel=2)
-    return None
+    return _scan_reporting(work_dir, run_id)[0]
 
 
-def load_resume_checkpoint(spec: str, work_dir: str, run_id: str | None = None) -> tuple[str, dict] | None:
-    """(path, full checkpoint) to resume from: spec "auto" takes the newest usable periodic checkpoint of
-    run `run_id` in `work_dir` (None when there is none); any other spec is a checkpoint path of any run
-    (CheckpointError if unusable)."""
-    return find_resume_checkpoint(work_dir, run_id) if spec == "auto" else (spec, load_full_checkpoint(spec))
+def _scan_reporting(work_dir: str, run_id: str | None) -> tuple[tuple[str, dict] | None, dict[str, str]]:
+    found, rejected = scan_checkpoints(work_dir, run_id)
+    for reason in rejected.values():
+        warnings.warn(f"--resume auto: skipping {reason}", stacklevel=3)
+    return found, rejected
+
+
+def load_resume_checkpoint(spec: str, work_dir: str, run_id: str | None = None
+                           ) -> tuple[tuple[str, dict] | None, dict[str, str]]:
+    """((path, full checkpoint) to resume from, {path: why unusable} of the periodic checkpoints passed over).
+
+    spec "auto" takes the newest usable periodic checkpoint of run `run_id` in `work_dir`; with none, the
+    first part is None (start from scratch) only when that loses nothing: a work dir holding an export,
+    best.pth or unusable checkpoints is a WorkDirError naming them (one whose run was killed before its
+    first checkpoint is started over). Any other spec is a checkpoint path of any run (CheckpointError if
+    unusable).
+    """
+    if spec != "auto":
+        return (spec, load_full_checkpoint(spec)), {}
+    found, rejected = _scan_reporting(work_dir, run_id)
+    if found is None:
+        _refuse_starting_over(work_dir, rejected)
+    return found, rejected
+
+
+def _refuse_starting_over(work_dir: str, rejected: dict[str, str]) -> None:
+    """WorkDirError when `work_dir` holds more than a run killed before its first checkpoint, whose records a
+    new start recomputes: an export, best.pth, or checkpoints (unusable ones included)."""
+    held = [name for name in _FINISHED_RUN_FILES if os.path.isfile(os.path.join(work_dir, name))]
+    aside = [os.path.relpath(path, work_dir)
+             for path in sorted(glob.glob(os.path.join(work_dir, "checkpoints", f"*{UNUSABLE_SUFFIX}")))]
+    if not (held or rejected or aside):
+        return
+    records = ["metrics.jsonl"] if os.path.isfile(os.path.join(work_dir, "metrics.jsonl")) else []
+    why = list(rejected.values()) or ["no periodic checkpoint (checkpoints/iter_*.pth)"]
+    raise WorkDirError(f"--resume auto: nothing to resume from in {work_dir} ({'; '.join(why)}), but it holds a run "
+                       f"({', '.join(held + records + aside or ['unusable checkpoints'])}) that starting over would "
+                       "overwrite: pass --overwrite to move it aside and start afresh, or --resume PATH to continue "
+                       "from a checkpoint")
+
+
+def check_same_model(path: str, saved: dict, live: dict) -> None:
+    """ConfigError naming every model key (but RESUME_FREE_KEYS) whose value differs between the model section
+    `saved` with checkpoint `path` and this run's `live` one; keys the checkpoint's config lacks (written
+    before the key existed) are not compared."""
+    changed = [f"model.{key} is {saved[key]!r} there but {value!r} here" for key, value in live.items()
+               if key not in RESUME_FREE_KEYS and key in saved and saved[key] != value]
+    if changed:
+        raise ConfigError(f"cannot resume from {path}: {'; '.join(changed)}. A run keeps its model; to train "
+                          f"these settings from its weights start a new run initialised from it: --opts "
+                          f"model.pretrained={path} with another --work-dir (or --overwrite)")
 
 
 def save_training_state(path: str, model: nn.Module, optimizer, scheduler, scaler, iteration: int, config: dict,
-                        info: DistInfo, **extra) -> None:
+                        info: DistInfo, collective: bool = True, **extra) -> None:
     """Full checkpoint at `path`: FULL_KEYS (with every rank's RNG state) plus the caller's `extra` entries.
 
-    Collective under DDP (every rank contributes its RNG state); rank 0 writes. `model` is the bare
-    module, not its DDP wrapper, so the keys carry no "module." prefix.
+    Collective under DDP (every rank contributes its RNG state); rank 0 writes. collective=False: rank 0
+    writes its own RNG state alone (every rank of a resume then takes it), so that it can save while the
+    other ranks are stuck. `model` is the bare module, not its DDP wrapper, so the keys carry no "module."
+    prefix.
     """
+    rng = gather_rng_states(info) if collective else [get_rng_state()]
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict(), "iteration": iteration, "rng": gather_rng_states(info), "config": config,
-             **extra}
+             "scaler": scaler.state_dict(), "iteration": iteration, "rng": rng, "config": config, **extra}
     if info.is_main:
         save_checkpoint(state, path)
 
 
-def restore_training_state(ckpt: dict, model: nn.Module, optimizer, scaler, info: DistInfo) -> int:
-    """Load a full checkpoint's model/optimizer/scaler states and this rank's RNG state (rank 0's when the
-    world size changed); returns the checkpoint's iteration.
+def restore_training_state(path: str, ckpt: dict, model: nn.Module, optimizer, scaler, info: DistInfo) -> int:
+    """Load full checkpoint `ckpt` (read from `path`)'s model/optimizer/scaler states and this rank's RNG state
+    (rank 0's when the world size changed); returns the checkpoint's iteration.
 
     The optimizer keeps the hyper-parameters of the live config (momentum, weight decay, ...): the
     checkpoint supplies its per-parameter state (momentum buffers). The caller rebuilds the LR schedule
     from the live config at the returned iteration (build_scheduler(..., start=iteration)), so a changed
     train.lr or train.iterations takes effect on resume instead of being silently replaced.
     """
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # torch lists every missing/unexpected/mis-shaped tensor on many lines
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {_headline(e)}") from e
     live = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(ckpt["optimizer"])
     for group, own in zip(optimizer.param_groups, live):
@@ -160,11 +228,47 @@ def restore_training_state(ckpt: dict, model: nn.Module, optimizer, scaler, info
     return ckpt["iteration"]
 
 
-def prune_checkpoints(work_dir: str, keep: int) -> None:
-    """Delete all but the newest `keep` periodic checkpoints (keep <= 0 keeps everything)."""
-    if keep > 0:
-        for _, path in list_checkpoints(work_dir)[keep:]:
+def prune_checkpoints(work_dir: str, keep: int, written: str, verified: dict[str, str | None],
+                      run_id: str | None) -> list[str]:
+    """Keep the newest `keep` usable periodic checkpoints and `written` (the one just written, kept whatever
+    the count); delete older ones; rename unusable ones met on the way to ``<path>.unusable``, uncounted.
+
+    verified: {path: None if usable, else why} of the checkpoints already known (written or loaded by this
+    job); a checkpoint not in it is loaded once (run `run_id`, finite) and the answer added. keep <= 0 keeps
+    everything. Returns a message for each file moved aside.
+    """
+    notes: list[str] = []
+    if keep <= 0:
+        return notes
+    kept = 0
+    for _, path in list_checkpoints(work_dir):
+        if path != written and kept >= keep:
             os.remove(path)
+            verified.pop(path, None)
+            continue
+        if path not in verified:
+            verified[path] = _unusable_reason(path, run_id)
+        if verified[path] is None:
+            kept += 1
+            continue
+        aside = free_name(path + UNUSABLE_SUFFIX)
+        os.replace(path, aside)
+        notes.append(f"{verified.pop(path)}: moved it aside to {aside}")
+    return notes
+
+
+def _unusable_reason(path: str, run_id: str | None) -> str | None:
+    try:
+        load_full_checkpoint(path, run_id)
+        return None
+    except CheckpointError as e:
+        return str(e)
+
+
+def _headline(error: Exception) -> str:
+    """The first two lines of `error`'s message as one (torch's state-dict errors: what, then the first key)."""
+    lines = str(error).strip().splitlines()
+    return " ".join(line.strip() for line in lines[:2]) if lines else type(error).__name__
 
 
 def export_model(model_state: dict, config: dict, path: str, meta: dict | None = None) -> None:

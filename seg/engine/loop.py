@@ -23,11 +23,13 @@ target was invalid (the weights are those from before it).
 
 A hook's ``state_dict()`` entries go into every full checkpoint (top level) and come back through
 ``load_state_dict(checkpoint)`` on resume. Periodic checkpoints are written after the hooks of their
-iteration, so a checkpoint carries what a validation at that iteration found.
+iteration, so a checkpoint carries what a validation at that iteration found; when a hook raises, the
+iteration's checkpoint is still written (by rank 0) before the error goes on.
 
 Files written in `work_dir` (rank 0): config.yaml, run.json, metrics.jsonl, tb/, checkpoints/iter_*.pth
 (every ``train.ckpt_interval`` iterations, at the end and, for a run measured in epochs, at every epoch
-end; newest ``train.keep_checkpoints`` kept), checkpoints/best.pth (:class:`KeepBest`), model_final.pth.
+end; the newest ``train.keep_checkpoints`` usable ones kept, unusable ones renamed ``*.unusable``),
+checkpoints/best.pth (:class:`KeepBest`), model_final.pth.
 """
 from __future__ import annotations
 
@@ -47,9 +49,11 @@ from torch.utils.data import Dataset
 from seg.config import ConfigError, config_changes, dump_config
 
 from .checkpoint import (
+    check_same_model,
     checkpoint_path,
     export_model,
     load_resume_checkpoint,
+    nonfinite_entries,
     prune_checkpoints,
     restore_training_state,
     save_training_state,
@@ -198,6 +202,8 @@ class TrainLoop:
         # the newest checkpoint written or resumed from: non-finite errors name it as the place to go back to
         self.last_ckpt: str | None = None
         self.checked: int | None = None  # the iteration whose weights check_state last found finite
+        # {periodic checkpoint: None if usable, else why not} as far as this job knows (pruning counts the usable)
+        self.verified: dict[str, str | None] = {}
         self.run_id: str | None = None
         self.meta: dict = {}  # what the hooks add to the final export's meta
 
@@ -245,14 +251,24 @@ class TrainLoop:
                 if self.iteration % self.train_cfg["log_interval"] == 0 or self.iteration == self.total:
                     self.log_window(window)
                 with window.paused():  # validation and checkpoints are no training time: img/s leaves them out
-                    self.call("after_step")
-                    if self.iteration % self.iters_per_epoch == 0:
-                        self.call("after_epoch")
-                    if self.checkpoint_due():
-                        self.save_periodic()
+                    self.after_iteration()
         finally:
             batches.close()
             self.log.close()
+
+    def after_iteration(self) -> None:
+        """The hooks of the iteration just done, then its periodic checkpoint, if due; a hook that fails (a
+        validation) does not cost that checkpoint: :meth:`save_after_failure` writes it before the error goes on."""
+        try:
+            self.call("after_step")
+            if self.iteration % self.iters_per_epoch == 0:
+                self.call("after_epoch")
+        except Exception:
+            if self.checkpoint_due():
+                self.save_after_failure()
+            raise
+        if self.checkpoint_due():
+            self.save_periodic()
 
     def export(self) -> None:
         """model_final.pth (model-only) with every rank's BN statistics made equal to rank 0's first."""
@@ -333,8 +349,33 @@ class TrainLoop:
     def save_periodic(self) -> None:
         self.last_ckpt = checkpoint_path(self.work_dir, self.iteration)
         self.save(self.last_ckpt)
-        if self.info.is_main:
-            prune_checkpoints(self.work_dir, self.train_cfg["keep_checkpoints"])
+        self.prune()
+
+    def prune(self) -> None:
+        """Rank 0: keep the newest usable periodic checkpoints and the one just written (see prune_checkpoints)."""
+        if self.info.is_main and self.last_ckpt is not None:
+            self.verified[self.last_ckpt] = None
+            for note in prune_checkpoints(self.work_dir, self.train_cfg["keep_checkpoints"], self.last_ckpt,
+                                          self.verified, self.run_id):
+                self.log.message(f"warning: {note}")
+
+    def save_after_failure(self) -> None:
+        """This iteration's periodic checkpoint after one of its hooks raised: rank 0 alone (the other ranks may
+        be waiting in a collective of the failed hook), with its own RNG state, only when its weights are
+        finite; a failure here is reported and the hook's error goes on."""
+        if not self.info.is_main or (self.checked != self.iteration and nonfinite_entries(self.model.state_dict())):
+            return
+        path = checkpoint_path(self.work_dir, self.iteration)
+        extra = {k: v for hook in self.hooks for k, v in hook.state_dict().items()}
+        try:
+            save_training_state(path, self.model, self.optimizer, self.scheduler, self.scaler, self.iteration,
+                                self.cfg, self.info, collective=False, run_id=self.run_id, **extra)
+        except Exception as e:  # the hook's error is the one to report
+            self.log.message(f"warning: could not save {path} after the failure below: {e}")
+            return
+        self.last_ckpt = path
+        self.log.message(f"saved {path} before stopping on the failure below")
+        self.prune()
 
     def save(self, path: str) -> None:
         """Full checkpoint with the hooks' entries (collective: every rank contributes its RNG state; rank 0
@@ -350,16 +391,16 @@ class TrainLoop:
         The LR schedule is rebuilt from the live config at the resumed iteration, so changed schedule keys
         (train.lr, the run's length, warm-up, decay) take effect from there; every changed key is listed.
         """
-        found = load_resume_checkpoint(spec, self.work_dir, self.run_id if spec == "auto" else None)
+        found, rejected = load_resume_checkpoint(spec, self.work_dir, self.run_id if spec == "auto" else None)
+        self.verified.update(rejected)
         if found is None:
             _print(self.info, f"--resume auto: no checkpoint in {self.work_dir}/checkpoints, starting from scratch")
             return
         path, ckpt = found
         self.run_id = adopt_run(self.work_dir, self.run_id, path, ckpt.get("run_id"))
-        if ckpt["config"].get("model") != self.cfg["model"]:
-            warnings.warn(f"resuming from {path}, whose model section {ckpt['config'].get('model')} differs "
-                          f"from this config's {self.cfg['model']}", stacklevel=2)
-        self.iteration = restore_training_state(ckpt, self.model, self.optimizer, self.scaler, self.info)
+        check_same_model(path, ckpt["config"].get("model") or {}, self.cfg["model"])
+        self.iteration = restore_training_state(path, ckpt, self.model, self.optimizer, self.scaler, self.info)
+        self.verified[path] = None
         if self.iteration > self.total:
             raise ConfigError(f"{self.length_key()} is below the iteration {self.iteration} of {path}; resume "
                               f"with a run of at least {self.iteration} iterations")

@@ -15,8 +15,7 @@ from torch.utils.data import Dataset
 
 from seg.config import ConfigError
 from seg.data.dataset import SegDataset
-from seg.data.io import DataError
-from seg.data.verify import check_pairs
+from seg.data.verify import check_pairs, label_range_error
 from seg.errors import SegError
 
 from .distributed import DistInfo, all_reduce_mean
@@ -26,7 +25,7 @@ from .optim import build_criterion, build_scheduler
 
 __all__ = ["VERIFY_SAMPLE", "any_labelled", "LabelCheck", "DataChecks", "train"]
 
-VERIFY_SAMPLE = 16  # files per data set whose label values are checked before iteration 1 (all with verify)
+VERIFY_SAMPLE = 16  # training files decoded and checked before iteration 1 (all with verify; validation: all)
 
 
 def any_labelled(targets: torch.Tensor, num_classes: int, ignore_index: int, where: str) -> bool:
@@ -39,14 +38,8 @@ def any_labelled(targets: torch.Tensor, num_classes: int, ignore_index: int, whe
     stats = all_reduce_mean(torch.stack([labelled.sum().float(), bad.float()]))
     if stats[1].item() > 0:
         seen = torch.unique(values[(values < 0) | (values >= num_classes)])[:5].tolist()
-        raise DataError(_outside_classes(where, seen, num_classes, ignore_index))
+        raise label_range_error(where, seen, num_classes, ignore_index)
     return stats[0].item() > 0
-
-
-def _outside_classes(where: str, seen: list[int], num_classes: int, ignore_index: int) -> str:
-    return (f"{where}: label values {seen or '(on another rank)'} are outside 0..{num_classes - 1} of "
-            f"model.num_classes={num_classes} and are not train.ignore_index={ignore_index}; set model.num_classes "
-            "to the dataset's number of classes")
 
 
 class LabelCheck(TargetCheck):
@@ -73,22 +66,27 @@ class LabelCheck(TargetCheck):
         return f"every pixel of {which} is train.ignore_index={self.ignore}"
 
     def invalid(self, iteration: int, values: list[int]) -> SegError:
-        return DataError(_outside_classes(f"training batch of iteration {iteration}", values, self.num_classes,
-                                          self.ignore))
+        return label_range_error(f"training batch of iteration {iteration}", values, self.num_classes,
+                                 self.ignore)
 
 
 class DataChecks(Hook):
-    """Fail in seconds, before iteration 1, on data that would fail later: the label values of a sample of
-    each set (of every file with `verify`), then one validation image through the model. At the end, the
-    count of skipped all-ignore batches."""
+    """Fail in seconds, before iteration 1, on data that would fail later: a sample of the training pairs
+    and every validation label decoded (with `verify`: every pair of both sets), all label values checked
+    against ``model.num_classes`` (the dataset read every file's header and end when it was built); then one
+    validation image through the model. At the end, the count of skipped all-ignore batches."""
 
     def __init__(self, train_set: Dataset, val_set: Dataset | None, verify: bool):
         self.train_set, self.val_set, self.verify = train_set, val_set, verify
 
     def before_train(self, loop: TrainLoop) -> None:
-        for ds in (self.train_set, self.val_set):
+        model_cfg, train_cfg = loop.cfg["model"], loop.train_cfg
+        threads = max(1, loop.cfg["data"]["num_workers"])  # the CPU share the user gave this process's loading
+        for ds, sample, decode in ((self.train_set, None if self.verify else VERIFY_SAMPLE, True),
+                                   (self.val_set, None, self.verify)):
             if isinstance(ds, SegDataset):  # a dataset over (image, label) files (SegTrainDataset too)
-                check_pairs(ds.pairs, None if self.verify else VERIFY_SAMPLE, ds.decoder)
+                check_pairs(ds.pairs, sample, ds.decoder, model_cfg["num_classes"], train_cfg["ignore_index"],
+                            threads, decode)
         if self.val_set is None:
             return
         image, target = self.val_set[0]
@@ -99,7 +97,7 @@ class DataChecks(Hook):
             loop.model(normalize(image[None].to(loop.info.device)))
         loop.model.train()
         labels = getattr(self.val_set, "label_paths", None)
-        any_labelled(target, loop.cfg["model"]["num_classes"], loop.train_cfg["ignore_index"],
+        any_labelled(target, model_cfg["num_classes"], train_cfg["ignore_index"],
                      labels[0] if labels else "validation sample 0")
 
     def after_train(self, loop: TrainLoop) -> None:
@@ -112,12 +110,14 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
           resume: str | None = None, overwrite: bool = False, verify: bool = False) -> nn.Module:
     """Train `model` for ``cfg["train"]["iterations"]`` iterations; returns the trained (unwrapped) model.
 
-    val_set: checked before iteration 1 (labels, one image through the model). validate: scores the model
-    (every rank calls it) with at least "mIoU"; None trains without validation. resume: None (fresh run),
-    "auto" (newest usable periodic checkpoint of the work dir's run, if any) or a checkpoint path. The work
-    dir is locked for the run; a fresh run in a folder that holds one is refused (WorkDirError) unless
-    `overwrite` moves it aside (see seg.engine.workdir). `verify`: check every data file's label values
-    before iteration 1, not a sample. Raises NonFiniteLossError on divergence.
+    val_set: checked before iteration 1 (every label decoded and checked, every image's header and end read
+    when it was built; one image through the model). validate: scores the model (every rank calls it) with
+    at least "mIoU"; None trains without validation. resume: None (fresh run), "auto" (newest usable
+    periodic checkpoint of the work dir's run; a run with none is refused unless starting over loses
+    nothing) or a checkpoint path. The work dir is locked for the run; a fresh run in a folder that holds
+    one is refused (WorkDirError) unless `overwrite` moves it aside (see seg.engine.workdir). `verify`:
+    decode every training and validation file before iteration 1, not a sample. Raises NonFiniteLossError
+    on divergence.
     """
     train_cfg = cfg["train"]
     hooks: list[Hook] = [DataChecks(train_set, val_set, verify)]

@@ -13,6 +13,7 @@ import json
 import os
 import time
 import uuid
+import weakref
 
 from seg.atomic import TMP_MARK, atomic_write_json
 from seg.errors import WorkDirError
@@ -21,7 +22,7 @@ from .distributed import DistInfo, broadcast_object
 
 __all__ = ["RUN_FILE", "LOCK_FILE", "RUN_MARKERS", "WorkDirLock", "run_markers", "move_aside", "read_run_id",
            "write_run_id", "new_run_id", "remove_stale_temporaries", "claim_work_dir", "claim_on_all_ranks",
-           "adopt_run"]
+           "adopt_run", "free_name", "LOCK_GRACE_S"]
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -30,7 +31,12 @@ RUN_MARKERS = ("config.yaml", "metrics.jsonl", "model_final.pth", "checkpoints",
 
 class WorkDirLock:
     """An exclusive, non-blocking flock on ``<work dir>/.lock`` held until `release` (or process exit, so a
-    killed job never leaves a stale lock); the file names the holder's pid for the error message."""
+    killed job never leaves a stale lock); the file names the holder's pid for the error message.
+
+    A forked child (a data-loader worker) closes its inherited copy of the lock file at once, so the lock
+    ends with the job's own process, not with its last worker. A lock still held while the pid it names is
+    dead (some other inheritor of the file) is waited for up to LOCK_GRACE_S seconds, then reported as such.
+    """
 
     def __init__(self, work_dir: str):
         self.path = os.path.join(work_dir, LOCK_FILE)
@@ -39,23 +45,75 @@ class WorkDirLock:
             self.file = open(self.path, "a+")
         except OSError as e:
             raise WorkDirError(f"cannot use work dir {work_dir}: {e.strerror or e}") from e
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "unknown"
-            self.file.close()
-            raise WorkDirError(f"work dir {work_dir} is in use by another job (pid {holder}, lock {self.path}); "
-                               "wait for it to end or choose another --work-dir") from None
+        deadline = time.monotonic() + LOCK_GRACE_S
+        while not self._try_lock():
+            holder = self._holder()
+            if holder is not None and _alive(holder):
+                self.file.close()
+                raise WorkDirError(f"work dir {work_dir} is in use by another job (pid {holder}, lock {self.path}); "
+                                   "wait for it to end or choose another --work-dir")
+            if time.monotonic() > deadline:
+                self.file.close()
+                raise WorkDirError(f"work dir {work_dir}: its lock {self.path} is still held {LOCK_GRACE_S:g} s after "
+                                   f"the job that took it (pid {holder or 'unknown'}) ended, by a process it started "
+                                   "(e.g. `fuser` on the lock names it); end that process, or choose another "
+                                   "--work-dir")
+            time.sleep(0.1)
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
+        _HELD.add(self)
+
+    def _try_lock(self) -> bool:
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def _holder(self) -> int | None:
+        self.file.seek(0)
+        text = self.file.read().strip()
+        return int(text) if text.isdigit() else None
 
     def release(self) -> None:
+        _HELD.discard(self)
         if not self.file.closed:
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
+
+
+LOCK_GRACE_S = 15.0  # a dead job's forked children (data-loader workers poll their parent every 5 s) exit by then
+_HELD: weakref.WeakSet[WorkDirLock] = weakref.WeakSet()  # the locks this process holds
+
+
+def _close_inherited_locks() -> None:
+    # closing (not LOCK_UN, which would release the parent's lock too) drops the child's share of the flock
+    for lock in list(_HELD):
+        lock.file.close()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def free_name(path: str) -> str:
+    """`path`, or `path`-1, -2, ... : the first name that does not exist yet."""
+    name, n = path, 1
+    while os.path.exists(name):
+        name, n = f"{path}-{n}", n + 1
+    return name
 
 
 def run_markers(work_dir: str) -> list[str]:
@@ -70,11 +128,7 @@ def run_markers(work_dir: str) -> list[str]:
 
 def move_aside(work_dir: str) -> str:
     """Move everything in `work_dir` but the lock into a new sibling ``<work dir>.old-<time>``; returns it."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = f"{os.path.abspath(work_dir)}.old-{stamp}"
-    dest, n = base, 1
-    while os.path.exists(dest):
-        dest, n = f"{base}-{n}", n + 1
+    dest = free_name(f"{os.path.abspath(work_dir)}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(dest)
     for name in os.listdir(work_dir):
         if name != LOCK_FILE:
