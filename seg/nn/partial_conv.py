@@ -369,7 +369,8 @@ class PartialConv2d(nn.Conv2d):
             # compilers and the tracer need plain differentiable ops computed from the (symbolic) sizes: the
             # autograd.Function below is opaque to them, its in-place updates block fusion, and a plan built
             # from host ints would make dynamo guard on (and recompile for) every input size
-            return traced_partial_conv(self, x, self._input_pads(*x.shape[-2:]), _ratio_dtype(x.dtype))
+            return traced_partial_conv(self, x, self._input_pads(*x.shape[-2:]), _ratio_dtype(x.dtype),
+                                       pads_vary=isinstance(self, PartialConv2dSame))
         # int(): the tracer hands out sizes as tensors; the plan is built for this one size either way
         height, width = (int(n) for n in x.shape[-2:])
         x, pads = self._padded_input(x)

@@ -28,17 +28,20 @@ def _axis_ratio(size_in, kernel: int, stride: int, pad_lo: int, pad_hi: int, dil
 
 
 def traced_partial_conv(conv: nn.Conv2d, x: torch.Tensor, pads: tuple[tuple[int, int], tuple[int, int]],
-                        ratio_dtype: torch.dtype) -> torch.Tensor:
+                        ratio_dtype: torch.dtype, pads_vary: bool = False) -> torch.Tensor:
     """Partial-padding conv of ``x`` (B, C_in, H, W) -> (B, C_out, Ho, Wo) in plain ops.
 
-    ``pads`` = ``((top, bottom), (left, right))``, the zero padding ``conv`` applies to an (H, W) input; the
-    arithmetic of the re-weighting runs in ``ratio_dtype`` and the result has the conv output's dtype."""
+    ``pads`` = ``((top, bottom), (left, right))``, the zero padding ``conv`` applies to an (H, W) input;
+    ``pads_vary``: they depend on (H, W) (TensorFlow's "same"). The arithmetic of the re-weighting runs in
+    ``ratio_dtype`` and the result has the conv output's dtype."""
     (pt, pb), (pl, pr) = pads
     height, width = x.shape[-2:]
-    if pt != pb or pl != pr:  # asymmetric: pad the input as F.conv2d(padding="same") does
-        x, conv_pads = F.pad(x, (pl, pr, pt, pb)), (0, 0)
-    else:
+    # asymmetric padding is applied to the input, as F.conv2d(padding="same") does; so are pads that vary with
+    # the (symbolic) input size: testing those for symmetry would make dynamo guard on the size's parity
+    if not pads_vary and pt == pb and pl == pr:
         conv_pads = (pt, pl)
+    else:
+        x, conv_pads = F.pad(x, (pl, pr, pt, pb)), (0, 0)
     y = F.conv2d(x, conv.weight, None, conv.stride, conv_pads, conv.dilation, conv.groups)
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     rh, vh = _axis_ratio(height, kh, sh, pt, pb, dh, y.device, ratio_dtype)
