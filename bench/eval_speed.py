@@ -41,7 +41,7 @@ def time_modes(model, image, modes, repeats, **kw) -> dict:
     Modes are interleaved in every repeat so machine load drifts affect them alike."""
     for mode in modes:  # warm-up: allocator, padding ratio caches
         predict_logits(model, image, mode, **kw)
-    runs = {mode: [] for mode in modes}
+    runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     for _ in range(repeats):
         for mode in modes:
             timer = NetworkTimer()
@@ -114,8 +114,8 @@ def warm_split(model, loader, device: torch.device, num_classes: int, inference:
             logits = inference.predict(model, image)
             clock.mark()
             if layout is None:  # the evaluator builds it once per image size, too
-                layout = RegionLayout(*target.shape[-2:], analysis["leave_out"], "side", analysis["distance_bands"],
-                                      device)
+                layout = RegionLayout(target.shape[-2], target.shape[-1], analysis["leave_out"], "side",
+                                      analysis["distance_bands"], device)
             counts.update(logits.max(1).indices[0], target[0], layout, check_pred=False)
             clock.mark()
             clocks.append(clock)
@@ -173,7 +173,7 @@ def main() -> dict:
     print(f"{args.encoder} OS{args.output_stride} {args.padding} padding, image {h}x{w}, tile {t}, "
           f"overlap {args.overlap:.3f}, tile batch {args.tile_batch}, {device}, {torch.get_num_threads()} threads")
 
-    out = {"settings": vars(args), "modes": {}}
+    out: dict = {"settings": vars(args), "modes": {}}
     times = time_modes(model, image, ("regular", "tile", "overlap"), args.repeats, **kw)
     regular_wall, regular_net = times["regular"]
     print(f"{'mode':<8} {'tiles':>5} {'area':>5} {'time s':>8} {'ideal s':>8} {'ratio':>6} {'net ratio':>9}")
@@ -190,7 +190,7 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as root:
         generate_demo_dataset(root, train=0, val=args.images, height=h, width=w, seed=0)
         loader = build_eval_loader(build_val_dataset({"root": root}), num_workers=args.workers)
-        analysis = dict(leave_out=[0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8], distance_bands=[0, 16, 32, 64, 128])
+        analysis: dict = dict(leave_out=[0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8], distance_bands=[0, 16, 32, 64, 128])
         t0 = time.perf_counter()
         RegionLayout(h, w, analysis["leave_out"], "side", analysis["distance_bands"], device)
         layout_s = time.perf_counter() - t0

@@ -98,13 +98,13 @@ def build_variants(arch: str, names=("zeros", "partial", "naive")) -> dict[str, 
 def clock(fn, device: torch.device) -> float:
     """Seconds ``fn()`` takes: CUDA events on a GPU (device time, no host-side sync jitter), else wall time."""
     if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize(device)
-        start.record()
+        begin.record()
         fn()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end) / 1000
+        return begin.elapsed_time(end) / 1000
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

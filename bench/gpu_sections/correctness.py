@@ -56,7 +56,7 @@ class Case:
         fp32 runs the layer in fp32; bf16 / fp16 in fp32 under autocast, as training does. The step is run
         once first (the first call of a geometry may build its plan), then again under sync-debug mode."""
         layout = torch.channels_last if channels_last else torch.contiguous_format
-        conv = copy.deepcopy(self.conv).float().to(device, memory_format=layout)
+        conv = copy.deepcopy(self.conv).float().to(device).to(memory_format=layout)
         x = self.x.detach().float().to(device).contiguous(memory_format=layout).requires_grad_()
         mask = None if self.mask is None else self.mask.float().to(device)
         gy = self.gy.float().to(device)

@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -78,7 +79,7 @@ class Run:
     dry_run: bool
     done: dict[str, SectionResult] = field(default_factory=dict)
 
-    def sizes(self, table: dict[str, dict]) -> dict:
+    def sizes(self, table: dict[str, Any]) -> Any:
         """A section's sizes: ``table["dry"]`` in the dry run (tiny, CPU), else ``table["gpu"]``."""
         return table["dry" if self.dry_run else "gpu"]
 

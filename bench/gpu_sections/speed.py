@@ -57,7 +57,7 @@ def table1(run: Run) -> SectionResult:
     with cudnn_benchmark(False):
         for arch in sizes["archs"]:
             for layout, memory_format in LAYOUTS.items():
-                models = {n: m.to(device, memory_format=memory_format)
+                models = {n: m.to(device).to(memory_format=memory_format)
                           for n, m in padding_overhead.build_variants(arch, variants).items()}
                 for scenario in ("forward", "forward_backward", "first_call"):
                     repeats = sizes["first_repeats" if scenario == "first_call" else "repeats"]
