@@ -38,7 +38,7 @@ def read_report(out):
         return doc, f.read()
 
 
-@pytest.mark.slow  # every default section at tiny sizes: ~70 s of CPU
+@pytest.mark.slow  # every default section at tiny sizes: about a minute of CPU
 def test_dry_run_runs_the_default_sections_in_priority_order_and_checks_real_things(tmp_path):
     proc = run_dry(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -71,13 +71,11 @@ def test_dry_run_runs_the_default_sections_in_priority_order_and_checks_real_thi
 
 
 def test_correctness_section_fails_a_layer_that_is_off_by_one_percent(monkeypatch):
-    run = Run(torch.device("cpu"), "", time.monotonic() + 60, True)
-    checks, _, _ = correctness.layer_checks(run, {"grid": 2})
-    assert checks and all(c.ok for c in checks)
+    run = Run(torch.device("cpu"), "", time.monotonic() + 60, True)  # the unpatched layer passes: the dry run
     forward = PartialConv2d.forward
     monkeypatch.setattr(PartialConv2d, "forward",
                         lambda self, x, mask=None: forward(self, x) * 1.01 if mask is None else forward(self, x, mask))
-    checks, _, results = correctness.layer_checks(run, {"grid": 2})
+    checks, _, results = correctness.layer_checks(run, {"grid": 2, "mask_grid": 1})
     # 1% is beyond fp32's limit (1e-4), within bf16's (3e-2): every fp32 forward check fails, no bf16 one
     failed = {c.name for c in checks if not c.ok}
     assert {n for n in failed if "forward" in n} == {f"PartialConv2d {n} forward" for n in results
@@ -107,12 +105,12 @@ class SleepyNet(nn.Module):
 
 
 def test_warm_split_puts_loader_and_network_time_in_their_own_stages():
-    split = eval_speed.warm_split(SleepyNet(0.05), SleepyLoader(0.02), torch.device("cpu"), 19, InferenceSettings(),
+    split = eval_speed.warm_split(SleepyNet(0.15), SleepyLoader(0.03), torch.device("cpu"), 19, InferenceSettings(),
                                   images=5, warmup=1, analysis={"leave_out": [0.5], "distance_bands": [0, 2]})
     stage = split["stage_s"]
     assert split["images"] == 5 and list(stage) == list(eval_speed.STAGES)
-    assert 5 * 0.02 <= stage["data_wait"] < 5 * 0.05  # the loader's sleeps, and not the network's
-    assert stage["network"] >= 5 * 0.05 and stage["scoring"] < 5 * 0.02
+    # the sleeps are lower bounds whatever the load; swapped stages would give the loader 5 x 0.15 s
+    assert stage["data_wait"] >= 5 * 0.03 and stage["network"] >= 5 * 0.15 > stage["data_wait"]
     assert split["outside_network_share"] == pytest.approx(1 - stage["network"] / split["total_s"])
 
 

@@ -20,8 +20,9 @@ from .report import Run, SectionResult, Table, holds, no_host_sync, tf32, within
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 GRAD_FACTOR = 4
 
-SIZES = {"gpu": dict(grid=64, step_size=(2, 3, 129, 161), step_encoder="resnet50", convert_arch="resnet50"),
-         "dry": dict(grid=6, step_size=(2, 3, 65, 81), step_encoder="resnet18", convert_arch="resnet18")}
+SIZES = {"gpu": dict(grid=64, mask_grid=8, step_size=(2, 3, 129, 161), step_encoder="resnet50",
+                     convert_arch="resnet50"),
+         "dry": dict(grid=6, mask_grid=2, step_size=(2, 3, 65, 81), step_encoder="resnet18", convert_arch="resnet18")}
 
 
 def max_rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -100,7 +101,8 @@ def layer_checks(run: Run, sizes: dict) -> tuple[list, Table, dict]:
                    within(f"PartialConv2d {name} gradients", grad, GRAD_FACTOR * TOLERANCE[dtype])]
         if device.type == "cuda":
             checks.append(holds(f"PartialConv2d {name}: steady-state forward+backward without host sync", not syncs))
-    masked = [Case(c, masked=True).errors(device, torch.float32, "auto", False) for c in grid_cases(8, seed=7)]
+    masked = [Case(c, masked=True).errors(device, torch.float32, "auto", False)
+              for c in grid_cases(sizes["mask_grid"], seed=7)]
     checks.append(within("PartialConv2d fp32 mask mode, forward and gradients", max(max(e[:2]) for e in masked),
                          GRAD_FACTOR * TOLERANCE[torch.float32]))
     table = Table(f"Layer vs the float64 CPU reference (max error / max |reference|; gradient limit = {GRAD_FACTOR} x "

@@ -9,6 +9,7 @@ import sys
 
 import eval_speed
 import torch
+from torch.utils.data import Subset
 
 from seg.data import build_val_dataset
 from seg.data.demo import generate_demo_dataset
@@ -40,7 +41,10 @@ def eval_split(run: Run) -> SectionResult:
     root = os.path.join(run.tmp, "eval_data")
     generate_demo_dataset(root, train=0, val=sizes["dataset_images"], height=h, width=w, seed=0,
                           workers=min(8, os.cpu_count() or 1))
-    loader = build_eval_loader(build_val_dataset({"root": root}), num_workers=sizes["workers"])
+    dataset = build_val_dataset({"root": root})
+    # the few generated images repeated in one loader pass: its workers start once, as in a real evaluation
+    passes = -(-(sizes["warmup"] + sizes["images"]) // len(dataset))
+    loader = build_eval_loader(Subset(dataset, list(range(len(dataset))) * passes), num_workers=sizes["workers"])
     torch.manual_seed(0)
     model = DeepLabV3Plus(sizes["encoder"], 19, sizes["output_stride"], padding_mode="partial").to(device)
     split = eval_speed.warm_split(model, loader, device, 19, InferenceSettings(), sizes["images"], sizes["warmup"],
