@@ -1,6 +1,7 @@
 """PartialConv2d under torch.compile (seg/nn/traced.py): no graph break, no more graphs over a run of input sizes
 than the same model with zero padding, and the values and gradients of the float64 reference."""
 import copy
+import itertools
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from torchvision.models import resnet18
 from seg.nn import PartialConv2d, PartialConv2dSame, convert_padding, create_conv2d
 from seg.nn.partial_conv import conv_pads
 from seg.nn.reference import grid_cases, naive_partial_conv
-from seg.nn.traced import traced_partial_conv
+from seg.nn.traced import _axis_ratio, traced_partial_conv
 
 
 def compiled_runs(model: nn.Module, backend: str, sizes, channels: int = 3):
@@ -41,6 +42,20 @@ def assert_matches(got_y, got_grads, want_y, leaves):
     torch.testing.assert_close(got_y, want_y.detach())
     for got, want in zip(got_grads, torch.autograd.grad(want_y.square().sum(), leaves)):
         torch.testing.assert_close(got, want)
+
+
+def test_axis_ratio_is_the_rounded_quotient_of_brute_force_tap_counts():
+    """float32 ratio bit for bit equal to float64 K / count rounded once to float32 (what the eager plan stores)."""
+    for size, k, s, d, lo, hi in itertools.product(range(1, 10), range(1, 6), range(1, 4), range(1, 3), range(4),
+                                                   range(4)):
+        n_out = (size + lo + hi - d * (k - 1) - 1) // s + 1
+        if n_out <= 0:
+            continue
+        counts = [sum(0 <= i * s - lo + t * d < size for t in range(k)) for i in range(n_out)]
+        want = torch.tensor([k / c if c else 0.0 for c in counts], dtype=torch.float64).float()
+        ratio, valid = _axis_ratio(size, k, s, lo, hi, d, torch.device("cpu"), torch.float32)
+        assert torch.equal(ratio, want), (size, k, s, d, lo, hi)
+        assert torch.equal(valid, torch.tensor([float(c > 0) for c in counts]))
 
 
 def test_traced_conv_matches_float64_reference():

@@ -5,8 +5,9 @@ The eager layer builds a :class:`~seg.nn.partial_conv.BorderPlan` from host inte
 Python ints) a guard on the exact input size that makes dynamo recompile for every new size. Here the
 ratio ``r = K / S`` is computed from the shapes alone with ``torch.arange`` over output positions and taps,
 so dynamo keeps the sizes symbolic, inductor fuses ``y * r + b * valid`` into the neighbouring ops, and
-autograd differentiates it like any other expression. Values equal the eager layer's: the per-axis counts
-are exact integers and ``K / count`` is one correctly rounded division in the ratio's dtype.
+autograd differentiates it like any other expression. The ratio equals the eager plan's bit for bit: the
+per-axis counts are exact integers and ``K / count`` one correctly rounded division in the ratio's dtype
+(the eager plan rounds the float64 quotient to float32, which gives the same value for a quotient).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _axis_ratio(size_in, kernel: int, stride: int, pad_lo: int, pad_hi: int, dilation: int,
+def _axis_ratio(size_in: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, dilation: int,
                 device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ratio, valid)`` along one axis, each ``(n_out,)``: ``kernel / count`` of valid taps (0 where no tap
     is valid) and 1 / 0 for at least one / no valid tap. ``size_in`` may be a symbolic size."""
@@ -24,7 +25,8 @@ def _axis_ratio(size_in, kernel: int, stride: int, pad_lo: int, pad_hi: int, dil
     taps = first_tap[:, None] + torch.arange(kernel, device=device) * dilation  # (n_out, kernel)
     count = ((taps >= 0) & (taps < size_in)).sum(1)
     valid = (count > 0).to(dtype)
-    return kernel / count.clamp(min=1).to(dtype) * valid, valid
+    # tensor / tensor: `kernel / count` would multiply by a rounded reciprocal, one ulp off the eager plan's K / S
+    return torch.full_like(valid, kernel) / count.clamp(min=1).to(dtype) * valid, valid
 
 
 def traced_partial_conv(conv: nn.Conv2d, x: torch.Tensor, pads: tuple[tuple[int, int], tuple[int, int]],
