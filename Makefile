@@ -21,7 +21,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
-# ruff (lint + import order) over the code and tests, mypy over seg/ (settings in pyproject.toml)
+# ruff (lint + import order) over the code and tests, mypy over seg/ and bench/ (settings in pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check seg tools bench tests
 	$(VENV)/bin/mypy
@@ -32,6 +32,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 
+# the device check on one GPU, sections in priority order within a 330 s budget (bench/gpu_check.py --help)
 gpu-check: $(STAMP)
 	$(PY) bench/gpu_check.py --out work_dirs/gpu_check
 

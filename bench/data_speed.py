@@ -54,6 +54,7 @@ def loader_speed(ds, workers: int, samples: int, batch_size: int, crop: int) -> 
                 break
         epoch += 1
     t1 = time.perf_counter()
+    assert t_first is not None  # the while loop ran at least one batch: len(ds) >= batch_size was checked
     return {"workers": workers, "samples": seen, "samples_per_s": seen / (t1 - t_first),
             "samples_per_s_incl_startup": (seen + batch_size) / (t1 - t0)}
 
@@ -71,7 +72,7 @@ def main(argv=None):
     p.add_argument("--json", default="work_dirs/bench/data_speed.json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    result = {"cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg()[0]}
+    result: dict = {"cpu_count": os.cpu_count(), "load_avg_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         big = os.path.join(tmp, "big")
         result["generator"] = [generator_speed(os.path.join(tmp, "small"), 40, 256, 512),

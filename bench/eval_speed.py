@@ -10,11 +10,15 @@ the network's time were proportional to the pixels it sees. Ratio 1.00 = no tili
 The evaluation pass runs on a generated Cityscapes-format demo val set of the same size; a first pass
 writes labelId PNGs that cityscapesscripts scores, the timed second pass writes nothing (its region layout
 is cached, as for any image after the first of a size; the one-off build time is printed separately).
-All figures come from one run.
+All figures come from one run. :func:`warm_split` (used by bench/gpu_check.py) splits a warm pass by stage.
 """
+from __future__ import annotations
+
 import argparse
+import itertools
 import json
 import os
+import statistics
 import tempfile
 import time
 
@@ -26,6 +30,7 @@ from seg.engine.loaders import build_eval_loader
 from seg.evaluation import InferenceSettings, evaluate, predict_logits, tile_grid, tile_stride
 from seg.evaluation.evaluator import RegionLayout
 from seg.evaluation.inference import NetworkTimer
+from seg.evaluation.metrics import ConfusionAccumulator
 from seg.evaluation.official import official_scores
 from seg.evaluation.runner import parse_fractions
 from seg.models import DeepLabV3Plus
@@ -36,7 +41,7 @@ def time_modes(model, image, modes, repeats, **kw) -> dict:
     Modes are interleaved in every repeat so machine load drifts affect them alike."""
     for mode in modes:  # warm-up: allocator, padding ratio caches
         predict_logits(model, image, mode, **kw)
-    runs = {mode: [] for mode in modes}
+    runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     for _ in range(repeats):
         for mode in modes:
             timer = NetworkTimer()
@@ -44,6 +49,84 @@ def time_modes(model, image, modes, repeats, **kw) -> dict:
             predict_logits(model, image, mode, forward=timer, **kw)
             runs[mode].append((time.perf_counter() - t0, timer.seconds))
     return {mode: sorted(r)[(len(r) - 1) // 2] for mode, r in runs.items()}
+
+
+#: stages of one evaluated image, in order: the loader's next sample, the copy to the device, the network
+#: (logits), and scoring (argmax and the confusion counts per leave-out / distance-band region)
+STAGES = ("data_wait", "host_to_device", "network", "scoring")
+
+
+class StageClock:
+    """Timestamps between stages: CUDA events on a GPU (read once at the end: no host sync per image), else
+    perf_counter. ``mark()`` closes the running stage; ``seconds()`` returns every closed stage's length."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def seconds(self) -> list[float]:
+        if self.cuda:
+            self.marks[-1].synchronize()
+            return [a.elapsed_time(b) / 1000 for a, b in itertools.pairwise(self.marks)]
+        return [b - a for a, b in itertools.pairwise(self.marks)]
+
+
+def _endless(loader):
+    """The loader's samples over and over, each epoch loaded afresh (itertools.cycle would replay cached ones)."""
+    while True:
+        yield from loader
+
+
+def warm_split(model, loader, device: torch.device, num_classes: int, inference: InferenceSettings,
+               images: int, warmup: int, analysis: dict) -> dict:
+    """Where the time of a warm evaluation pass goes, stage by stage (:data:`STAGES`).
+
+    Runs ``warmup`` + ``images`` samples of ``loader`` (re-iterated, every sample loaded again; uncollated, as
+    build_eval_loader gives them at batch size 1) through the evaluator's steps: copy to ``device``,
+    ``inference.predict``, argmax, confusion counts over the leave-out / distance-band regions of ``analysis``
+    (the keyword arguments ``leave_out`` and ``distance_bands`` of ``evaluate``). On a GPU the
+    data wait is host time between the previous image's last queued kernel and the next sample; the other
+    stages are device time between CUDA events. Returns seconds per stage summed over the warm images,
+    the share outside the network, ms per warm image, and ``startup_s``: the first image's time beyond the
+    median warm image's (cuDNN / allocator / padding-plan set-up, paid once per size).
+    """
+    model.eval()
+    counts = ConfusionAccumulator(num_classes, 255, device,
+                                  slots=1 + len(analysis["leave_out"]) + len(analysis["distance_bands"]))
+    samples, layout, waits, clocks = _endless(loader), None, [], []
+    with torch.no_grad():
+        for _ in range(warmup + images):
+            t0 = time.perf_counter()
+            image, target = next(samples)
+            waits.append(time.perf_counter() - t0)
+            clock = StageClock(device)
+            clock.mark()
+            image, target = image[None].to(device, non_blocking=True), target[None].to(device, non_blocking=True)
+            clock.mark()
+            logits = inference.predict(model, image)
+            clock.mark()
+            if layout is None:  # the evaluator builds it once per image size, too
+                layout = RegionLayout(target.shape[-2], target.shape[-1], analysis["leave_out"], "side",
+                                      analysis["distance_bands"], device)
+            counts.update(logits.max(1).indices[0], target[0], layout, check_pred=False)
+            clock.mark()
+            clocks.append(clock)
+    per_image = [[wait, *clock.seconds()] for wait, clock in zip(waits, clocks)]
+    warm = per_image[warmup:]
+    stage_s = {stage: sum(row[i] for row in warm) for i, stage in enumerate(STAGES)}
+    total = sum(stage_s.values())
+    warm_image_s = statistics.median(sum(row) for row in warm)
+    return {"images": len(warm), "warmup": warmup, "stage_s": stage_s, "total_s": total,
+            "outside_network_share": 1 - stage_s["network"] / total, "ms_per_image": 1e3 * total / len(warm),
+            "startup_s": sum(per_image[0]) - warm_image_s}
 
 
 def timed_evaluation(model, loader, mode, root, analysis, kw, official) -> dict:
@@ -90,7 +173,7 @@ def main() -> dict:
     print(f"{args.encoder} OS{args.output_stride} {args.padding} padding, image {h}x{w}, tile {t}, "
           f"overlap {args.overlap:.3f}, tile batch {args.tile_batch}, {device}, {torch.get_num_threads()} threads")
 
-    out = {"settings": vars(args), "modes": {}}
+    out: dict = {"settings": vars(args), "modes": {}}
     times = time_modes(model, image, ("regular", "tile", "overlap"), args.repeats, **kw)
     regular_wall, regular_net = times["regular"]
     print(f"{'mode':<8} {'tiles':>5} {'area':>5} {'time s':>8} {'ideal s':>8} {'ratio':>6} {'net ratio':>9}")
@@ -107,7 +190,7 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as root:
         generate_demo_dataset(root, train=0, val=args.images, height=h, width=w, seed=0)
         loader = build_eval_loader(build_val_dataset({"root": root}), num_workers=args.workers)
-        analysis = dict(leave_out=[0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8], distance_bands=[0, 16, 32, 64, 128])
+        analysis: dict = dict(leave_out=[0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8], distance_bands=[0, 16, 32, 64, 128])
         t0 = time.perf_counter()
         RegionLayout(h, w, analysis["leave_out"], "side", analysis["distance_bands"], device)
         layout_s = time.perf_counter() - t0

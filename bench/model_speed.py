@@ -57,7 +57,7 @@ class PeakMemory:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.mib = None
+        self.mib: float | None = None
 
     def __enter__(self):
         if self.device.type == "cuda":
@@ -116,7 +116,7 @@ def timed(fn, model, x, device, clock: str = "wall") -> tuple[float, float | Non
 
 def build_models(args, device, modes=MODES) -> dict[str, torch.nn.Module]:
     """One DeepLabV3+ per padding mode, all with the same (seed 0) weights."""
-    models = {}
+    models: dict[str, torch.nn.Module] = {}
     for mode in modes:
         torch.manual_seed(0)
         models[mode] = DeepLabV3Plus(args.encoder, num_classes=19, output_stride=args.output_stride,
@@ -158,8 +158,8 @@ def run(args) -> dict:
         for mode in MODES:
             for _ in range(args.warmup):
                 STEP_FNS[step](models[mode], x)
-    times = {(m, s): [] for m in MODES for s in STEPS}
-    peaks = {(m, s): [] for m in MODES for s in STEPS}
+    times: dict[tuple[str, str], list[float]] = {(m, s): [] for m in MODES for s in STEPS}
+    peaks: dict[tuple[str, str], list[float | None]] = {(m, s): [] for m in MODES for s in STEPS}
     for rep in tqdm(range(args.repeats), desc="repeats"):
         order = MODES if rep % 2 == 0 else MODES[::-1]
         for step in STEPS:
@@ -174,7 +174,7 @@ def run(args) -> dict:
     batch = args.size[0]
     results = []
     for step in STEPS:
-        row = {"step": step}
+        row: dict = {"step": step}
         for mode in MODES:
             med = statistics.median(times[mode, step])
             valid = [p for p in peaks[mode, step] if p is not None]

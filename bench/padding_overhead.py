@@ -6,6 +6,7 @@ Variants, timed in turn on the same weights so drift in machine speed hits all o
            CPU; on CUDA a cached full-size map for small outputs, bands otherwise), plan cached per (H, W)
   bands    partial, always re-weighting the border bands in place (O(perimeter) memory traffic)
   fullmap  partial, always multiplying by the cached full-size ratio map (one elementwise pass)
+           (one such variant per strategy of seg.nn.REWEIGHT_STRATEGIES besides "auto")
   naive    the reference implementation's scheme: a full (B, 1, H, W) ratio map, multiplied over the
            whole output, recomputed whenever the input shape (batch size included) changes
 
@@ -28,10 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18, resnet50, vgg16_bn
 
-from seg.nn import convert_padding, has_padding, set_reweight_strategy
+from seg.nn import REWEIGHT_STRATEGIES, convert_padding, has_padding, set_reweight_strategy
 
 ARCHS = {"resnet50": resnet50, "vgg16_bn": vgg16_bn, "resnet18": resnet18}
-VARIANTS = ("zeros", "partial", "bands", "fullmap", "naive")
+#: fixed strategies, each timed as its own variant ("partial" is "auto")
+STRATEGIES = tuple(s for s in REWEIGHT_STRATEGIES if s != "auto")
+VARIANTS = ("zeros", "partial", *STRATEGIES, "naive")
 
 
 class NaivePartialConv2d(nn.Conv2d):
@@ -86,7 +89,7 @@ def build_variants(arch: str, names=("zeros", "partial", "naive")) -> dict[str, 
             naive_copy(model)
         elif name != "zeros":
             convert_padding(model, "partial")
-            if name in ("bands", "fullmap"):
+            if name in STRATEGIES:
                 model = WithStrategy(model, name)
         models[name] = model
     return models
@@ -95,13 +98,13 @@ def build_variants(arch: str, names=("zeros", "partial", "naive")) -> dict[str, 
 def clock(fn, device: torch.device) -> float:
     """Seconds ``fn()`` takes: CUDA events on a GPU (device time, no host-side sync jitter), else wall time."""
     if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize(device)
-        start.record()
+        begin.record()
         fn()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end) / 1000
+        return begin.elapsed_time(end) / 1000
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -119,13 +122,15 @@ def train_step(model, x):
     model(x).float().sum().backward()
 
 
-def measure(models, scenario, shape, repeats, device, warmup=1) -> dict[str, list[float]]:
-    """Seconds per scenario step for each variant, interleaved repeat by repeat."""
-    times = {name: [] for name in models}
+def measure(models, scenario, shape, repeats, device, warmup=1, channels_last=False) -> dict[str, list[float]]:
+    """Seconds per scenario step for each variant, interleaved repeat by repeat (inputs in channels_last
+    memory format with ``channels_last``; the models are expected in the same format)."""
+    times: dict[str, list[float]] = {name: [] for name in models}
     b, c, h, w = shape
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def randn(*size):
-        return torch.randn(*size, device=device)
+        return torch.randn(*size, device=device).contiguous(memory_format=memory_format)
 
     for rep in range(-warmup, repeats):
         # reverse the order every other repeat, so no variant always runs right after another

@@ -65,9 +65,10 @@ class Runner:
     def __init__(self, cfg: dict, padding: str, info: DistInfo, batch: int, crop: int, channels_last: bool = False):
         train_cfg = cfg["train"]
         seed_everything(train_cfg["seed"])  # same weights for every variant
-        model = build_model({**cfg["model"], "padding": padding})
+        model: torch.nn.Module = build_model({**cfg["model"], "padding": padding})
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        model = convert_sync_bn(model, train_cfg["sync_bn"], info).to(info.device, memory_format=memory_format).train()
+        model = convert_sync_bn(model, train_cfg["sync_bn"], info).to(info.device)
+        model = model.to(memory_format=memory_format).train()
         self.optimizer = build_optimizer(model, train_cfg)
         self.model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda"
                                              else None) if info.distributed else model
@@ -133,14 +134,14 @@ def main(args):
     batch = args.batch or max(1, cfg["train"]["batch_size"] // info.world_size)
     crop = args.crop or cfg["data"]["crop_size"]
     runners = {v: Runner(cfg, v, info, batch, crop) for v in args.variants}
-    gpu_peak = {}
+    gpu_peak: dict[str, float | None] = {}
     for name, runner in runners.items():
         if info.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(info.device)
         runner.step(args.warmup)
         if info.device.type == "cuda":
             gpu_peak[name] = torch.cuda.max_memory_allocated(info.device) / 2 ** 20
-    rounds = {v: [] for v in args.variants}
+    rounds: dict[str, list[float]] = {v: [] for v in args.variants}
     for _ in range(args.rounds):
         for name, runner in runners.items():
             rounds[name].append(runner.step(args.iters))

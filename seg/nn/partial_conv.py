@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ratio import AxisBands, PaddingError, axis_bands
+from .traced import traced_partial_conv
 
 #: How many input sizes one conv keeps plans for (multi-scale and tiled inference switch often).
 PLAN_CACHE_SIZE = 16
@@ -364,15 +365,15 @@ class PartialConv2d(nn.Conv2d):
             # an exported graph takes any (H, W): count the valid taps with a conv over a ones mask (shape-generic
             # ops) instead of baking in the plan of the one size the exporter traces with
             return self._masked_forward(x, torch.ones_like(x[:1, :1]))[0]
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            # compilers and the tracer need plain differentiable ops computed from the (symbolic) sizes: the
+            # autograd.Function below is opaque to them, its in-place updates block fusion, and a plan built
+            # from host ints would make dynamo guard on (and recompile for) every input size
+            return traced_partial_conv(self, x, self._input_pads(*x.shape[-2:]), _ratio_dtype(x.dtype),
+                                       pads_vary=isinstance(self, PartialConv2dSame))
         # int(): the tracer hands out sizes as tensors; the plan is built for this one size either way
         height, width = (int(n) for n in x.shape[-2:])
         x, pads = self._padded_input(x)
-        if torch.compiler.is_compiling() or torch.jit.is_tracing():
-            # compilers and the tracer need plain differentiable ops: the autograd.Function below is opaque
-            # to them (torch.jit.trace with autograd on fails inside it) and the in-place updates block fusion
-            y = F.conv2d(x, self.weight, None, self.stride, pads, self.dilation, self.groups)
-            plan = self._make_plan(height, width, y.device, _ratio_dtype(y.dtype))
-            return plan.reweight(y, self.bias)
         plan = self._plan(height, width, x.device, x.dtype)
         fullmap = bool(plan.regions) and use_fullmap(x.device, x.shape[0] * self.out_channels * plan.out_size[0]
                                                      * plan.out_size[1])
