@@ -1,33 +1,64 @@
 """Crash-safe file writes: a temporary file in the same folder, fsync, then an atomic rename.
 
 A killed process or a full disk leaves either the old file or the new one under the final name, never a
-half-written one; the temporary file is removed on error. Imports nothing from seg (any layer may use it).
+half-written one; the temporary file is removed on error. A failed write raises OSError naming the target
+path, never the temporary name, with its reason ("no space left on device" for a full disk, also when torch
+reports it as "unexpected pos"). Imports nothing from seg (any layer may use it).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
 from typing import IO
 
-__all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "TMP_MARK"]
+__all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "write_error", "TMP_MARK", "NO_SPACE"]
 
 TMP_MARK = ".tmp"  # temporary names are f"{path}{TMP_MARK}{pid}"; stale ones are recognised by it
+NO_SPACE = "no space left on device"
+_TORCH_SHORT_WRITE = "unexpected pos"  # torch's zip writer: a write came up short, i.e. the disk is full
+
+
+def write_error(err: BaseException, path: str) -> OSError | None:
+    """The OSError to raise for ``err``, a failure while writing ``path`` (directly or through a temporary
+    file ``path + TMP_MARK...``): errno and reason kept, the file named ``path``. None when ``err`` is not a
+    write failure of that file (an OSError about another file, an unrelated RuntimeError)."""
+    if isinstance(err, RuntimeError):  # torch.save swallows the OSError of its write into a RuntimeError
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, OSError):
+            return write_error(cause, path)
+        if _TORCH_SHORT_WRITE not in str(err):
+            return None
+        return OSError(errno.ENOSPC, NO_SPACE, path)
+    if not isinstance(err, OSError):
+        return None
+    if err.filename is not None and not str(err.filename).startswith(str(path)):
+        return None
+    if err.errno == errno.ENOSPC:
+        return OSError(errno.ENOSPC, NO_SPACE, path)
+    return OSError(err.errno, err.strerror or str(err), path)
 
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
-    """Open a temporary file beside `path` for writing ("w" or "wb"); on a clean exit it replaces `path`."""
+    """Open a temporary file beside `path` for writing ("w" or "wb"); on a clean exit it replaces `path`.
+    A failed write raises OSError naming `path` (see :func:`write_error`)."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     tmp = f"{path}{TMP_MARK}{os.getpid()}"
     try:
+        os.makedirs(folder, exist_ok=True)
         with open(tmp, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        named = write_error(err, path)
+        if named is None:
+            raise
+        raise named from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

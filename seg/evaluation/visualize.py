@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import torch
 
+from seg.atomic import atomic_open
 from seg.data.labels import CITYSCAPES, LabelSpace
 
 __all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_png", "write_rgb", "OverlayWriter",
@@ -66,9 +67,14 @@ def legend(classes: Sequence[int], labels: LabelSpace, width: int, row: int = 18
 
 
 def write_png(path: str, array: np.ndarray) -> None:
-    """Write an array as it is (e.g. a uint8 (H, W) id map) as PNG; OSError naming the path when that fails."""
-    if not cv2.imwrite(path, np.ascontiguousarray(array)):
-        raise OSError(f"could not write {path}")
+    """Write an array as it is (e.g. a uint8 (H, W) id map) as PNG, atomically; OSError naming the path and
+    the reason (e.g. no space left on device) when that fails."""
+    # encoded in memory, then written by seg.atomic: cv2.imwrite only says that it failed, never why
+    encoded, data = cv2.imencode(".png", np.ascontiguousarray(array))
+    if not encoded:
+        raise ValueError(f"{path}: cannot encode a {array.dtype} array of shape {array.shape} as PNG")
+    with atomic_open(path, "wb") as f:
+        f.write(data.tobytes())
 
 
 def write_rgb(path: str, rgb: np.ndarray) -> None:
