@@ -8,6 +8,7 @@ import errno
 import glob
 import importlib.util
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -121,3 +122,18 @@ def test_export_onto_a_full_disk_is_one_line(checkpoint, full_disk, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"error: {out}: no space left on device"
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("full_disk", ["write"], indirect=True)
+def test_prepare_cityscapes_on_a_full_disk_names_the_label_file(demo_root, full_disk, tmp_path, capsys):
+    """The labelTrainIds PNG: cv2.imwrite into a temporary name used to fail silently, and the rename after it
+    then named the temporary file."""
+    shutil.copytree(demo_root, tmp_path / "tree")  # written before the disk is "full" (its folder is a link)
+    os.symlink(tmp_path / "tree", full_disk / "tree")
+    source = sorted(glob.glob(str(full_disk / "tree" / "gtFine" / "val" / "*" / "*_polygons.json")))[0]
+    target = source.replace("_polygons.json", "_labelTrainIds.png")
+    os.remove(target)
+    assert run_tool(load_tool("prepare_cityscapes").main, [str(full_disk / "tree"), "--workers", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"error: {target}: no space left on device") and err.count("error: ") == 1, err
+    assert not glob.glob(target + "*") and not glob.glob(target.replace(".png", ".tmp*"))

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import torch
 
-from seg.atomic import atomic_open
 from seg.data.labels import CITYSCAPES, LabelSpace
+from seg.data.png import write_png  # re-exported: predict and official write through it
 
 __all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_png", "write_rgb", "OverlayWriter",
            "denormalise"]
@@ -66,19 +66,8 @@ def legend(classes: Sequence[int], labels: LabelSpace, width: int, row: int = 18
     return strip
 
 
-def write_png(path: str, array: np.ndarray) -> None:
-    """Write an array as it is (e.g. a uint8 (H, W) id map) as PNG, atomically; OSError naming the path and
-    the reason (e.g. no space left on device) when that fails."""
-    # encoded in memory, then written by seg.atomic: cv2.imwrite only says that it failed, never why
-    encoded, data = cv2.imencode(".png", np.ascontiguousarray(array))
-    if not encoded:
-        raise ValueError(f"{path}: cannot encode a {array.dtype} array of shape {array.shape} as PNG")
-    with atomic_open(path, "wb") as f:
-        f.write(data.tobytes())
-
-
 def write_rgb(path: str, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 array as PNG; OSError naming the path when that fails."""
+    """Write an RGB uint8 array as PNG, atomically; OSError naming the path and the reason when that fails."""
     write_png(path, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
 
 
