@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import IO
 
-__all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "write_error", "TMP_MARK", "NO_SPACE"]
+__all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "naming_write_errors", "write_error", "TMP_MARK",
+           "NO_SPACE"]
 
 TMP_MARK = ".tmp"  # temporary names are f"{path}{TMP_MARK}{pid}"; stale ones are recognised by it
 NO_SPACE = "no space left on device"
@@ -42,23 +43,32 @@ def write_error(err: BaseException, path: str) -> OSError | None:
 
 
 @contextlib.contextmanager
+def naming_write_errors(path: str) -> Iterator[None]:
+    """Within this block, a failed write of ``path`` raises OSError naming ``path`` (see :func:`write_error`);
+    other errors pass unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        named = write_error(err, path)
+        if named is None:
+            raise
+        raise named from err
+
+
+@contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside `path` for writing ("w" or "wb"); on a clean exit it replaces `path`.
     A failed write raises OSError naming `path` (see :func:`write_error`)."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}{TMP_MARK}{os.getpid()}"
     try:
-        os.makedirs(folder, exist_ok=True)
-        with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        named = write_error(err, path)
-        if named is None:
-            raise
-        raise named from err
+        with naming_write_errors(path):
+            os.makedirs(folder, exist_ok=True)
+            with open(tmp, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -18,6 +18,7 @@ from conftest import save_demo_checkpoint
 from seg.atomic import atomic_open, atomic_write_json
 from seg.cli import run_tool
 from seg.data.labels import LabelSpace
+from seg.engine.logger import RunLogger
 from seg.evaluation.plots import save_confusion_figure
 from seg.evaluation.runner import write_results
 from seg.evaluation.stats import save_image_stats
@@ -34,21 +35,26 @@ def load_tool(name):
     return module
 
 
-@pytest.fixture(params=["write", "create"])
-def full_disk(request, tmp_path, monkeypatch):
-    """A folder on a "full disk": writing a file there fails with ENOSPC on write ("write") or when the
-    file is created ("create", as when the file system has no free inode)."""
-    folder = tmp_path / "full"
-    folder.mkdir()
+def fill_disk(monkeypatch, folder, on: str = "write") -> None:
+    """From now on, writing a file below `folder` fails with ENOSPC: on its first write ("write": the file
+    is /dev/full) or when it is created ("create", as when the file system has no free inode)."""
     real_open = builtins.open
 
     def fake_open(file, mode="r", *args, **kwargs):
         if isinstance(file, (str, os.PathLike)) and str(file).startswith(str(folder)) and set(mode) & set("wax"):
-            if request.param == "create":
+            if on == "create":
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
             return real_open("/dev/full", mode.replace("x", "w"), *args, **kwargs)
         return real_open(file, mode, *args, **kwargs)
     monkeypatch.setattr(builtins, "open", fake_open)
+
+
+@pytest.fixture(params=["write", "create"])
+def full_disk(request, tmp_path, monkeypatch):
+    """A folder on a "full disk" (see fill_disk)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    fill_disk(monkeypatch, folder, request.param)
     return folder
 
 
@@ -137,3 +143,14 @@ def test_prepare_cityscapes_on_a_full_disk_names_the_label_file(demo_root, full_
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"error: {target}: no space left on device") and err.count("error: ") == 1, err
     assert not glob.glob(target + "*") and not glob.glob(target.replace(".png", ".tmp*"))
+
+
+def test_training_metrics_on_a_full_disk_name_the_file(tmp_path, monkeypatch):
+    logger = RunLogger(str(tmp_path / "wd"), total=2)
+    logger.log(1, {"loss": 1.0})
+    fill_disk(monkeypatch, tmp_path / "wd")
+    with pytest.raises(OSError) as caught:
+        logger.log(2, {"loss": 0.5})
+    assert_names_target(caught.value, tmp_path / "wd" / "metrics.jsonl")
+    monkeypatch.undo()
+    logger.close()
