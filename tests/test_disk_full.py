@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import save_demo_checkpoint
+from PIL import Image
 
 from seg.atomic import atomic_open, atomic_write_json
 from seg.cli import run_tool
@@ -154,3 +155,13 @@ def test_training_metrics_on_a_full_disk_name_the_file(tmp_path, monkeypatch):
     assert_names_target(caught.value, tmp_path / "wd" / "metrics.jsonl")
     monkeypatch.undo()
     logger.close()
+
+
+@pytest.mark.parametrize("full_disk", ["write"], indirect=True)
+def test_predict_onto_a_full_disk_says_why(checkpoint, full_disk, tmp_path, capsys):
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(image)
+    out = full_disk / "pred"
+    assert run_tool(load_tool("predict").main, [checkpoint, str(image), "--out", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"error: {out / 'scene.png'}: no space left on device") and err.count("error: ") == 1, err
