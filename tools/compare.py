@@ -326,7 +326,8 @@ def plot(prefix: str, xlabel: str, summaries: dict, comparisons: dict, path: str
     bottom.set_ylabel(f"difference, {LEVEL:.0%} interval")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # no differences drawn when no arms were compared
+            ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:  # a killed run keeps the previous plot, not half a PNG
         fig.savefig(f, format="png", dpi=110)
