@@ -19,23 +19,21 @@ __all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "naming_writ
 
 TMP_MARK = ".tmp"  # temporary names are f"{path}{TMP_MARK}{pid}"; stale ones are recognised by it
 NO_SPACE = "no space left on device"
-_TORCH_SHORT_WRITE = "unexpected pos"  # torch's zip writer: a write came up short, i.e. the disk is full
+# torch's zip writer when a write fails or comes up short (a full disk): RuntimeError("... file write failed ...
+# unexpected pos 64 vs 0"), the OSError of the failed write (if any) as its context
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed")
 
 
 def write_error(err: BaseException, path: str) -> OSError | None:
     """The OSError to raise for ``err``, a failure while writing ``path`` (directly or through a temporary
     file ``path + TMP_MARK...``): errno and reason kept, the file named ``path``. None when ``err`` is not a
-    write failure of that file (an OSError about another file, an unrelated RuntimeError)."""
-    if isinstance(err, RuntimeError):  # torch.save swallows the OSError of its write into a RuntimeError
-        cause = err.__cause__ or err.__context__
-        if isinstance(cause, OSError):
-            return write_error(cause, path)
-        if _TORCH_SHORT_WRITE not in str(err):
+    write failure of that file (an OSError about another file, a RuntimeError other than torch's writer's)."""
+    if isinstance(err, RuntimeError):
+        if not any(mark in str(err) for mark in _TORCH_WRITE_FAILED):
             return None
-        return OSError(errno.ENOSPC, NO_SPACE, path)
-    if not isinstance(err, OSError):
-        return None
-    if err.filename is not None and not str(err.filename).startswith(str(path)):
+        cause = err.__cause__ or err.__context__  # torch.save swallows the OSError of its write
+        return write_error(cause, path) if isinstance(cause, OSError) else OSError(errno.ENOSPC, NO_SPACE, path)
+    if not isinstance(err, OSError) or (err.filename is not None and not str(err.filename).startswith(str(path))):
         return None
     if err.errno == errno.ENOSPC:
         return OSError(errno.ENOSPC, NO_SPACE, path)
