@@ -24,7 +24,8 @@ from seg.errors import SegError
 from seg.resources import resolve_config
 
 __all__ = ["EXPECTED_ERRORS", "DEVICES", "tool_parser", "add_config_args", "add_device_args", "device_name",
-           "device_arg", "parse_fractions", "scales_arg", "positive_int", "nonnegative_int", "run_tool", "one_line"]
+           "device_arg", "parse_fractions", "fraction_arg", "scales_arg", "positive_int", "nonnegative_int",
+           "run_tool", "one_line"]
 
 EXPECTED_ERRORS = (SegError, OSError)
 DEVICES = tuple(SCHEMA["train"]["device"]["choices"])  # auto (the GPU when present), cpu, cuda
@@ -83,6 +84,17 @@ def parse_fractions(text: str) -> list[float]:
         return [float(Fraction(part.strip())) for part in text.split(",") if part.strip()]
     except (ValueError, ZeroDivisionError) as err:
         raise ValueError(f"cannot parse {text!r} as comma-separated numbers or fractions like 1/3") from err
+
+
+def fraction_arg(text: str) -> float:
+    """One number or fraction ("1/3", "0.25"), e.g. --overlap (its range is checked where it is used)."""
+    try:
+        values = parse_fractions(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one number or fraction such as 1/3, got {text!r}")
+    return values[0]
 
 
 def scales_arg(text: str) -> list[float]:

@@ -234,10 +234,10 @@ def test_eval_config_option_takes_shipped_config_names(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- issue 25, case 10: --device / --scales
 BAD_OPTIONS = [("--device", "gpu0"), ("--device", "cuda:99"), ("--scales", "0,1"), ("--scales", "1,-0.5"),
-               ("--scales", ","), ("--scales", "one")]
+               ("--scales", ","), ("--scales", "one"), ("--overlap", ","), ("--overlap", "1/4,1/3")]
 
 
-@pytest.mark.parametrize("option,value", BAD_OPTIONS)
+@pytest.mark.parametrize("option,value", BAD_OPTIONS)  # --overlap: one number, not IndexError on ","
 @pytest.mark.parametrize("tool,args", [
     ("eval", ["{missing}.pth"]),
     ("predict", ["{missing}.pth", "{missing}.png", "--out", "{missing}"]),
@@ -289,11 +289,14 @@ def test_cuda_on_a_machine_without_cuda_is_an_argparse_error_or_one_line(tmp_pat
 
 
 def test_device_and_scales_options_use_the_one_parser_in_seg_cli():
-    """Every tool's --device / --scales is typed by seg.cli (device_arg, device_name, scales_arg)."""
+    """Every tool's --device / --scales / --overlap is typed by seg.cli (device_arg, device_name, scales_arg,
+    fraction_arg)."""
     for path in glob.glob(os.path.join(ROOT, "tools", "*.py")):
         for node in ast.walk(ast.parse(open(path).read())):
             if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument" and node.args
-                    and isinstance(node.args[0], ast.Constant) and node.args[0].value in ("--device", "--scales")):
+                    and isinstance(node.args[0], ast.Constant)
+                    and node.args[0].value in ("--device", "--scales", "--overlap")):
                 continue
             types = [kw.value.id for kw in node.keywords if kw.arg == "type" and isinstance(kw.value, ast.Name)]
-            assert types and types[0] in ("device_arg", "device_name", "scales_arg"), f"{path}:{node.lineno}"
+            assert types and types[0] in ("device_arg", "device_name", "scales_arg", "fraction_arg"), \
+                f"{path}:{node.lineno}"

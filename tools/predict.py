@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from seg.cli import add_device_args, parse_fractions, positive_int, run_tool, scales_arg, tool_parser
+from seg.cli import add_device_args, fraction_arg, positive_int, run_tool, scales_arg, tool_parser
 from seg.evaluation.inference import MODES
 from seg.evaluation.predict import predict
 from seg.nn import PADDING_MODES
@@ -29,7 +29,7 @@ def main(argv=None) -> list:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--mode", choices=MODES, help="default: the config's eval.mode")
     p.add_argument("--tile-size", type=positive_int)
-    p.add_argument("--overlap", type=lambda s: parse_fractions(s)[0], help="e.g. 1/3")
+    p.add_argument("--overlap", type=fraction_arg, help="e.g. 1/3")
     p.add_argument("--scales", type=scales_arg, help="e.g. 0.75,1.0,1.25")
     p.add_argument("--flip", action="store_true", default=None)
     p.add_argument("--padding", choices=PADDING_MODES, help="run the weights under this padding (default: as trained)")
