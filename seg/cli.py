@@ -3,8 +3,9 @@
     def main(argv=None): args = tool_parser(__doc__).parse_args(argv); ...
     if __name__ == "__main__": sys.exit(run_tool(main))
 
-The device and scale options of every tool are parsed here (``device_arg``, ``scales_arg``), so a bad value
-is an argparse error (usage line, exit 2) in every tool alike, before anything is loaded.
+The device, scale and overlap options of every tool are parsed here (``device_arg``, ``scales_arg``,
+``fraction_arg``), so a bad value is an argparse error (usage line, exit 2) in every tool alike, before
+anything is loaded.
 
 `run_tool` turns every expected error (a seg.errors.SegError, or an OSError such as a missing file, a
 read-only folder or a full disk) into one line ``error: <message>`` on stderr and exit code 1; the

@@ -12,6 +12,7 @@ from PIL import Image
 
 import seg
 from seg.cli import run_tool
+from seg.config import ConfigError
 from seg.data.io import DataError
 from seg.evaluation.predict import _output_names, expand_inputs
 from seg.evaluation.runner import run_names
@@ -161,3 +162,9 @@ def test_inputs_skip_the_output_folder(tmp_path):
     assert expand_inputs([str(tmp_path / "imgs" / "**" / "*.png")], exclude=out) == images
     with pytest.raises(DataError, match="no file matches this pattern outside the output folder"):
         expand_inputs([os.path.join(out, "*.png")], exclude=out)
+
+
+def test_predict_api_refuses_an_unknown_device_in_one_line(tmp_path):
+    (image,) = random_images(tmp_path, ["a.png"])
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'; expected 'auto' or a torch device"):
+        seg.predict(str(tmp_path / "unused.pth"), image, device="gpu0")  # refused before the checkpoint is read

@@ -93,7 +93,11 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     """The device to run on: ``device`` as given, else the GPU when there is one."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:  # e.g. "gpu0": torch lists every device type it knows
+        raise ConfigError(f"unknown device {device!r}; expected 'auto' or a torch device such as cpu, cuda, "
+                          "cuda:1") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device} requested but no CUDA device is available")
     return device
