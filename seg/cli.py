@@ -3,6 +3,10 @@
     def main(argv=None): args = tool_parser(__doc__).parse_args(argv); ...
     if __name__ == "__main__": sys.exit(run_tool(main))
 
+The device, scale and overlap options of every tool are parsed here (``device_arg``, ``scales_arg``,
+``fraction_arg``), so a bad value is an argparse error (usage line, exit 2) in every tool alike, before
+anything is loaded.
+
 `run_tool` turns every expected error (a seg.errors.SegError, or an OSError such as a missing file, a
 read-only folder or a full disk) into one line ``error: <message>`` on stderr and exit code 1; the
 traceback is shown only with ``--debug``. An error raised in a data-loader worker reaches the main process
@@ -14,15 +18,20 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
+from fractions import Fraction
+
+import torch
 
 from seg.config import SCHEMA
 from seg.errors import SegError
 from seg.resources import resolve_config
 
-__all__ = ["EXPECTED_ERRORS", "tool_parser", "add_config_args", "add_device_args", "positive_int",
-           "nonnegative_int", "run_tool", "one_line"]
+__all__ = ["EXPECTED_ERRORS", "DEVICES", "tool_parser", "add_config_args", "add_device_args", "device_name",
+           "device_arg", "parse_fractions", "fraction_arg", "scales_arg", "positive_int", "nonnegative_int",
+           "run_tool", "one_line"]
 
 EXPECTED_ERRORS = (SegError, OSError)
+DEVICES = tuple(SCHEMA["train"]["device"]["choices"])  # auto (the GPU when present), cpu, cuda
 
 
 def tool_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -41,10 +50,66 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         "train.lr=0.02 (values are YAML)")
 
 
-def add_device_args(parser: argparse.ArgumentParser) -> None:
-    """--device (the schema's train.device choices) and --num-workers."""
-    parser.add_argument("--device", default="auto", choices=SCHEMA["train"]["device"]["choices"])
-    parser.add_argument("--num-workers", type=nonnegative_int, help="data loader workers (default: the config's)")
+def add_device_args(parser: argparse.ArgumentParser, *, indexed: bool = False, workers: bool = True) -> None:
+    """--device (DEVICES, plus cuda:N with ``indexed``; checked by :func:`device_arg`) and, with ``workers``,
+    --num-workers."""
+    parser.add_argument("--device", default="auto", type=device_arg, choices=None if indexed else DEVICES,
+                        help=f"{', '.join(DEVICES)}{' or cuda:N' if indexed else ''} (auto: the GPU when present)")
+    if workers:
+        parser.add_argument("--num-workers", type=nonnegative_int, help="data loader workers (default: the config's)")
+
+
+def device_name(text: str) -> str:
+    """A --device value of the right form: one of DEVICES or cuda:N (whether that device exists is not
+    checked: for options passed on to a later step)."""
+    name = text.strip().lower()
+    kind, colon, index = name.partition(":")
+    if name in DEVICES or (kind == "cuda" and colon and index.isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"expected {', '.join(DEVICES)} or cuda:N, got {text!r}")
+
+
+def device_arg(text: str) -> str:
+    """A --device value this machine has: :func:`device_name`, and a CUDA device only when it exists."""
+    name = device_name(text)
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count()
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            have = f"only {count} CUDA device(s)" if count else "no CUDA device"
+            raise argparse.ArgumentTypeError(f"{name} requested but this machine has {have}")
+    return name
+
+
+def parse_fractions(text: str) -> list[float]:
+    """"0,1/3,1/2,0.75" -> [0.0, 0.333.., 0.5, 0.75]."""
+    try:
+        return [float(Fraction(part.strip())) for part in text.split(",") if part.strip()]
+    except (ValueError, ZeroDivisionError) as err:
+        raise ValueError(f"cannot parse {text!r} as comma-separated numbers or fractions like 1/3") from err
+
+
+def fraction_arg(text: str) -> float:
+    """One number or fraction ("1/3", "0.25"), e.g. --overlap (its range is checked where it is used)."""
+    try:
+        values = parse_fractions(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one number or fraction such as 1/3, got {text!r}")
+    return values[0]
+
+
+def scales_arg(text: str) -> list[float]:
+    """--scales: comma-separated positive numbers or fractions, at least one ("0.75,1,5/4")."""
+    try:
+        scales = parse_fractions(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    bad = [s for s in scales if not s > 0]
+    if bad or not scales:
+        raise argparse.ArgumentTypeError(f"expected positive scales such as 0.75,1,1.25, got {text!r}")
+    return scales
 
 
 def _bounded_int(low: int) -> Callable[[str], int]:

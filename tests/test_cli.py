@@ -1,6 +1,7 @@
 """One CLI shell for every tool (issue 12, cases 1 and 7-9): one-line errors with exit code 1, the
 checkpoint as the truth for the architecture in eval, schema choices from the builders, housekeeping.
 Tools run in-process through seg.cli.run_tool, as `python tools/X.py` runs them."""
+import argparse
 import ast
 import glob
 import importlib.util
@@ -230,3 +231,73 @@ def test_eval_config_option_takes_shipped_config_names(tmp_path, monkeypatch):
                  ["demo/deeplabv3plus_r18_zeros.yaml", "model.pth"]):
         args = eval_tool.parse_args(argv)
         assert os.path.samefile(args.config, shipped) and args.checkpoint == "model.pth"
+
+
+# ---------------------------------------------------------------- issue 25, case 10: --device / --scales
+BAD_OPTIONS = [("--device", "gpu0"), ("--device", "cuda:99"), ("--scales", "0,1"), ("--scales", "1,-0.5"),
+               ("--scales", ","), ("--scales", "one"), ("--overlap", ","), ("--overlap", "1/4,1/3")]
+
+
+@pytest.mark.parametrize("option,value", BAD_OPTIONS)  # --overlap: one number, not IndexError on ","
+@pytest.mark.parametrize("tool,args", [
+    ("eval", ["{missing}.pth"]),
+    ("predict", ["{missing}.pth", "{missing}.png", "--out", "{missing}"]),
+    ("cross_test", ["{missing}.pth"]),
+    ("reproduce", [])])
+def test_bad_device_or_scales_is_an_argparse_error_in_every_tool(tmp_path, monkeypatch, capsys, tool, args, option,
+                                                                  value):
+    """Refused while parsing (usage, exit 2, the option named), before any file is read: not a traceback from
+    torch.device("gpu0") or from scale 0 after the model and data were loaded."""
+    monkeypatch.chdir(tmp_path)  # a tool that wrongly accepted the value writes here
+    main = load_tool(tool).main
+    if not any(option in action.option_strings for action in _parser_actions(main)):
+        pytest.skip(f"{tool} has no {option}")
+    if tool == "reproduce" and value == "cuda:99":
+        pytest.skip("reproduce plans steps for another machine: only the form of its --device is checked")
+    missing = str(tmp_path / "nope")
+    with pytest.raises(SystemExit) as stop:
+        main([a.format(missing=missing) for a in args] + [option, value])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"argument {option}:" in err and "Traceback" not in err, err
+
+
+def _parser_actions(main):
+    """The argparse actions a tool's main() defines (captured from its parse_args call on --help)."""
+    actions = []
+    real = argparse.ArgumentParser.parse_args
+
+    def capture(parser, args=None, namespace=None):
+        actions.extend(parser._actions)
+        raise SystemExit(0)
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        with pytest.raises(SystemExit):
+            main(["--help"])
+    finally:
+        argparse.ArgumentParser.parse_args = real
+    return actions
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_cuda_is_an_argparse_error_or_one_line(tmp_path, capsys):
+    for tool, args in (("eval", ["x.pth"]), ("predict", ["x.pth", "x.png", "--out", str(tmp_path)]),
+                       ("cross_test", ["x.pth"])):
+        with pytest.raises(SystemExit) as stop:
+            load_tool(tool).main(args + ["--device", "cuda"])
+        assert stop.value.code == 2 and "cuda requested but this machine has no CUDA device" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="train.device=cuda but no CUDA device is available"):
+        init_distributed("cuda")  # train takes its device from the config: a one-line ConfigError
+
+
+def test_device_and_scales_options_use_the_one_parser_in_seg_cli():
+    """Every tool's --device / --scales / --overlap is typed by seg.cli (device_arg, device_name, scales_arg,
+    fraction_arg)."""
+    for path in glob.glob(os.path.join(ROOT, "tools", "*.py")):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument" and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and node.args[0].value in ("--device", "--scales", "--overlap")):
+                continue
+            types = [kw.value.id for kw in node.keywords if kw.arg == "type" and isinstance(kw.value, ast.Name)]
+            assert types and types[0] in ("device_arg", "device_name", "scales_arg", "fraction_arg"), \
+                f"{path}:{node.lineno}"

@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -32,12 +33,15 @@ def _miou(ious):
     return sum(defined) / len(defined)
 
 
-def write_run(folder, name, rng, noise, seed, padding, mode="regular", images=12):
-    """An eval JSON + sidecar from random per-image counts; its numbers summed with plain float64 formulas."""
+def write_run(folder, name, rng, noise, seed, padding, mode="regular", images=12, names=None):
+    """An eval JSON + sidecar from random per-image counts; its numbers summed with plain float64 formulas,
+    its confusion matrix counted pixel by pixel. `names`: the image names (default im0, im1, ...)."""
     counts = np.zeros((3, images, len(REGIONS), K), np.int64)
+    confusion = np.zeros((K, K), np.int64)
     for n in range(images):
         truth = rng.integers(0, K, (8, 8))
         guess = np.where(rng.random(truth.shape) < noise, rng.integers(0, K, truth.shape), truth)
+        np.add.at(confusion, (truth, guess), 1)
         ring = np.zeros_like(truth, bool)
         ring[:2], ring[-2:], ring[:, :2], ring[:, -2:] = True, True, True, True
         centre = np.zeros_like(truth, bool)
@@ -52,13 +56,13 @@ def write_run(folder, name, rng, noise, seed, padding, mode="regular", images=12
                                "IoU": ious[r]} for r, lab in enumerate(REGIONS) if lab.startswith(pick)]
     path = os.path.join(folder, f"{name}.json")
     save_image_stats({"intersection": counts[0], "prediction": counts[1], "ground_truth": counts[2],
-                      "regions": REGIONS, "images": [f"im{n}" for n in range(images)], "class_names": NAMES},
+                      "regions": REGIONS, "images": names or [f"im{n}" for n in range(images)], "class_names": NAMES},
                      path.replace(".json", ".images.npz"))
     result = {"mIoU": _miou(ious[0]), "IoU": ious[0], "class_names": NAMES, "settings": {"mode": mode},
               "leave_out": {"by": "side", "meaning": "m", "results": rows("leave_out", "proportion")},
               "distance_bands": {"meaning": "d", "results": rows("band", "band")}, "train_seed": seed,
               "encoder": "resnet18", "trained_padding": padding, "eval_padding": padding,
-              "image_stats": f"{name}.images.npz"}
+              "image_stats": f"{name}.images.npz", "confusion_matrix": confusion.tolist(), "num_images": images}
     with open(path, "w") as f:
         json.dump(result, f)
     return path, result
@@ -116,9 +120,11 @@ def test_markdown_verdicts_and_plots(tmp_path):
 
 def test_one_run_per_arm_still_compares_over_images(tmp_path):
     rng = np.random.default_rng(2)
-    files = [write_run(tmp_path, "z", rng, 0.5, 0, "zeros")[0], write_run(tmp_path, "p", rng, 0.05, 0, "partial")[0]]
-    text = _tool().main(files + ["--out-dir", str(tmp_path / "out"), "--resamples", "100"])
+    (zeros, z), (partial, p) = write_run(tmp_path, "z", rng, 0.5, 0, "zeros"), write_run(tmp_path, "p", rng, 0.05, 0,
+                                                                                           "partial")
+    text = _tool().main([zeros, partial, "--out-dir", str(tmp_path / "out"), "--resamples", "100"])
     assert "no seed interval" in text and "over test images the interval" in text and "excludes 0" in text
+    assert f"| all pixels | {z['mIoU']:.2f} (1) | {p['mIoU']:.2f} (1) | {p['mIoU'] - z['mIoU']:+.2f} | - | [" in text
 
 
 def test_bad_file_is_a_one_line_error(tmp_path, capsys):
@@ -127,3 +133,64 @@ def test_bad_file_is_a_one_line_error(tmp_path, capsys):
     assert run_tool(_tool().main, [str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(bad) in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- issue 25, case 7: one test set
+def one_line_error(argv, capsys) -> str:
+    assert run_tool(_tool().main, argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_runs_scored_on_different_images_are_refused(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    base, _ = write_run(tmp_path, "z", rng, 0.5, 0, "zeros")
+    out = ["--out-dir", str(tmp_path / "out"), "--resamples", "20"]
+    shuffled, _ = write_run(tmp_path, "p", rng, 0.4, 0, "partial", names=[f"im{n}" for n in reversed(range(12))])
+    err = one_line_error([base, shuffled] + out, capsys)
+    assert (f"{base} and {shuffled} were scored on different images (image 1 is 'im0' in one, 'im11' in the "
+            "other)") in err
+    fewer, _ = write_run(tmp_path, "f", rng, 0.4, 0, "partial", images=10)
+    err = one_line_error([base, fewer] + out, capsys)
+    assert f"{base} and {fewer} were scored on different images (12 vs 10 images)" in err
+    bare = tmp_path / "bare.json"  # no per-image statistics: the image set cannot be checked
+    bare.write_text(json.dumps({k: v for k, v in json.loads(open(base).read()).items() if k != "image_stats"}))
+    err = one_line_error([base, str(bare)] + out, capsys)
+    assert f"{bare} has no per-image statistics" in err and "--allow-different-images" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sidecar_of_another_run_is_refused(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    base, _ = write_run(tmp_path, "z", rng, 0.5, 0, "zeros")
+    other, _ = write_run(tmp_path, "p", rng, 0.4, 0, "partial")
+    sidecar = base.replace(".json", ".images.npz")
+    shutil.copy(other.replace(".json", ".images.npz"), sidecar)  # same image names, another run's counts
+    err = one_line_error([base, other, "--out-dir", str(tmp_path / "out")], capsys)
+    assert err.startswith(f"error: {sidecar} does not belong to {base}: its 12 images' counts (3 classes) do not sum")
+    four = {name: np.ones((12, len(REGIONS), 4), np.int64) for name in ("intersection", "prediction", "ground_truth")}
+    save_image_stats(dict(four, regions=REGIONS, images=[f"im{n}" for n in range(12)],
+                          class_names=NAMES + ["bus"]), sidecar)  # a 4-class run's sidecar
+    err = one_line_error([base, other, "--out-dir", str(tmp_path / "out")], capsys)
+    assert f"{sidecar} does not belong to {base}: its 12 images' counts (4 classes)" in err
+
+
+def test_allow_different_images_reports_each_arms_own_numbers_only(tmp_path):
+    rng = np.random.default_rng(5)
+    zeros = [write_run(tmp_path, f"z{s}", rng, 0.5, s, "zeros") for s in range(2)]
+    fewer = [write_run(tmp_path, f"f{s}", rng, 0.4, s, "partial", images=10) for s in range(2)]
+    same = [write_run(tmp_path, f"r{s}", rng, 0.4, s, "replicate") for s in range(2)]
+    files = [p for p, _ in zeros + fewer + same]
+    text = _tool().main(files + ["--out-dir", str(tmp_path / "out"), "--resamples", "20", "--allow-different-images"])
+    out = json.loads((tmp_path / "out" / "compare.json").read_text())
+    for label, arm in (("resnet18 zeros", zeros), ("resnet18 partial", fewer), ("resnet18 replicate", same)):
+        mean, std, n = out["summaries"]["regular"][label]["metrics"]["all"]
+        assert (mean, std, n) == pytest.approx((np.mean([r["mIoU"] for _, r in arm]),
+                                                np.std([r["mIoU"] for _, r in arm], ddof=1), 2))
+    skipped = out["comparisons"]["regular"]["resnet18 partial − resnet18 zeros"]
+    assert skipped["rows"] == {} and "were scored on different images (12 vs 10 images)" in skipped["not_compared"]
+    assert "**resnet18 partial − resnet18 zeros, regular inference**: not compared: " in text
+    kept = out["comparisons"]["regular"]["resnet18 replicate − resnet18 zeros"]["rows"]["all"]
+    paired = sps.ttest_rel([r["mIoU"] for _, r in same], [r["mIoU"] for _, r in zeros]).confidence_interval(0.95)
+    assert kept["seeds"] == pytest.approx([paired.low, paired.high], abs=1e-9)

@@ -10,6 +10,7 @@ from conftest import save_demo_checkpoint
 
 from seg.data import build_val_dataset
 from seg.engine.checkpoint import CheckpointError
+from seg.errors import ResultFileError
 from seg.evaluation import build_eval_loader, evaluate
 from seg.evaluation.official import official_scores
 from seg.evaluation.runner import ArchitectureMismatch
@@ -117,13 +118,17 @@ def test_compare_tables_and_plots(tmp_path):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(fake_result("resnet50", pad, mode, miou, leave, bands)))
         files.append(str(path))
-    text = load_tool("compare").main(files + ["--out-dir", str(tmp_path / "cmp")])
+    tool = load_tool("compare")
+    with pytest.raises(ResultFileError, match=f"{files[0]} has no per-image statistics"):
+        tool.main(files + ["--out-dir", str(tmp_path / "cmp")])  # nothing shows that they share a test set
+    text = tool.main(files + ["--out-dir", str(tmp_path / "cmp"), "--allow-different-images"])
     assert "| resnet50 zeros | 70.00 (1) | 69.00 (1) |" in text  # mean over one run each
     assert "| resnet50 partial | 71.50 (1) | - |" in text
-    # one run per arm and no per-image statistics: the difference, without intervals
-    assert "| all pixels | 70.00 (1) | 71.50 (1) | +1.50 | - | - |" in text
-    assert "| 1/2 | 60.00 (1) | 62.25 (1) | +2.25 | - | - |" in text  # leave-out row
-    assert "| 0-16 | 50.00 (1) | 53.00 (1) | +3.00 | - | - |" in text  # distance-band row
+    # no per-image statistics, so no proof of one test set: each arm's numbers, no difference
+    assert "resnet50 partial − resnet50 zeros, regular inference**: not compared" in text
+    assert "| all pixels | 70.00 (1) | 71.50 (1) | - | - | - |" in text
+    assert "| 1/2 | 60.00 (1) | 62.25 (1) | - | - | - |" in text  # leave-out row
+    assert "| 0-16 | 50.00 (1) | 53.00 (1) | - | - | - |" in text  # distance-band row
     assert (tmp_path / "cmp" / "leave_out.png").stat().st_size > 0
     assert (tmp_path / "cmp" / "distance_profile.png").stat().st_size > 0
 

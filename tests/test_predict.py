@@ -12,7 +12,9 @@ from PIL import Image
 
 import seg
 from seg.cli import run_tool
+from seg.config import ConfigError
 from seg.data.io import DataError
+from seg.evaluation.predict import _output_names, expand_inputs
 from seg.evaluation.runner import run_names
 from seg.models import build_model
 from seg.nn import convert_padding
@@ -93,3 +95,76 @@ def test_run_names_tell_apart_runs_with_the_same_file_name():
     paths = ["/w/run_a/model_final.pth", "/w/run_b/checkpoints/model_final.pth", "/w/run_c/iter_10.pth",
              "/w/run_c/iter_20.pth"]
     assert run_names(paths) == ["run_a", "run_b", "run_c/iter_10.pth", "run_c/iter_20.pth"]
+
+
+# ---------------------------------------------------------------- issue 25, case 8: names, output folder
+def random_images(folder, names, seed=0):
+    """Distinct random 32x64 RGB images saved under `names` in `folder` (format from the extension)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)).save(folder / name)
+    return [str(folder / name) for name in names]
+
+
+@pytest.mark.slow
+def test_images_whose_names_collide_keep_their_extension_and_lose_nothing(checkpoint, tmp_path):
+    paths = random_images(tmp_path / "in", ["scene.png", "scene.jpg", "road.png", "road_overlay.png", "x.png"])
+    results = load_tool("predict").main([checkpoint, str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                                         "--device", "cpu"])
+    want = {"scene.png": "scene.png", "scene.jpg": "scene.jpg", "road.png": "road.png",
+            "road_overlay.png": "road_overlay.png", "x.png": "x"}  # the extension kept only where names collide
+    assert {os.path.basename(r.image): os.path.basename(r.mask_path) for r in results} == {
+        image: f"{name}.png" for image, name in want.items()}
+    written = sorted(os.listdir(tmp_path / "out"))
+    assert written == sorted(f"{name}{suffix}" for name in want.values() for suffix in (".png", "_overlay.png"))
+    for path in (paths[0], paths[3]):  # files that another image's outputs used to overwrite hold their own image's
+        mask = np.asarray(Image.open(tmp_path / "out" / f"{want[os.path.basename(path)]}.png"))
+        np.testing.assert_array_equal(mask, label_ids(hand_run(checkpoint, path)))
+
+
+@pytest.mark.slow
+def test_output_folder_inside_an_input_folder_is_never_read_back(checkpoint, tmp_path, capsys):
+    images = random_images(tmp_path / "imgs", ["a.png"])
+    out = tmp_path / "imgs" / "pred"
+    tool = load_tool("predict")
+    # the later runs find the first one's PNG in imgs/pred/ (through the folder and through a glob): not read
+    for inputs in (tmp_path / "imgs", tmp_path / "imgs", tmp_path / "imgs" / "**" / "*.png"):
+        results = tool.main([checkpoint, str(inputs), "--out", str(out), "--device", "cpu", "--no-overlay"])
+        assert [r.image for r in results] == images
+    assert os.listdir(out) == ["a.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), label_ids(hand_run(checkpoint, images[0])))
+    for inputs, bad_out, what in ((tmp_path / "imgs", tmp_path / "imgs", "input folder"),
+                                  (out / "a.png", out, "input")):
+        assert run_tool(tool.main, [checkpoint, str(inputs), "--out", str(bad_out), "--device", "cpu"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
+        assert err == (f"error: {what} {inputs} is inside the output folder {bad_out}: predictions would be read "
+                       "back as inputs; write them to another folder"), err
+
+
+def test_output_names_are_unique_and_keep_the_extension_only_on_a_collision():
+    """The naming rule alone (no model): stems that collide, across extensions or with the overlay suffix, keep
+    their extension; images of one name in different folders keep their folder."""
+    names = _output_names(["/d/scene.png", "/d/scene.jpg", "/d/road.png", "/d/road_overlay.png", "/d/x.png",
+                           "/d/a/y.png", "/d/b/y.png"])
+    assert names == ["scene.png", "scene.jpg", "road.png", "road_overlay.png", "x", "a/y", "b/y"]
+    files = [n + suffix for n in names for suffix in (".png", "_overlay.png")]
+    assert len(set(files)) == len(files)
+    with pytest.raises(DataError, match="differ only in case"):
+        _output_names(["/d/Scene.png", "/d/scene.png"])
+
+
+def test_inputs_skip_the_output_folder(tmp_path):
+    images = random_images(tmp_path / "imgs", ["a.png", "b.png"])
+    random_images(tmp_path / "imgs" / "pred", ["a.png", "a_overlay.png"])  # a previous run's outputs
+    out = str(tmp_path / "imgs" / "pred")
+    assert expand_inputs([str(tmp_path / "imgs")], exclude=out) == images
+    assert expand_inputs([str(tmp_path / "imgs" / "**" / "*.png")], exclude=out) == images
+    with pytest.raises(DataError, match="no file matches this pattern outside the output folder"):
+        expand_inputs([os.path.join(out, "*.png")], exclude=out)
+
+
+def test_predict_api_refuses_an_unknown_device_in_one_line(tmp_path):
+    (image,) = random_images(tmp_path, ["a.png"])
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'; expected 'auto' or a torch device"):
+        seg.predict(str(tmp_path / "unused.pth"), image, device="gpu0")  # refused before the checkpoint is read

@@ -1,7 +1,7 @@
 """Paper-style comparison tables and plots from tools/eval.py result files, with their uncertainty.
 
     python tools/compare.py A.json B.json ... [--labels zeros,zeros,partial,...] [--resamples 1000]
-        [--seed 0] [--out-dir DIR]
+        [--seed 0] [--out-dir DIR] [--allow-different-images]
 
 Results are grouped by inference mode (regular / tile / overlap) and, within a mode, into *arms* by label
 (default: encoder + padding), so several runs of one setting (one eval JSON per training seed) form one
@@ -14,6 +14,12 @@ arm. The first arm is the baseline; every other arm is compared with it:
   ``--resamples`` draws with ``--seed``) -- the variation from which images were tested.
 
 This holds for mIoU, every centre leave-out proportion, every border-distance band and every class IoU.
+
+Differences mean something only on one test set, so every run must have been scored on the same images:
+the image names, in order, of each run's sidecar must agree, and each sidecar's counts, summed over its
+images, must equal its JSON's confusion matrix (a sidecar of another run is refused). Otherwise compare stops
+with one line naming the files; with ``--allow-different-images`` it reports each arm's own numbers (mean ±
+std) but no difference or interval between arms whose runs were not all scored on one set of images.
 Writes compare.md (tables and one verdict sentence per comparison), compare.json and PNG plots of the
 leave-out curve and the distance profile with error bars.
 """
@@ -26,6 +32,7 @@ import sys
 from collections import OrderedDict
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,7 +42,7 @@ from seg.cli import positive_int, run_tool, tool_parser  # noqa: E402
 from seg.errors import ResultFileError  # noqa: E402
 from seg.evaluation import MODES  # noqa: E402
 from seg.evaluation.runner import run_names, write_results  # noqa: E402
-from seg.evaluation.stats import REGION_ALL, load_image_stats  # noqa: E402
+from seg.evaluation.stats import COUNTS, REGION_ALL, load_image_stats  # noqa: E402
 from seg.evaluation.uncertainty import (  # noqa: E402
     DEFAULT_RESAMPLES,
     LEVEL,
@@ -61,9 +68,59 @@ def load(path: str) -> dict:
         if key not in result:
             raise ResultFileError(f"{path} lacks '{key}'; is it a tools/eval.py result?")
     sidecar = result.get("image_stats")
-    result["_stats"] = load_image_stats(os.path.join(os.path.dirname(path), sidecar)) if sidecar else None
     result["_path"] = path
+    result["_stats"] = None
+    if sidecar:
+        result["_stats"] = load_image_stats(os.path.join(os.path.dirname(path), sidecar))
+        check_sidecar(result, os.path.join(os.path.dirname(path), sidecar))
     return result
+
+
+def check_sidecar(result: dict, sidecar: str) -> None:
+    """ResultFileError unless the sidecar's per-image counts of the whole image, summed over its images, are
+    the diagonal, column sums and row sums of the JSON's confusion matrix (K x K, rows = truth), and it holds
+    as many images as the JSON counted: a sidecar copied from another run would give another run's bootstrap."""
+    path, stats = result["_path"], result["_stats"]
+    if "confusion_matrix" not in result or REGION_ALL not in stats["regions"]:
+        missing = "confusion_matrix" if "confusion_matrix" not in result else f"the region {REGION_ALL!r}"
+        raise ResultFileError(f"{path}: cannot check its per-image statistics {sidecar} (no {missing}); "
+                              "re-run tools/eval.py")
+    confusion = np.asarray(result["confusion_matrix"], np.int64)
+    region = stats["regions"].index(REGION_ALL)
+    summed = np.stack([stats[name][:, region].sum(0) for name in COUNTS])  # (3, K)
+    expected = np.stack([confusion.diagonal(), confusion.sum(0), confusion.sum(1)])
+    images = len(stats["images"])
+    if summed.shape != expected.shape or (summed != expected).any() or result.get("num_images", images) != images:
+        raise ResultFileError(f"{sidecar} does not belong to {path}: its {images} images' counts "
+                              f"({summed.shape[1]} classes) do not sum to that file's confusion matrix "
+                              f"({len(confusion)} classes, {result.get('num_images', '?')} images); re-run "
+                              "tools/eval.py")
+
+
+def image_set(result: dict) -> tuple[str, ...] | None:
+    """The names of the images ``result`` was scored on, in order (None: it has no per-image statistics)."""
+    return None if result["_stats"] is None else tuple(result["_stats"]["images"])
+
+
+def different_images(results: list[dict]) -> str | None:
+    """Why ``results`` cannot be compared as scored on one set of images (naming the files), or None."""
+    first = results[0]
+    for r in results:
+        if image_set(r) is None:
+            return (f"{r['_path']} has no per-image statistics (.images.npz), so nothing shows that it was scored "
+                    f"on the same images as {first['_path']}")
+    for r in results[1:]:
+        if image_set(r) != image_set(first):
+            return (f"{first['_path']} and {r['_path']} were scored on different images "
+                    f"({_first_difference(first['_stats']['images'], r['_stats']['images'])})")
+    return None
+
+
+def _first_difference(a: list[str], b: list[str]) -> str:
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    if at is None:
+        return f"{len(a)} vs {len(b)} images"
+    return f"image {at + 1} is {a[at]!r} in one, {b[at]!r} in the other"
 
 
 def model_label(result: dict) -> str:
@@ -162,6 +219,8 @@ def _says(iv: tuple) -> str:
 
 def verdict(name: str, mode: str, cmp: dict) -> str:
     """One sentence: does the mIoU difference stand out from training noise and from test-set sampling?"""
+    if "not_compared" in cmp:
+        return f"**{name}, {mode} inference**: not compared: {cmp['not_compared']}."
     row = cmp["rows"][REGION_ALL]
     seeds, images = row["seeds"], row["images"]
     parts = [f"**{name}, {mode} inference**: mIoU difference {fmt(row['diff'], True)}"]
@@ -202,8 +261,9 @@ def mode_section(mode: str, arms: OrderedDict, comparisons: dict, results: list[
     parts = [f"### {mode} inference"]
     parts += [verdict(name, mode, cmp) for name, cmp in comparisons.items()]
     notes = [f"- {name}: seeds: {cmp['seed_method']}; images: {cmp['image_method']}"
-             for name, cmp in comparisons.items()]
-    parts.append("\n".join(notes) if notes else "Only one arm: nothing to compare.")
+             for name, cmp in comparisons.items() if "not_compared" not in cmp]
+    if notes or not comparisons:
+        parts.append("\n".join(notes) if notes else "Only one arm: nothing to compare.")
     keys = list(next(iter(arms.values()))["metrics"])
     header = metric_header("mIoU", arms, comparisons)
     parts.append(markdown(header, metric_rows([REGION_ALL], arms, comparisons, lambda k: "all pixels")))
@@ -266,7 +326,8 @@ def plot(prefix: str, xlabel: str, summaries: dict, comparisons: dict, path: str
     bottom.set_ylabel(f"difference, {LEVEL:.0%} interval")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # no differences drawn when no arms were compared
+            ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:  # a killed run keeps the previous plot, not half a PNG
         fig.savefig(f, format="png", dpi=110)
@@ -288,20 +349,25 @@ def parse_args(argv=None):
     p.add_argument("--resamples", type=positive_int, default=DEFAULT_RESAMPLES, help="bootstrap resamples B")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
     p.add_argument("--out-dir", default="work_dirs/compare")
+    p.add_argument("--allow-different-images", action="store_true", help="compare runs that were not all scored on "
+                   "the same images: each arm's own numbers, but no difference or interval between such arms")
     return p.parse_args(argv)
 
 
 def compare(results: list[dict], labels: list[str], resamples: int, seed: int) -> tuple[dict, dict, OrderedDict]:
-    """Arm summaries and comparisons per mode: ({mode: {label: summary}}, {mode: {name: comparison}}, groups)."""
+    """Arm summaries and comparisons per mode: ({mode: {label: summary}}, {mode: {name: comparison}}, groups).
+    Arms whose runs were not all scored on one set of images get no comparison, only why (``"not_compared"``)."""
     groups = group_arms(labels, results)
     summaries, comparisons = OrderedDict(), OrderedDict()
     for mode, arms in groups.items():
         summaries[mode] = OrderedDict((label, arm_summary(runs)) for label, runs in arms.items())
-        names = list(arms)
-        comparisons[mode] = OrderedDict(
-            (f"{label} − {names[0]}", compare_arms(summaries[mode][names[0]], summaries[mode][label],
-                                                  arms[names[0]], arms[label], resamples, seed))
-            for label in names[1:])
+        base = list(arms)[0]
+        comparisons[mode] = OrderedDict()
+        for label in list(arms)[1:]:
+            why = different_images(arms[base] + arms[label])
+            comparisons[mode][f"{label} − {base}"] = (
+                {"rows": OrderedDict(), "not_compared": why} if why else
+                compare_arms(summaries[mode][base], summaries[mode][label], arms[base], arms[label], resamples, seed))
     return summaries, comparisons, groups
 
 
@@ -311,6 +377,10 @@ def main(argv=None) -> str:
     labels = args.labels.split(",") if args.labels else [model_label(r) for r in results]
     if len(labels) != len(results):
         raise ResultFileError(f"compare: {len(labels)} labels for {len(results)} result files")
+    why = different_images(results)
+    if why and not args.allow_different_images:
+        raise ResultFileError(f"compare: {why}; differences and intervals need one test set (compare runs scored "
+                              "on the same images, or pass --allow-different-images for each arm's own numbers)")
     summaries, comparisons, groups = compare(results, labels, args.resamples, args.seed)
     parts = ["## Comparison", f"All intervals are {LEVEL:.0%}. *Seeds*: Student t over training runs (paired by "
              "seed when both arms hold the same seeds, else Welch): how much retraining moves the difference, "

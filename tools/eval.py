@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 
-from seg.cli import add_device_args, positive_int, run_tool, tool_parser
+from seg.cli import add_device_args, fraction_arg, parse_fractions, positive_int, run_tool, scales_arg, tool_parser
 from seg.config import ConfigError, override_keys
 from seg.data import build_val_dataset
 from seg.engine.checkpoint import load_checkpoint
@@ -37,7 +37,6 @@ from seg.evaluation.runner import (
     format_table,
     labels_for,
     load_model_for_eval,
-    parse_fractions,
     run_config,
     write_results,
 )
@@ -58,11 +57,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "results file each (a given --out must then contain {mode})")
     p.add_argument("--tile-size", type=positive_int)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--overlap", type=lambda s: parse_fractions(s)[0],
+    g.add_argument("--overlap", type=fraction_arg,
                    help="overlap fraction of a tile side, e.g. 1/3 (default from config)")
     g.add_argument("--stride", type=positive_int, help="pixels between tile origins (instead of --overlap)")
     p.add_argument("--flip", action="store_true", default=None)
-    p.add_argument("--scales", type=parse_fractions, help="e.g. 0.5,1.0,2.0")
+    p.add_argument("--scales", type=scales_arg, help="e.g. 0.5,1.0,2.0")
     p.add_argument("--tile-batch", type=positive_int)
     p.add_argument("--padding", choices=PADDING_MODES,
                    help="evaluate the weights under this padding (cross-testing); default: as trained")

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from seg.cli import run_tool, tool_parser
+from seg.atomic import atomic_open  # noqa: E402
+from seg.cli import run_tool, tool_parser  # noqa: E402
 from seg.nn import PartialConv2d  # noqa: E402
 
 
@@ -50,8 +51,8 @@ def main(argv=None):
         fig.colorbar(im, ax=ax, fraction=0.025)
     fig.suptitle("Partial-padding ratio r = K / S (1 inside, > 1 where the window crosses the border)")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    with atomic_open(args.out, "wb") as f:  # a full disk names the file; no half-written figure is left
+        fig.savefig(f, format=os.path.splitext(args.out)[1][1:] or "png", dpi=110)
     print(f"wrote {args.out}")
 
 

@@ -5,7 +5,9 @@
         [--padding partial] [--device cuda] [--no-overlay] [--config CFG] [--opts key=value ...]
 
 Per image, DIR gets ``<name>.png`` (uint8: Cityscapes labelIds for a Cityscapes model, the class index
-otherwise) and ``<name>_overlay.png``; <name> keeps the image's path below the inputs' common folder.
+otherwise) and ``<name>_overlay.png``; <name> keeps the image's path below the inputs' common folder, and
+its extension too where names would collide (``scene.png`` and ``scene.jpg`` -> ``scene.png.png`` and
+``scene.jpg.png``). Nothing inside DIR is read as an input: a second run does not segment the first one's output.
 The model, normalisation, classes and inference defaults come from the config stored in the checkpoint.
 Runs on the GPU when there is one. ``--debug`` shows tracebacks.
 """
@@ -13,10 +15,9 @@ from __future__ import annotations
 
 import sys
 
-from seg.cli import positive_int, run_tool, tool_parser
+from seg.cli import add_device_args, fraction_arg, positive_int, run_tool, scales_arg, tool_parser
 from seg.evaluation.inference import MODES
 from seg.evaluation.predict import predict
-from seg.evaluation.runner import parse_fractions
 from seg.nn import PADDING_MODES
 from seg.resources import resolve_config
 
@@ -28,11 +29,11 @@ def main(argv=None) -> list:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--mode", choices=MODES, help="default: the config's eval.mode")
     p.add_argument("--tile-size", type=positive_int)
-    p.add_argument("--overlap", type=lambda s: parse_fractions(s)[0], help="e.g. 1/3")
-    p.add_argument("--scales", type=parse_fractions, help="e.g. 0.75,1.0,1.25")
+    p.add_argument("--overlap", type=fraction_arg, help="e.g. 1/3")
+    p.add_argument("--scales", type=scales_arg, help="e.g. 0.75,1.0,1.25")
     p.add_argument("--flip", action="store_true", default=None)
     p.add_argument("--padding", choices=PADDING_MODES, help="run the weights under this padding (default: as trained)")
-    p.add_argument("--device", default="auto", help="auto (the GPU when present), cpu, cuda, cuda:1, ...")
+    add_device_args(p, indexed=True, workers=False)
     p.add_argument("--no-overlay", action="store_true", help="write the class-index PNGs only")
     p.add_argument("--config", type=resolve_config,
                    help="YAML config or a shipped config by name, instead of the checkpoint's own")

@@ -33,7 +33,7 @@ import subprocess
 import sys
 
 from seg.atomic import atomic_write_text
-from seg.cli import positive_int, run_tool, tool_parser
+from seg.cli import device_name, positive_int, run_tool, tool_parser
 from seg.config import load_config
 from seg.evaluation.uncertainty import difference_interval, mean_std
 from seg.nn import PAPER_PAIR
@@ -307,7 +307,7 @@ def main(argv=None):
                    help="data.cv_split of the paper's additional city split (not named in the paper; default 1)")
     p.add_argument("--cityscapes", default="datasets/cityscapes")
     p.add_argument("--imagenet", default="datasets/imagenet")
-    p.add_argument("--device", default="cuda", help="device for the overhead benchmark")
+    p.add_argument("--device", default="cuda", type=device_name, help="device for the overhead benchmark")
     p.add_argument("--work-dir", default="work_dirs/paper")
     args = p.parse_args(argv)
     args.seeds = [int(v) for v in args.seeds.split(",") if v.strip()]

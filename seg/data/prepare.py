@@ -1,6 +1,6 @@
 """Create missing ``*_labelTrainIds.png`` files of a Cityscapes root, and check what is there.
 
-Each ``*_{gtFine,gtCoarse}_polygons.json`` is rasterised with cityscapesscripts' json2labelImg ("trainIds"
+Each ``*_{gtFine,gtCoarse}_polygons.json`` is rasterised as cityscapesscripts' json2labelImg does ("trainIds"
 encoding); where only a ``*_labelIds.png`` exists it is mapped through the id -> trainId table. Existing
 files are kept, so re-running only does what is missing. Afterwards every image must have its label and
 vice versa, with equal sizes; ``verify=True`` also decodes every image and label PNG and checks the label
@@ -13,15 +13,17 @@ import json
 import os
 from multiprocessing import get_context
 
-import cv2
+import numpy as np
+from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.helpers.labels import name2label
-from cityscapesscripts.preparation.json2labelImg import json2labelImg
+from cityscapesscripts.preparation.json2labelImg import createLabelImage
 from tqdm import tqdm
 
 from .cityscapes import HOW_TO_GET, list_pairs
 from .dataset import check_sizes
 from .io import DataError, png_size, read_image, read_label
 from .labels import ID_IS_VALID, TRAINID_IS_VALID, check_label_values, ids_to_train_ids
+from .png import write_png
 
 ANNOTATION_DIRS = ("gtFine", "gtCoarse")
 
@@ -60,20 +62,21 @@ def convert_one(src: str, root: str, annotation: str) -> str:
     if not os.path.isfile(image):
         raise DataError(f"{src}: label has no image (expected {image})")
     img_size = png_size(image)
-    tmp = f"{dst[:-4]}.tmp{os.getpid()}.png"
     if kind == "polygons.json":
         size = _read_polygons(src)["size"]
         if size != img_size:
             raise DataError(f"{src}: annotated size {size[1]}x{size[0]} differs from image {image} "
                             f"size {img_size[1]}x{img_size[0]} (WxH)")
-        json2labelImg(src, tmp, "trainIds")
+        polygons = Annotation()  # what json2labelImg does, but the PNG is written by write_png
+        polygons.fromJsonFile(src)
+        train_ids = np.asarray(createLabelImage(polygons, "trainIds"))
     else:
         ids = read_label(src)
         if ids.shape != img_size:
             raise DataError(f"{src}: label size {ids.shape[1]}x{ids.shape[0]} differs from image {image} "
                             f"size {img_size[1]}x{img_size[0]} (WxH)")
-        cv2.imwrite(tmp, ids_to_train_ids(ids, src))
-    os.replace(tmp, dst)  # atomic: an interrupted run never leaves a half-written label behind
+        train_ids = ids_to_train_ids(ids, src)
+    write_png(dst, train_ids)  # atomic: an interrupted run never leaves a half-written label behind
     return dst
 
 

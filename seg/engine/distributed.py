@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from seg.config import SCHEMA
+from seg.config import SCHEMA, ConfigError
 from seg.models.norm import convert_sync_batchnorm, revert_sync_batchnorm
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "describe", "is_main_process", "barrier",
@@ -41,7 +41,7 @@ class DistInfo:
 
 def _pick_device(request: str, local_rank: int) -> torch.device:
     if request == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available")
+        raise ConfigError("train.device=cuda but no CUDA device is available")  # a one-line error, not a traceback
     if request in ("auto", "cuda") and torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)

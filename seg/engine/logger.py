@@ -12,7 +12,7 @@ import warnings
 
 from tqdm import tqdm
 
-from seg.atomic import atomic_open
+from seg.atomic import atomic_open, naming_write_errors
 
 __all__ = ["RunLogger"]
 
@@ -59,7 +59,7 @@ class RunLogger:
             return
         clean = {k: v if v is None or (isinstance(v, (int, float)) and math.isfinite(v)) else str(v)
                  for k, v in scalars.items()}
-        with open(self.metrics_path, "a") as f:
+        with naming_write_errors(self.metrics_path), open(self.metrics_path, "a") as f:  # full disk: name the file
             f.write(json.dumps({"iter": iteration, "tag": tag, "time": round(time.time(), 3), **clean}) + "\n")
         for name, value in clean.items():
             if isinstance(value, (int, float)):

@@ -1,7 +1,6 @@
 """Figures of evaluation results (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import matplotlib
@@ -10,6 +9,7 @@ matplotlib.use("Agg")  # before pyplot: tools run on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from seg.atomic import atomic_open  # noqa: E402
 from seg.data.labels import LabelSpace  # noqa: E402
 
 __all__ = ["row_normalised", "save_confusion_figure"]
@@ -47,7 +47,7 @@ def save_confusion_figure(confusion: Sequence[Sequence[int]], labels: LabelSpace
                                 color="white" if norm[t, p] > 0.5 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the ground-truth class")
         fig.tight_layout()
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.savefig(path, dpi=100)
+        with atomic_open(path, "wb") as f:  # a full disk names the figure; a killed run leaves no half PNG
+            fig.savefig(f, format="png", dpi=100)
     finally:
         plt.close(fig)

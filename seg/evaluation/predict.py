@@ -31,6 +31,8 @@ __all__ = ["IMAGE_EXTENSIONS", "Prediction", "expand_inputs", "predict", "pick_d
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _GLOB_CHARS = set("*?[")
+MASK_SUFFIX, OVERLAY_SUFFIX = ".png", "_overlay.png"  # the files written per image: <name><suffix>
+OUTPUT_SUFFIXES = (MASK_SUFFIX, OVERLAY_SUFFIX)
 
 
 @dataclass
@@ -43,22 +45,26 @@ class Prediction:
     overlay_path: str | None = None
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[str]:
+def expand_inputs(inputs: Iterable[str], exclude: str | None = None) -> list[str]:
     """Image paths from files, folders (searched recursively for IMAGE_EXTENSIONS) and glob patterns, in
-    the given order (sorted within a folder or pattern), each path once. DataError naming an input that
-    matches nothing."""
+    the given order (sorted within a folder or pattern), each path once. Nothing inside the folder
+    ``exclude`` (predict's output folder) is taken: a second run must not segment the first one's outputs.
+    DataError naming an input that matches nothing, or a file or folder inside ``exclude``."""
     out: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            found = sorted(os.path.join(d, f) for d, _, files in os.walk(item) for f in files
-                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            _refuse_inside(item, exclude, "input folder")
+            found = sorted(p for d, dirs, files in os.walk(item) for p in _images_in(d, dirs, files, exclude))
             if not found:
                 raise DataError(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         elif _GLOB_CHARS & set(item):
-            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            found = sorted(p for p in glob.glob(item, recursive=True)
+                           if os.path.isfile(p) and not _inside(p, exclude))
             if not found:
-                raise DataError(f"{item}: no file matches this pattern")
+                where = f" outside the output folder {exclude}" if exclude else ""
+                raise DataError(f"{item}: no file matches this pattern{where}")
         elif os.path.isfile(item):
+            _refuse_inside(item, exclude, "input")
             found = [item]
         else:
             raise DataError(f"{item}: no such file or folder")
@@ -66,22 +72,63 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _inside(path: str, folder: str | None) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (symbolic links resolved)."""
+    if folder is None:
+        return False
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _refuse_inside(item: str, folder: str | None, what: str) -> None:
+    if _inside(item, folder):
+        raise DataError(f"{what} {item} is inside the output folder {folder}: predictions would be read back as "
+                        f"inputs; write them to another folder")
+
+
+def _images_in(folder: str, dirs: list[str], files: list[str], exclude: str | None) -> list[str]:
+    """The image files of one os.walk step; prunes ``exclude`` from ``dirs`` so the walk skips it."""
+    dirs[:] = [d for d in dirs if not _inside(os.path.join(folder, d), exclude)]
+    return [os.path.join(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     """The device to run on: ``device`` as given, else the GPU when there is one."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:  # e.g. "gpu0": torch lists every device type it knows
+        raise ConfigError(f"unknown device {device!r}; expected 'auto' or a torch device such as cpu, cuda, "
+                          "cuda:1") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device} requested but no CUDA device is available")
     return device
 
 
 def _output_names(paths: Sequence[str]) -> list[str]:
-    """Output name stem per image: its path below the inputs' common folder without extension, so images
-    of the same name in different folders do not overwrite each other."""
+    """Output name per image: its path below the inputs' common folder, without the extension unless
+    another image's files would then collide with its own (``scene.png`` / ``scene.jpg``, or ``road.png``'s
+    overlay and ``road_overlay.png``'s mask): those keep their extension (``scene.png.png``). Unique, so no
+    image's outputs overwrite another's (compared case-insensitively, as some file systems do)."""
     dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
     root = os.path.commonpath(dirs) if paths else ""
-    return [os.path.splitext(os.path.relpath(os.path.abspath(p), root))[0] for p in paths]
+    full = [os.path.relpath(os.path.abspath(p), root) for p in paths]
+    names = [os.path.splitext(f)[0] for f in full]
+    while True:  # each pass gives at least one more image its full name; full names never collide
+        owners: dict[str, set[int]] = {}
+        for i, name in enumerate(names):
+            for suffix in OUTPUT_SUFFIXES:
+                owners.setdefault((name + suffix).casefold(), set()).add(i)
+        collided = [sorted(same) for same in owners.values() if len(same) > 1]
+        clash = {i for same in collided for i in same if names[i] != full[i]}
+        if not clash and collided:  # full names that differ only in case
+            raise DataError(f"{' and '.join(paths[i] for i in collided[0])}: output names would differ only in "
+                            f"case, and overwrite each other on some file systems; rename one")
+        if not clash:
+            return names
+        for i in clash:
+            names[i] = full[i]
 
 
 def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = None, *,
@@ -96,8 +143,9 @@ def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = 
         padding_mode: run the weights under this padding (seg.nn.convert_padding); None = as trained.
         device: "cpu", "cuda", ... ; None = the GPU when present.
         config, opts: a YAML config to use instead of the checkpoint's own, and ``key=value`` overrides.
-        out_dir: when given, writes ``<name>.png`` (uint8 ids of LabelSpace.to_output_ids: Cityscapes
-            labelIds for Cityscapes, the class index otherwise) and, with ``overlays``,
+        out_dir: when given, writes ``<name>.png`` (<name>: the image's path below the inputs' common folder,
+            see _output_names; uint8 ids of LabelSpace.to_output_ids: Cityscapes labelIds for Cityscapes, the
+            class index otherwise) and, with ``overlays``,
             ``<name>_overlay.png`` (palette over the image, legend of the classes present) per image.
         keep: return the class maps (default: only when nothing is written, to bound memory).
     Returns:
@@ -106,7 +154,7 @@ def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = 
         DataError naming an input that matches nothing or an image that cannot be read; CheckpointError /
         ConfigError naming the checkpoint.
     """
-    paths = expand_inputs([inputs] if isinstance(inputs, str) else inputs)
+    paths = expand_inputs([inputs] if isinstance(inputs, str) else inputs, exclude=out_dir)
     keep = out_dir is None if keep is None else keep
     device = pick_device(device)
     ckpt = load_checkpoint(checkpoint)
@@ -141,13 +189,13 @@ def _write(out_dir: str, name: str, rgb: np.ndarray, classes: np.ndarray, labels
            overlays: bool) -> tuple[str, str | None]:
     base = os.path.join(out_dir, name)
     os.makedirs(os.path.dirname(base), exist_ok=True)
-    mask_path = base + ".png"
+    mask_path = base + MASK_SUFFIX
     write_png(mask_path, labels.to_output_ids(classes))
     if not overlays:
         return mask_path, None
     present = [int(c) for c in np.unique(classes) if c < labels.num_classes]
     panel = np.concatenate([overlay(rgb, classes, labels), legend(present, labels, rgb.shape[1])], 0)
-    overlay_path = base + "_overlay.png"
+    overlay_path = base + OVERLAY_SUFFIX
     write_rgb(overlay_path, panel)
     return mask_path, overlay_path
 

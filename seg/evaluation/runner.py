@@ -5,11 +5,11 @@ import copy
 import math
 import os
 from collections.abc import Iterable, Sequence
-from fractions import Fraction
 
 import torch
 
 from seg.atomic import atomic_write_json
+from seg.cli import parse_fractions  # re-exported: bench/eval_speed.py imports it from here
 from seg.config import ConfigError, load_config, merge_overrides, validate
 from seg.data import label_space
 from seg.data.labels import LabelSpace
@@ -127,14 +127,6 @@ def load_model_for_eval(cfg: dict, checkpoint: str, padding_mode: str | None = N
     return model, {"checkpoint": os.path.abspath(checkpoint), "trained_padding": trained_padding,
                    "eval_padding": eval_padding, "train_seed": (ckpt.get("config") or {}).get("train", {}).get("seed"),
                    **{key: model_cfg.get(key) for key in ("encoder", "output_stride", "norm", "num_classes")}}
-
-
-def parse_fractions(text: str) -> list[float]:
-    """"0,1/3,1/2,0.75" -> [0.0, 0.333.., 0.5, 0.75]."""
-    try:
-        return [float(Fraction(part.strip())) for part in text.split(",") if part.strip()]
-    except (ValueError, ZeroDivisionError) as err:
-        raise ValueError(f"cannot parse {text!r} as comma-separated numbers or fractions like 1/3") from err
 
 
 ANALYSIS_KEYS = ("leave_out", "leave_out_by", "distance_bands")

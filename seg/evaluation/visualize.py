@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from seg.data.labels import CITYSCAPES, LabelSpace
+from seg.data.png import write_png  # re-exported: predict and official write through it
 
 __all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_png", "write_rgb", "OverlayWriter"]
 
@@ -62,14 +63,8 @@ def legend(classes: Sequence[int], labels: LabelSpace, width: int, row: int = 18
     return strip
 
 
-def write_png(path: str, array: np.ndarray) -> None:
-    """Write an array as it is (e.g. a uint8 (H, W) id map) as PNG; OSError naming the path when that fails."""
-    if not cv2.imwrite(path, np.ascontiguousarray(array)):
-        raise OSError(f"could not write {path}")
-
-
 def write_rgb(path: str, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 array as PNG; OSError naming the path when that fails."""
+    """Write an RGB uint8 array as PNG, atomically; OSError naming the path and the reason when that fails."""
     write_png(path, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
 
 
