@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_partial_conv import naive_partial_conv
 from torch import nn
 from torchvision.models import resnet18, resnet50, vgg11_bn
 
 from seg.nn import PADDING_MODES, PaddingConversionError, PartialConv2d, convert_padding, create_conv2d, padding_modes
+from seg.nn.reference import naive_partial_conv
 
 
 def make_resnet50():

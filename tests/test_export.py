@@ -3,12 +3,12 @@ files (checked tensor by tensor against the checkpoint)."""
 import pytest
 import torch
 from conftest import save_demo_checkpoint
-from test_partial_conv import naive_partial_conv
 from torch import nn
 
 from seg.commands import load_tool
 from seg.commands import main as seg_main
 from seg.nn import create_conv2d
+from seg.nn.reference import naive_partial_conv
 
 pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
 

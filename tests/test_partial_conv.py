@@ -1,4 +1,4 @@
-"""PartialConv2d against a naive float64 reference written here (unfold + average over valid taps)."""
+"""PartialConv2d against the naive float64 reference of seg.nn.reference (unfold + average over valid taps)."""
 import copy
 import itertools
 import pickle
@@ -6,54 +6,11 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import seg.nn.partial_conv as pc
 from seg.nn import PartialConv2d, create_conv2d
-
-
-def pads_of(padding, kernel, dilation):
-    """(top, bottom, left, right) zero padding, resolved independently of the code under test."""
-    if padding == "same":
-        out = []
-        for k, d in zip(kernel, dilation):
-            total = d * (k - 1)
-            out += [total // 2, total - total // 2]
-        return tuple(out)
-    if not isinstance(padding, int) and len(padding) == 4:  # explicit (top, bottom, left, right)
-        return tuple(padding)
-    ph, pw = (padding, padding) if isinstance(padding, int) else padding
-    return ph, ph, pw, pw
-
-
-def naive_partial_conv(x, weight, bias, stride, padding, dilation, groups, mask=None):
-    """y = W^T (X*M) * K / S + b where S > 0, else 0; S counts valid taps (zero-padded mask)."""
-    x, weight = x.double(), weight.double()
-    b, c_in, h, w = x.shape
-    kh, kw = weight.shape[-2:]
-    pt, pb, pl, pr = pads_of(padding, (kh, kw), dilation)
-    m = torch.ones(1, 1, h, w, dtype=torch.float64) if mask is None else mask.double()
-    m = m.expand(b, 1, h, w)
-    xp = F.pad(x * m, (pl, pr, pt, pb))
-    mp = F.pad(m, (pl, pr, pt, pb))
-    cols = F.unfold(xp, (kh, kw), dilation=dilation, stride=stride)  # (B, C*K, L)
-    mcols = F.unfold(mp, (kh, kw), dilation=dilation, stride=stride)  # (B, K, L)
-    ho = (h + pt + pb - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + pl + pr - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    taps = mcols.sum(1, keepdim=True)  # (B, 1, L)
-    cin_g, cout_g = c_in // groups, weight.shape[0] // groups
-    outs = []
-    for g in range(groups):
-        cg = cols[:, g * cin_g * kh * kw:(g + 1) * cin_g * kh * kw]
-        wg = weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, -1)
-        outs.append(torch.einsum("ok,bkl->bol", wg, cg))
-    out = torch.cat(outs, 1)
-    valid = (taps > 0).double()
-    out = out * (kh * kw) / taps.clamp(min=1) * valid
-    if bias is not None:
-        out = out + bias.double().view(1, -1, 1) * valid
-    return out.view(b, -1, ho, wo), valid.view(b, 1, ho, wo)
+from seg.nn.reference import naive_grads, naive_partial_conv, pads_of
 
 
 def grid_cases(n=160, seed=0):
@@ -154,14 +111,6 @@ def test_gradcheck(masked, backward_strategy):
 
     params = (x, conv.weight.detach().clone().requires_grad_(), conv.bias.detach().clone().requires_grad_())
     assert torch.autograd.gradcheck(fn, params)
-
-
-def naive_grads(x, weight, bias, gy, stride, padding, dilation, groups):
-    """Gradients of sum(naive_output * gy) with respect to x, weight and bias (float64)."""
-    leaves = [t.detach().double().requires_grad_() for t in (x, weight) + ((bias,) if bias is not None else ())]
-    out = naive_partial_conv(leaves[0], leaves[1], leaves[2] if bias is not None else None,
-                             stride, padding, dilation, groups)[0]
-    return torch.autograd.grad(out, leaves, gy.double())
 
 
 def conv_grads(conv, x, gy):
