@@ -164,7 +164,8 @@ def scale_band_(g: torch.Tensor, bands: Bands, tables: Tables,
     args, channels_inner = _launch_args(g, bands)
     total = args[0]
     saved = torch.empty(total, dtype=g.dtype, device=g.device)
-    delta = torch.empty(total if bias_delta else 0, dtype=tables[0].dtype, device=g.device)
+    # without bias_delta the kernel never touches delta: any pointer of the same type will do
+    delta = torch.empty(total, dtype=tables[0].dtype, device=g.device) if bias_delta else tables[0]
     _scale_kernel[_grid(total)](g, saved, delta, *tables, *args, WITH_DELTA=bias_delta,
                                 CHANNELS_INNER=channels_inner, BLOCK=BLOCK)
     if not bias_delta:
