@@ -3,7 +3,8 @@
 The Triton kernels run on CPU tensors only under Triton's interpreter, which must be switched on before the
 kernels are defined: tests/border_kernel_checks.py runs them in one subprocess (float64 outputs and gradients
 against seg.nn.reference, NCHW and channels_last; bf16 / fp16 within 1 ulp; the caller's gradient unchanged;
-no host sync). The rest runs here on the CPU's own path.
+no host sync). Another subprocess compiles them for an sm_90 GPU (no GPU needed). The rest runs here on the CPU's
+own path.
 """
 import json
 import os
@@ -47,6 +48,43 @@ def test_border_kernel_under_interpreter_full_grid():
     report = run_interpreted_checks("--alternate")  # the whole 160-case grid of test_partial_conv
     assert report["counts"]["float64 grid"] == 160 and report["counts"]["half kernels"] >= 60
     assert_clean(report, report["counts"])
+
+
+# Defines the kernels as a CUDA machine would (the interpreter would not compile them) and compiles every dtype for
+# an H100/H200 (sm_90) down to a cubin with the ptxas bundled in triton: no GPU is touched.
+COMPILE_FOR_SM90 = r"""
+import torch
+torch.cuda.is_available = lambda: True
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from seg.nn import border_kernel as bk
+assert bk.HAVE_TRITON and not bk.ON_CPU
+kernels = ((bk._reweight_kernel, ["y", "rh", "rw", "vh", "vw", "bias"], "HAS_BIAS"),
+           (bk._scale_kernel, ["g", "saved", "delta", "rh", "rw", "vh", "vw"], "WITH_DELTA"),
+           (bk._restore_kernel, ["g", "saved"], None))
+done = 0
+for index, dtype in enumerate(["fp32", "bf16", "fp16", "fp64"]):
+    table = "fp64" if dtype == "fp64" else "fp32"
+    for fn, pointers, flag in kernels:
+        consts = {"CHANNELS_INNER": index % 2 == 1, "BLOCK": bk.BLOCK, **({flag: index < 2} if flag else {})}
+        signature = {p: "*" + (dtype if p in ("y", "g", "saved") else "fp32" if p == "bias" else table)
+                     for p in pointers}
+        signature |= {n: "i64" if index == 3 else "i32" for n in bk._SHAPE_ARGS} | dict.fromkeys(consts, "constexpr")
+        compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=consts),
+                                  target=GPUTarget("cuda", 90, 32))
+        done += len(compiled.asm["cubin"]) > 0
+print(done)
+"""
+
+
+def test_kernels_compile_for_sm90(tmp_path):
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path)}  # compile for real, not from a cache
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, "-c", COMPILE_FOR_SM90], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["12"]  # 3 kernels x 4 dtypes, each down to a cubin
 
 
 def counted_taps(pos, size_in, kernel, stride, pad_lo, dilation):
