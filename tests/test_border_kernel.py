@@ -17,7 +17,7 @@ from border_kernel_checks import SyncRecorder, small_model, sync_ops_of_steps
 from test_partial_conv import build
 
 import seg.nn.partial_conv as pc
-from seg.nn import PaddingError, set_reweight_strategy
+from seg.nn import PaddingError, border_kernel, set_reweight_strategy
 from seg.nn.ratio import axis_bands, axis_ratio, output_size
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -137,7 +137,20 @@ def test_border_strategy_refuses_a_tensor_it_cannot_run_on():
     conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), True)
     old = set_reweight_strategy("border")
     try:
-        with pytest.raises(PaddingError, match="reweight strategy 'border' needs a CUDA tensor and Triton; got a cpu"):
+        with pytest.raises(PaddingError, match="'border' needs a CUDA GPU .* got a cpu tensor and no Triton"):
             conv(torch.randn(1, 2, 5, 5, dtype=torch.float64))
     finally:
         set_reweight_strategy(old)
+
+
+def test_kernels_run_only_on_gpus_triton_supports(monkeypatch):
+    capabilities = {0: (9, 0), 1: (6, 1)}  # an H200 and a Pascal card
+    monkeypatch.setattr(border_kernel, "HAVE_TRITON", True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capabilities[index])
+    border_kernel._triton_supports.cache_clear()
+    try:
+        assert border_kernel.runs_on(torch.device("cuda", 0))
+        assert not border_kernel.runs_on(torch.device("cuda", 1))
+        assert not border_kernel.runs_on(torch.device("cpu"))  # the interpreter switch is off here
+    finally:
+        border_kernel._triton_supports.cache_clear()

@@ -18,12 +18,16 @@ Used for CUDA tensors when Triton imports. Tests run them on CPU tensors through
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
 
 #: Band elements per Triton program.
 BLOCK = 1024
+
+#: Oldest CUDA compute capability Triton generates code for (Volta).
+MIN_CAPABILITY = (7, 0)
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 #: CPU tensors take the kernels too (Triton's interpreter; tests only).
@@ -121,8 +125,19 @@ if HAVE_TRITON:
 
 
 def runs_on(device: torch.device) -> bool:
-    """Whether the kernels run on tensors of ``device``: CUDA with Triton, or the CPU under the test switch."""
-    return HAVE_TRITON and (device.type == "cuda" or (device.type == "cpu" and ON_CPU))
+    """Whether the kernels run on tensors of ``device``: a CUDA GPU Triton supports, or the CPU under the test
+    switch."""
+    if not HAVE_TRITON:
+        return False
+    if device.type == "cuda":
+        return _triton_supports(device.index if device.index is not None else torch.cuda.current_device())
+    return device.type == "cpu" and ON_CPU
+
+
+@functools.cache
+def _triton_supports(index: int) -> bool:
+    # looked up once per GPU: forward calls this for every conv
+    return torch.cuda.get_device_capability(index) >= MIN_CAPABILITY
 
 
 def dense(t: torch.Tensor) -> bool:

@@ -66,8 +66,8 @@ def set_reweight_strategy(strategy: str) -> str:
 def choose_reweight(device: torch.device, numel: int) -> str:
     """The strategy ("bands", "fullmap" or "border") that re-weights an output of ``numel`` elements on ``device``."""
     if _strategy == "border" and not border_kernel.runs_on(device):
-        raise PaddingError(f"reweight strategy 'border' needs a CUDA tensor and Triton; got a {device.type} tensor"
-                           f"{'' if border_kernel.HAVE_TRITON else ' and no Triton'}")
+        raise PaddingError(f"reweight strategy 'border' needs a CUDA GPU of compute capability >= 7.0 and Triton; "
+                           f"got a {device} tensor{'' if border_kernel.HAVE_TRITON else ' and no Triton'}")
     if _strategy != "auto":
         return _strategy
     if device.type != "cuda":
