@@ -7,6 +7,7 @@ reference (seg.nn.reference, or ratios counted here by unfolding a ones mask). P
 ``{"counts": {check: cases}, "failures": [one line each], "sync_ops": [...]}``.
 """
 import argparse
+import collections
 import json
 
 import torch
@@ -24,6 +25,24 @@ SYNC_OPS = ("aten._local_scalar_dense", "aten.item", "aten.nonzero", "aten.lift_
             "aten.scalar_tensor")
 #: Significand bits (with the implicit one) and smallest step of the half-precision types.
 HALF_BITS = {torch.bfloat16: (8, 2.0 ** -133), torch.float16: (11, 2.0 ** -24)}
+#: Calls of the kernels' entry points (see :func:`count_kernel_calls`).
+CALLS: collections.Counter = collections.Counter()
+
+
+def count_kernel_calls():
+    """Count calls of the kernels' entry points, so a check can tell the kernel path ran and not a fallback."""
+    def counting(name, real):
+        def counted(*args, **kwargs):
+            CALLS[name] += 1
+            return real(*args, **kwargs)
+        return counted
+
+    for name in ("reweight_band_", "scale_band_", "restore_band_"):
+        setattr(border_kernel, name, counting(name, getattr(border_kernel, name)))
+
+
+def calls_since(before):
+    return dict(CALLS - before)
 
 
 class SyncRecorder(TorchDispatchMode):
@@ -87,11 +106,16 @@ def check_grid(failures, counts, n, alternate):
             want = naive_partial_conv(x, conv.weight, conv.bias, s, padding, d, g[2])[0]
             gy = torch.randn(want.shape, dtype=torch.float64).contiguous(memory_format=layout)
             gy_before = gy.clone()
+            before = CALLS.copy()
             with torch.no_grad():
                 inference = conv(x)
             out, got = layer_grads(conv, x.requires_grad_(), gy)
             wanted = naive_grads(x, conv.weight, conv.bias, gy, s, padding, d, g[2])
             tag = f"{case} {layout}"
+            has_band = bool(conv._plan(*size, x.device, x.dtype).regions)
+            expected = {"reweight_band_": 2, "scale_band_": 1, "restore_band_": 1} if has_band else {}
+            if calls_since(before) != expected:
+                failures.append(f"{tag}: kernel calls {calls_since(before)}, expected {expected}")
             for name, a, b in (("inference", inference, want), ("output", out, want),
                                *zip(("grad x", "grad weight", "grad bias"), got, wanted)):
                 if not torch.allclose(a, b, rtol=1e-10, atol=1e-10):
@@ -115,7 +139,10 @@ def check_special_gradients(failures, counts, n):
             if not torch.allclose(a, b, rtol=1e-10, atol=1e-10):
                 failures.append(f"{case}: parameter gradient without input gradient off")
         xg = x.clone().requires_grad_()
+        before = CALLS.copy()
         got = torch.autograd.grad(conv(xg).sum(), [xg, *params])  # sum() hands back an expanded gradient
+        if calls_since(before).get("scale_band_"):
+            failures.append(f"{case}: an expanded gradient was scaled in place")
         for a, b in zip(got, naive_grads(x, conv.weight, conv.bias, torch.ones_like(want_y), s, padding, d, g[2])):
             if not torch.allclose(a, b, rtol=1e-10, atol=1e-10):
                 failures.append(f"{case}: gradient from sum() (expanded, falls back to a copy) off")
@@ -203,6 +230,7 @@ def main():
     args = parser.parse_args()
     assert border_kernel.ON_CPU, "run with TRITON_INTERPRET=1 SEG_BORDER_KERNEL_ON_CPU=1"
     set_reweight_strategy("border")
+    count_kernel_calls()
     failures, counts = [], {}
     torch.manual_seed(0)
     check_grid(failures, counts, args.grid, args.alternate)
