@@ -126,7 +126,7 @@ def check_grid(failures, counts, n, alternate):
 
 
 def check_special_gradients(failures, counts, n):
-    """Parameter gradients without an input gradient, and an expanded (non-dense) incoming gradient."""
+    """Parameter gradients without an input gradient, an expanded (non-dense) incoming gradient, double backward."""
     for case in first_cases(n, seed=2):
         k, s, d, padding, size, g, bias = case
         conv = build(k, s, d, padding, g, bias)
@@ -146,7 +146,23 @@ def check_special_gradients(failures, counts, n):
         for a, b in zip(got, naive_grads(x, conv.weight, conv.bias, torch.ones_like(want_y), s, padding, d, g[2])):
             if not torch.allclose(a, b, rtol=1e-10, atol=1e-10):
                 failures.append(f"{case}: gradient from sum() (expanded, falls back to a copy) off")
+        check_double_backward(failures, case, conv, x, gy)
         counts["special gradients"] = counts.get("special gradients", 0) + 1
+
+
+def check_double_backward(failures, case, conv, x, gy):
+    """With ``create_graph`` the incoming gradient is part of the graph being built: backward must not write to
+    it (the conv backward records it), so the weight's gradient of ``|d out / d x|^2`` matches the reference."""
+    k, s, d, padding, size, g, bias = case
+    xg = x.clone().requires_grad_()
+    grad_x = torch.autograd.grad(conv(xg), xg, gy, create_graph=True)[0]
+    got = torch.autograd.grad(grad_x.square().sum(), conv.weight)[0]
+    leaves = [t.detach().clone().requires_grad_() for t in (x, conv.weight)]
+    out = naive_partial_conv(leaves[0], leaves[1], conv.bias, s, padding, d, g[2])[0]
+    ref_x = torch.autograd.grad(out, leaves[0], gy, create_graph=True)[0]
+    want = torch.autograd.grad(ref_x.square().sum(), leaves[1])[0]
+    if not torch.allclose(got, want, rtol=1e-10, atol=1e-10):
+        failures.append(f"{case}: double backward off by {(got - want).abs().max().item():.3g}")
 
 
 def check_half_precision_kernels(failures, counts, n):
