@@ -165,6 +165,18 @@ def check_double_backward(failures, case, conv, x, gy):
         failures.append(f"{case}: double backward off by {(got - want).abs().max().item():.3g}")
 
 
+def check_empty_batch(failures, counts):
+    """A batch of 0 images: empty output, zero parameter gradients (the kernels launch no program)."""
+    for layout in (torch.contiguous_format, torch.channels_last):
+        conv = build((3, 3), (1, 1), (1, 1), 1, (2, 3, 1), True)
+        x = torch.randn(0, 2, 7, 6, dtype=torch.float64).to(memory_format=layout).requires_grad_()
+        y = conv(x)
+        grads = torch.autograd.grad(y, [x, conv.weight, conv.bias], torch.randn_like(y))
+        if y.shape != (0, 3, 7, 6) or grads[0].shape != x.shape or any(t.abs().sum() != 0 for t in grads[1:]):
+            failures.append(f"empty batch {layout}: output {tuple(y.shape)}, gradients {grads}")
+        counts["empty batch"] = counts.get("empty batch", 0) + 1
+
+
 def check_half_precision_kernels(failures, counts, n):
     """bf16 / fp16: the kernels' outputs within 1 ulp of the float64 result of the same inputs (the interpreter
     rounds float32 -> bf16 by truncation, hence 1 ulp rather than half); the restored band bit for bit."""
@@ -251,6 +263,7 @@ def main():
     torch.manual_seed(0)
     check_grid(failures, counts, args.grid, args.alternate)
     check_special_gradients(failures, counts, args.special)
+    check_empty_batch(failures, counts)
     check_half_precision_kernels(failures, counts, args.half)
     check_autocast_layer(failures, counts, args.autocast)
     pc.clear_plan_cache()  # the first step below builds its plans: that must not sync either

@@ -40,7 +40,8 @@ def assert_clean(report: dict, counts: dict) -> None:
 
 def test_border_kernel_under_interpreter_quick():
     report = run_interpreted_checks("--grid", "8", "--special", "3", "--half", "4", "--autocast", "2")
-    assert_clean(report, {"float64 grid": 16, "special gradients": 3, "half kernels": 16, "autocast layer": 4})
+    assert_clean(report, {"float64 grid": 16, "special gradients": 3, "empty batch": 2, "half kernels": 16,
+                          "autocast layer": 4})
 
 
 @pytest.mark.slow

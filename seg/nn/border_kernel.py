@@ -145,21 +145,23 @@ def dense(t: torch.Tensor) -> bool:
     return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
 
 
-def _band_size(shape: torch.Size, bands: Bands) -> int:
+def _band_positions_per_plane(shape: torch.Size, bands: Bands) -> int:
+    """Band positions of one (Ho, Wo) plane of a (B, C, Ho, Wo) tensor."""
     top, bottom, left, right = bands
     ho, wo = shape[-2:]
-    return shape[0] * shape[1] * ((top + bottom) * wo + (ho - top - bottom) * (left + right))
+    return (top + bottom) * wo + (ho - top - bottom) * (left + right)
 
 
 def _launch_args(t: torch.Tensor, bands: Bands) -> tuple[tuple[int, ...], bool]:
-    """(grid, total, channels, ho, wo, bands, strides) arguments and whether channels are innermost."""
-    total = _band_size(t.shape, bands)
+    """The kernels' shape arguments ``(total, channels, ho, wo, top, bottom, left, right, sn, sc, sh, sw)`` for
+    ``t`` (B, C, Ho, Wo), and whether its channels are innermost in memory."""
+    total = t.shape[0] * t.shape[1] * _band_positions_per_plane(t.shape, bands)
     channels_inner = t.stride(1) == 1 and t.shape[1] > 1
     return (total, t.shape[1], *t.shape[-2:], *bands, *t.stride()), channels_inner
 
 
 def _grid(total: int) -> tuple[int]:
-    return (triton.cdiv(total, BLOCK),)
+    return (triton.cdiv(total, BLOCK),)  # an empty batch launches no program
 
 
 def reweight_band_(y: torch.Tensor, bands: Bands, tables: Tables, bias: torch.Tensor | None) -> torch.Tensor:
@@ -185,9 +187,10 @@ def scale_band_(g: torch.Tensor, bands: Bands, tables: Tables,
                                 CHANNELS_INNER=channels_inner, BLOCK=BLOCK)
     if not bias_delta:
         return saved, None
-    per_channel = delta.view(-1, g.shape[1]).sum(0) if channels_inner else delta.view(g.shape[0], g.shape[1], -1).sum(
-        (0, 2))
-    return saved, per_channel
+    batch, channels, positions = g.shape[0], g.shape[1], _band_positions_per_plane(g.shape, bands)
+    if channels_inner:
+        return saved, delta.view(batch, positions, channels).sum((0, 1))
+    return saved, delta.view(batch, channels, positions).sum((0, 2))
 
 
 def restore_band_(g: torch.Tensor, bands: Bands, saved: torch.Tensor) -> None:
