@@ -27,7 +27,17 @@ import torch
 from seg.data import build_val_dataset
 from seg.data.demo import generate_demo_dataset
 from seg.engine.loaders import build_eval_loader
-from seg.evaluation import InferenceSettings, evaluate, predict_logits, tile_grid, tile_stride
+from seg.evaluation import (
+    InferenceSettings,
+    evaluate,
+    predict_logits,
+    predicted_classes,
+    preprocess,
+    region_layout,
+    tile_grid,
+    tile_stride,
+    to_device,
+)
 from seg.evaluation.evaluator import RegionLayout
 from seg.evaluation.inference import NetworkTimer
 from seg.evaluation.metrics import ConfusionAccumulator
@@ -86,14 +96,15 @@ def _endless(loader):
 
 
 def warm_split(model, loader, device: torch.device, num_classes: int, inference: InferenceSettings,
-               images: int, warmup: int, analysis: dict) -> dict:
+               images: int, warmup: int, analysis: dict, normalize=None) -> dict:
     """Where the time of a warm evaluation pass goes, stage by stage (:data:`STAGES`).
 
     Runs ``warmup`` + ``images`` samples of ``loader`` (re-iterated, every sample loaded again; uncollated, as
     build_eval_loader gives them at batch size 1) through the evaluator's steps: copy to ``device``,
     ``inference.predict``, argmax, confusion counts over the leave-out / distance-band regions of ``analysis``
-    (the keyword arguments ``leave_out`` and ``distance_bands`` of ``evaluate``). On a GPU the
-    data wait is host time between the previous image's last queued kernel and the next sample; the other
+    (the keyword arguments ``leave_out`` and ``distance_bands`` of ``evaluate``); uint8 images are normalised on
+    the device by ``normalize`` (default: the loader's dataset's ``.normalize``), timed as part of the network.
+    On a GPU the data wait is host time between the previous image's last queued kernel and the next sample; the other
     stages are device time between CUDA events. Returns seconds per stage summed over the warm images,
     the share outside the network, ms per warm image, and ``startup_s``: the first image's time beyond the
     median warm image's (cuDNN / allocator / padding-plan set-up, paid once per size).
@@ -101,22 +112,22 @@ def warm_split(model, loader, device: torch.device, num_classes: int, inference:
     model.eval()
     counts = ConfusionAccumulator(num_classes, 255, device,
                                   slots=1 + len(analysis["leave_out"]) + len(analysis["distance_bands"]))
-    samples, layout, waits, clocks = _endless(loader), None, [], []
+    normalize = normalize or getattr(getattr(loader, "dataset", None), "normalize", None)  # a Subset hides it
+    samples, waits, clocks = _endless(loader), [], []
     with torch.no_grad():
         for _ in range(warmup + images):
             t0 = time.perf_counter()
-            image, target = next(samples)
+            sample = next(samples)
             waits.append(time.perf_counter() - t0)
             clock = StageClock(device)
             clock.mark()
-            image, target = image[None].to(device, non_blocking=True), target[None].to(device, non_blocking=True)
+            image, target = to_device(sample[:2], device)  # uint8 images: normalised on the device, in "network"
             clock.mark()
-            logits = inference.predict(model, image)
+            logits = inference.predict(model, preprocess(image, normalize))
             clock.mark()
-            if layout is None:  # the evaluator builds it once per image size, too
-                layout = RegionLayout(target.shape[-2], target.shape[-1], analysis["leave_out"], "side",
-                                      analysis["distance_bands"], device)
-            counts.update(logits.max(1).indices[0], target[0], layout, check_pred=False)
+            layout = region_layout(target.shape[-2:], analysis["leave_out"], "side", analysis["distance_bands"],
+                                   device)  # cached per size, as the evaluator does
+            counts.update_batch(predicted_classes(logits, num_classes), target, layout)
             clock.mark()
             clocks.append(clock)
     per_image = [[wait, *clock.seconds()] for wait, clock in zip(waits, clocks)]

@@ -29,12 +29,18 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18, resnet50, vgg16_bn
 
-from seg.nn import REWEIGHT_STRATEGIES, convert_padding, has_padding, set_reweight_strategy
+from seg.nn import REWEIGHT_STRATEGIES, convert_padding, has_padding, reweight_strategies, set_reweight_strategy
 
 ARCHS = {"resnet50": resnet50, "vgg16_bn": vgg16_bn, "resnet18": resnet18}
 #: fixed strategies, each timed as its own variant ("partial" is "auto")
 STRATEGIES = tuple(s for s in REWEIGHT_STRATEGIES if s != "auto")
 VARIANTS = ("zeros", "partial", *STRATEGIES, "naive")
+
+
+def variants(device: torch.device) -> tuple[str, ...]:
+    """The variants of :data:`VARIANTS` that run on ``device`` (the "border" kernel needs a CUDA GPU)."""
+    runnable = reweight_strategies(device)
+    return tuple(v for v in VARIANTS if v not in STRATEGIES or v in runnable)
 
 
 class NaivePartialConv2d(nn.Conv2d):

@@ -20,7 +20,7 @@ from gpu_sections import correctness, training  # noqa: E402
 from gpu_sections.report import Report, Run, SectionResult, Table, environment, holds, within  # noqa: E402
 
 from seg.evaluation import InferenceSettings  # noqa: E402
-from seg.nn import REWEIGHT_STRATEGIES, PartialConv2d  # noqa: E402
+from seg.nn import PartialConv2d, reweight_strategies  # noqa: E402
 
 DEFAULT = ["correctness", "table1", "train_speed", "compile", "eval_split"]
 
@@ -51,7 +51,7 @@ def test_dry_run_runs_the_default_sections_in_priority_order_and_checks_real_thi
     # every strategy, dtype and layout against the float64 reference, within the stated tolerance
     layer = doc["sections"]["correctness"]["results"]
     dtypes = {"float32": correctness.TOLERANCE[torch.float32], "bfloat16": correctness.TOLERANCE[torch.bfloat16]}
-    assert set(layer) == {f"{d} {s} {layout}" for d in dtypes for s in REWEIGHT_STRATEGIES
+    assert set(layer) == {f"{d} {s} {layout}" for d in dtypes for s in reweight_strategies(torch.device("cpu"))
                           for layout in ("NCHW", "channels_last")}
     for name, errors in layer.items():
         limit = dtypes[name.split()[0]]
@@ -60,7 +60,7 @@ def test_dry_run_runs_the_default_sections_in_priority_order_and_checks_real_thi
     assert set(table1) == {"resnet18/NCHW", "resnet18/channels_last"}
     for scenarios in table1.values():
         assert set(scenarios) == {"forward", "forward_backward", "first_call"}
-        assert all(set(s) == set(padding_overhead.VARIANTS) for s in scenarios.values())
+        assert all(set(s) == set(padding_overhead.variants(torch.device("cpu"))) for s in scenarios.values())
     counts = doc["sections"]["compile"]["results"]["counts"]
     assert counts["partial"]["graph_breaks"] == 0 and 1 <= counts["partial"]["graphs"] <= counts["zeros"]["graphs"]
     split = doc["sections"]["eval_split"]["results"]

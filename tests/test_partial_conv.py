@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import seg.nn.partial_conv as pc
-from seg.nn import PartialConv2d, create_conv2d
-from seg.nn.reference import grid_cases, naive_partial_conv
+from seg.nn import PaddingError, PartialConv2d, create_conv2d
+from seg.nn.reference import grid_cases, naive_grads, naive_partial_conv
 
 
 def build(k, s, d, padding, g, bias):
@@ -87,14 +87,6 @@ def test_gradcheck(masked, backward_strategy):
     assert torch.autograd.gradcheck(fn, params)
 
 
-def naive_grads(x, weight, bias, gy, stride, padding, dilation, groups):
-    """Gradients of sum(naive_output * gy) with respect to x, weight and bias (float64)."""
-    leaves = [t.detach().double().requires_grad_() for t in (x, weight) + ((bias,) if bias is not None else ())]
-    out = naive_partial_conv(leaves[0], leaves[1], leaves[2] if bias is not None else None,
-                             stride, padding, dilation, groups)[0]
-    return torch.autograd.grad(out, leaves, gy.double())
-
-
 def conv_grads(conv, x, gy):
     """Gradients of sum(conv(x) * gy) with respect to x, weight and bias through PartialConv2d."""
     leaves = [x] + [p for p in (conv.weight, conv.bias) if p is not None]
@@ -154,7 +146,15 @@ def test_gradient_through_shared_output():
 
 
 @pytest.fixture
-def plan_counter(monkeypatch):
+def fresh_plans():
+    """An empty process-wide plan cache (other tests fill it)."""
+    pc.clear_plan_cache()
+    yield pc._plans
+    pc.clear_plan_cache()
+
+
+@pytest.fixture
+def plan_counter(monkeypatch, fresh_plans):
     calls = []
     real = pc.axis_bands
 
@@ -188,26 +188,44 @@ def test_alternating_sizes_stay_correct(plan_counter):
     assert len(plan_counter) == 2 * len(sizes)  # every size kept alive at once
 
 
-def test_cache_bounded_and_not_in_state_dict():
+def test_convs_of_one_geometry_share_one_plan(plan_counter):
+    first = build((3, 3), (1, 1), (1, 1), 1, (2, 3, 1), True)
+    second = build((3, 3), (1, 1), (1, 1), 1, (3, 5, 1), False)  # other channels and weights, same geometry
+    strided = build((3, 3), (2, 2), (1, 1), 1, (2, 3, 1), True)
+    x = torch.randn(2, 2, 9, 10, dtype=torch.float64)
+    with torch.no_grad():
+        first(x)
+        y = second(torch.randn(1, 3, 9, 10, dtype=torch.float64))
+        assert len(plan_counter) == 2 and y.shape == (1, 5, 9, 10)
+        got = strided(x)
+    assert len(plan_counter) == 4  # a new stride is a new geometry
+    torch.testing.assert_close(got, naive_partial_conv(x, strided.weight, strided.bias, (2, 2), 1, (1, 1), 1)[0],
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_cache_bounded_and_not_in_state_dict(plan_counter, monkeypatch):
+    monkeypatch.setattr(pc, "PLAN_CACHE_SIZE", 4)
     conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), False)
     with torch.no_grad():
-        for h in range(5, 5 + pc.PLAN_CACHE_SIZE + 4):
+        for h in range(5, 5 + 8):
             conv(torch.randn(1, 2, h, 6, dtype=torch.float64))
-    assert len(conv._ratio_plans) == pc.PLAN_CACHE_SIZE
+        assert len(pc._plans) == 4 and len(plan_counter) == 16
+        conv(torch.randn(1, 2, 5, 6, dtype=torch.float64))  # the oldest size was evicted: built again
+        assert len(plan_counter) == 18
     assert set(conv.state_dict()) == {"weight"}
 
 
-def test_deepcopy_and_pickle_drop_the_cache_and_still_work():
+def test_deepcopy_and_pickle_carry_no_plan_and_still_work():
     conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), True)
     x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     with torch.no_grad():
         want = conv(x)
         for clone in (copy.deepcopy(conv), pickle.loads(pickle.dumps(conv))):
-            assert not getattr(clone, "_ratio_plans", None)
+            assert not any(isinstance(v, pc.BorderPlan) for v in vars(clone).values())
             torch.testing.assert_close(clone(x), want, rtol=0, atol=0)
 
 
-def test_cache_follows_device_and_dtype():
+def test_cache_follows_device_and_dtype(fresh_plans):
     conv = build((3, 3), (1, 1), (1, 1), 1, (2, 2, 1), True)
     x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     with torch.no_grad():
@@ -215,7 +233,7 @@ def test_cache_follows_device_and_dtype():
         got = conv.float()(x.float())
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
-    assert {k[3] for k in conv._ratio_plans} == {torch.float64, torch.float32}
+    assert {k[3] for k in fresh_plans} == {torch.float64, torch.float32}
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -231,14 +249,14 @@ def test_low_precision_is_finite_and_close(dtype):
         torch.testing.assert_close(out.double(), want, rtol=2e-2, atol=0.5)
 
 
-def test_autocast_bf16_keeps_ratio_in_float32():
+def test_autocast_bf16_keeps_ratio_in_float32(fresh_plans):
     conv = build((3, 3), (1, 1), (1, 1), 1, (3, 4, 1), True).float()
     x = torch.randn(1, 3, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = conv(x)
         y_masked, _ = conv(x, torch.ones(1, 1, 8, 8))
     assert all(torch.isfinite(t).all() for t in (y, y_masked))
-    for _, _, ratio, _ in next(iter(conv._ratio_plans.values())).regions:
+    for _, _, ratio, _ in next(iter(fresh_plans.values())).regions:
         assert ratio.dtype == torch.float32
 
 
@@ -284,26 +302,34 @@ def test_fullmap_strategy_matches_naive_reference(case, fullmap):
         torch.testing.assert_close(conv(x), want, rtol=1e-12, atol=1e-12)
 
 
-def test_fullmap_under_bf16_autocast_keeps_float32_ratio(fullmap):
+def test_fullmap_under_bf16_autocast_keeps_float32_ratio(fullmap, fresh_plans):
     conv = build((3, 3), (1, 1), (2, 2), 2, (3, 4, 1), True).float()
     x = torch.randn(2, 3, 9, 9)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = conv(x)
     assert y.dtype == torch.bfloat16
-    ratio, valid = next(iter(conv._ratio_plans.values())).full_maps()
+    ratio, valid = next(iter(fresh_plans.values())).full_maps()
     assert ratio.dtype == valid.dtype == torch.float32
     want, _ = naive_partial_conv(x, conv.weight, conv.bias, (1, 1), 2, (2, 2), 1)
     torch.testing.assert_close(y.double(), want, rtol=3e-2, atol=3e-2 * want.abs().max().item())
 
 
-def test_auto_strategy_picks_by_device_and_size(monkeypatch):
+@pytest.mark.parametrize("triton", [False, True])
+def test_auto_strategy_picks_by_device_and_size(monkeypatch, triton):
     monkeypatch.setattr(pc, "CUDA_FULLMAP_MAX_NUMEL", 1000)
-    assert not pc.use_fullmap(torch.device("cpu"), 10)  # CPU: always the bands
-    assert pc.use_fullmap(torch.device("cuda", 0), 1000)
-    assert not pc.use_fullmap(torch.device("cuda", 0), 1001)
+    monkeypatch.setattr(pc.border_kernel, "runs_on", lambda device: triton and device.type == "cuda")
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert pc.choose_reweight(cpu, 10) == "bands"  # CPU: always the bands
+    assert pc.choose_reweight(cuda, 1000) == ("border" if triton else "fullmap")
+    assert pc.choose_reweight(cuda, 1001) == ("border" if triton else "bands")
     old = pc.set_reweight_strategy("bands")
     try:
-        assert not pc.use_fullmap(torch.device("cuda", 0), 10)
+        assert pc.choose_reweight(cuda, 10) == "bands"
+        pc.set_reweight_strategy("border")
+        if triton:
+            assert pc.choose_reweight(cuda, 10) == "border"
+        with pytest.raises(PaddingError, match="'border' needs a CUDA GPU .* and Triton; got a cpu tensor"):
+            pc.choose_reweight(cpu, 10)
     finally:
         pc.set_reweight_strategy(old)
     with pytest.raises(ValueError, match="reweight strategy"):

@@ -11,7 +11,7 @@ import torch
 
 from seg.engine import build_criterion, train_step
 from seg.models import DeepLabV3Plus
-from seg.nn import REWEIGHT_STRATEGIES, PartialConv2d, convert_padding, set_reweight_strategy
+from seg.nn import PartialConv2d, convert_padding, reweight_strategies, set_reweight_strategy
 from seg.nn.reference import grid_cases, naive_partial_conv
 
 from .report import Run, SectionResult, Table, holds, no_host_sync, tf32, within
@@ -90,7 +90,7 @@ def layer_checks(run: Run, sizes: dict) -> tuple[list, Table, dict]:
     dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
     cases = [Case(c) for c in grid_cases(sizes["grid"], seed=7)]
     checks, rows, results = [], [], {}
-    for dtype, strategy, channels_last in itertools.product(dtypes, REWEIGHT_STRATEGIES, (False, True)):
+    for dtype, strategy, channels_last in itertools.product(dtypes, reweight_strategies(device), (False, True)):
         errs = [case.errors(device, dtype, strategy, channels_last) for case in cases]
         fwd, grad = max(e[0] for e in errs), max(e[1] for e in errs)
         syncs = sum(e[2] for e in errs)

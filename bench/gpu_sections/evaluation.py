@@ -48,7 +48,7 @@ def eval_split(run: Run) -> SectionResult:
     torch.manual_seed(0)
     model = DeepLabV3Plus(sizes["encoder"], 19, sizes["output_stride"], padding_mode="partial").to(device)
     split = eval_speed.warm_split(model, loader, device, 19, InferenceSettings(), sizes["images"], sizes["warmup"],
-                                  ANALYSIS)
+                                  ANALYSIS, normalize=dataset.normalize)
     rows = [[stage, s, 1e3 * s / split["images"], 100 * s / split["total_s"]] for stage, s in split["stage_s"].items()]
     table = Table(f"Warm evaluation pass: {sizes['encoder']} DeepLabV3+ OS{sizes['output_stride']}, partial padding, "
                   f"{h}x{w}, fp32, {split['images']} images after {split['warmup']} warm-up ones (data re-loaded by "

@@ -51,7 +51,7 @@ def table1(run: Run) -> SectionResult:
     """The paper's Table 1 (fp32, TF32 allowed, cuDNN autotuning off: it would charge the tuning of a new size to
     whichever variant meets it first) for every variant of padding_overhead, in both memory layouts."""
     sizes, device = run.sizes(TABLE1_SIZES), run.device
-    variants = padding_overhead.VARIANTS
+    variants = padding_overhead.variants(device)
     results: dict = {}
     rows, checks = [], []
     with cudnn_benchmark(False):

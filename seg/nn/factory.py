@@ -102,7 +102,6 @@ def _set_mode(conv: nn.Conv2d, mode: str, kind: str) -> nn.Conv2d:
         conv.__class__ = PartialConv2d
     else:
         conv.__class__ = nn.Conv2d
-        conv.__dict__.pop("_ratio_plans", None)
     store_padding_mode(conv, mode)
     return conv
 
@@ -120,7 +119,6 @@ def _set_tf_same_mode(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
         conv.__class__ = PartialConv2dSame
     elif mode == "zeros" and type(conv) is PartialConv2dSame:
         conv.__class__ = conv.__dict__.pop("_zero_padding_class")
-        conv.__dict__.pop("_ratio_plans", None)
     store_padding_mode(conv, mode)
     return conv
 

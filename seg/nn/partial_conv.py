@@ -2,29 +2,36 @@
 
 ``y = conv2d(x, W, zero padding) * r + b``, with ``r = K / S`` and ``S`` the number of taps of each
 window that fall inside the image (arXiv 1811.11718, eq. 1; docs/partial_padding.md). ``r`` is 1 except
-in thin bands along the borders and is cached per input size: a batch-size change never recomputes it.
+in thin bands along the borders. Its tables are built on the device (:func:`seg.nn.ratio.axis_ratio`) once
+per conv geometry and shared by every conv of that geometry (:func:`shared_plan`): a batch-size change, or
+another conv of the same shape, never recomputes them, and no forward or backward waits for the host.
 
-Two ways to apply ``r`` (:func:`set_reweight_strategy`): ``"bands"`` scales the border blocks of the
+Three ways to apply ``r`` (:func:`set_reweight_strategy`): ``"bands"`` scales the border blocks of the
 biased conv output in place (O(perimeter) memory traffic, but up to 8 small operations per conv);
 ``"fullmap"`` runs the conv without bias and then ``y * r + b * valid`` over the whole output in one
 in-place pass with cached full-size maps (one kernel; NVIDIA's reference layer needs three and rebuilds its
-map on every shape change). On a CPU the bands always win. On a GPU every small operation is a kernel
-launch, so ``"auto"`` takes the full map for outputs of at most ``CUDA_FULLMAP_MAX_NUMEL`` elements
+map on every shape change); ``"border"`` re-weights the band alone with one Triton kernel
+(:mod:`seg.nn.border_kernel`; CUDA only). On a CPU the bands always win. On a GPU ``"auto"`` takes the border
+kernel when Triton imports, else the full map for outputs of at most ``CUDA_FULLMAP_MAX_NUMEL`` elements
 (measured by ``bench/gpu_check.py``).
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ratio import AxisBands, PaddingError, axis_bands
+from . import border_kernel
+from .ratio import AxisBands, PaddingError, axis_bands, axis_ratio
 from .traced import traced_partial_conv
 
-#: How many input sizes one conv keeps plans for (multi-scale and tiled inference switch often).
-PLAN_CACHE_SIZE = 16
+#: How many conv geometries (input size, kernel, stride, padding, dilation, device, ratio dtype) keep their
+#: plans; every conv of one geometry shares one. A network has a few dozen; multi-scale and tiled inference
+#: multiply that by the sizes they switch between.
+PLAN_CACHE_SIZE = 256
 
 #: Backward corrects the bands with strip convolutions (no gradient copy) while
 #: ``band outputs * C_in/groups * K * (gradients wanted of x and weight) < STRIP_WORK_LIMIT * output area``;
@@ -34,7 +41,7 @@ PLAN_CACHE_SIZE = 16
 STRIP_WORK_LIMIT = 32
 
 #: Re-weighting strategies; "auto" chooses per device type and output size.
-REWEIGHT_STRATEGIES = ("auto", "bands", "fullmap")
+REWEIGHT_STRATEGIES = ("auto", "bands", "fullmap", "border")
 
 #: With "auto" on CUDA, outputs of at most this many elements (B * C * Ho * Wo) take the fused full-map pass
 #: instead of the in-place band updates. Measured on an H200 (bench/gpu_check.py, BENCHMARKS.md GPU section):
@@ -48,7 +55,8 @@ _strategy = "auto"
 
 
 def set_reweight_strategy(strategy: str) -> str:
-    """Choose how PartialConv2d applies its ratio: "auto" (default), "bands" or "fullmap"; returns the old one."""
+    """Choose how PartialConv2d applies its ratio: "auto" (default), "bands", "fullmap" or "border" (CUDA tensors
+    with Triton only: a conv on another device then raises PaddingError); returns the old one."""
     global _strategy
     if strategy not in REWEIGHT_STRATEGIES:
         raise PaddingError(f"reweight strategy must be one of {REWEIGHT_STRATEGIES}, got {strategy!r}")
@@ -56,11 +64,24 @@ def set_reweight_strategy(strategy: str) -> str:
     return old
 
 
-def use_fullmap(device: torch.device, numel: int) -> bool:
-    """Whether an output of ``numel`` elements on ``device`` is re-weighted by the full-map multiply."""
+def reweight_strategies(device: torch.device) -> tuple[str, ...]:
+    """The strategies of :data:`REWEIGHT_STRATEGIES` that can run on ``device`` ("border" needs a CUDA GPU
+    Triton generates code for)."""
+    return tuple(s for s in REWEIGHT_STRATEGIES if s != "border" or border_kernel.runs_on(device))
+
+
+def choose_reweight(device: torch.device, numel: int) -> str:
+    """The strategy ("bands", "fullmap" or "border") that re-weights an output of ``numel`` elements on ``device``."""
+    if _strategy == "border" and not border_kernel.runs_on(device):
+        raise PaddingError(f"reweight strategy 'border' needs a CUDA GPU of compute capability >= 7.0 and Triton; "
+                           f"got a {device} tensor{'' if border_kernel.HAVE_TRITON else ' and no Triton'}")
     if _strategy != "auto":
-        return _strategy == "fullmap"
-    return device.type == "cuda" and numel <= CUDA_FULLMAP_MAX_NUMEL
+        return _strategy
+    if device.type != "cuda":
+        return "bands"
+    if border_kernel.runs_on(device):
+        return "border"
+    return "fullmap" if numel <= CUDA_FULLMAP_MAX_NUMEL else "bands"
 
 
 def conv_pads(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -106,15 +127,17 @@ class BorderPlan:
 
     ``regions`` is a list of ``(rows, cols, ratio, bias_coef)``: slices of the (Ho, Wo) output and
     the ratio ``r`` and bias coefficient ``valid - r`` on that block (shapes broadcastable to the
-    block). Interior outputs (r = 1) are in no region.
+    block). Interior outputs (r = 1) are in no region. ``bands`` is ``(top, bottom, left, right)`` and
+    ``tables`` the per-axis ``(r_h (Ho,), r_w (Wo,), valid_h (Ho,), valid_w (Wo,))``, built on ``device``.
     """
 
     def __init__(self, rows: AxisBands, cols: AxisBands, device: torch.device, dtype: torch.dtype):
         self.out_size = (rows.size_out, cols.size_out)
-        rh, rw, vh, vw = (torch.tensor(v, dtype=dtype, device=device) for v in
-                          (rows.ratio, cols.ratio, rows.valid, cols.valid))
+        (rh, vh), (rw, vw) = (axis_ratio(*axis.geometry, axis.size_out, device, dtype) for axis in (rows, cols))
         top, bottom = rows.lead, rows.trail
         left, right = cols.lead, cols.trail
+        self.bands = (top, bottom, left, right)
+        self.tables = (rh, rw, vh, vw)
         ho, wo = self.out_size
         middle = slice(top, ho - bottom)
         all_cols = slice(0, wo)
@@ -129,13 +152,12 @@ class BorderPlan:
             self.regions.append((rs, cs, ratio, valid - ratio))
             self.grad_offsets.append((ratio - 1, valid - 1))
         self.band_area = sum((rs.stop - rs.start) * (cs.stop - cs.start) for rs, cs, _, _ in self.regions)
-        self._axes = (rh, rw, vh, vw)
         self._full_maps: tuple[torch.Tensor, torch.Tensor] | None = None  # built on first use
 
     def full_maps(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(ratio, valid) as full (Ho, Wo) maps (1 off the bands), built once; None when no output is re-weighted."""
         if self._full_maps is None and self.regions:
-            rh, rw, vh, vw = self._axes
+            rh, rw, vh, vw = self.tables
             self._full_maps = (rh[:, None] * rw[None, :], vh[:, None] * vw[None, :])
         return self._full_maps
 
@@ -148,6 +170,11 @@ class BorderPlan:
                 block.add_(bias.view(-1, 1, 1) * coef)
         return y
 
+    def reweight_border_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`reweight_bands_` in one Triton kernel over the band (:func:`seg.nn.border_kernel.reweight_band_`);
+        ``y`` dense (NCHW or channels_last), on a device :func:`seg.nn.border_kernel.runs_on` accepts."""
+        return border_kernel.reweight_band_(y, self.bands, self.tables, bias)
+
     def reweight_full_(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """``y = y * ratio + bias * valid`` in place, in one elementwise pass: ``y`` (B, C, Ho, Wo) is the
         conv output WITHOUT bias. The arithmetic runs in the ratio's float32 and is stored in ``y``'s dtype.
@@ -159,26 +186,45 @@ class BorderPlan:
             return torch.mul(y, ratio, out=y)
         return torch.addcmul(bias.view(-1, 1, 1).to(ratio.dtype) * valid, y, ratio, out=y)
 
-    def reweight(self, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Out-of-place :meth:`reweight_full_` (for tracing compilers, which fuse it): ``y`` is the conv output
-        WITHOUT bias."""
-        maps = self.full_maps()
-        if maps is None:
-            return y if bias is None else y + bias.view(-1, 1, 1)
-        ratio, valid = maps
-        out = y * ratio
-        if bias is not None:
-            out = out + bias.view(-1, 1, 1) * valid
-        return out.to(y.dtype)
+
+Geometry = tuple[int, int, int, int, int, int]  # one axis: (size_in, kernel, stride, pad_lo, pad_hi, dilation)
+
+_plans: OrderedDict[tuple, BorderPlan] = OrderedDict()
+_plans_lock = threading.Lock()  # nn.DataParallel runs its replicas' forwards in threads
+
+
+def shared_plan(rows: Geometry, cols: Geometry, device: torch.device, dtype: torch.dtype) -> BorderPlan:
+    """The plan of one conv geometry, from a process-wide LRU cache of ``PLAN_CACHE_SIZE`` plans: every conv of
+    that geometry (and every batch size) shares it. ``dtype`` is the ratio's (see :func:`_ratio_dtype`)."""
+    key = (rows, cols, device, dtype)
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is not None:
+            _plans.move_to_end(key)
+            return plan
+    plan = BorderPlan(axis_bands(*rows), axis_bands(*cols), device, dtype)
+    with _plans_lock:
+        plan = _plans.setdefault(key, plan)  # another thread may have built it meanwhile: keep one
+        if len(_plans) > PLAN_CACHE_SIZE:
+            _plans.popitem(last=False)
+    return plan
+
+
+def clear_plan_cache() -> None:
+    """Drop every cached plan (tests; or to free their device memory)."""
+    with _plans_lock:
+        _plans.clear()
 
 
 def _conv_reweighted(plan: BorderPlan, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     stride, pads, dilation, groups, fullmap: bool) -> torch.Tensor:
-    """The partial conv's output without autograd bookkeeping: with ``fullmap`` the conv without bias, then
-    :meth:`BorderPlan.reweight_full_`; else the conv with bias, then :meth:`BorderPlan.reweight_bands_`."""
-    if fullmap:
+                     stride, pads, dilation, groups, mode: str) -> torch.Tensor:
+    """The partial conv's output without autograd bookkeeping, re-weighted by ``mode`` (see
+    :func:`choose_reweight`): "fullmap" runs the conv without bias, then :meth:`BorderPlan.reweight_full_`;
+    "bands" and "border" the conv with bias, then :meth:`BorderPlan.reweight_bands_` / ``reweight_border_``."""
+    if mode == "fullmap":
         return plan.reweight_full_(F.conv2d(x, weight, None, stride, pads, dilation, groups), bias)
-    return plan.reweight_bands_(F.conv2d(x, weight, bias, stride, pads, dilation, groups), bias)
+    y = F.conv2d(x, weight, bias, stride, pads, dilation, groups)
+    return plan.reweight_border_(y, bias) if mode == "border" else plan.reweight_bands_(y, bias)
 
 
 def _strip(lo: int, hi: int, size_in: int, kernel: int, stride: int, pad_lo: int, dilation: int):
@@ -208,8 +254,11 @@ def _autocast_inputs(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tenso
 class _PartialConvFunction(torch.autograd.Function):
     """Zero-padded conv plus in-place border re-weighting, with a backward that scales only the bands.
 
-    With ``fullmap`` the conv runs without bias and one in-place pass applies ``y * r + b * valid``;
-    backward then scales one copy of the gradient by the full ratio map (:func:`_full_map_backward`).
+    With ``mode="fullmap"`` the conv runs without bias and one in-place pass applies ``y * r + b * valid``;
+    backward then scales one copy of the gradient by the full ratio map (:func:`_full_map_backward`). With
+    ``mode="border"`` a Triton kernel re-weights the band of the biased output in place, and backward scales
+    the band of ``g`` itself in place and restores it afterwards (:func:`_border_backward`), or, for a ``g`` it
+    must not write to, takes the copy described next.
 
     The gradient of the zero-padded conv's output is ``g * r``. Conv backward is linear in it and
     ``r - 1`` is zero off the bands, so where the bands are cheap (see ``STRIP_WORK_LIMIT``) backward
@@ -221,23 +270,25 @@ class _PartialConvFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, plan, stride, pads, dilation, groups, fullmap=False):
+    def forward(ctx, x, weight, bias, plan, stride, pads, dilation, groups, mode="bands"):
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         x, weight = _autocast_inputs(x, weight)
         ctx.save_for_backward(x, weight)
-        ctx.plan, ctx.conv_args, ctx.fullmap = plan, (stride, pads, dilation, groups), fullmap
-        y = _conv_reweighted(plan, x, weight, bias, stride, pads, dilation, groups, fullmap)
-        if not fullmap:
-            strip_work = plan.band_area * weight[0].numel() * sum(ctx.needs_input_grad[:2])
-            ctx.use_strips = strip_work < STRIP_WORK_LIMIT * y.shape[-2] * y.shape[-1]
+        ctx.plan, ctx.conv_args, ctx.mode = plan, (stride, pads, dilation, groups), mode
+        y = _conv_reweighted(plan, x, weight, bias, stride, pads, dilation, groups, mode)
+        strip_work = plan.band_area * weight[0].numel() * sum(ctx.needs_input_grad[:2])
+        # the border mode falls back to the copy, which its kernel's band-only traffic beats where it runs
+        ctx.use_strips = mode == "bands" and strip_work < STRIP_WORK_LIMIT * y.shape[-2] * y.shape[-1]
         return y
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         grad = grad.to(x.dtype)  # no-op unless autograd handed a differently typed gradient
-        if ctx.fullmap:
+        if ctx.mode == "fullmap":
             return (*_full_map_backward(ctx, grad, x, weight), None, None, None, None, None, None)
+        if ctx.mode == "border" and _writable(grad):
+            return (*_border_backward(ctx, grad, x, weight), None, None, None, None, None, None)
         stride, pads, dilation, groups = ctx.conv_args
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         plan = ctx.plan
@@ -260,6 +311,30 @@ class _PartialConvFunction(torch.autograd.Function):
                 if (need_x or need_w) and not scaled:
                     _add_band_grads(block * ratio_off, x, weight, rows, cols, ctx.conv_args, grad_x, grad_w)
         return grad_x, grad_w, grad_b, None, None, None, None, None, None
+
+
+def _writable(grad: torch.Tensor) -> bool:
+    """Whether backward may scale ``grad``'s band in place and restore it: dense (no element shared by two
+    positions, as in a gradient expanded from ``sum()``) and not part of a graph being built (double backward)."""
+    return border_kernel.dense(grad) and not grad.requires_grad and not torch.is_grad_enabled()
+
+
+def _border_backward(ctx, grad, x, weight):
+    """Gradients of the border mode: the band of ``grad`` is scaled by ``r`` in place for the conv backward, then
+    restored bit for bit, so the caller's gradient is unchanged and no O(area) copy is made."""
+    stride, pads, dilation, groups = ctx.conv_args
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    plan = ctx.plan
+    saved, bias_delta = border_kernel.scale_band_(grad, plan.bands, plan.tables, bias_delta=need_b)
+    try:
+        with torch.autocast(grad.device.type, enabled=False):
+            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if need_b else None, stride, pads, dilation, False, (0, 0),
+                groups, (need_x, need_w, need_b))
+    finally:
+        border_kernel.restore_band_(grad, plan.bands, saved)
+    return (grad_x.to(ctx.dtypes[0]) if need_x else None, grad_w.to(ctx.dtypes[1]) if need_w else None,
+            (grad_b + bias_delta).to(ctx.dtypes[2]) if need_b else None)
 
 
 def _full_map_backward(ctx, grad, x, weight):
@@ -316,37 +391,26 @@ class PartialConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         store_padding_mode(self, "partial")
 
-    # -- cache ---------------------------------------------------------------------------------
-    def _plan(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> BorderPlan:
-        key = (height, width, device, _ratio_dtype(dtype))
-        plans = self.__dict__.setdefault("_ratio_plans", OrderedDict())
-        plan = plans.get(key)
-        if plan is None:
-            plan = self._make_plan(height, width, device, key[3])
-            plans[key] = plan
-            if len(plans) > PLAN_CACHE_SIZE:
-                plans.popitem(last=False)
-        else:
-            plans.move_to_end(key)
-        return plan
-
+    # -- plans ---------------------------------------------------------------------------------
     def _input_pads(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """Zero padding ``((top, bottom), (left, right))`` of an (H, W) input; fixed for a plain conv."""
         return conv_pads(self)
 
-    def _make_plan(self, height, width, device, dtype) -> BorderPlan:
+    def _geometry(self, height: int, width: int) -> tuple[Geometry, Geometry]:
+        """(rows, cols) geometry of this conv on an (H, W) input: what its plan depends on."""
         (pt, pb), (pl, pr) = self._input_pads(height, width)
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        rows = axis_bands(height, kh, sh, pt, pb, dh)
-        cols = axis_bands(width, kw, sw, pl, pr, dw)
-        return BorderPlan(rows, cols, device, dtype)
+        return (height, kh, sh, pt, pb, dh), (width, kw, sw, pl, pr, dw)
 
-    def __getstate__(self):
-        # plans are a cache of device tensors: never pickled, never deep-copied, rebuilt on demand
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        state = dict(state)
-        state.pop("_ratio_plans", None)
-        return state
+    def _plan(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> BorderPlan:
+        """The plan for an (H, W) input of ``dtype``, shared with every conv of the same geometry (never stored
+        on the module: not in the state_dict, not pickled, not deep-copied)."""
+        return shared_plan(*self._geometry(height, width), device, _ratio_dtype(dtype))
+
+    def _make_plan(self, height, width, device, dtype) -> BorderPlan:
+        """A fresh, uncached plan (for tracing compilers); ``dtype`` is the ratio's."""
+        rows, cols = self._geometry(height, width)
+        return BorderPlan(axis_bands(*rows), axis_bands(*cols), device, dtype)
 
     # -- forward -------------------------------------------------------------------------------
     def _padded_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -371,18 +435,18 @@ class PartialConv2d(nn.Conv2d):
             # from host ints would make dynamo guard on (and recompile for) every input size
             return traced_partial_conv(self, x, self._input_pads(*x.shape[-2:]), _ratio_dtype(x.dtype),
                                        pads_vary=isinstance(self, PartialConv2dSame))
-        # int(): the tracer hands out sizes as tensors; the plan is built for this one size either way
+        # eager sizes are ints (the tracer and compilers returned above)
         height, width = (int(n) for n in x.shape[-2:])
         x, pads = self._padded_input(x)
         plan = self._plan(height, width, x.device, x.dtype)
-        fullmap = bool(plan.regions) and use_fullmap(x.device, x.shape[0] * self.out_channels * plan.out_size[0]
-                                                     * plan.out_size[1])
+        numel = x.shape[0] * self.out_channels * plan.out_size[0] * plan.out_size[1]
+        mode = choose_reweight(x.device, numel) if plan.regions else "bands"  # no band: nothing to re-weight
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                 for t in (x, self.weight, self.bias))):
             return _conv_reweighted(plan, x, self.weight, self.bias, self.stride, pads, self.dilation, self.groups,
-                                    fullmap)
+                                    mode)
         return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, pads, self.dilation,
-                                          self.groups, fullmap)
+                                          self.groups, mode)
 
     def _masked_forward(self, x: torch.Tensor, mask: torch.Tensor):
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:

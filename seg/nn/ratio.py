@@ -2,13 +2,15 @@
 
 For an all-valid input the number of valid taps factorises, ``S(i, j) = S_h(i) * S_w(j)``, so the
 ratio ``r = K / S`` is the outer product of two 1-D ratios and differs from 1 only in bands along the
-borders. Everything here is pure integer arithmetic on shapes; tensors are built from it in
-:mod:`seg.nn.partial_conv`.
+borders. :func:`axis_bands` is integer arithmetic on shapes (where the bands are); :func:`axis_ratio` builds the
+per-axis ratio tables on the tensor's device from the same integers, with no host data and no sync.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import torch
 
 from seg.errors import SegError
 
@@ -27,6 +29,7 @@ class AxisBands:
         trail: trailing such positions (``lead + trail <= size_out``).
         ratio: ``k / count`` for every output position (0 where no tap is valid), length ``size_out``.
         valid: 1.0 where at least one tap is valid, else 0.0, length ``size_out``.
+        geometry: ``(size_in, kernel, stride, pad_lo, dilation)``, what :func:`axis_ratio` needs besides size_out.
     """
 
     size_out: int
@@ -34,6 +37,7 @@ class AxisBands:
     trail: int
     ratio: tuple[float, ...]
     valid: tuple[float, ...]
+    geometry: tuple[int, int, int, int, int]
 
 
 def output_size(size_in: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, dilation: int) -> int:
@@ -72,4 +76,25 @@ def axis_bands(size_in: int, kernel: int, stride: int, pad_lo: int, pad_hi: int,
         counts[i] = valid_taps(i, size_in, kernel, stride, pad_lo, dilation)
     ratio = tuple(kernel / c if c else 0.0 for c in counts)
     valid = tuple(1.0 if c else 0.0 for c in counts)
-    return AxisBands(n_out, lead, trail, ratio, valid)
+    return AxisBands(n_out, lead, trail, ratio, valid, (size_in, kernel, stride, pad_lo, dilation))
+
+
+def axis_ratio(size_in: int, kernel: int, stride: int, pad_lo: int, dilation: int, size_out: int,
+               device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ratio, valid)``, each (size_out,) of ``dtype`` on ``device``: ``kernel / S`` and ``[S > 0]`` per output
+    position of one axis (ratio 0 where ``S = 0``), ``S`` the taps inside ``[0, size_in)``.
+
+    Counted on the device from integers (``arange`` over positions and taps): no tensor is made from host
+    data, so nothing waits for the host, and plain torch ops keep it traceable by compilers. The quotient is
+    taken in float64 (correctly rounded) and then cast, so float32 tables hold ``float32(kernel / S)`` exactly
+    as the host formula of :func:`axis_bands` does.
+    """
+    pos = torch.arange(size_out, device=device)
+    taps = torch.arange(kernel, device=device) * dilation - pad_lo
+    index = pos[:, None] * stride + taps[None, :]  # (size_out, kernel) input index of every tap
+    count = ((index >= 0) & (index < size_in)).sum(1)
+    valid = count > 0
+    # full(K) / count rather than K / count: torch computes a scalar numerator as K * reciprocal(count),
+    # which is not the correctly rounded quotient
+    ratio = torch.full((size_out,), float(kernel), dtype=torch.float64, device=device) / count.clamp(min=1)
+    return (ratio * valid).to(dtype), valid.to(dtype)

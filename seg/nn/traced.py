@@ -6,8 +6,7 @@ Python ints) a guard on the exact input size that makes dynamo recompile for eve
 ratio ``r = K / S`` is computed from the shapes alone with ``torch.arange`` over output positions and taps,
 so dynamo keeps the sizes symbolic, inductor fuses ``y * r + b * valid`` into the neighbouring ops, and
 autograd differentiates it like any other expression. The ratio equals the eager plan's bit for bit: the
-per-axis counts are exact integers and ``K / count`` one correctly rounded division in the ratio's dtype
-(the eager plan rounds the float64 quotient to float32, which gives the same value for a quotient).
+per-axis counts come from the same :func:`seg.nn.ratio.axis_ratio` the eager plans use.
 """
 from __future__ import annotations
 
@@ -15,18 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ratio import axis_ratio
+
 
 def _axis_ratio(size_in: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, dilation: int,
                 device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ratio, valid)`` along one axis, each ``(n_out,)``: ``kernel / count`` of valid taps (0 where no tap
-    is valid) and 1 / 0 for at least one / no valid tap. ``size_in`` may be a symbolic size."""
+    """:func:`seg.nn.ratio.axis_ratio` with the output length worked out from the (possibly symbolic) sizes."""
     n_out = (size_in + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
-    first_tap = torch.arange(n_out, device=device) * stride - pad_lo  # (n_out,)
-    taps = first_tap[:, None] + torch.arange(kernel, device=device) * dilation  # (n_out, kernel)
-    count = ((taps >= 0) & (taps < size_in)).sum(1)
-    valid = (count > 0).to(dtype)
-    # tensor / tensor: `kernel / count` would multiply by a rounded reciprocal, one ulp off the eager plan's K / S
-    return torch.full_like(valid, kernel) / count.clamp(min=1).to(dtype) * valid, valid
+    return axis_ratio(size_in, kernel, stride, pad_lo, dilation, n_out, device, dtype)
 
 
 def traced_partial_conv(conv: nn.Conv2d, x: torch.Tensor, pads: tuple[tuple[int, int], tuple[int, int]],
