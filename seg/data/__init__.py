@@ -8,7 +8,16 @@ Entry points (config section ``data``, defaults in ``DATA_DEFAULTS``; ``data.for
 """
 from __future__ import annotations
 
-from .cityscapes import COARSE_MODES, CV_SPLITS, NVIDIA_BOOST_CLASSES, cv_cities, list_pairs, parse_set
+from .cityscapes import (
+    COARSE_MODES,
+    CV_SPLITS,
+    NVIDIA_BOOST_CLASSES,
+    OFFICIAL_CITIES,
+    cv_cities,
+    list_pairs,
+    parse_set,
+    split_cities,
+)
 from .dataset import SegDataset, SegTrainDataset, load_pair
 from .formats import FORMATS, data_format, label_space
 from .io import DataError
@@ -57,6 +66,7 @@ def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> SegDat
 
 __all__ = [
     "COARSE_MODES", "CROP_PLACEMENTS", "CV_SPLITS", "NVIDIA_BOOST_CLASSES", "DATA_DEFAULTS", "FORMATS", "cv_cities",
+    "OFFICIAL_CITIES", "split_cities",
     "BatchNormalize", "build_train_dataset", "build_val_dataset", "data_format", "label_space", "with_defaults",
     "SegDataset", "SegTrainDataset", "DataError", "list_pairs", "load_pair", "parse_set", "CITYSCAPES",
     "CLASS_NAMES", "ID_TO_TRAINID", "IGNORE_INDEX", "LabelSpace", "NUM_CLASSES", "PALETTE", "TRAINID_TO_ID",
