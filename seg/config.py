@@ -143,6 +143,8 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "hflip": data_key("hflip", "float", min=0, max=1, doc="probability of a horizontal flip"),
         "blur_prob": data_key("blur_prob", "float", min=0, max=1),
         "color_jitter": data_key("color_jitter", "float", min=0, max=1),
+        "hue_jitter": data_key("hue_jitter", "float?", min=0, max=0.5,
+                               doc="hue shift bound (fraction of the hue circle); null = color_jitter / 10"),
         "mean": data_key("mean", "list[float]"),
         "std": data_key("std", "list[float]"),
         "class_balance": data_key("class_balance", "float", min=0, max=1,
