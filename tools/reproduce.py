@@ -91,8 +91,8 @@ CONFIG_SOURCES = {
     "train.lr": {"resnet50": "our choice: the usual DeepLabV3+ ResNet-50 rate at batch 16; the paper says the two "
                              "encoders' rates differ, so NVIDIA's WRN-38 value is not reused",
                  "wrn38": f"NVIDIA code: train.py default ({NVIDIA}); none of their scripts uses it"},
-    "data.color_jitter": f"NVIDIA code: datasets/__init__.py ColorJitter(brightness, contrast, saturation, "
-                         f"hue = --color_aug 0.25)",
+    "data.color_jitter": "NVIDIA code: datasets/__init__.py ColorJitter(brightness, contrast, saturation, "
+                         "hue = --color_aug 0.25)",
     "data.hue_jitter": "NVIDIA code: datasets/__init__.py (hue = --color_aug)",
     "data.blur_prob": "NVIDIA code: datasets/__init__.py (--gblur: RandomGaussianBlur on every crop)",
     "data.class_balance": "NVIDIA code: scripts/train_cityscapes_WideResNet38.sh (--class_uniform_pct 0.5)",
@@ -170,10 +170,11 @@ def leave_out_choice(args) -> str:
 
 def choices(args) -> list[tuple[str, str, str]]:
     """(setting, value, source) of every choice the paper's text leaves open, as this run makes it."""
-    rows = [("additional city split", f"--additional-split {args.additional_split}", split_choice(args.additional_split)),
+    split = args.additional_split
+    rows = [("additional city split", f"--additional-split {split}", split_choice(split)),
             ("Table 7 leave-out region", f"--leave-out-by {args.leave_out_by}", leave_out_choice(args)),
-            ("ImageNet weights, partial arm", f"--partial-init {args.partial_init}", init_choice(args, "resnet50",
-                                                                                                 "partial")),
+            ("ImageNet weights, partial arm", f"--partial-init {args.partial_init}",
+             init_choice(args, "resnet50", "partial")),
             ("Tables 6-7 models", "mean ± std over seeds and best of seeds",
              "paper: one model per padding with similar regular mIoU (its figures are each padding's best of three)")]
     cfgs = {enc: load_config(shipped_config("cityscapes", name.format("zeros"))) for enc, name in SEG_MODELS.items()}
@@ -426,8 +427,8 @@ def leave_out_tables(args, found: SegResults) -> list[str]:
         block = leave_out_block(first, by)
         lines += ["", f"### Leave-out by {by}: {LEAVE_OUT_MEANING[by]}", ""]
         if block is None:
-            lines.append(f"not in the eval results (evaluated with another --leave-out-by; delete the "
-                         f"eval_*_tile.json files to evaluate again)")
+            lines.append("not in the eval results (evaluated with another --leave-out-by; delete the "
+                         "eval_*_tile.json files to evaluate again)")
             continue
         rows = [(row["label"], "tile", lambda r, i=i, by=by: leave_out_miou(r, by, i), paper)
                 for i, (row, paper) in enumerate(zip(block["results"], PAPER_7))]

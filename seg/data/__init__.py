@@ -47,7 +47,8 @@ def build_train_dataset(data_cfg: dict | None, seed: int) -> SegTrainDataset:
     return SegTrainDataset(
         pairs, cfg["root"], fmt.decoder(cfg), is_coarse, seed=seed, crop_size=cfg["crop_size"],
         scale_range=cfg["scale_range"], hflip=cfg["hflip"], blur_prob=cfg["blur_prob"],
-        color_jitter=cfg["color_jitter"], hue_jitter=cfg["hue_jitter"], mean=cfg["mean"], std=cfg["std"], class_balance=cfg["class_balance"],
+        color_jitter=cfg["color_jitter"], hue_jitter=cfg["hue_jitter"],
+        mean=cfg["mean"], std=cfg["std"], class_balance=cfg["class_balance"],
         centroids_per_class=cfg["centroids_per_class"], coarse_mode=cfg["coarse_mode"],
         coarse_boost_classes=cfg["coarse_boost_classes"], crop_placement=cfg["crop_placement"])
 
