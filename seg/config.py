@@ -88,6 +88,9 @@ def runtime_keys(*, sync_bn: bool, sync_bn_doc: str) -> dict[str, dict]:
 
 # Inference modes of seg.evaluation (tools/eval.py --mode): whole image, tiles, overlapping tiles.
 EVAL_MODES = ("regular", "tile", "overlap")
+# Readings of a centre leave-out proportion p (eval.leave_out_by): blank a centred p*H x p*W rectangle ("side"),
+# one covering a fraction p of the image ("area"), or score both from the same pass ("both").
+LEAVE_OUT_BY = ("side", "area", "both")
 
 # Every key the toolkit understands. `kind` is a small type language: str, int, float, bool, list[T] (T may be
 # a list kind too), dict[K,V] of scalars, and a trailing "?" for "may be null". Floats accept ints (YAML
@@ -140,6 +143,8 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "hflip": data_key("hflip", "float", min=0, max=1, doc="probability of a horizontal flip"),
         "blur_prob": data_key("blur_prob", "float", min=0, max=1),
         "color_jitter": data_key("color_jitter", "float", min=0, max=1),
+        "hue_jitter": data_key("hue_jitter", "float?", min=0, max=0.5,
+                               doc="hue shift bound (fraction of the hue circle); null = color_jitter / 10"),
         "mean": data_key("mean", "list[float]"),
         "std": data_key("std", "list[float]"),
         "class_balance": data_key("class_balance", "float", min=0, max=1,
@@ -178,7 +183,7 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "flip": key_spec(False, "bool"),
         "tile_batch": key_spec(4, "int", min=1),
         "leave_out": key_spec([0.0, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 7 / 8], "list[float]"),
-        "leave_out_by": key_spec("side", "str", ("side", "area")),
+        "leave_out_by": key_spec("side", "str", LEAVE_OUT_BY),
         "distance_bands": key_spec([0, 16, 32, 64, 128], "list[int]"),
     },
     "work_dir": key_spec(None, "str?", doc="output folder; null = work_dirs/<config file name>"),

@@ -123,18 +123,22 @@ def test_reproduce_names_each_cells_split_coarse_mode_lr_seeds_and_paper_figure(
     out = capsys.readouterr().out
     lr = {enc: load_config(os.path.join(ROOT, "configs", "cityscapes", f"{name.format('zeros')}.yaml"))["train"]["lr"]
           for enc, name in (("resnet50", "deeplabv3plus_r50_{}_896"), ("wrn38", "deeplabv3plus_wrn38_{}_736"))}
-    assert (f"[cell] table 5 | resnet50 zeros regular | split default (data.cv_split=0) | coarse_mode=boost | "
-            f"lr={lr['resnet50']:g} | seeds 0 | paper: 78.08 (mean of 3 runs, default split)") in out
-    assert (f"[cell] table 5 | resnet50 partial regular | split additional (data.cv_split=2) | coarse_mode=boost | "
-            f"lr={lr['resnet50']:g} | seeds 0 | paper: 76.91 (mean of 3 runs, additional split)") in out
-    assert (f"[cell] table 6 | wrn38 zeros tile | split additional (data.cv_split=2) | coarse_mode=boost | "
-            f"lr={lr['wrn38']:g} | seeds 0 | paper: 79.53 (one model, additional split)") in out
+    default, additional = ("split default (data.cv_split=0: frankfurt, lindau, munster) | init zero-padding ImageNet",
+                           "split additional (data.cv_split=2: monchengladbach, strasbourg, stuttgart) | "
+                           "init zero-padding ImageNet")
+    assert (f"[cell] table 5 | resnet50 zeros regular | {default} | coarse_mode=boost | "
+            f"lr={lr['resnet50']:g} | seeds 0 (mean) | paper: 78.08 (mean of 3 runs, default split)") in out
+    assert (f"[cell] table 5 | resnet50 partial regular | {additional} | coarse_mode=boost | "
+            f"lr={lr['resnet50']:g} | seeds 0 (mean) | paper: 76.91 (mean of 3 runs, additional split)") in out
+    assert (f"[cell] table 6 | wrn38 zeros tile | {additional} | coarse_mode=boost | "
+            f"lr={lr['wrn38']:g} | seeds 0 (mean and best of seeds) | paper: 79.53 (one model, additional split)"
+            ) in out
     assert "[cell] table 6 | wrn38 zeros tile | split default" not in out
     assert re.search(r"tools/train.py .*wrn38_zeros_cv2_s0 .*data.cv_split=2", out)
     assert re.search(r"tools/eval.py .*wrn38_zeros_cv2_s0/model_final.pth --mode regular,tile,overlap .*"
                      r"data.cv_split=2", out)
     assert re.search(r"tools/eval.py .*/wrn38_zeros_s0/model_final.pth --mode regular --out", out)
-    assert "| tile | not run | not run | - | not run | 81.25 (1) | - | 79.53 | 79.91 |" in out
+    assert "| tile | final | not run | 81.25 (1) | - | not run | not run | - | 79.53 | 79.91 |" in out
 
 
 def test_reproduce_writes_under_the_current_folder_and_runs_tools_and_configs_by_absolute_path(tmp_path, monkeypatch,

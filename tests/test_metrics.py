@@ -179,6 +179,32 @@ def test_evaluate_leave_out_and_bands_equal_masked_references():
         assert row["mIoU"] == pytest.approx(naive_miou(ref)[0], abs=1e-9)
 
 
+def test_leave_out_by_both_scores_each_reading_from_one_pass_as_separate_passes_do():
+    """One pass under "both" gives the side and the area readings: each equals its own pass and the masked
+    float64 reference, and the per-image counts name both readings' regions."""
+    k, n, h, w = 4, 3, 20, 36
+    pred, target = random_pair((n, h, w), k, seed=11)
+    leave_out = [0.0, 0.5, 7 / 8]
+    loader = DataLoader(TensorDataset(torch.zeros(n, 3, h, w), target), batch_size=2)
+    model = FixedPredictions(pred, k)
+    both = evaluate(model, loader, k, leave_out=leave_out, leave_out_by="both", image_stats=True, progress=False)
+    for key, by in (("leave_out", "side"), ("leave_out_area", "area")):
+        model.i = 0
+        alone = evaluate(model, loader, k, leave_out=leave_out, leave_out_by=by, progress=False)["leave_out"]
+        assert both[key] == alone
+        for p, row in zip(leave_out, both[key]["results"]):
+            t = target.clone()
+            t[:, ~centre_leave_out_mask(h, w, p, by)] = 255
+            ref = naive_confusion(pred.numpy(), t.numpy(), k)
+            assert row["scored_pixels"] == ref.sum() and row["mIoU"] == pytest.approx(naive_miou(ref)[0], abs=1e-9)
+    # at 7/8 the side reading scores 1 - (7/8)^2 of the pixels (up to rounding), the area reading 1/8
+    side, area = (both[key]["results"][2]["scored_pixels"] for key in ("leave_out", "leave_out_area"))
+    assert side > area
+    assert both["image_stats"]["regions"] == ["all", "leave_out 0", "leave_out 1/2", "leave_out 7/8",
+                                              "leave_out_area 0", "leave_out_area 1/2", "leave_out_area 7/8"]
+    assert both["image_stats"]["intersection"].shape[1] == 7
+
+
 def test_evaluate_restores_training_mode_and_rejects_unknown_mode():
     model = torch.nn.Conv2d(3, 4, 1).train()
     loader = DataLoader(TensorDataset(torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)))
@@ -192,6 +218,8 @@ def test_evaluate_restores_training_mode_and_rejects_unknown_mode():
         evaluate(model, loader, 4, leave_out=[0.5], leave_out_by="diagonal", progress=False)
     with pytest.raises(ValueError, match="at most 16"):
         evaluate(model, loader, 4, leave_out=[i / 20 for i in range(17)], progress=False)
+    with pytest.raises(ValueError, match="at most 16"):  # both readings: two regions per proportion
+        evaluate(model, loader, 4, leave_out=[i / 20 for i in range(9)], leave_out_by="both", progress=False)
 
 
 def test_accumulator_and_scores_match_naive_numpy():

@@ -22,14 +22,13 @@ import sys
 import tempfile
 
 from seg.cli import add_device_args, fraction_arg, parse_fractions, positive_int, run_tool, scales_arg, tool_parser
-from seg.config import ConfigError, override_keys
+from seg.config import LEAVE_OUT_BY, ConfigError, override_keys
 from seg.data import build_val_dataset
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import barrier, cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
 from seg.engine.speed import prepare_model
 from seg.evaluation import MODES, evaluate
-from seg.evaluation.metrics import LEAVE_OUT_MEANING
 from seg.evaluation.official import official_scores
 from seg.evaluation.plots import save_confusion_figure
 from seg.evaluation.runner import (
@@ -66,7 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--padding", choices=PADDING_MODES,
                    help="evaluate the weights under this padding (cross-testing); default: as trained")
     p.add_argument("--leave-out", type=parse_fractions, help="centre leave-out proportions, e.g. 0,1/3,1/2")
-    p.add_argument("--leave-out-by", choices=sorted(LEAVE_OUT_MEANING))
+    p.add_argument("--leave-out-by", choices=LEAVE_OUT_BY,
+                   help="side: blank a centred p*H x p*W rectangle; area: one covering a fraction p of the image; "
+                        "both: each reading from the same pass (default from config)")
     p.add_argument("--distance-bands", type=lambda s: [int(v) for v in s.split(",")], help="e.g. 0,16,32,64,128")
     p.add_argument("--split", help="dataset split (default: data.val_split)")
     p.add_argument("--save-pred", metavar="DIR",

@@ -8,7 +8,16 @@ Entry points (config section ``data``, defaults in ``DATA_DEFAULTS``; ``data.for
 """
 from __future__ import annotations
 
-from .cityscapes import COARSE_MODES, CV_SPLITS, NVIDIA_BOOST_CLASSES, cv_cities, list_pairs, parse_set
+from .cityscapes import (
+    COARSE_MODES,
+    CV_SPLITS,
+    NVIDIA_BOOST_CLASSES,
+    OFFICIAL_CITIES,
+    cv_cities,
+    list_pairs,
+    parse_set,
+    split_cities,
+)
 from .dataset import SegDataset, SegTrainDataset, load_pair
 from .formats import FORMATS, data_format, label_space
 from .io import DataError
@@ -38,7 +47,8 @@ def build_train_dataset(data_cfg: dict | None, seed: int) -> SegTrainDataset:
     return SegTrainDataset(
         pairs, cfg["root"], fmt.decoder(cfg), is_coarse, seed=seed, crop_size=cfg["crop_size"],
         scale_range=cfg["scale_range"], hflip=cfg["hflip"], blur_prob=cfg["blur_prob"],
-        color_jitter=cfg["color_jitter"], mean=cfg["mean"], std=cfg["std"], class_balance=cfg["class_balance"],
+        color_jitter=cfg["color_jitter"], hue_jitter=cfg["hue_jitter"],
+        mean=cfg["mean"], std=cfg["std"], class_balance=cfg["class_balance"],
         centroids_per_class=cfg["centroids_per_class"], coarse_mode=cfg["coarse_mode"],
         coarse_boost_classes=cfg["coarse_boost_classes"], crop_placement=cfg["crop_placement"])
 
@@ -57,6 +67,7 @@ def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> SegDat
 
 __all__ = [
     "COARSE_MODES", "CROP_PLACEMENTS", "CV_SPLITS", "NVIDIA_BOOST_CLASSES", "DATA_DEFAULTS", "FORMATS", "cv_cities",
+    "OFFICIAL_CITIES", "split_cities",
     "BatchNormalize", "build_train_dataset", "build_val_dataset", "data_format", "label_space", "with_defaults",
     "SegDataset", "SegTrainDataset", "DataError", "list_pairs", "load_pair", "parse_set", "CITYSCAPES",
     "CLASS_NAMES", "ID_TO_TRAINID", "IGNORE_INDEX", "LabelSpace", "NUM_CLASSES", "PALETTE", "TRAINID_TO_ID",

@@ -71,8 +71,23 @@ def _city_dirs(root: str, split: str) -> list[str]:
     return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
 
 
+# The cities of the official fine train / val splits (what cv_cities finds on a complete tree), so a split's
+# held-out cities can be named before the data is there (tools/reproduce.py's plan).
+OFFICIAL_CITIES = {
+    "train": ("aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt", "hamburg", "hanover",
+              "jena", "krefeld", "monchengladbach", "strasbourg", "stuttgart", "tubingen", "ulm", "weimar", "zurich"),
+    "val": ("frankfurt", "lindau", "munster"),
+}
+
+
 def cv_cities(root: str, cv_split: int) -> tuple[list[str], list[str]]:
-    """(train cities, val cities) of city-level cross-validation split ``cv_split`` (NVIDIA's scheme).
+    """(train cities, val cities) of city-level cross-validation split ``cv_split`` (NVIDIA's scheme) for
+    the cities found under ``root``; see :func:`split_cities`."""
+    return split_cities(_city_dirs(root, "val"), _city_dirs(root, "train"), cv_split)
+
+
+def split_cities(val: list[str], train: list[str], cv_split: int) -> tuple[list[str], list[str]]:
+    """(train cities, val cities) of split ``cv_split`` given the official (val, train) cities.
 
     All cities = the official val cities (sorted) followed by the sorted official train cities (21 on
     Cityscapes); split k validates on the ``n_val`` cities starting at index ``k * n // 3`` and trains
@@ -81,7 +96,7 @@ def cv_cities(root: str, cv_split: int) -> tuple[list[str], list[str]]:
     """
     if cv_split not in CV_SPLITS:
         raise ValueError(f"data.cv_split must be one of {list(CV_SPLITS)}, got {cv_split!r}")
-    val, train = _city_dirs(root, "val"), _city_dirs(root, "train")
+    val, train = sorted(val), sorted(train)
     cities = val + train
     start = cv_split * len(cities) // 3
     held_out = cities[start:start + len(val)]

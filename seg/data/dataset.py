@@ -91,7 +91,7 @@ class SegTrainDataset(SegDataset):
     def __init__(self, pairs: list[tuple[str, str]], root: str, decoder: LabelDecoder = CITYSCAPES_DECODER,
                  is_coarse=None, seed: int = 0, crop_size: int = 896,
                  scale_range=(0.5, 2.0), hflip: float = 0.5, blur_prob: float = 0.5, color_jitter: float = 0.25,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, class_balance: float = 0.5,
+                 hue_jitter: float | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD, class_balance: float = 0.5,
                  centroids_per_class: int = 32, coarse_mode: str = "union",
                  coarse_boost_classes=NVIDIA_BOOST_CLASSES, crop_placement: str = "centred"):
         super().__init__(pairs, decoder, mean, std)
@@ -116,7 +116,7 @@ class SegTrainDataset(SegDataset):
             raise ValueError(f"data.crop_size must be positive, got {crop_size}")
         self.seed, self.crop_size, self.class_balance = int(seed), int(crop_size), float(class_balance)
         self.geometric = build_geometric(self.crop_size, tuple(scale_range))
-        self.photometric = build_photometric(hflip, blur_prob, color_jitter)
+        self.photometric = build_photometric(hflip, blur_prob, color_jitter, hue_jitter)
         self.centroids = balance.Centroids(np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros((0, 2), np.int32))
         if self.class_balance > 0:
             self.centroids = balance.load_or_compute_centroids(root, self.label_paths, centroids_per_class,

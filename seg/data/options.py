@@ -34,6 +34,7 @@ DATA_DEFAULTS = {
     "hflip": 0.5,
     "blur_prob": 0.5,
     "color_jitter": 0.25,
+    "hue_jitter": None,
     "mean": list(IMAGENET_MEAN),
     "std": list(IMAGENET_STD),
     "class_balance": 0.5,

@@ -35,19 +35,23 @@ def build_geometric(crop_size: int, scale_range: tuple[float, float]) -> A.Compo
     )
 
 
-def build_photometric(hflip: float, blur_prob: float, color_jitter: float) -> A.Compose:
+def build_photometric(hflip: float, blur_prob: float, color_jitter: float,
+                      hue_jitter: float | None = None) -> A.Compose:
     """Flip / blur / colour jitter (each skipped when its probability or strength is 0), then a uint8
-    (3, H, W) tensor (normalised later, on the device, by :class:`BatchNormalize`)."""
+    (3, H, W) tensor (normalised later, on the device, by :class:`BatchNormalize`). Brightness, contrast and
+    saturation scale by U(1 - color_jitter, 1 + color_jitter); the hue shifts by U(-h, h) of the hue circle,
+    h = hue_jitter, or color_jitter / 10 when it is None (this toolkit's milder default)."""
     ops = []
     if hflip > 0:
         ops.append(A.HorizontalFlip(p=hflip))
     if blur_prob > 0:
         # sigma range as in NVIDIA's semantic-segmentation RandomGaussianBlur (0.15 + U(0, 1.15))
         ops.append(A.GaussianBlur(blur_limit=0, sigma_limit=(0.15, 1.3), p=blur_prob))
-    if color_jitter > 0:
-        j = color_jitter
+    j = color_jitter
+    h = j / 10 if hue_jitter is None else hue_jitter
+    if j > 0 or h > 0:
         ops.append(A.ColorJitter(brightness=(1 - j, 1 + j), contrast=(1 - j, 1 + j),
-                                 saturation=(1 - j, 1 + j), hue=(-j / 10, j / 10), p=1.0))
+                                 saturation=(1 - j, 1 + j), hue=(-h, h), p=1.0))
     return A.Compose(ops + [ToTensorV2()])
 
 

@@ -1,7 +1,7 @@
 """Evaluation: regular / tiled / overlapping-tile inference, mIoU, leave-out and border-distance analysis."""
 from seg.engine.loaders import ShardSampler, build_eval_loader
 
-from .evaluator import default_label_space, evaluate, predicted_classes, region_layout
+from .evaluator import default_label_space, evaluate, leave_out_keys, predicted_classes, region_layout
 from .inference import (
                       MODES,
                       InferenceSettings,
@@ -26,7 +26,7 @@ __all__ = [
     "evaluate", "build_eval_loader", "ShardSampler", "default_label_space", "InferenceSettings",
     "MODES", "predict_logits", "tile_grid", "tile_starts", "tile_stride",
     "ConfusionAccumulator", "confusion_matrix", "scores_from_confusion", "centre_leave_out_mask",
-    "centre_leave_out_size", "border_distance", "distance_band_index",
+    "centre_leave_out_size", "border_distance", "distance_band_index", "leave_out_keys",
     # the steps of an evaluation pass, one by one (what a benchmark times)
     "to_device", "preprocess", "predicted_classes", "region_layout",
 ]

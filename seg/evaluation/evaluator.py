@@ -33,6 +33,7 @@ from .metrics import (
     ConfusionAccumulator,
     centre_leave_out_mask,
     distance_band_index,
+    leave_out_readings,
     region_stride,
     scores_from_confusion,
 )
@@ -40,7 +41,7 @@ from .official import PredictionWriter
 from .stats import REGION_ALL, counts_from_confusion
 from .visualize import OverlayWriter
 
-__all__ = ["evaluate", "default_label_space", "RegionLayout", "region_layout", "predicted_classes"]
+__all__ = ["evaluate", "default_label_space", "RegionLayout", "region_layout", "predicted_classes", "leave_out_keys"]
 
 
 def default_label_space(num_classes: int) -> LabelSpace:
@@ -60,12 +61,14 @@ class RegionLayout:
 
     def __init__(self, height: int, width: int, leave_out: Sequence[float], leave_out_by: str,
                  distance_bands: Sequence[int], device: torch.device) -> None:
-        if len(leave_out) > 16:  # one bit per proportion in the region code
-            raise ValueError(f"at most 16 leave-out proportions per pass, got {len(leave_out)}")
+        # one bit per (reading, proportion), readings in leave_out_readings' order: "both" scores side, then area
+        masks = [(by, p) for by in leave_out_readings(leave_out_by) for p in leave_out]
+        if len(masks) > 16:
+            raise ValueError(f"at most 16 leave-out regions per pass (proportions x readings), got {len(masks)}")
         code = torch.zeros(height, width, dtype=torch.long, device=device)
-        for i, p in enumerate(leave_out):
-            code |= centre_leave_out_mask(height, width, p, leave_out_by, device).long() << i
-        num_bits = len(leave_out)
+        for i, (by, p) in enumerate(masks):
+            code |= centre_leave_out_mask(height, width, p, by, device).long() << i
+        num_bits = len(masks)
         if distance_bands:
             code |= distance_band_index(height, width, distance_bands, device) << num_bits
         # compact the codes that occur to 0..R-1 with an O(N) occupancy table (no sort, unlike torch.unique)
@@ -89,7 +92,7 @@ class RegionLayout:
 
     def reduce(self, region_cm: torch.Tensor) -> torch.Tensor:
         """(..., R, K, K) region matrices -> (..., slots, K, K): the whole image, then leave-out
-        proportions, then distance bands."""
+        proportions (of each reading in turn), then distance bands."""
         r, k = region_cm.shape[-3], region_cm.shape[-1]
         lead = region_cm.shape[:-3]
         # (L, R) x (..., R, K*K) in float64: exact for counts below 2**53, and matmul runs on any device
@@ -168,7 +171,8 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
         labels: class names, palette, ignore value and prediction-file ids (default:
             :func:`default_label_space`); its class count must equal ``num_classes``.
         leave_out: centre leave-out proportions, each scored from the same pass; ``leave_out_by`` is
-            "side" or "area" (meaning written in the result).
+            "side", "area" (meaning written in the result) or "both": each proportion under both readings
+            from the same pass, side in "leave_out", area in "leave_out_area".
         distance_bands: band edges in pixels of distance to the nearest image border, e.g. [0, 16, 32].
         save_pred: directory for prediction PNGs holding ``labels.to_output_ids`` of the prediction
             (Cityscapes labelIds for Cityscapes; needs ``loader.dataset.image_paths``).
@@ -185,7 +189,8 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
 
     Returns:
         dict with "mIoU", "mAcc", "fwIoU", "pixel_acc" (0-100), "IoU" and "Acc" (per class, NaN where
-        undefined), "class_names", "confusion_matrix", "num_images", "leave_out", "distance_bands",
+        undefined), "class_names", "confusion_matrix", "num_images", "leave_out" (and "leave_out_area"
+        under "both"), "distance_bands",
         "settings" and "timing" (total / network / outside-network seconds); with ``save_pred`` also
         "predictions": [(prediction PNG, ground-truth PNG)] of all ranks, for :func:`official_scores`;
         with ``image_stats`` also "image_stats": per-image, per-region class counts in dataset order (see
@@ -195,8 +200,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     labels = labels or default_label_space(num_classes)
     if labels.num_classes != num_classes:
         raise ValueError(f"the label space names {labels.num_classes} classes but num_classes={num_classes}")
-    if leave_out_by not in LEAVE_OUT_MEANING:
-        raise ValueError(f"leave_out_by must be one of {sorted(LEAVE_OUT_MEANING)}, got {leave_out_by!r}")
+    readings = leave_out_readings(leave_out_by)
     device = torch.device(device)
     rank, world_size = world()
     _check_sampler(loader, world_size)
@@ -211,7 +215,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     timer = NetworkTimer()
     # slots in RegionLayout.reduce's order: the whole image, each leave-out proportion, each distance band
     counts = ConfusionAccumulator(num_classes, labels.ignore_index, device,
-                                  slots=1 + len(leave_out) + len(distance_bands))
+                                  slots=1 + len(readings) * len(leave_out) + len(distance_bands))
     position = 0
     per_image: list[torch.Tensor] = []  # (N, regions, 3, K) counts per batch, with image_stats
     start = time.perf_counter()
@@ -249,10 +253,21 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     return result
 
 
+def leave_out_key(by: str, index: int) -> str:
+    """Result key of the ``index``-th leave-out reading scored: "leave_out" for the first (the only one unless
+    leave_out_by is "both"), "leave_out_<by>" for the others."""
+    return "leave_out" if index == 0 else f"leave_out_{by}"
+
+
+def leave_out_keys(result: dict) -> list[str]:
+    """The result's leave-out blocks, in scoring order ("leave_out", then "leave_out_area" under "both")."""
+    return [key for key in ("leave_out", *(f"leave_out_{by}" for by in LEAVE_OUT_MEANING)) if key in result]
+
+
 def _region_labels(result: dict) -> list[str]:
     """Labels of the regions counted per image: the whole image, leave-out proportions, distance bands."""
     labels = [REGION_ALL]
-    labels += [f"leave_out {row['label']}" for row in result.get("leave_out", {}).get("results", [])]
+    labels += [f"{key} {row['label']}" for key in leave_out_keys(result) for row in result[key]["results"]]
     labels += [f"band {row['label']}" for row in result.get("distance_bands", {}).get("results", [])]
     return labels
 
@@ -324,14 +339,14 @@ def _assemble(counts: ConfusionAccumulator, labels: LabelSpace, leave_out, leave
                   f"(ignore {labels.ignore_index}); mIoU / mAcc = mean over classes where defined; fwIoU = IoU "
                   f"weighted by each class's share of the ground-truth pixels; all in percent",
     }
-    leave = counts.matrices[1:1 + len(leave_out)]
-    bands = counts.matrices[1 + len(leave_out):]
-    if leave_out:
-        rows = []
-        for p, cm in zip(leave_out, leave):
-            rows.append({"proportion": p, "label": _fraction_label(p), **_scores(cm), "scored_pixels": int(cm.sum())})
-        result["leave_out"] = {"by": leave_out_by, "meaning": LEAVE_OUT_MEANING[leave_out_by],
-                               "rounding": LEAVE_OUT_ROUNDING, "results": rows}
+    readings = leave_out_readings(leave_out_by)
+    n = len(leave_out)
+    bands = counts.matrices[1 + len(readings) * n:]
+    for i, by in enumerate(readings if leave_out else ()):
+        rows = [{"proportion": p, "label": _fraction_label(p), **_scores(cm), "scored_pixels": int(cm.sum())}
+                for p, cm in zip(leave_out, counts.matrices[1 + i * n:1 + (i + 1) * n])]
+        result[leave_out_key(by, i)] = {"by": by, "meaning": LEAVE_OUT_MEANING[by], "rounding": LEAVE_OUT_ROUNDING,
+                                        "results": rows}
     if distance_bands:
         rows = []
         for i, cm in enumerate(bands):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.distributed as dist
 
+from seg.config import LEAVE_OUT_BY
 from seg.data.io import DataError
 from seg.engine.loaders import world
 
@@ -33,6 +34,7 @@ __all__ = [
     "border_distance",
     "distance_band_index",
     "LEAVE_OUT_MEANING",
+    "leave_out_readings",
     "LEAVE_OUT_ROUNDING",
 ]
 
@@ -42,6 +44,15 @@ LEAVE_OUT_MEANING = {
     "area": "proportion p blanks a centred rectangle with the image's aspect ratio covering a fraction p of "
             "the image area (each side scaled by sqrt(p)): round(sqrt(p)*H) x round(sqrt(p)*W) pixels",
 }
+
+
+def leave_out_readings(leave_out_by: str) -> tuple[str, ...]:
+    """The readings scored for an ``eval.leave_out_by`` value: ("side",), ("area",) or both, side first."""
+    if leave_out_by not in LEAVE_OUT_BY:
+        raise ValueError(f"leave_out_by must be one of {list(LEAVE_OUT_BY)}, got {leave_out_by!r}")
+    return tuple(LEAVE_OUT_MEANING) if leave_out_by == "both" else (leave_out_by,)
+
+
 LEAVE_OUT_ROUNDING = ("round half up: h = floor(f*H + 0.5), w = floor(f*W + 0.5) with f = p (side) or sqrt(p) (area); "
                       "the blanked rows are [(H-h)//2, (H-h)//2 + h), columns [(W-w)//2, (W-w)//2 + w)")
 

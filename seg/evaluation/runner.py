@@ -19,6 +19,7 @@ from seg.models import build_model
 from seg.models.pretrained import strip_wrapper_prefix
 from seg.nn import PADDING_MODES, convert_padding
 
+from .evaluator import leave_out_keys
 from .inference import InferenceSettings
 
 __all__ = ["ArchitectureMismatch", "ARCH_KEYS", "model_config_for", "load_model_for_eval", "eval_settings",
@@ -175,8 +176,7 @@ def format_table(result: dict) -> str:
     lines.append(f"  {'class':<{width}}  {'IoU':>6}  {'Acc':>6}")
     lines += [f"  {name:<{width}}  {_fmt(iou):>6}  {_fmt(acc):>6}"
               for name, iou, acc in zip(result["class_names"], result["IoU"], accs)]
-    if "leave_out" in result:
-        lo = result["leave_out"]
+    for lo in (result[key] for key in leave_out_keys(result)):
         lines.append(f"centre leave-out by {lo['by']}: {lo['meaning']}")
         lines += [f"  p={row['label']:<6} mIoU {_fmt(row['mIoU']):>6}  scored pixels {row['scored_pixels']}"
                   for row in lo["results"]]
