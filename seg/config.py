@@ -102,9 +102,9 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "num_classes": key_spec(19, "int", min=1),
         "output_stride": key_spec(8, "int", OUTPUT_STRIDES),
         "padding": key_spec("zeros", "str", PADDING_MODES, doc="padding mode; Python APIs call it padding_mode"),
-        "pretrained": key_spec(None, "str?", doc="path to ImageNet encoder weights, torchvision weights as "
-                              "torchvision:ResNet50_Weights.IMAGENET1K_V1 (torchvision's cache), or null (random "
-                              "init)"),
+        "pretrained": key_spec(None, "str?", doc="imagenet (the encoder's ImageNet weights), a torchvision weights "
+                              "name such as ResNet50_Weights.IMAGENET1K_V1 (torchvision's cache), timm (a timm "
+                              "encoder's weights, timm's cache), a checkpoint file, or null (random init)"),
         "norm": key_spec("bn", "str", NORMS, doc="normalisation layer of the network"),
     },
     "data": {

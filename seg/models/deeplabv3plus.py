@@ -10,7 +10,7 @@ from .aspp import ASPP, ASPP_RATES
 from .decoder import DeepLabV3PlusDecoder
 from .errors import ModelError
 from .norm import get_norm_layer, init_weights
-from .pretrained import LoadReport, load_pretrained
+from .pretrained import LoadReport, Weights, canonical_weights, load_pretrained
 from .resnet import RESNETS, ResNetEncoder
 from .timm_encoder import TimmEncoder
 from .wider_resnet import WiderResNet38
@@ -52,13 +52,15 @@ class DeepLabV3Plus(nn.Module):
             Parameters and state_dict keys do not depend on it, so ``seg.nn.convert_padding(model, mode)``
             switches a trained model afterwards.
         norm: "bn" or "syncbn".
+        weights: pretrained weights to load (``model.pretrained``'s spellings, :mod:`seg.models.pretrained`):
+            "imagenet" or True (the encoder's ImageNet weights), a torchvision weights enum member such as
+            ``ResNet50_Weights.IMAGENET1K_V1`` or its name, "timm", or a checkpoint path; None: random init.
 
     ``forward(x)``: x (B, 3, H, W), any H, W -> logits (B, num_classes, H, W).
-    The constructor builds randomly initialised weights only; :func:`build_model` loads pretrained ones.
     """
 
     def __init__(self, encoder: str = "resnet50", num_classes: int = 19, output_stride: int = 8,
-                 padding_mode: str = "zeros", norm: str = "bn"):
+                 padding_mode: str = "zeros", norm: str = "bn", weights: Weights = None):
         super().__init__()
         if output_stride not in ASPP_RATES:
             raise ModelError(f"output_stride must be one of {tuple(ASPP_RATES)}; got {output_stride!r}")
@@ -67,14 +69,17 @@ class DeepLabV3Plus(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ModelError(f"num_classes must be a positive int; got {num_classes!r}")
         norm_layer = get_norm_layer(norm)
+        self.encoder_name = encoder  # what "imagenet" weights mean depends on it
         self.encoder = build_encoder(encoder, output_stride, padding_mode, norm)
         self.aspp = ASPP(self.encoder.out_channels, 256, ASPP_RATES[output_stride], padding_mode, norm_layer)
         self.decoder = DeepLabV3PlusDecoder(self.encoder.skip_channels, 256, num_classes,
                                             padding_mode=padding_mode, norm_layer=norm_layer)
         init_weights(self.aspp)
         init_weights(self.decoder)
-        # set by build_model when it loads weights; a bare constructor reads no file
+        # the load report of ``weights`` (None without pretrained weights)
         self.pretrained_report: LoadReport | None = None
+        if canonical_weights(weights, encoder) is not None:
+            self.pretrained_report = load_pretrained(self, weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -89,16 +94,13 @@ MODEL_ARGUMENTS = {"encoder": "encoder", "num_classes": "num_classes", "output_s
                    "padding": "padding_mode", "norm": "norm"}
 
 
-def build_model(model_cfg: dict) -> DeepLabV3Plus:
+def build_model(model_cfg: dict, weights: Weights = None) -> DeepLabV3Plus:
     """DeepLabV3Plus from a config's ``model`` section (keys of ``seg.config.SCHEMA["model"]``; missing ones
-    take the constructor's defaults), with ``model_cfg["pretrained"]`` loaded when set (a local checkpoint
-    or ``torchvision:<Weights>``, see :func:`seg.models.pretrained.load_pretrained`); the load report is kept
-    in ``model.pretrained_report`` (None without pretrained weights)."""
+    take the constructor's defaults), with ``weights`` (else ``model_cfg["pretrained"]``) loaded when set (any
+    spelling of :mod:`seg.models.pretrained`); the load report is kept in ``model.pretrained_report`` (None
+    without pretrained weights)."""
     unknown = sorted(set(model_cfg) - set(MODEL_ARGUMENTS) - {"pretrained"})
     if unknown:
         raise ModelError(f"unknown model config keys {unknown}; expected {sorted([*MODEL_ARGUMENTS, 'pretrained'])}")
-    model = DeepLabV3Plus(**{MODEL_ARGUMENTS[key]: value for key, value in model_cfg.items() if key in MODEL_ARGUMENTS})
-    pretrained = model_cfg.get("pretrained")
-    if pretrained:
-        model.pretrained_report = load_pretrained(model, pretrained)
-    return model
+    arguments = {MODEL_ARGUMENTS[key]: value for key, value in model_cfg.items() if key in MODEL_ARGUMENTS}
+    return DeepLabV3Plus(**arguments, weights=model_cfg.get("pretrained") if weights is None else weights)

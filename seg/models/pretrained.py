@@ -1,4 +1,15 @@
-"""Loading local checkpoints into a model, loudly: every missing/unexpected key is reported.
+"""Loading pretrained weights into a model, loudly: every missing/unexpected key is reported.
+
+``model.pretrained`` (and the Python builders' ``weights=``) names the weights as the ecosystem spells them:
+  * ``imagenet`` (or ``True`` in Python): the encoder's ImageNet weights -- torchvision's ``IMAGENET1K_V1`` for
+    the ResNets (:data:`IMAGENET_WEIGHTS`), timm's default pretrained tag for ``timm/<name>`` encoders;
+    WideResNet-38 has no downloadable weights (a local file, see below);
+  * a torchvision weights enum member (``ResNet50_Weights.IMAGENET1K_V1`` in Python), its name
+    (``"ResNet50_Weights.IMAGENET1K_V1"``) or ``"torchvision:ResNet50_Weights.IMAGENET1K_V1"``: read from
+    torchvision's cache (``$TORCH_HOME/hub/checkpoints``), downloaded there first if missing;
+  * ``timm``: a ``timm/<name>`` encoder's pretrained weights through timm's own cache (the Hugging Face hub
+    cache, ``$HF_HOME/hub``); offline and not cached, a one-line error names that cache;
+  * a local file, in any of the layouts below.
 
 Accepted files (``torch.load``-able, tensors only):
   * a torchvision ResNet ``state_dict`` (``conv1.weight``, ..., ``fc.*``) -> loaded into the encoder;
@@ -7,27 +18,29 @@ Accepted files (``torch.load``-able, tensors only):
   * Mapillary's In-Place ABN WideResNet-38 ImageNet checkpoint, whose norm layers are single modules
     (``mod2.block1.bn1.weight``) where ours are ``Sequential(BN, ReLU)`` (``mod2.block1.bn1.0.weight``)
     -> remapped key by key (counted in the report's ``remapped``);
+  * NVIDIA's partial-padding ImageNet ResNets (github.com/NVIDIA/partialconv, ``pdresnet50`` ...:
+    ``{"state_dict": {"module.conv1.weight": ...}, "arch": ..., ...}``, torchvision keys under DataParallel's
+    prefix) -> loaded into the encoder, the natural start for a partial-padding run;
   * a seg checkpoint (``{"model": state_dict, ...}`` with ``encoder.*``/``aspp.*``/``decoder.*`` keys)
     -> loaded into the whole model.
-``"torchvision:<Enum>.<member>"`` (e.g. ``torchvision:ResNet50_Weights.IMAGENET1K_V1``) names torchvision's
-published weights: the file is read from torchvision's standard cache (``$TORCH_HOME/hub/checkpoints``),
-downloaded there first if it is missing.
 A shape mismatch is an error, except for the classifier (another dataset's class count), which is
 skipped and reported. NVIDIA's code skipped every mismatch silently, so users lost mIoU without knowing.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TypeAlias, cast
 from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import WeightsEnum
 
 from seg.errors import SegError
 
@@ -39,9 +52,17 @@ MODEL_PREFIXES = ("encoder.", "aspp.", "decoder.")
 WRAPPER_KEYS = ("state_dict", "model")
 #: prefix of a model.pretrained value naming torchvision weights
 TORCHVISION_PREFIX = "torchvision:"
-HOW_TO_GET = ("for a torchvision ResNet use model.pretrained=torchvision:ResNet50_Weights.IMAGENET1K_V1 (or the "
-              "ResNet18/34/101/152 equivalent), which torchvision's cache downloads once; for WRN-38, NVIDIA's "
-              "ImageNet checkpoint from github.com/NVIDIA/semantic-segmentation")
+#: model.pretrained value naming the encoder's ImageNet weights
+IMAGENET = "imagenet"
+#: model.pretrained value naming a timm encoder's pretrained weights (timm's cache)
+TIMM = "timm"
+#: the ImageNet weights ``imagenet`` means per torchvision encoder (V1: the zero-padding models the paper starts from)
+IMAGENET_WEIGHTS = {f"resnet{depth}": f"ResNet{depth}_Weights.IMAGENET1K_V1" for depth in (18, 34, 50, 101, 152)}
+HOW_TO_GET = ("for a torchvision ResNet use model.pretrained=imagenet (or ResNet50_Weights.IMAGENET1K_V1, ...), "
+              "which torchvision's cache downloads once; for WRN-38, NVIDIA's ImageNet checkpoint from "
+              "github.com/NVIDIA/semantic-segmentation")
+#: what a Python caller may pass as ``weights=``: a spelling above, an enum member, a path, True (imagenet)
+Weights: TypeAlias = "str | Path | WeightsEnum | bool | None"
 
 
 class PretrainedLoadError(SegError, RuntimeError):
@@ -117,26 +138,57 @@ def remap_single_norm(state: dict[str, torch.Tensor], own: Mapping[str, torch.Te
 
 
 def torchvision_weights(spec: str) -> tuple[str, Path]:
-    """(download url, path in torchvision's cache) of ``"torchvision:<Enum>.<member>"``."""
-    name = spec[len(TORCHVISION_PREFIX):]
+    """(download url, path in torchvision's cache) of ``"[torchvision:]<Enum>.<member>"``."""
+    name = spec.removeprefix(TORCHVISION_PREFIX)
     enum_name, _, member = name.partition(".")
     enum = getattr(torchvision.models, enum_name, None)
     if enum is None or not enum_name.endswith("_Weights"):
         raise PretrainedLoadError(f"model.pretrained {spec!r}: torchvision has no weights enum {enum_name!r} "
-                                  "(expected e.g. torchvision:ResNet50_Weights.IMAGENET1K_V1)")
+                                  "(expected e.g. ResNet50_Weights.IMAGENET1K_V1)")
     try:
         weights = enum[member]
     except KeyError:
         raise PretrainedLoadError(f"model.pretrained {spec!r}: {enum_name} has no member {member!r}; "
                                   f"known: {[w.name for w in enum]}") from None
+    return _cache_file(weights)
+
+
+def _cache_file(weights: WeightsEnum) -> tuple[str, Path]:
     url = weights.url
     return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
+def _names_torchvision(spec: str) -> bool:
+    """Whether ``spec`` is a torchvision weights name rather than a file: ``[torchvision:]<X>_Weights.<member>``
+    and no such file exists."""
+    enum_name = spec.removeprefix(TORCHVISION_PREFIX).partition(".")[0]
+    return spec.startswith(TORCHVISION_PREFIX) or (enum_name.endswith("_Weights") and not os.path.exists(spec))
+
+
+def canonical_weights(weights: Weights, encoder: str | None = None) -> str | Path | None:
+    """``weights`` as one :func:`resolve_pretrained` reads: None/False -> None; True/``imagenet`` -> the
+    encoder's ImageNet weights (``timm`` for a timm encoder); an enum member -> its name."""
+    if weights is None or weights is False or weights == "":
+        return None
+    if isinstance(weights, WeightsEnum):
+        return f"{TORCHVISION_PREFIX}{type(weights).__name__}.{weights.name}"
+    if weights is True or weights == IMAGENET:
+        if encoder in IMAGENET_WEIGHTS:
+            return TORCHVISION_PREFIX + IMAGENET_WEIGHTS[encoder]
+        if encoder is not None and encoder.startswith("timm/"):
+            return TIMM
+        raise PretrainedLoadError(f"model.pretrained {IMAGENET}: encoder {encoder!r} has no downloadable ImageNet "
+                                  f"weights; give a local checkpoint ({HOW_TO_GET})")
+    if isinstance(weights, (str, Path)):
+        return weights
+    raise PretrainedLoadError(f"model.pretrained / weights= {weights!r}: expected {IMAGENET!r}, {TIMM!r}, a "
+                              f"torchvision weights enum or name, or a checkpoint file; got {type(weights).__name__}")
+
+
 def resolve_pretrained(spec: str | Path) -> Path:
-    """A local checkpoint path as is; torchvision weights as their file in torchvision's cache, downloaded
-    there (by torch.hub, as torchvision itself does) when missing."""
-    if not str(spec).startswith(TORCHVISION_PREFIX):
+    """A local checkpoint path as is; torchvision weights (``[torchvision:]<Enum>.<member>``) as their file in
+    torchvision's cache, downloaded there (by torch.hub, as torchvision itself does) when missing."""
+    if not _names_torchvision(str(spec)):
         return Path(spec)
     url, path = torchvision_weights(str(spec))
     if not path.is_file():
@@ -150,15 +202,47 @@ def resolve_pretrained(spec: str | Path) -> Path:
     return path
 
 
-def load_pretrained(model: nn.Module, path: str | Path, classifier: str = "decoder.classifier.") -> LoadReport:
-    """Load ``path`` into ``model`` (a DeepLabV3Plus) or into ``model.encoder``; returns the report.
+def timm_state_dict(encoder: nn.Module) -> tuple[str, dict[str, torch.Tensor]]:
+    """(label, state dict) of the pretrained weights of a :class:`~seg.models.TimmEncoder`'s timm model, through
+    timm's own cache (downloaded there when online). Offline and not cached: a one-line error naming the cache."""
+    name = getattr(encoder, "timm_name", None)
+    if name is None:
+        raise PretrainedLoadError(f"model.pretrained {TIMM}: the encoder is not a timm/<name> encoder; use "
+                                  f"{IMAGENET}, torchvision weights or a checkpoint file")
+    timm = importlib.import_module("timm")
+    hub = importlib.import_module("huggingface_hub.constants")
+    try:
+        body = timm.create_model(name, pretrained=True, features_only=True,
+                                 output_stride=getattr(encoder, "output_stride", 32))
+    except Exception as err:  # offline (several hub error types), no pretrained tag, corrupt file
+        reason = " ".join(str(err).split())[:200]
+        raise PretrainedLoadError(f"model.pretrained {TIMM}: timm could not load the pretrained weights of {name} "
+                                  f"from its cache {hub.HF_HUB_CACHE} ({type(err).__name__}: {reason}); fetch "
+                                  "them once online (or set HF_HOME), or give a local checkpoint") from None
+    return f"timm:{name}", body.state_dict()
+
+
+def load_pretrained(model: nn.Module, path: Weights, classifier: str = "decoder.classifier.") -> LoadReport:
+    """Load ``path`` (any spelling of the module docstring) into ``model`` (a DeepLabV3Plus) or into
+    ``model.encoder``; returns the report.
 
     Raises :class:`PretrainedLoadError` on unreadable files, on any shape mismatch outside
     ``classifier`` (key prefix, full-model files only) and when no tensor at all matches. Missing and
     unexpected keys are logged one by one as warnings.
     """
-    path = resolve_pretrained(path)
-    state = read_state_dict(path)
+    spec = canonical_weights(path, getattr(model, "encoder_name", None))
+    if spec is None:
+        raise PretrainedLoadError("load_pretrained: no weights given")
+    if spec == TIMM:
+        label, state = timm_state_dict(cast(nn.Module, model.encoder))
+        return load_state(model, label, state, classifier)
+    file = resolve_pretrained(spec)
+    return load_state(model, str(file), read_state_dict(file), classifier)
+
+
+def load_state(model: nn.Module, path: str, state: dict[str, torch.Tensor],
+               classifier: str = "decoder.classifier.") -> LoadReport:
+    """Load the tensors ``state`` (read from ``path``, named in messages) as :func:`load_pretrained` does."""
     full = any(k.startswith(MODEL_PREFIXES) for k in state)
     # seg's models keep their encoder as a submodule (torch types Module attributes as Tensor | Module)
     target = model if full else cast(nn.Module, model.encoder)

@@ -1,7 +1,8 @@
 """Any timm backbone with ``features_only`` support as a DeepLabV3+ encoder (``model.encoder: timm/<name>``).
 
 timm is an optional dependency (``pip install 'partialpad-seg[timm]'``), imported only when such an encoder
-is built. Weights come only from a local file (``model.pretrained``): nothing is downloaded.
+is built. Its pretrained weights come from ``model.pretrained`` (``timm``/``imagenet``: timm's own cache, see
+:mod:`seg.models.pretrained`; or a local file).
 """
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ class TimmEncoder(nn.Module):
             raise TimmEncoderError(f"model.encoder timm/{name} has no feature with reduction {SKIP_REDUCTION} for "
                                    f"the decoder's skip; its reductions are {reductions}")
         self.skip_index = reductions.index(SKIP_REDUCTION)
+        self.timm_name = name  # model.pretrained "timm" asks timm for this model's weights
         if norm == "syncbn":
             body = convert_sync_batchnorm(body)
         self.body = convert_padding(body, padding_mode)
