@@ -9,7 +9,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 __version__ = "0.1.0"
 
 # attributes loaded on first use, so that `import seg` stays light (no torch, no models)
-_LAZY = {"predict": "seg.evaluation.predict"}
+_LAZY = {"predict": "seg.evaluation.predict", "load": "seg.evaluation.predictor",
+         "Predictor": "seg.evaluation.predictor"}
 
 
 def __getattr__(name: str):

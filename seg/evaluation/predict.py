@@ -1,9 +1,10 @@
 """Segment images that have no labels: a checkpoint, image files / folders / globs in, class-index PNGs
 and colour overlays out.
 
-The model and its data settings (normalisation, label space, inference defaults, ``train.channels_last`` and
-``train.compile``) come from the config stored in the checkpoint, so a checkpoint is all that is needed;
-``config`` / ``opts`` override it.
+Runs on :class:`seg.evaluation.predictor.Predictor` (the checkpoint loaded once). The model and its data
+settings (normalisation, label space, inference defaults, ``train.channels_last`` and ``train.compile``) come
+from the config stored in the checkpoint, so a checkpoint is all that is needed; ``config`` / ``opts``
+override it.
 """
 from __future__ import annotations
 
@@ -16,15 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from seg.config import ConfigError
-from seg.data import BatchNormalize
-from seg.data.io import DataError, read_image
+from seg.data.io import DataError
 from seg.data.labels import LabelSpace
-from seg.engine.checkpoint import load_checkpoint
-from seg.engine.speed import prepare_model
 
-from .inference import InferenceSettings, preprocess, to_device
-from .runner import labels_for, load_model_for_eval, run_config
+from .predictor import Predictor, pick_device
 from .visualize import legend, overlay, write_png, write_rgb
 
 __all__ = ["IMAGE_EXTENSIONS", "Prediction", "expand_inputs", "predict", "pick_device"]
@@ -92,20 +88,6 @@ def _images_in(folder: str, dirs: list[str], files: list[str], exclude: str | No
     return [os.path.join(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
 
 
-def pick_device(device: str | torch.device | None) -> torch.device:
-    """The device to run on: ``device`` as given, else the GPU when there is one."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:  # e.g. "gpu0": torch lists every device type it knows
-        raise ConfigError(f"unknown device {device!r}; expected 'auto' or a torch device such as cpu, cuda, "
-                          "cuda:1") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} requested but no CUDA device is available")
-    return device
-
-
 def _output_names(paths: Sequence[str]) -> list[str]:
     """Output name per image: its path below the inputs' common folder, without the extension unless
     another image's files would then collide with its own (``scene.png`` / ``scene.jpg``, or ``road.png``'s
@@ -156,31 +138,16 @@ def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = 
     """
     paths = expand_inputs([inputs] if isinstance(inputs, str) else inputs, exclude=out_dir)
     keep = out_dir is None if keep is None else keep
-    device = pick_device(device)
-    ckpt = load_checkpoint(checkpoint)
-    cfg = run_config(checkpoint, config, opts, loaded=ckpt)
-    model, info = load_model_for_eval(cfg, checkpoint, padding_mode, device, loaded=ckpt)
-    del ckpt
-    model = prepare_model(model, device, cfg["train"]["channels_last"], cfg["train"]["compile"])
-    labels = labels_for(cfg["data"], info["num_classes"], checkpoint)
-    settings = InferenceSettings.from_config(cfg["eval"], mode=mode, tile_size=tile_size, overlap=overlap,
-                                             scales=scales, flip=flip)
-    normalize = BatchNormalize(cfg["data"]["mean"], cfg["data"]["std"])
+    predictor = Predictor(checkpoint, device=device, config=config, opts=opts, padding_mode=padding_mode,
+                          mode=mode, tile_size=tile_size, overlap=overlap, scales=scales, flip=flip)
     names = _output_names(paths)
     results = []
-    for path, name in tqdm(list(zip(paths, names)), desc=f"predict[{settings.mode}]", disable=not progress,
-                           dynamic_ncols=True):
-        rgb = read_image(path)
-        # the evaluation path: uint8 (3, H, W) as SegDataset yields it, to the device, normalised there
-        (image,) = to_device((torch.from_numpy(rgb).permute(2, 0, 1),), device)
-        try:
-            logits = settings.predict(model, preprocess(image, normalize))
-        except ConfigError as err:  # e.g. a tile larger than this image: say which image
-            raise DataError(f"{path}: {err}") from err
-        classes = logits[0].max(0).indices.to(torch.uint8).cpu().numpy()
+    for path, name in tqdm(list(zip(paths, names)), desc=f"predict[{predictor.settings.mode}]",
+                           disable=not progress, dynamic_ncols=True):
+        rgb, classes = predictor.read(path)
         result = Prediction(path, classes if keep else np.zeros((0, 0), np.uint8))
         if out_dir is not None:
-            result.mask_path, result.overlay_path = _write(out_dir, name, rgb, classes, labels, overlays)
+            result.mask_path, result.overlay_path = _write(out_dir, name, rgb, classes, predictor.labels, overlays)
         results.append(result)
     return results
 
