@@ -1,8 +1,9 @@
 """``seg <command> [args]``: one console command for the tools (installed by the package as ``seg``).
 
 Each command runs a tool's ``main(argv)``, exactly as ``python tools/<tool>.py [args]`` does in a clone.
-The tool module is imported only when its command runs: importing every tool (torch, data, engine) would
-make ``seg --help`` slow, and the tools sit above every other layer of the package.
+The tool module and the tools' shell (``seg.cli``) are imported only when a command runs: importing them
+(torch, torchvision, albumentations) would make ``seg --help`` take seconds, and the tools sit above every
+other layer of the package. This module imports only modules that import no third-party package.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import sys
 from collections.abc import Sequence
 
 from seg import __version__
-from seg.cli import run_tool
 from seg.errors import SegError
 from seg.resources import data_root, packaged_configs
 
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     tool = load_tool(COMMANDS[name][0])
     sys.argv[0] = f"seg {name}"  # argparse names the program after it in usage and errors
-    return run_tool(tool.main, rest)
+    return importlib.import_module("seg.cli").run_tool(tool.main, rest)
 
 
 if __name__ == "__main__":

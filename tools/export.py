@@ -8,28 +8,40 @@ tools/eval.py does; ``--padding`` runs the weights under another padding mode. A
 checked against the eager model on random images and the max abs difference is printed: ONNX with
 onnxruntime when it is installed, else with onnx's reference evaluator (slow: small images only; skipped
 with a message when onnx is missing or for images over REFERENCE_MAX_PIXELS); weights by reloading them into
-a freshly built model. ONNX input: ``image`` (B, 3, H, W) float32, normalised as in training; output:
-``logits`` (B, num_classes, H, W). ``--debug`` shows tracebacks.
+a freshly built model. ONNX input: ``image`` (batch, 3, height, width) float32, normalised as in training
+(``(rgb / 255 - mean) / std``); output: ``logits`` (batch, num_classes, height, width); the dynamic axes are
+named ``batch``, ``height`` and ``width``. The file's metadata (``metadata_props``) carries what a runtime needs
+beside it, as JSON strings: ``class_names``, ``palette`` (RGB per class), ``mean`` and ``std`` (of
+``rgb / 255``), ``input`` (that formula), ``padding`` and ``seg_version``. ONNX export needs onnx and onnxscript
+(``pip install 'partialpad-seg[onnx]'``, which brings onnxruntime for the check too). ``--debug`` shows
+tracebacks.
 """
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import warnings
 
 import numpy as np
 import torch
 
+from seg import __version__
 from seg.atomic import atomic_open
 from seg.cli import run_tool, tool_parser
 from seg.engine.checkpoint import load_checkpoint
 from seg.errors import SegError
-from seg.evaluation.runner import load_model_for_eval, run_config
+from seg.evaluation.runner import labels_for, load_model_for_eval, run_config
 from seg.nn import PADDING_MODES
 
 FORMATS = ("onnx", "weights")
 #: onnx's reference evaluator runs numpy loops: beyond this many pixels per check image it takes minutes
 REFERENCE_MAX_PIXELS = 128 * 128
+#: what torch's ONNX exporter imports; missing ones are named with the extra that installs them
+ONNX_EXPORT_MODULES = ("onnx", "onnxscript")
+INSTALL_HINT = "pip install 'partialpad-seg[onnx]' (onnx, onnxscript, onnxruntime)"
+#: names of the dynamic axes of the input and output, by dimension
+DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
 class ExportError(SegError, RuntimeError):
@@ -52,8 +64,22 @@ def check_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
     return [size, (size[0] + 8, size[1] + 24)]
 
 
-def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str) -> None:
-    """Write ``model`` (eval mode, CPU) as ONNX with dynamic batch, height and width, traced at ``size``."""
+def onnx_metadata(cfg: dict, class_names: tuple[str, ...], palette: np.ndarray, padding: str) -> dict[str, str]:
+    """The ONNX file's metadata_props: JSON strings a runtime needs to feed the graph and show its output."""
+    return {"class_names": json.dumps(list(class_names)), "palette": json.dumps(palette.tolist()),
+            "mean": json.dumps(list(cfg["data"]["mean"])), "std": json.dumps(list(cfg["data"]["std"])),
+            "input": "float32 (batch, 3, height, width) RGB: (rgb / 255 - mean) / std", "padding": padding,
+            "seg_version": __version__}
+
+
+def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str,
+                metadata: dict[str, str] | None = None) -> None:
+    """Write ``model`` (eval mode, CPU) as ONNX with dynamic batch, height and width (named by DYNAMIC_AXES),
+    traced at ``size``, with ``metadata`` as its metadata_props. ExportError with the install hint when the
+    exporter's packages are missing."""
+    missing = [name for name in ONNX_EXPORT_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExportError(f"{path}: ONNX export needs {' and '.join(missing)}, not installed: {INSTALL_HINT}")
     from torch.export import Dim  # torch.export is heavy and only needed here
 
     sample = torch.randn(1, 3, *size)
@@ -65,8 +91,24 @@ def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str) -> Non
                                         output_names=["logits"], dynamic_shapes=(dims,))
         except Exception as err:  # the exporter raises many types; one line naming the file is what helps
             raise ExportError(f"{path}: ONNX export failed: {' '.join(str(err).split())[:400]}") from err
+    proto = program.model_proto
+    _name_dynamic_axes(proto)
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=key, value=value)
     with atomic_open(path, "wb") as f:
-        f.write(program.model_proto.SerializeToString())
+        f.write(proto.SerializeToString())
+
+
+def _name_dynamic_axes(proto) -> None:
+    """Rename the exporter's symbolic dims (``s0``, ...) of the input's DYNAMIC_AXES to their names, wherever
+    they appear (inputs, outputs, intermediate shapes), so that the file says ``batch``/``height``/``width``."""
+    (image,) = proto.graph.input
+    dims = image.type.tensor_type.shape.dim
+    rename = {dims[i].dim_param: name for i, name in DYNAMIC_AXES.items() if dims[i].dim_param}
+    for info in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
 
 
 def onnx_runner(path: str, size: tuple[int, int]):
@@ -129,7 +171,9 @@ def main(argv=None) -> dict:
             lambda images: reloaded(torch.from_numpy(images)).numpy(), model, args.size)
     else:
         del ckpt
-        export_onnx(model, args.size, args.out)
+        labels = labels_for(cfg["data"], info["num_classes"], args.checkpoint)
+        metadata = onnx_metadata(cfg, labels.class_names, labels.palette, info["eval_padding"])
+        export_onnx(model, args.size, args.out, metadata)
         run, result["checked_with"] = onnx_runner(args.out, args.size)
         if run is not None:
             result["max_abs_diff"], result["max_abs_logit"] = max_abs_diff(run, model, args.size)
