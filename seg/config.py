@@ -12,6 +12,7 @@ checkpoint that ``torch.load(weights_only=True)`` reads back.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -24,14 +25,21 @@ from seg.data import COARSE_MODES, CROP_PLACEMENTS, CV_SPLITS, DATA_DEFAULTS, FO
 from seg.errors import SegError
 from seg.models import NORMS, OUTPUT_STRIDES, encoder_name_error
 from seg.nn import PADDING_MODES
+from seg.resources import config_suggestion
 
 __all__ = ["ConfigError", "COMPILE_MODES", "EVAL_MODES", "SCHEMA", "key_spec", "data_key", "optimizer_keys",
-           "runtime_keys", "default_config", "load_config", "merge_overrides", "override_keys", "validate",
-           "check_label_space", "config_changes", "dump_config"]
+           "runtime_keys", "did_you_mean", "default_config", "load_config", "merge_overrides", "override_keys",
+           "validate", "check_label_space", "config_changes", "dump_config"]
 
 
 class ConfigError(SegError, ValueError):
     """A config file, key or override is invalid; the message names which and why."""
+
+
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """" (did you mean '<prefix>.x'?)" for the known name x closest to a mistyped one, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {(prefix + '.' if prefix else '') + close[0]!r}?)" if close else ""
 
 
 def key_spec(default: Any, kind: str, choices: Iterable | None = None, doc: str = "", *,
@@ -273,7 +281,8 @@ def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -
         unknown = sorted(set(values) - set(node))
         if unknown:
             where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
-            raise ConfigError(f"{source}: unknown key {where} (known here: {', '.join(sorted(node))})")
+            raise ConfigError(f"{source}: unknown key {where}{did_you_mean(unknown[0], node, prefix)} "
+                              f"(known here: {', '.join(sorted(node))})")
         out = {}
         for name, child in node.items():
             path = f"{prefix}.{name}" if prefix else name
@@ -305,7 +314,8 @@ def _read_yaml(path: str, chain: tuple[str, ...] = (), *, schema: dict | None = 
     if path in chain:
         raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(chain + (path,))}")
     if not os.path.isfile(path):
-        raise ConfigError(f"{chain[-1]}: _base_ file not found: {path}" if chain else f"config file not found: {path}")
+        raise ConfigError(f"{chain[-1]}: _base_ file not found: {path}" if chain
+                          else f"config file not found: {path}{config_suggestion(path)}")
     with open(path) as f:
         try:
             data = yaml.safe_load(f)
@@ -345,8 +355,10 @@ def merge_overrides(cfg: dict, opts: Iterable[str], *, schema: dict | None = Non
         node, spec = cfg, SCHEMA if schema is None else schema
         parts = key.split(".")
         for depth, part in enumerate(parts):
-            if not isinstance(spec, dict) or _is_key_spec(spec) or part not in spec:
-                raise ConfigError(f"--opts: unknown key {'.'.join(parts[:depth + 1])!r} in {item!r}")
+            section = isinstance(spec, dict) and not _is_key_spec(spec)
+            if not section or part not in spec:
+                hint = did_you_mean(part, spec, ".".join(parts[:depth])) if section else ""
+                raise ConfigError(f"--opts: unknown key {'.'.join(parts[:depth + 1])!r} in {item!r}{hint}")
             spec = spec[part]
             if depth < len(parts) - 1:
                 node = node.setdefault(part, {})
