@@ -190,7 +190,7 @@ def check_readiness(root: str, expected: dict | None = None) -> list[dict]:
             no_ids = sorted((images & labels) - train_ids)
             if no_ids:
                 missing.append(f"{len(no_ids)} image(s) without *_{annotation}_labelTrainIds.png, e.g. {no_ids[0]} "
-                               f"(run `python tools/prepare_cityscapes.py {root}`)")
+                               f"(run `seg prepare-cityscapes {root}`)")
         rows.append({"set": f"{annotation}/{split}", "expected": want, "images": len(images), "labels": len(labels),
                      "train_ids": len(train_ids), "missing": missing})
     return rows
