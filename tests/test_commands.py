@@ -6,10 +6,12 @@ import re
 
 import pytest
 import torch
+from conftest import DEMO_CONFIG, save_demo_checkpoint
 
 from seg import commands
 from seg.classification import generate_demo_imagefolder
 from seg.commands import COMMANDS, load_tool
+from seg.data import DataError, build_val_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,3 +44,39 @@ def test_seg_train_trains_a_classifier_from_a_classification_config(tmp_path):
     summary = json.loads((work / "summary.json").read_text())
     assert summary["arch"] == "tinynet" and summary["padding"] == "partial" and summary["epochs"] == 1, summary
     assert [row["val_count"] for row in summary["history"]] == [4 * 2]  # 4 classes x 2 validation images
+
+
+@pytest.mark.parametrize("fmt", ["cityscapes", "folder"])
+def test_missing_data_root_error_says_how_to_point_at_the_data(fmt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as err:
+        build_val_dataset({"format": fmt, "root": "datasets/elsewhere"})
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("data.root: dataset folder not found: datasets/elsewhere")
+    assert f"(relative to {tmp_path})" in message and "--opts data.root=" in message
+
+
+def test_eval_of_a_checkpoint_with_a_relative_root_from_another_folder_names_the_fix(tmp_path, monkeypatch, capsys):
+    ckpt = save_demo_checkpoint(tmp_path / "tiny.pth", ["data.root=datasets/demo"])
+    monkeypatch.chdir(tmp_path)
+    assert commands.main(["eval", ckpt, "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "--opts data.root=" in err, err
+    assert f"datasets/demo (relative to {tmp_path})" in err, err
+
+
+@pytest.mark.slow
+def test_training_records_its_data_root_absolute_so_eval_works_from_any_folder(demo_root, tmp_path, monkeypatch):
+    parent, name = os.path.split(demo_root)
+    monkeypatch.chdir(parent)
+    work = tmp_path / "run"
+    opts = [f"data.root={name}", "data.crop_size=32", "data.num_workers=0", "data.val_split=null",
+            "train.batch_size=2", "train.iterations=1", "train.warmup_iters=0", "train.device=cpu"]
+    assert commands.main(["train", DEMO_CONFIG, "--work-dir", str(work), "--opts", *opts]) in (0, None)
+    final = torch.load(work / "model_final.pth", weights_only=True)
+    assert final["config"]["data"]["root"] == demo_root
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "eval.json"
+    assert commands.main(["eval", str(work / "model_final.pth"), "--device", "cpu", "--num-workers", "0",
+                          "--split", "val", "--out", str(out)]) in (0, None)
+    assert json.loads(out.read_text())

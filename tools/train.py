@@ -74,6 +74,8 @@ def main(argv=None):
         return load_tool("train_classifier").main(argv)
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
+    # absolute, so that the saved config and checkpoints find the data from any folder (seg eval CKPT elsewhere)
+    cfg["data"]["root"] = os.path.abspath(cfg["data"]["root"])
     work_dir = resolve_work_dir(args, cfg)
     cfg["work_dir"] = work_dir
     info = init_distributed(cfg["train"]["device"], cfg["train"]["dist_timeout_min"])
