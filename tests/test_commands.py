@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 from conftest import DEMO_CONFIG, save_demo_checkpoint
+from torch.distributed.run import get_args_parser
 
 from seg import commands
 from seg.classification import generate_demo_imagefolder
@@ -80,3 +81,24 @@ def test_training_records_its_data_root_absolute_so_eval_works_from_any_folder(d
     assert commands.main(["eval", str(work / "model_final.pth"), "--device", "cpu", "--num-workers", "0",
                           "--split", "val", "--out", str(out)]) in (0, None)
     assert json.loads(out.read_text())
+
+
+def _readme_srun_command() -> list[str]:
+    """The torchrun command line of the README's SLURM example, with the job's variables filled in."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    block = re.search(r"^\s*srun (torchrun [^\n#]*)", text.replace("\\\n", " "), re.MULTILINE)
+    assert block, "README has no `srun torchrun ...` example"
+    line = block.group(1)
+    for var, value in {'"$SLURM_NNODES"': "2", '"$SLURM_JOB_ID"': "42", '"$head:29500"': "node1:29500"}.items():
+        line = line.replace(var, value)
+    return line.split()
+
+
+def test_readme_slurm_example_is_a_valid_torchrun_command_of_an_existing_tool():
+    command = _readme_srun_command()
+    args = get_args_parser().parse_args(command[1:])
+    assert args.module and args.training_script == "seg.tools.train", command
+    assert (args.nnodes, args.nproc_per_node, args.rdzv_backend) == ("2", "8", "c10d")
+    tool = load_tool("train")
+    config = tool.build_parser().parse_known_args(args.training_script_args)[0].config
+    assert os.path.isfile(config), config  # a shipped config name that resolves
