@@ -106,14 +106,29 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def _relative_names(paths: list[str]) -> list[str]:
+    """Each absolute path below the folders' common folder; when they share nothing but the file system root
+    (``a/b.jpg`` beside ``/data/c.jpg``), the shortest trailing parts that tell them apart instead, so that an
+    absolute path is never mirrored under the output folder."""
+    if not paths:
+        return []
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    if os.path.dirname(root) != root:
+        return [os.path.relpath(p, root) for p in paths]
+    parts = [p.split(os.sep)[1:] for p in paths]
+    for depth in range(1, max(map(len, parts)) + 1):
+        tails = [os.path.join(*part[-depth:]) for part in parts]
+        if len({t.casefold() for t in tails}) == len(tails):
+            return tails
+    return tails  # names that differ only in case: refused by the caller
+
+
 def _output_names(paths: Sequence[str]) -> list[str]:
     """Output name per image: its path below the inputs' common folder, without the extension unless
     another image's files would then collide with its own (``scene.png`` / ``scene.jpg``, or ``road.png``'s
     overlay and ``road_overlay.png``'s mask): those keep their extension (``scene.png.png``). Unique, so no
     image's outputs overwrite another's (compared case-insensitively, as some file systems do)."""
-    dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
-    root = os.path.commonpath(dirs) if paths else ""
-    full = [os.path.relpath(os.path.abspath(p), root) for p in paths]
+    full = _relative_names([os.path.abspath(p) for p in paths])
     names = [os.path.splitext(f)[0] for f in full]
     while True:  # each pass gives at least one more image its full name; full names never collide
         owners: dict[str, set[int]] = {}
