@@ -13,6 +13,7 @@ from seg import commands
 from seg.classification import generate_demo_imagefolder
 from seg.commands import COMMANDS, load_tool
 from seg.data import DataError, build_val_dataset
+from seg.engine.logger import RunLogger
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,15 +68,29 @@ def test_eval_of_a_checkpoint_with_a_relative_root_from_another_folder_names_the
 
 
 @pytest.mark.slow
-def test_training_records_its_data_root_absolute_so_eval_works_from_any_folder(demo_root, tmp_path, monkeypatch):
+def test_training_records_its_data_root_absolute_so_eval_works_from_any_folder(demo_root, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """Also the log of a run whose output is no terminal (pytest captures it): plain lines, the same epoch number
+    in the training and validation lines, and a last line naming the final model file."""
     parent, name = os.path.split(demo_root)
     monkeypatch.chdir(parent)
     work = tmp_path / "run"
-    opts = [f"data.root={name}", "data.crop_size=32", "data.num_workers=0", "data.val_split=null",
-            "train.batch_size=2", "train.iterations=1", "train.warmup_iters=0", "train.device=cpu"]
+    opts = [f"data.root={name}", "data.crop_size=32", "data.num_workers=0", "data.val_split=val",
+            "train.batch_size=2", "train.iterations=4", "train.log_interval=4", "train.warmup_iters=0",
+            "train.device=cpu"]
     assert commands.main(["train", DEMO_CONFIG, "--work-dir", str(work), "--opts", *opts]) in (0, None)
     final = torch.load(work / "model_final.pth", weights_only=True)
     assert final["config"]["data"]["root"] == demo_root
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err and "\x1b" not in out + err, (out + err)[-2000:]
+    lines = out.strip().splitlines()
+    assert lines[-1] == f"final model: {work / 'model_final.pth'}", lines[-3:]
+    # 6 training images, 2 a step: iteration 4 is the first of the second epoch
+    train_line = next(line for line in lines if line.startswith("train 4/4 "))
+    val_line = next(line for line in lines if line.startswith("iter 4 (epoch 2): val "))
+    assert " epoch=2 " in train_line and val_line.endswith("(first validation)"), lines
+    records = [json.loads(line) for line in open(work / "metrics.jsonl")]
+    assert [r["epoch"] for r in records if r["tag"] == "train"] == [2]
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "eval.json"
     assert commands.main(["eval", str(work / "model_final.pth"), "--device", "cpu", "--num-workers", "0",
@@ -102,3 +117,15 @@ def test_readme_slurm_example_is_a_valid_torchrun_command_of_an_existing_tool():
     tool = load_tool("train")
     config = tool.build_parser().parse_known_args(args.training_script_args)[0].config
     assert os.path.isfile(config), config  # a shipped config name that resolves
+
+
+def test_run_logger_off_a_terminal_writes_plain_lines(tmp_path, capsys):
+    log = RunLogger(str(tmp_path), total=10, start=4)
+    log.progress(3, {"epoch": "2", "loss": "0.5000"})
+    log.message("iter 7 (epoch 2): val mIoU 1.00")
+    log.close()
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err and "\x1b" not in out + err
+    first, second = out.splitlines()
+    assert re.fullmatch(r"train 7/10 epoch=2 loss=0\.5000 eta \d\d:\d\d", first), first
+    assert second == "iter 7 (epoch 2): val mIoU 1.00"

@@ -135,7 +135,8 @@ class KeepBest(Hook):
         loop.log.log(loop.iteration, {k: v for k, v in record.items() if isinstance(v, (int, float))
                                       and k != "iteration"}, tag="val")
         loop.log.message(f"iter {loop.iteration} (epoch {loop.epoch + 1}): val " + " ".join(
-            f"{k} {metrics[k]:.2f}" for k in self.shown) + f" (best before: {before:.2f})")
+            f"{k} {metrics[k]:.2f}" for k in self.shown)
+            + (f" (best before: {before:.2f})" if math.isfinite(before) else " (first validation)"))
         if metrics[self.metric] > before:
             self.best = metrics[self.metric]
             loop.save(os.path.join(loop.work_dir, "checkpoints", "best.pth"))
@@ -276,7 +277,9 @@ class TrainLoop:
         self.check_state()
         if self.info.is_main:
             meta = {"iteration": self.iteration, "run_id": self.run_id, "skipped_batches": self.skipped, **self.meta}
-            export_model(self.model.state_dict(), self.cfg, os.path.join(self.work_dir, "model_final.pth"), meta)
+            final = os.path.join(self.work_dir, "model_final.pth")
+            export_model(self.model.state_dict(), self.cfg, final, meta)
+            print(f"final model: {os.path.abspath(final)}", flush=True)  # the run's last line: where its result is
         barrier()
 
     # ------------------------------------------------------------------ pieces
@@ -333,11 +336,11 @@ class TrainLoop:
 
     def log_window(self, window: _Window) -> None:
         loss = self.check_state(window)
-        scalars = {"loss": loss, "lr": self.lr, "epoch": self.epoch,
+        scalars = {"loss": loss, "lr": self.lr, "epoch": self.epoch + 1,  # numbered from 1, as the val lines
                    "img_s": window.steps * self.train_cfg["batch_size"] / window.seconds(),
                    **({"skipped_batches": self.skipped} if self.skipped else {})}
         self.log.log(self.iteration, scalars)
-        self.log.progress(window.steps, {"ep": str(self.epoch), "loss": f"{loss or math.nan:.4f}",
+        self.log.progress(window.steps, {"epoch": str(self.epoch + 1), "loss": f"{loss or math.nan:.4f}",
                                          "lr": f"{self.lr:.2e}", "img/s": f"{scalars['img_s']:.1f}"})
         window.reset()
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from seg.config import ConfigError
 from seg.data import BatchNormalize
@@ -22,6 +21,7 @@ from seg.data.io import DataError, read_image
 from seg.data.labels import LabelSpace
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.speed import prepare_model
+from seg.progress import progress_bar
 
 from .inference import InferenceSettings, preprocess, to_device
 from .runner import labels_for, load_model_for_eval, run_config
@@ -183,7 +183,7 @@ def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = 
     normalize = BatchNormalize(cfg["data"]["mean"], cfg["data"]["std"])
     names = _output_names(paths)
     results = []
-    for path, name in tqdm(list(zip(paths, names)), desc=f"predict[{settings.mode}]", disable=not progress,
+    for path, name in progress_bar(list(zip(paths, names)), desc=f"predict[{settings.mode}]", disable=not progress,
                            dynamic_ncols=True):
         rgb = read_image(path)
         # the evaluation path: uint8 (3, H, W) as SegDataset yields it, to the device, normalised there
