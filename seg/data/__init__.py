@@ -22,7 +22,7 @@ from .cityscapes import (
     split_cities,
 )
 from .dataset import SegDataset, SegTrainDataset, load_pair
-from .formats import FORMATS, data_format, label_space
+from .formats import CITYSCAPES_ONLY_KEYS, FORMATS, data_format, label_space, shown_data_keys
 from .io import DataError
 from .labels import (
     CITYSCAPES,
@@ -84,7 +84,8 @@ def build_val_dataset(data_cfg: dict | None, split: str | None = None) -> SegDat
 __all__ = [
     "COARSE_MODES", "CROP_PLACEMENTS", "CV_SPLITS", "NVIDIA_BOOST_CLASSES", "DATA_DEFAULTS", "FORMATS", "cv_cities",
     "OFFICIAL_CITIES", "split_cities",
-    "BatchNormalize", "require_root", "build_train_dataset", "build_val_dataset", "data_format", "label_space",
+    "CITYSCAPES_ONLY_KEYS", "shown_data_keys", "BatchNormalize", "require_root", "build_train_dataset",
+    "build_val_dataset", "data_format", "label_space",
     "with_defaults",
     "SegDataset", "SegTrainDataset", "DataError", "list_pairs", "load_pair", "parse_set", "CITYSCAPES",
     "CLASS_NAMES", "ID_TO_TRAINID", "IGNORE_INDEX", "LabelSpace", "NUM_CLASSES", "PALETTE", "TRAINID_TO_ID",

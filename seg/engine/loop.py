@@ -47,6 +47,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import Dataset
 
 from seg.config import ConfigError, config_changes, dump_config
+from seg.data import shown_data_keys
 
 from .checkpoint import (
     check_same_model,
@@ -219,7 +220,8 @@ class TrainLoop:
             self.run_id = self.run_id or new_run_id()
             if self.info.is_main:
                 write_run_id(self.work_dir, self.run_id)
-                dump_config(self.cfg, os.path.join(self.work_dir, "config.yaml"))
+                shown = {**self.cfg, "data": shown_data_keys(self.cfg["data"])} if "data" in self.cfg else self.cfg
+                dump_config(shown, os.path.join(self.work_dir, "config.yaml"))
             self.train()
             self.call("after_train")
             self.export()

@@ -130,8 +130,9 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
     # SegTrainDataset's crop plan; both attributes come together there
     if hasattr(train_set, "crop_sources") and hasattr(train_set, "coarse_mode") and info.is_main:
         fine, coarse = train_set.crop_sources()
-        print(f"training crops per epoch: {fine} from fine, {coarse} from coarse images "
-              f"(data.coarse_mode={train_set.coarse_mode})", flush=True)
+        coarse_note = f" ({fine} from fine, {coarse} from coarse images, data.coarse_mode={train_set.coarse_mode})" \
+            if cfg["data"]["format"] == "cityscapes" else ""  # other formats have no coarse annotations
+        print(f"training crops per epoch: {fine + coarse}{coarse_note}", flush=True)
     return loop.fit(resume, overwrite)
 
 
