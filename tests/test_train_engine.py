@@ -428,7 +428,8 @@ def test_validation_keeps_the_best_score_in_best_pth(tmp_path):
     val = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["tag"] == "val"]
     assert [(r["iter"], r["mIoU"]) for r in val] == [(3, 10.0), (6, 30.0), (8, 20.0)]
     best = load_checkpoint(str(tmp_path / "checkpoints" / "best.pth"))
-    assert best["iteration"] == 6 and best["best_miou"] == 30.0
+    assert set(best) == {"model", "config", "meta"}  # model-only: the periodic checkpoints are what resumes
+    assert best["meta"]["iteration"] == 6 and best["meta"]["best_miou"] == 30.0
     assert load_checkpoint(str(tmp_path / "model_final.pth"))["meta"]["best_miou"] == 30.0
 
 

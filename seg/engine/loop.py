@@ -106,7 +106,8 @@ class Hook:
 class KeepBest(Hook):
     """Validate with `validate(model) -> metrics` every `interval` iterations and after the last one
     (interval 0: after the last only), or after every epoch (`per_epoch`); checkpoints/best.pth holds the
-    full state at the highest ``metrics[metric]``, which checkpoints carry as `state_key`.
+    model (model-only, as model_final.pth: the periodic checkpoints are what resumes) at the highest
+    ``metrics[metric]``, which checkpoints carry as `state_key` and best.pth's meta with its iteration.
 
     Every rank calls `validate` (it scores its own shard and reduces); the numbers of `record` go to
     metrics.jsonl under the tag "val".
@@ -140,7 +141,7 @@ class KeepBest(Hook):
             + (f" (best before: {before:.2f})" if math.isfinite(before) else " (first validation)"))
         if metrics[self.metric] > before:
             self.best = metrics[self.metric]
-            loop.save(os.path.join(loop.work_dir, "checkpoints", "best.pth"))
+            loop.save_model(os.path.join(loop.work_dir, "checkpoints", "best.pth"), {self.state_key: self.best})
 
     def record(self, loop: TrainLoop, metrics: dict) -> dict:
         """What one validation logs; subclasses also keep it."""
@@ -276,12 +277,17 @@ class TrainLoop:
     def export(self) -> None:
         """model_final.pth (model-only) with every rank's BN statistics made equal to rank 0's first."""
         broadcast_buffers(self.model)
+        final = os.path.join(self.work_dir, "model_final.pth")
+        self.save_model(final, {"skipped_batches": self.skipped, **self.meta})
+        _print(self.info, f"final model: {os.path.abspath(final)}")  # the run's last line: where its result is
+
+    def save_model(self, path: str, meta: dict) -> None:
+        """Model-only file (rank 0 writes, every rank waits), written only when every parameter and buffer is
+        finite; its meta: the iteration, the run id and `meta`."""
         self.check_state()
         if self.info.is_main:
-            meta = {"iteration": self.iteration, "run_id": self.run_id, "skipped_batches": self.skipped, **self.meta}
-            final = os.path.join(self.work_dir, "model_final.pth")
-            export_model(self.model.state_dict(), self.cfg, final, meta)
-            print(f"final model: {os.path.abspath(final)}", flush=True)  # the run's last line: where its result is
+            export_model(self.model.state_dict(), self.cfg, path,
+                         {"iteration": self.iteration, "run_id": self.run_id, **meta})
         barrier()
 
     # ------------------------------------------------------------------ pieces
