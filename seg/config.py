@@ -27,7 +27,8 @@ from seg.models import NORMS, OUTPUT_STRIDES, encoder_name_error
 from seg.nn import PADDING_MODES
 from seg.resources import config_suggestion
 
-__all__ = ["ConfigError", "COMPILE_MODES", "EVAL_MODES", "SCHEMA", "key_spec", "data_key", "optimizer_keys",
+__all__ = ["ConfigError", "COMPILE_MODES", "EVAL_MODES", "OPTIMIZERS", "LR_SCHEDULES", "SCHEMA", "key_spec", "data_key",
+           "optimizer_keys",
            "runtime_keys", "did_you_mean", "default_config", "load_config", "merge_overrides", "override_keys",
            "validate", "check_label_space", "config_changes", "dump_config"]
 
@@ -56,14 +57,22 @@ def data_key(name: str, kind: str, choices: Iterable | None = None, doc: str = "
     return key_spec(DATA_DEFAULTS[name], kind, choices, doc, **bounds)
 
 
+#: train.optimizer choices (seg.engine.build_optimizer); both fused, so the step guard can skip an update
+OPTIMIZERS = ("sgd", "adamw")
+#: train.lr_schedule choices of segmentation (seg.engine.build_scheduler), both with the linear warm-up
+LR_SCHEDULES = ("poly", "cosine")
+
+
 def optimizer_keys(*, batch_size: int, lr: float) -> dict[str, dict]:
-    """The train keys seg.engine.build_optimizer reads (SGD), with a schema's own batch and lr defaults."""
+    """The train keys seg.engine.build_optimizer reads, with a schema's own batch and lr defaults."""
     return {
         "batch_size": key_spec(batch_size, "int", min=1,
                                doc="GLOBAL batch: split evenly over the world size (must divide it)"),
+        "optimizer": key_spec("sgd", "str", OPTIMIZERS, doc="sgd (with momentum) or adamw (decoupled weight decay)"),
         "lr": key_spec(lr, "float", min=0),
-        "momentum": key_spec(0.9, "float"),
-        "nesterov": key_spec(False, "bool"),
+        "momentum": key_spec(0.9, "float", doc="sgd only"),
+        "nesterov": key_spec(False, "bool", doc="sgd only"),
+        "betas": key_spec([0.9, 0.999], "list[float]", doc="adamw only: its two moment decay rates"),
         "weight_decay": key_spec(1e-4, "float", min=0),
         "no_wd_norm_bias": key_spec(False, "bool", doc="exclude biases and norm parameters from weight decay"),
     }
@@ -171,6 +180,8 @@ SCHEMA: dict[str, dict[str, dict]] = {
     "train": {
         "iterations": key_spec(31000, "int", min=1),
         **optimizer_keys(batch_size=8, lr=0.01),
+        "lr_schedule": key_spec("poly", "str", LR_SCHEDULES,
+                                doc="poly: (1 - it / iterations) ** poly_power; cosine: half a cosine to 0"),
         "poly_power": key_spec(0.9, "float"),
         "warmup_iters": key_spec(0, "int", min=0),
         "warmup_factor": key_spec(0.1, "float", doc="LR multiplier at iteration 0 of the linear warm-up"),

@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import Dataset
 
 import seg.engine.loop as loop_module
-from seg.config import load_config
+from seg.config import ConfigError, load_config
 from seg.data.io import DataError
 from seg.engine import (
     CheckpointError,
@@ -132,10 +132,12 @@ def test_no_wd_norm_bias_groups():
 
 
 @pytest.mark.slow
-def test_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("choice", [{}, {"optimizer": "adamw", "weight_decay": 0.05},
+                                    {"lr_schedule": "cosine", "warmup_iters": 4}])
+def test_resume_matches_uninterrupted_run(tmp_path, choice):
     """Train 8 iterations straight, vs resume from the iteration-6 checkpoint: mid-epoch (4 iterations per
-    epoch), from a scrambled process state."""
-    cfg = tiny_cfg(ckpt_interval=3)
+    epoch), from a scrambled process state; with SGD + poly, AdamW, and a cosine schedule with warm-up."""
+    cfg = tiny_cfg(ckpt_interval=3, **choice)
     full = run(cfg, tmp_path / "full")
     run(cfg, tmp_path / "part")  # writes iter 3, 6 and 8
     os.remove(checkpoint_path(str(tmp_path / "part"), 8))
@@ -249,6 +251,61 @@ def test_guarded_step_skips_a_nan_step_and_the_next_step_is_plain_sgd():
         torch.testing.assert_close(v.double(), expected, rtol=1e-6, atol=1e-7)
     report = guard.report(guard.record.tolist())
     assert report.nonfinite_iteration == 1 and math.isnan(report.nonfinite_loss) and report.skipped == 0
+
+
+def test_resume_under_another_optimizer_is_refused(tmp_path):
+    run(tiny_cfg(iterations=4), tmp_path)
+    with pytest.raises(ConfigError, match=r"iter_0000004\.pth was trained with train\.optimizer=sgd"):
+        run(tiny_cfg(iterations=8, optimizer="adamw"), tmp_path, resume="auto")
+
+
+def test_guarded_step_skips_a_nan_step_of_adamw_and_the_next_step_is_the_first_adamw_step():
+    """AdamW has the guarantee SGD has: a skipped step leaves the weights, both moments and the step count as
+    they were (fused AdamW's found_inf); the next step is AdamW's textbook first step, against float64 by hand."""
+    torch.manual_seed(0)
+    model, criterion = nn.Linear(4, 3), nn.CrossEntropyLoss()
+    cfg = load_config(None, ["train.optimizer=adamw", "train.lr=0.1", "train.weight_decay=0.01",
+                             "train.betas=[0.8, 0.99]"])["train"]
+    opt = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    guard = StepGuard(model, opt, scaler, torch.device("cpu"))
+    guard.start(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, t = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    loss, skipped = guarded_step(model, x * float("nan"), t, criterion, opt, scaler, None, guard)
+    assert skipped and torch.isnan(loss)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    for state in opt.state.values():
+        assert float(state["step"]) == 0 and not state["exp_avg"].any() and not state["exp_avg_sq"].any()
+    w = {k: v.double().requires_grad_() for k, v in before.items()}
+    nn.functional.cross_entropy(x.double() @ w["weight"].T + w["bias"], t).backward()
+    loss, skipped = guarded_step(model, x, t, criterion, opt, scaler, None, guard)
+    assert not skipped
+    lr, wd, (b1, b2), eps = 0.1, 0.01, (0.8, 0.99), 1e-8
+    for k, v in model.state_dict().items():
+        g, p = w[k].grad, w[k].detach()
+        m_hat, v_hat = (1 - b1) * g / (1 - b1), (1 - b2) * g * g / (1 - b2)  # bias-corrected first moments
+        expected = p * (1 - lr * wd) - lr * m_hat / (v_hat.sqrt() + eps)
+        torch.testing.assert_close(v.double(), expected, rtol=1e-5, atol=1e-6)
+    assert all(float(state["step"]) == 1 for state in opt.state.values())
+
+
+def test_cosine_schedule_against_the_closed_form():
+    """lr at each iteration: half a cosine from lr to 0 over the run, times the linear warm-up, in float64."""
+    cfg = load_config(None, ["train.lr_schedule=cosine", "train.lr=0.2", "train.iterations=10",
+                             "train.warmup_iters=3", "train.warmup_factor=0.25"])["train"]
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
+    sched = build_scheduler(opt, cfg, iters_per_epoch=5)
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    warm = [0.25 * (1 - i / 3) + i / 3 if i < 3 else 1.0 for i in range(10)]
+    expected = [0.2 * w * (1 + math.cos(math.pi * i / 10)) / 2 for i, w in enumerate(warm)]
+    assert seen == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    resumed = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
+    assert build_scheduler(resumed, cfg, 5, start=7).get_last_lr()[0] == pytest.approx(expected[7], rel=1e-12)
 
 
 class BadLabelAt(ColourBlobs):

@@ -410,6 +410,10 @@ class TrainLoop:
         path, ckpt = found
         self.run_id = adopt_run(self.work_dir, self.run_id, path, ckpt.get("run_id"))
         check_same_model(path, ckpt["config"].get("model") or {}, self.cfg["model"])
+        saved = ckpt["config"].get("train", {}).get("optimizer", "sgd")  # checkpoints from before the choice: SGD
+        if saved != self.train_cfg["optimizer"]:
+            raise ConfigError(f"{path} was trained with train.optimizer={saved}; resume it with that optimizer "
+                              f"(its state does not carry over to {self.train_cfg['optimizer']}) or start afresh")
         self.iteration = restore_training_state(path, ckpt, self.model, self.optimizer, self.scaler, self.info)
         self.verified[path] = None
         if self.iteration > self.total:
