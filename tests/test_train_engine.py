@@ -5,6 +5,7 @@ import json
 import math
 import os
 import time
+import types
 
 import pytest
 import torch
@@ -31,6 +32,7 @@ from seg.engine import (
     train,
 )
 from seg.engine.checkpoint import checkpoint_path, export_from_checkpoint, list_checkpoints
+from seg.engine.ema import WeightEMA
 from seg.engine.guard import StepGuard
 from seg.engine.loop import _Window
 from seg.engine.sampler import ResumableDistributedSampler
@@ -133,7 +135,7 @@ def test_no_wd_norm_bias_groups():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("choice", [{}, {"optimizer": "adamw", "weight_decay": 0.05},
-                                    {"lr_schedule": "cosine", "warmup_iters": 4}])
+                                    {"lr_schedule": "cosine", "warmup_iters": 4}, {"ema_decay": 0.9}])
 def test_resume_matches_uninterrupted_run(tmp_path, choice):
     """Train 8 iterations straight, vs resume from the iteration-6 checkpoint: mid-epoch (4 iterations per
     epoch), from a scrambled process state; with SGD + poly, AdamW, and a cosine schedule with warm-up."""
@@ -145,6 +147,11 @@ def test_resume_matches_uninterrupted_run(tmp_path, choice):
     resumed = run(cfg, tmp_path / "part", resume="auto", model_seed=99)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+    if "ema_decay" in choice:
+        full_ema, resumed_ema = (load_checkpoint(str(tmp_path / run_dir / "model_ema.pth"))["model"]
+                                 for run_dir in ("full", "part"))
+        assert full_ema.keys() == resumed_ema.keys()
+        assert all(torch.equal(full_ema[k], resumed_ema[k]) for k in full_ema)
 
 
 def test_checkpoint_is_weights_only_and_complete(tmp_path):
@@ -306,6 +313,60 @@ def test_cosine_schedule_against_the_closed_form():
     assert seen == pytest.approx(expected, rel=1e-12, abs=1e-15)
     resumed = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
     assert build_scheduler(resumed, cfg, 5, start=7).get_last_lr()[0] == pytest.approx(expected[7], rel=1e-12)
+
+
+class Weights(Hook):
+    """Records the model's parameters and buffers after every step."""
+
+    def __init__(self):
+        self.seen = []
+
+    def after_step(self, loop):
+        self.seen.append({k: v.detach().double().clone() for k, v in loop.model.state_dict().items()})
+
+
+def test_ema_of_the_weights_against_the_float64_recurrence_validated_and_saved(tmp_path):
+    cfg = tiny_cfg(ema_decay=0.75)
+    seed_everything(0)
+    model = TinyNet()
+    start = {k: v.double().clone() for k, v in model.state_dict().items()}
+    weights = Weights()
+    scores = iter([5.0])
+    loop = TrainLoop(cfg, model, ColourBlobs(), CPU, str(tmp_path), iterations=8,
+                     criterion=build_criterion(cfg["train"], CPU.device), schedule=build_scheduler,
+                     hooks=(WeightEMA(0.75, lambda m: {"mIoU": next(scores)}), weights))
+    loop.fit()
+    expected = dict(start)
+    for step in weights.seen:
+        expected = {k: 0.75 * expected[k] + 0.25 * step[k] for k in expected}
+    saved = load_checkpoint(str(tmp_path / "model_ema.pth"))
+    assert saved["meta"]["ema_decay"] == 0.75 and saved["meta"]["iteration"] == 8
+    for k, v in saved["model"].items():
+        if k.endswith("num_batches_tracked"):  # integers: floor of the average
+            continue
+        torch.testing.assert_close(v.double(), expected[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.equal(saved["model"]["body.4.weight"], model.state_dict()["body.4.weight"])
+    val = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["tag"] == "val_ema"]
+    assert val == [{"iter": 8, "tag": "val_ema", "time": val[0]["time"], "mIoU": 5.0}]
+
+
+def test_ema_does_not_absorb_a_skipped_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    loop = types.SimpleNamespace(model=model, skipped_step=torch.tensor(True))
+    ema = WeightEMA(0.5)
+    ema.before_train(loop)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.add_(1)  # what a step that then got skipped would have been averaged towards
+    before = {k: v.clone() for k, v in ema.average.state_dict().items()}
+    ema.after_step(loop)
+    after = ema.average.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    loop.skipped_step = torch.tensor(False)
+    ema.after_step(loop)
+    assert int(ema.average.n_averaged) == 2
+    torch.testing.assert_close(ema.average.module[0].weight, before["module.0.weight"] + 0.5)
 
 
 class BadLabelAt(ColourBlobs):

@@ -281,12 +281,13 @@ class TrainLoop:
         self.save_model(final, {"skipped_batches": self.skipped, **self.meta})
         _print(self.info, f"final model: {os.path.abspath(final)}")  # the run's last line: where its result is
 
-    def save_model(self, path: str, meta: dict) -> None:
-        """Model-only file (rank 0 writes, every rank waits), written only when every parameter and buffer is
-        finite; its meta: the iteration, the run id and `meta`."""
+    def save_model(self, path: str, meta: dict, model: nn.Module | None = None) -> None:
+        """Model-only file of `model` (default: the trained one; rank 0 writes, every rank waits), written only
+        when every parameter and buffer of the trained model is finite; its meta: the iteration, the run id
+        and `meta`."""
         self.check_state()
         if self.info.is_main:
-            export_model(self.model.state_dict(), self.cfg, path,
+            export_model((model or self.model).state_dict(), self.cfg, path,
                          {"iteration": self.iteration, "run_id": self.run_id, **meta})
         barrier()
 
