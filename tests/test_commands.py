@@ -31,8 +31,10 @@ def test_help_says_seg_command_not_a_clone_path(command, capsys):
     assert example, f"the help of `seg {command}` shows no example command line"
 
 
-def test_seg_train_trains_a_classifier_from_a_classification_config(tmp_path):
-    root = generate_demo_imagefolder(str(tmp_path / "data"), 4, 2, 16, seed=0)
+def test_seg_train_trains_a_classifier_from_a_classification_config(tmp_path, monkeypatch):
+    generate_demo_imagefolder(str(tmp_path / "data"), 4, 2, 16, seed=0)
+    monkeypatch.chdir(tmp_path)
+    root = "data"  # relative: the run records it absolute
     work = tmp_path / "work"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -46,6 +48,7 @@ def test_seg_train_trains_a_classifier_from_a_classification_config(tmp_path):
     summary = json.loads((work / "summary.json").read_text())
     assert summary["arch"] == "tinynet" and summary["padding"] == "partial" and summary["epochs"] == 1, summary
     assert [row["val_count"] for row in summary["history"]] == [4 * 2]  # 4 classes x 2 validation images
+    assert torch.load(work / "model_final.pth", weights_only=True)["config"]["data"]["root"] == str(tmp_path / "data")
 
 
 @pytest.mark.parametrize("fmt", ["cityscapes", "folder"])

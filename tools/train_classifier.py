@@ -87,6 +87,8 @@ def _summary_tables(runs: list[dict], out_dir: str, name: str) -> None:
 
 def train_runs(args) -> None:
     base_cfg = load_classifier_config(args.config, args.opts)
+    # absolute, so that the saved config and checkpoints find the data from any folder (--cross-test elsewhere)
+    base_cfg["data"]["root"] = os.path.abspath(base_cfg["data"]["root"])
     if 1 not in base_cfg["eval"]["topk"]:
         raise ConfigError(f"{args.config}: eval.topk must contain 1 (best epoch and tables use top-1)")
     root_dir = resolve_work_dir(args, base_cfg)
