@@ -18,7 +18,8 @@ from seg.resources import data_root, packaged_configs
 
 #: command -> (tool module, one-line summary)
 COMMANDS = {
-    "train": ("train", "train a segmentation network from a config"),
+    "train": ("train", "train a segmentation network (or a classifier, from a classification config)"),
+    "train-classifier": ("train_classifier", "train, cross-test or summarise ImageNet-style classifiers"),
     "eval": ("eval", "evaluate a checkpoint (mIoU and friends, several inference modes)"),
     "predict": ("predict", "segment unlabelled images with a checkpoint"),
     "compare": ("compare", "comparison tables and plots from eval result files, with uncertainty"),

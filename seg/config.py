@@ -12,6 +12,7 @@ checkpoint that ``torch.load(weights_only=True)`` reads back.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -24,14 +25,22 @@ from seg.data import COARSE_MODES, CROP_PLACEMENTS, CV_SPLITS, DATA_DEFAULTS, FO
 from seg.errors import SegError
 from seg.models import NORMS, OUTPUT_STRIDES, encoder_name_error
 from seg.nn import PADDING_MODES
+from seg.resources import config_suggestion
 
-__all__ = ["ConfigError", "COMPILE_MODES", "EVAL_MODES", "SCHEMA", "key_spec", "data_key", "optimizer_keys",
-           "runtime_keys", "default_config", "load_config", "merge_overrides", "override_keys", "validate",
-           "check_label_space", "config_changes", "dump_config"]
+__all__ = ["ConfigError", "COMPILE_MODES", "EVAL_MODES", "OPTIMIZERS", "LR_SCHEDULES", "SCHEMA", "key_spec", "data_key",
+           "optimizer_keys",
+           "runtime_keys", "did_you_mean", "default_config", "load_config", "merge_overrides", "override_keys",
+           "validate", "check_label_space", "config_changes", "dump_config"]
 
 
 class ConfigError(SegError, ValueError):
     """A config file, key or override is invalid; the message names which and why."""
+
+
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """" (did you mean '<prefix>.x'?)" for the known name x closest to a mistyped one, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {(prefix + '.' if prefix else '') + close[0]!r}?)" if close else ""
 
 
 def key_spec(default: Any, kind: str, choices: Iterable | None = None, doc: str = "", *,
@@ -48,14 +57,22 @@ def data_key(name: str, kind: str, choices: Iterable | None = None, doc: str = "
     return key_spec(DATA_DEFAULTS[name], kind, choices, doc, **bounds)
 
 
+#: train.optimizer choices (seg.engine.build_optimizer); both fused, so the step guard can skip an update
+OPTIMIZERS = ("sgd", "adamw")
+#: train.lr_schedule choices of segmentation (seg.engine.build_scheduler), both with the linear warm-up
+LR_SCHEDULES = ("poly", "cosine")
+
+
 def optimizer_keys(*, batch_size: int, lr: float) -> dict[str, dict]:
-    """The train keys seg.engine.build_optimizer reads (SGD), with a schema's own batch and lr defaults."""
+    """The train keys seg.engine.build_optimizer reads, with a schema's own batch and lr defaults."""
     return {
         "batch_size": key_spec(batch_size, "int", min=1,
                                doc="GLOBAL batch: split evenly over the world size (must divide it)"),
+        "optimizer": key_spec("sgd", "str", OPTIMIZERS, doc="sgd (with momentum) or adamw (decoupled weight decay)"),
         "lr": key_spec(lr, "float", min=0),
-        "momentum": key_spec(0.9, "float"),
-        "nesterov": key_spec(False, "bool"),
+        "momentum": key_spec(0.9, "float", doc="sgd only"),
+        "nesterov": key_spec(False, "bool", doc="sgd only"),
+        "betas": key_spec([0.9, 0.999], "list[float]", doc="adamw only: its two moment decay rates"),
         "weight_decay": key_spec(1e-4, "float", min=0),
         "no_wd_norm_bias": key_spec(False, "bool", doc="exclude biases and norm parameters from weight decay"),
     }
@@ -163,6 +180,10 @@ SCHEMA: dict[str, dict[str, dict]] = {
     "train": {
         "iterations": key_spec(31000, "int", min=1),
         **optimizer_keys(batch_size=8, lr=0.01),
+        "ema_decay": key_spec(None, "float?", min=0, max=1,
+                              doc="EMA of the weights, e.g. 0.999, validated and saved as model_ema.pth; null = none"),
+        "lr_schedule": key_spec("poly", "str", LR_SCHEDULES,
+                                doc="poly: (1 - it / iterations) ** poly_power; cosine: half a cosine to 0"),
         "poly_power": key_spec(0.9, "float"),
         "warmup_iters": key_spec(0, "int", min=0),
         "warmup_factor": key_spec(0.1, "float", doc="LR multiplier at iteration 0 of the linear warm-up"),
@@ -273,7 +294,8 @@ def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -
         unknown = sorted(set(values) - set(node))
         if unknown:
             where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
-            raise ConfigError(f"{source}: unknown key {where} (known here: {', '.join(sorted(node))})")
+            raise ConfigError(f"{source}: unknown key {where}{did_you_mean(unknown[0], node, prefix)} "
+                              f"(known here: {', '.join(sorted(node))})")
         out = {}
         for name, child in node.items():
             path = f"{prefix}.{name}" if prefix else name
@@ -305,7 +327,8 @@ def _read_yaml(path: str, chain: tuple[str, ...] = (), *, schema: dict | None = 
     if path in chain:
         raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(chain + (path,))}")
     if not os.path.isfile(path):
-        raise ConfigError(f"{chain[-1]}: _base_ file not found: {path}" if chain else f"config file not found: {path}")
+        raise ConfigError(f"{chain[-1]}: _base_ file not found: {path}" if chain
+                          else f"config file not found: {path}{config_suggestion(path)}")
     with open(path) as f:
         try:
             data = yaml.safe_load(f)
@@ -345,8 +368,10 @@ def merge_overrides(cfg: dict, opts: Iterable[str], *, schema: dict | None = Non
         node, spec = cfg, SCHEMA if schema is None else schema
         parts = key.split(".")
         for depth, part in enumerate(parts):
-            if not isinstance(spec, dict) or _is_key_spec(spec) or part not in spec:
-                raise ConfigError(f"--opts: unknown key {'.'.join(parts[:depth + 1])!r} in {item!r}")
+            section = isinstance(spec, dict) and not _is_key_spec(spec)
+            if not section or part not in spec:
+                hint = did_you_mean(part, spec, ".".join(parts[:depth])) if section else ""
+                raise ConfigError(f"--opts: unknown key {'.'.join(parts[:depth + 1])!r} in {item!r}{hint}")
             spec = spec[part]
             if depth < len(parts) - 1:
                 node = node.setdefault(part, {})

@@ -18,4 +18,4 @@ class WorkDirError(SegError, RuntimeError):
 
 
 class ResultFileError(SegError, ValueError):
-    """A results file (tools/eval.py JSON) is missing, not JSON, or lacks an entry; the message names it."""
+    """A results file (`seg eval` JSON) is missing, not JSON, or lacks an entry; the message names it."""

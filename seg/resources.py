@@ -2,10 +2,11 @@
 ``seg/tools``), next to it in a clone (``configs/``, ``tools/``). Imports nothing from seg."""
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
-__all__ = ["data_root", "config_dir", "resolve_config", "packaged_configs"]
+__all__ = ["data_root", "config_dir", "resolve_config", "packaged_configs", "config_suggestion"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -39,3 +40,13 @@ def packaged_configs() -> list[str]:
     root = config_dir()
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob("*/*.yaml")
                   if not p.parent.name.startswith("_") and not p.name.startswith("_"))
+
+
+def config_suggestion(name: str) -> str:
+    """" (did you mean the shipped config 'x'?)" for the shipped config closest to a config name that names
+    no file, or "" when none is close. Compares names without folder prefix or ".yaml", so that
+    ``cityscapes/deeplabv3plus_r50_partial_869`` and ``/abs/configs/cityscapes/deeplab...yaml`` both match."""
+    stem = Path(name).with_suffix("") if name.endswith((".yaml", ".yml")) else Path(name)
+    wanted = "/".join(stem.parts[-2:])
+    close = difflib.get_close_matches(wanted, packaged_configs(), n=1, cutoff=0.75)
+    return f" (did you mean the shipped config {close[0]!r}?)" if close else ""

@@ -271,3 +271,36 @@ def test_ade20k_and_voc_configs(path):
         assert data["split_list"] == "ImageSets/Segmentation/{split}.txt"
         assert sum(data["palette"], []) == voc_palette()[:63]
     assert len(data["palette"]) == cfg["model"]["num_classes"]
+
+
+@pytest.mark.parametrize("opts, suggestion", [
+    (["train.lrr=1"], "train.lr"),
+    (["trian.lr=1"], "train"),
+    (["model.paddding=partial"], "model.padding"),
+    (["data.crop_sise=[8, 8]"], "data.crop_size"),
+])
+def test_unknown_override_key_suggests_the_close_one(opts, suggestion):
+    with pytest.raises(ConfigError, match=re.escape(f"(did you mean '{suggestion}'?)")):
+        load_config(None, opts)
+
+
+def test_unknown_key_in_file_suggests_the_close_one_and_nothing_when_none_is_close(tmp_path):
+    path = write(tmp_path / "typo.yaml", {"train": {"iteratons": 10}})
+    expected = "unknown key 'train.iteratons' (did you mean 'train.iterations'?)"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(path)
+    path = write(tmp_path / "far.yaml", {"train": {"zzzzqqq": 10}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "did you mean" not in str(err.value)
+
+
+def test_missing_config_name_suggests_the_shipped_config():
+    shipped = os.path.join(REPO, "configs", "demo", "deeplabv3plus_r18_zeros.yaml")
+    assert os.path.isfile(shipped)
+    expected = "(did you mean the shipped config 'demo/deeplabv3plus_r18_zeros'?)"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config("demo/deeplabv3plus_r18_zros")
+    with pytest.raises(ConfigError) as err:
+        load_config("no/such_thing_at_all")
+    assert "did you mean" not in str(err.value)

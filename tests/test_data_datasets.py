@@ -261,8 +261,8 @@ def test_training_prints_crops_per_epoch_from_fine_and_coarse(demo_root, tmp_pat
     seed_everything(0)
     train(cfg, TinyNet(19), ds, CPU, str(tmp_path / "run"))
     out = capsys.readouterr().out
-    assert f"training crops per epoch: {6 - coarse} from fine, {coarse} from coarse images (data.coarse_mode=boost)" \
-        in out
+    assert (f"training crops per epoch: 6 ({6 - coarse} from fine, {coarse} from coarse images, "
+            "data.coarse_mode=boost)") in out
 
 
 def test_epoch_plan_is_shared_by_ranks_and_split_by_distributed_sampler(demo_root):

@@ -30,9 +30,11 @@ def _val_pair(root, k=0):
 
 def test_missing_root_names_path_and_how_to_get_cityscapes(tmp_path):
     missing = str(tmp_path / "nowhere")
-    for build in (lambda: build_val_dataset({"root": missing}), lambda: build_train_dataset({"root": missing}, 0),
-                  lambda: prepare_cityscapes(missing)):
-        with pytest.raises(FileNotFoundError, match="nowhere.*cityscapes-dataset.com"):
+    # the datasets name the config key to fix (a DataError), the preparation tool its argument
+    for build, error in ((lambda: build_val_dataset({"root": missing}), DataError),
+                         (lambda: build_train_dataset({"root": missing}, 0), DataError),
+                         (lambda: prepare_cityscapes(missing), FileNotFoundError)):
+        with pytest.raises(error, match="nowhere.*cityscapes-dataset.com"):
             build()
 
 

@@ -49,7 +49,7 @@ def train_eval_predict(config, work_dir, opts, num_classes, images):
     return result
 
 
-def test_plain_folder_dataset_trains_evaluates_and_predicts(tmp_path):
+def test_plain_folder_dataset_trains_evaluates_and_predicts(tmp_path, capsys):
     root = tmp_path / "data"
     write_folder_tree(str(root), n=4)
     config = tmp_path / "folder3.yaml"
@@ -59,6 +59,11 @@ def test_plain_folder_dataset_trains_evaluates_and_predicts(tmp_path):
         "data": {"format": "folder", "root": str(root), "img_suffix": ".png", "train_sets": ["train"],
                  "val_split": "val", "class_names": ["sky", "road", "car"], "class_balance": 0.5}}))
     train_eval_predict(str(config), tmp_path / "run", SMALL, 3, root / "images" / "val")
+    # a folder data set shows nothing of Cityscapes' coarse images, in the log or the run's config.yaml
+    assert "training crops per epoch: 4\n" in capsys.readouterr().out
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
+    assert not {"cv_split", "coarse_mode", "coarse_boost_classes"} & set(saved), sorted(saved)
+    assert saved["class_names"] == ["sky", "road", "car"]
 
 
 def test_ade20k_layout_with_the_shipped_config(tmp_path):

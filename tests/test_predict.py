@@ -168,3 +168,14 @@ def test_predict_api_refuses_an_unknown_device_in_one_line(tmp_path):
     (image,) = random_images(tmp_path, ["a.png"])
     with pytest.raises(ConfigError, match="unknown device 'gpu0'; expected 'auto' or a torch device"):
         seg.predict(str(tmp_path / "unused.pth"), image, device="gpu0")  # refused before the checkpoint is read
+
+
+def test_output_names_never_mirror_an_absolute_path():
+    """Images sharing only the file system root (a relative path beside an absolute one) are named by the
+    shortest trailing parts that tell them apart, not by their whole path below the root."""
+    names = _output_names([os.path.join(os.getcwd(), "a", "b.jpg"), "/abs/path/c.jpg"])
+    assert names == ["b", "c"]
+    # one depth for all: the shortest that tells every image apart
+    assert _output_names(["/p/x/img.png", "/q/y/img.png", "/q/z.png"]) == ["x/img", "y/img", "q/z"]
+    assert _output_names(["/p/x/img.png", "/q/x/img.png"]) == ["p/x/img", "q/x/img"]
+    assert _output_names(["/data/city/a.png", "/data/town/b.png"]) == ["city/a", "town/b"]  # common folder /data

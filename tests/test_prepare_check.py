@@ -61,7 +61,7 @@ def test_check_names_images_without_label_or_train_ids(tree):
     val, extra = _row(rows, "gtFine/val"), _row(rows, "gtCoarse/train_extra")
     assert (val["images"], val["labels"], val["train_ids"]) == (4, 4, 3)
     assert val["missing"] == [f"1 image(s) without *_gtFine_labelTrainIds.png, e.g. {stem} "
-                              f"(run `python tools/prepare_cityscapes.py {tree}`)"]
+                              f"(run `seg prepare-cityscapes {tree}`)"]
     assert (extra["images"], extra["labels"], extra["train_ids"]) == (3, 2, 2)
     city = os.path.basename(os.path.dirname(coarse[0]))
     assert extra["missing"] == [f"1 image(s) without a gtCoarse label, e.g. {city}/{gone}"]

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import time
+import types
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import Dataset
 
 import seg.engine.loop as loop_module
-from seg.config import load_config
+from seg.config import ConfigError, load_config
 from seg.data.io import DataError
 from seg.engine import (
     CheckpointError,
@@ -31,6 +32,7 @@ from seg.engine import (
     train,
 )
 from seg.engine.checkpoint import checkpoint_path, export_from_checkpoint, list_checkpoints
+from seg.engine.ema import WeightEMA
 from seg.engine.guard import StepGuard
 from seg.engine.loop import _Window
 from seg.engine.sampler import ResumableDistributedSampler
@@ -132,10 +134,12 @@ def test_no_wd_norm_bias_groups():
 
 
 @pytest.mark.slow
-def test_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("choice", [{}, {"optimizer": "adamw", "weight_decay": 0.05},
+                                    {"lr_schedule": "cosine", "warmup_iters": 4}, {"ema_decay": 0.9}])
+def test_resume_matches_uninterrupted_run(tmp_path, choice):
     """Train 8 iterations straight, vs resume from the iteration-6 checkpoint: mid-epoch (4 iterations per
-    epoch), from a scrambled process state."""
-    cfg = tiny_cfg(ckpt_interval=3)
+    epoch), from a scrambled process state; with SGD + poly, AdamW, and a cosine schedule with warm-up."""
+    cfg = tiny_cfg(ckpt_interval=3, **choice)
     full = run(cfg, tmp_path / "full")
     run(cfg, tmp_path / "part")  # writes iter 3, 6 and 8
     os.remove(checkpoint_path(str(tmp_path / "part"), 8))
@@ -143,6 +147,11 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     resumed = run(cfg, tmp_path / "part", resume="auto", model_seed=99)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+    if "ema_decay" in choice:
+        full_ema, resumed_ema = (load_checkpoint(str(tmp_path / run_dir / "model_ema.pth"))["model"]
+                                 for run_dir in ("full", "part"))
+        assert full_ema.keys() == resumed_ema.keys()
+        assert all(torch.equal(full_ema[k], resumed_ema[k]) for k in full_ema)
 
 
 def test_checkpoint_is_weights_only_and_complete(tmp_path):
@@ -249,6 +258,115 @@ def test_guarded_step_skips_a_nan_step_and_the_next_step_is_plain_sgd():
         torch.testing.assert_close(v.double(), expected, rtol=1e-6, atol=1e-7)
     report = guard.report(guard.record.tolist())
     assert report.nonfinite_iteration == 1 and math.isnan(report.nonfinite_loss) and report.skipped == 0
+
+
+def test_resume_under_another_optimizer_is_refused(tmp_path):
+    run(tiny_cfg(iterations=4), tmp_path)
+    with pytest.raises(ConfigError, match=r"iter_0000004\.pth was trained with train\.optimizer=sgd"):
+        run(tiny_cfg(iterations=8, optimizer="adamw"), tmp_path, resume="auto")
+
+
+def test_guarded_step_skips_a_nan_step_of_adamw_and_the_next_step_is_the_first_adamw_step():
+    """AdamW has the guarantee SGD has: a skipped step leaves the weights, both moments and the step count as
+    they were (fused AdamW's found_inf); the next step is AdamW's textbook first step, against float64 by hand."""
+    torch.manual_seed(0)
+    model, criterion = nn.Linear(4, 3), nn.CrossEntropyLoss()
+    cfg = load_config(None, ["train.optimizer=adamw", "train.lr=0.1", "train.weight_decay=0.01",
+                             "train.betas=[0.8, 0.99]"])["train"]
+    opt = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    guard = StepGuard(model, opt, scaler, torch.device("cpu"))
+    guard.start(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, t = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    loss, skipped = guarded_step(model, x * float("nan"), t, criterion, opt, scaler, None, guard)
+    assert skipped and torch.isnan(loss)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    for state in opt.state.values():
+        assert float(state["step"]) == 0 and not state["exp_avg"].any() and not state["exp_avg_sq"].any()
+    w = {k: v.double().requires_grad_() for k, v in before.items()}
+    nn.functional.cross_entropy(x.double() @ w["weight"].T + w["bias"], t).backward()
+    loss, skipped = guarded_step(model, x, t, criterion, opt, scaler, None, guard)
+    assert not skipped
+    lr, wd, (b1, b2), eps = 0.1, 0.01, (0.8, 0.99), 1e-8
+    for k, v in model.state_dict().items():
+        g, p = w[k].grad, w[k].detach()
+        m_hat, v_hat = (1 - b1) * g / (1 - b1), (1 - b2) * g * g / (1 - b2)  # bias-corrected first moments
+        expected = p * (1 - lr * wd) - lr * m_hat / (v_hat.sqrt() + eps)
+        torch.testing.assert_close(v.double(), expected, rtol=1e-5, atol=1e-6)
+    assert all(float(state["step"]) == 1 for state in opt.state.values())
+
+
+def test_cosine_schedule_against_the_closed_form():
+    """lr at each iteration: half a cosine from lr to 0 over the run, times the linear warm-up, in float64."""
+    cfg = load_config(None, ["train.lr_schedule=cosine", "train.lr=0.2", "train.iterations=10",
+                             "train.warmup_iters=3", "train.warmup_factor=0.25"])["train"]
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
+    sched = build_scheduler(opt, cfg, iters_per_epoch=5)
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    warm = [0.25 * (1 - i / 3) + i / 3 if i < 3 else 1.0 for i in range(10)]
+    expected = [0.2 * w * (1 + math.cos(math.pi * i / 10)) / 2 for i, w in enumerate(warm)]
+    assert seen == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    resumed = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
+    assert build_scheduler(resumed, cfg, 5, start=7).get_last_lr()[0] == pytest.approx(expected[7], rel=1e-12)
+
+
+class Weights(Hook):
+    """Records the model's parameters and buffers after every step."""
+
+    def __init__(self):
+        self.seen = []
+
+    def after_step(self, loop):
+        self.seen.append({k: v.detach().double().clone() for k, v in loop.model.state_dict().items()})
+
+
+def test_ema_of_the_weights_against_the_float64_recurrence_validated_and_saved(tmp_path):
+    cfg = tiny_cfg(ema_decay=0.75)
+    seed_everything(0)
+    model = TinyNet()
+    start = {k: v.double().clone() for k, v in model.state_dict().items()}
+    weights = Weights()
+    scores = iter([5.0])
+    loop = TrainLoop(cfg, model, ColourBlobs(), CPU, str(tmp_path), iterations=8,
+                     criterion=build_criterion(cfg["train"], CPU.device), schedule=build_scheduler,
+                     hooks=(WeightEMA(0.75, lambda m: {"mIoU": next(scores)}), weights))
+    loop.fit()
+    expected = dict(start)
+    for step in weights.seen:
+        expected = {k: 0.75 * expected[k] + 0.25 * step[k] for k in expected}
+    saved = load_checkpoint(str(tmp_path / "model_ema.pth"))
+    assert saved["meta"]["ema_decay"] == 0.75 and saved["meta"]["iteration"] == 8
+    for k, v in saved["model"].items():
+        if k.endswith("num_batches_tracked"):  # integers: floor of the average
+            continue
+        torch.testing.assert_close(v.double(), expected[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.equal(saved["model"]["body.4.weight"], model.state_dict()["body.4.weight"])
+    val = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["tag"] == "val_ema"]
+    assert val == [{"iter": 8, "tag": "val_ema", "time": val[0]["time"], "mIoU": 5.0}]
+
+
+def test_ema_does_not_absorb_a_skipped_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    loop = types.SimpleNamespace(model=model, skipped_step=torch.tensor(True))
+    ema = WeightEMA(0.5)
+    ema.before_train(loop)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.add_(1)  # what a step that then got skipped would have been averaged towards
+    before = {k: v.clone() for k, v in ema.average.state_dict().items()}
+    ema.after_step(loop)
+    after = ema.average.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    loop.skipped_step = torch.tensor(False)
+    ema.after_step(loop)
+    assert int(ema.average.n_averaged) == 2
+    torch.testing.assert_close(ema.average.module[0].weight, before["module.0.weight"] + 0.5)
 
 
 class BadLabelAt(ColourBlobs):
@@ -428,7 +546,8 @@ def test_validation_keeps_the_best_score_in_best_pth(tmp_path):
     val = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["tag"] == "val"]
     assert [(r["iter"], r["mIoU"]) for r in val] == [(3, 10.0), (6, 30.0), (8, 20.0)]
     best = load_checkpoint(str(tmp_path / "checkpoints" / "best.pth"))
-    assert best["iteration"] == 6 and best["best_miou"] == 30.0
+    assert set(best) == {"model", "config", "meta"}  # model-only: the periodic checkpoints are what resumes
+    assert best["meta"]["iteration"] == 6 and best["meta"]["best_miou"] == 30.0
     assert load_checkpoint(str(tmp_path / "model_final.pth"))["meta"]["best_miou"] == 30.0
 
 

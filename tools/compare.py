@@ -1,6 +1,6 @@
-"""Paper-style comparison tables and plots from tools/eval.py result files, with their uncertainty.
+"""Paper-style comparison tables and plots from `seg eval` result files, with their uncertainty.
 
-    python tools/compare.py A.json B.json ... [--labels zeros,zeros,partial,...] [--resamples 1000]
+    seg compare A.json B.json ... [--labels zeros,zeros,partial,...] [--resamples 1000]
         [--seed 0] [--out-dir DIR] [--allow-different-images]
 
 Results are grouped by inference mode (regular / tile / overlap) and, within a mode, into *arms* by label
@@ -58,7 +58,7 @@ SECTIONS = (("leave_out", "leave_out", "Centre leave-out mIoU", "centre proporti
 
 # ----------------------------------------------------------------------------- loading
 def load(path: str) -> dict:
-    """A tools/eval.py result with its per-image statistics under "_stats" (None when it has none)."""
+    """A `seg eval` result with its per-image statistics under "_stats" (None when it has none)."""
     try:
         with open(path) as f:
             result = json.load(f)
@@ -66,7 +66,7 @@ def load(path: str) -> dict:
         raise ResultFileError(f"{path} is not valid JSON ({err})") from None
     for key in ("mIoU", "settings"):
         if key not in result:
-            raise ResultFileError(f"{path} lacks '{key}'; is it a tools/eval.py result?")
+            raise ResultFileError(f"{path} lacks '{key}'; is it a `seg eval` result?")
     sidecar = result.get("image_stats")
     result["_path"] = path
     result["_stats"] = None
@@ -84,7 +84,7 @@ def check_sidecar(result: dict, sidecar: str) -> None:
     if "confusion_matrix" not in result or REGION_ALL not in stats["regions"]:
         missing = "confusion_matrix" if "confusion_matrix" not in result else f"the region {REGION_ALL!r}"
         raise ResultFileError(f"{path}: cannot check its per-image statistics {sidecar} (no {missing}); "
-                              "re-run tools/eval.py")
+                              "re-run `seg eval`")
     confusion = np.asarray(result["confusion_matrix"], np.int64)
     region = stats["regions"].index(REGION_ALL)
     summed = np.stack([stats[name][:, region].sum(0) for name in COUNTS])  # (3, K)
@@ -94,7 +94,7 @@ def check_sidecar(result: dict, sidecar: str) -> None:
         raise ResultFileError(f"{sidecar} does not belong to {path}: its {images} images' counts "
                               f"({summed.shape[1]} classes) do not sum to that file's confusion matrix "
                               f"({len(confusion)} classes, {result.get('num_images', '?')} images); re-run "
-                              "tools/eval.py")
+                              "`seg eval`")
 
 
 def image_set(result: dict) -> tuple[str, ...] | None:
@@ -167,7 +167,7 @@ def _bootstrap(runs_a: list[dict], runs_b: list[dict], resamples: int, seed: int
     """{metric: (low, high)} of the paired image bootstrap, and a note (why it is missing, if it is)."""
     stats_a, stats_b = [r["_stats"] for r in runs_a], [r["_stats"] for r in runs_b]
     if any(s is None for s in stats_a + stats_b):
-        return {}, "no image bootstrap: a result file has no per-image statistics (re-run tools/eval.py)"
+        return {}, "no image bootstrap: a result file has no per-image statistics (re-run `seg eval`)"
     try:
         boot = bootstrap_difference(stats_a, stats_b, resamples, seed)
     except ValueError as err:
@@ -344,7 +344,7 @@ def _primary(row: dict) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- main
 def parse_args(argv=None):
     p = tool_parser(__doc__)
-    p.add_argument("results", nargs="+", help="tools/eval.py JSON files (several per arm for several seeds)")
+    p.add_argument("results", nargs="+", help="`seg eval` JSON files (several per arm for several seeds)")
     p.add_argument("--labels", help="comma-separated arm label per file (default: encoder + padding)")
     p.add_argument("--resamples", type=positive_int, default=DEFAULT_RESAMPLES, help="bootstrap resamples B")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")

@@ -1,8 +1,8 @@
 """Cross-testing (the paper's Table 4, generalised): every (trained padding, evaluated padding) pair.
 
-    python tools/cross_test.py CKPT_A CKPT_B ... [--config CONFIG] [--paddings zeros,partial,reflect,replicate]
+    seg cross-test CKPT_A CKPT_B ... [--config CONFIG] [--paddings zeros,partial,reflect,replicate]
         [--mode regular] [--out-dir DIR] [--opts data.root=...]
-    python tools/cross_test.py CONFIG.yaml CKPT_A ...   # the older form: same as --config CONFIG.yaml
+    seg cross-test CONFIG.yaml CKPT_A ...   # the older form: same as --config CONFIG.yaml
 
 The data and eval sections come from CONFIG (``--config``: a YAML file or a shipped config by name; or a
 first argument ending in .yaml / .yml), else from the

@@ -1,12 +1,12 @@
 """Evaluate a checkpoint: regular / tiled / overlapping-tile inference, mIoU, mAcc, fwIoU, leave-out and
 border bands, a confusion-matrix figure.
 
-    python tools/eval.py CHECKPOINT [--config CONFIG] [--mode overlap --tile-size 1024 --overlap 1/3] [--flip]
+    seg eval CHECKPOINT [--config CONFIG] [--mode overlap --tile-size 1024 --overlap 1/3] [--flip]
         [--mode regular,tile,overlap --out DIR/eval_{mode}.json]     # several modes, one model load
         [--scales 0.5,1.0,2.0] [--padding partial] [--leave-out 0,1/3,1/2 --leave-out-by area]
         [--save-pred DIR] [--show-dir DIR] [--official] [--out results.json] [--opts key=value ...]
-    python tools/eval.py CONFIG CHECKPOINT ...          # the older form: same as --config CONFIG
-    torchrun --nproc_per_node N tools/eval.py ...   # the split is sharded; confusion matrices are summed
+    seg eval CONFIG CHECKPOINT ...          # the older form: same as --config CONFIG
+    torchrun --nproc_per_node N -m seg.tools.eval ...   # the split is sharded; confusion matrices are summed
 
 The config is the one stored in the checkpoint unless --config names one; ``--opts`` overrides either
 (e.g. ``data.root=...``). Options left out fall back to the config's ``eval`` section. The model is built
@@ -138,7 +138,7 @@ def evaluate_mode(args, cfg, model, model_info, labels, loader, info, settings, 
         default = f"eval_{settings.mode}_{model_info['eval_padding']}.json"
         out = args.out.replace("{mode}", settings.mode) if args.out else os.path.join(
             os.path.dirname(os.path.abspath(args.checkpoint)), default)
-        stats_path = sidecar_path(out)  # per-image counts for tools/compare.py's bootstrap
+        stats_path = sidecar_path(out)  # per-image counts for `seg compare`'s bootstrap
         save_image_stats(result.pop("image_stats"), stats_path)
         result["image_stats"] = os.path.basename(stats_path)
         figure = os.path.splitext(out)[0] + "_confusion.png"

@@ -1,10 +1,10 @@
 """Export a trained checkpoint as ONNX (any input height and width) or as a weights-only state dict.
 
-    python tools/export.py CHECKPOINT --format onnx --out model.onnx [--padding partial] [--size 128x256]
-    python tools/export.py CHECKPOINT --format weights --out weights.pth
+    seg export CHECKPOINT --format onnx --out model.onnx [--padding partial] [--size 128x256]
+    seg export CHECKPOINT --format weights --out weights.pth
 
 The model (encoder, classes, output stride, padding) is rebuilt from the config stored in the checkpoint, as
-tools/eval.py does; ``--padding`` runs the weights under another padding mode. Afterwards the export is
+`seg eval` does; ``--padding`` runs the weights under another padding mode. Afterwards the export is
 checked against the eager model on random images and the max abs difference is printed: ONNX with
 onnxruntime when it is installed, else with onnx's reference evaluator (slow: small images only; skipped
 with a message when onnx is missing or for images over REFERENCE_MAX_PIXELS); weights by reloading them into

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generate the synthetic Cityscapes-format demo dataset.
 
-    python tools/make_demo_data.py --out datasets/demo --train 60 --val 20 --height 256 --width 512 \\
+    seg make-demo-data --out datasets/demo --train 60 --val 20 --height 256 --width 512 \\
         --seed 0 [--extra 20] [--workers 2]
 
 Writes leftImg8bit/{train,val[,train_extra]} photos, gtFine polygon JSONs with the labelIds / labelTrainIds /

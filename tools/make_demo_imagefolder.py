@@ -1,7 +1,7 @@
 """Write a tiny procedurally drawn ImageFolder (4 classes: checker, disk, hstripes, vstripes).
 
     python tools/make_demo_imagefolder.py --out datasets/demo_cls --train 48 --val 8 --size 24
-Then: python tools/train_classifier.py configs/demo_cls/tinynet_zeros.yaml
+Then: seg train-classifier configs/demo_cls/tinynet_zeros.yaml
 """
 import sys
 

@@ -1,6 +1,6 @@
 """Segment images that have no labels: class-index PNGs and colour overlays with a class legend.
 
-    python tools/predict.py CHECKPOINT IMAGE_OR_FOLDER_OR_GLOB ... --out DIR
+    seg predict CHECKPOINT IMAGE_OR_FOLDER_OR_GLOB ... --out DIR
         [--mode regular|tile|overlap --tile-size 1024 --overlap 1/3] [--scales 0.75,1.0,1.25] [--flip]
         [--padding partial] [--device cuda] [--no-overlay] [--config CFG] [--opts key=value ...]
 

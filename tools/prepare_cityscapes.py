@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Create the missing ``*_labelTrainIds.png`` of a Cityscapes root (gtFine and gtCoarse) and check the layout.
 
-    python tools/prepare_cityscapes.py datasets/cityscapes [--workers 8] [--verify]
-    python tools/prepare_cityscapes.py --check datasets/cityscapes     # is the tree complete? (changes nothing)
+    seg prepare-cityscapes datasets/cityscapes [--workers 8] [--verify]
+    seg prepare-cityscapes --check datasets/cityscapes     # is the tree complete? (changes nothing)
 
 Rasterises each ``*_polygons.json`` with cityscapesscripts' json2labelImg (trainIds), in parallel with a
 progress bar; files that exist are skipped, so re-running is cheap. Then checks that every image has its label

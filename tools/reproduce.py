@@ -1,8 +1,8 @@
 """The paper's full protocol on real data and GPUs, table by table, with the paper's figures beside ours.
 
-    python tools/reproduce.py --tables 5 6 7 seg4           # print the plan (commands) and any results so far
-    python tools/reproduce.py --tables 5 6 7 seg4 --run     # run what is missing, then print the tables
-    python tools/reproduce.py --tables 1 2 3 4 --gpus 8 --run
+    seg reproduce --tables 5 6 7 seg4           # print the plan (commands) and any results so far
+    seg reproduce --tables 5 6 7 seg4 --run     # run what is missing, then print the tables
+    seg reproduce --tables 1 2 3 4 --gpus 8 --run
 
 Cityscapes cells (tables 5-7) are trained once per seed (--seeds, default 0,1,2, as the paper's three runs),
 validated periodically (train.val_interval), and both the best-on-validation checkpoint (the paper's choice)
@@ -16,9 +16,9 @@ code with its file, or our reason) and the options that run the other readings: 
 
 Tables (numbering as in the paper):
   1     padding overhead, ResNet-50 and VGG16-BN inference, first call and steady state (bench/padding_overhead.py)
-  2, 3  ImageNet top-1, best epoch / mean of last 5 epochs, 5 runs per (arch, padding) (tools/train_classifier.py)
+  2, 3  ImageNet top-1, best epoch / mean of last 5 epochs, 5 runs per (arch, padding) (`seg train-classifier`)
   4     ImageNet cross-testing: ResNet-50 weights evaluated under the other padding
-  seg4  the same cross-test for the Cityscapes DeepLabV3+ checkpoints, all four modes (tools/cross_test.py)
+  seg4  the same cross-test for the Cityscapes DeepLabV3+ checkpoints, all four modes (`seg cross-test`)
   5     Cityscapes mIoU, regular inference: ResNet-50 and WRN-38 DeepLabV3+, zeros vs partial, on the default
         city split (data.cv_split=0, the official train/val) and the additional one (--additional-split, default 2)
   6     WRN-38, tiled inference without and with overlap (additional split: the paper's figures are its models)
@@ -27,7 +27,7 @@ Tables (numbering as in the paper):
 Every step is an ordinary command (printed before it runs, and run in the current folder) whose output lands in
 --work-dir (like --cityscapes and --imagenet, relative to the current folder); a step whose
 output exists is not run again, so the script can be re-run after an interruption. Training runs under
-`torchrun --nproc_per_node GPUS`. Cityscapes must be in --cityscapes (tools/prepare_cityscapes.py done),
+`torchrun --nproc_per_node GPUS`. Cityscapes must be in --cityscapes (`seg prepare-cityscapes` done),
 ImageNet in --imagenet ({train,val}/<wnid>/*.JPEG), the ImageNet WRN-38 in checkpoints/ (ResNet-50: torchvision cache).
 """
 from __future__ import annotations

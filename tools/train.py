@@ -1,10 +1,10 @@
 """Train a segmentation network from a config.
 
 One process:
-    python tools/train.py configs/demo/deeplabv3plus_r18_zeros.yaml
+    seg train configs/demo/deeplabv3plus_r18_zeros.yaml
 Several processes (one per GPU, or CPU processes with gloo), with torchrun:
-    torchrun --nproc_per_node 8 tools/train.py configs/cityscapes/deeplabv3plus_r50_partial_896.yaml
-    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --master_port 29500 --nproc_per_node 8 tools/train.py ...
+    torchrun --nproc_per_node 8 -m seg.tools.train configs/cityscapes/deeplabv3plus_r50_partial_896.yaml
+    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --master_port 29500 --nproc_per_node 8 -m seg.tools.train ...
 Options:
     --opts train.lr=0.02 data.crop_size=512   override config keys (values are YAML)
     --work-dir DIR                            output folder (default: config's work_dir, else work_dirs/<config name>)
@@ -18,6 +18,9 @@ Options:
                                               the training files, every validation label)
     --debug                                   show tracebacks
 
+A classification config (one with model.arch, e.g. demo_cls/tinynet_partial) is handed to
+`seg train-classifier`, with the same options (and its --runs).
+
 ``train.batch_size`` is the global batch: each of the N processes loads batch_size / N images per step.
 Outputs in the work dir: config.yaml (resolved), run.json (run id), metrics.jsonl, tb/ (TensorBoard),
 checkpoints/, model_final.pth. A running job holds the work dir's lock (.lock); a second one is refused.
@@ -25,7 +28,9 @@ checkpoints/, model_final.pth. A running job holds the work dir's lock (.lock); 
 import os
 import sys
 
+from seg.classification.config import is_classifier_config
 from seg.cli import add_config_args, run_tool, tool_parser
+from seg.commands import load_tool
 from seg.config import load_config
 from seg.data import build_train_dataset, build_val_dataset
 from seg.engine import cleanup_distributed, init_distributed, seed_everything, set_determinism, train
@@ -33,14 +38,18 @@ from seg.evaluation.validation_hook import build_validator
 from seg.models import build_model
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = tool_parser(__doc__)
     add_config_args(parser)
     parser.add_argument("--work-dir", default=None, help="output folder")
     parser.add_argument("--resume", default=None, metavar="auto|PATH", help="resume training")
     parser.add_argument("--overwrite", action="store_true", help="move a previous run in the work dir aside")
     parser.add_argument("--verify", action="store_true", help="check every data file before iteration 1")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def build_datasets(cfg):
@@ -59,8 +68,14 @@ def resolve_work_dir(args, cfg):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    known, _ = build_parser().parse_known_args(argv)  # a classifier's own options (--runs) are not errors yet
+    if is_classifier_config(known.config):
+        return load_tool("train_classifier").main(argv)
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
+    # absolute, so that the saved config and checkpoints find the data from any folder (seg eval CKPT elsewhere)
+    cfg["data"]["root"] = os.path.abspath(cfg["data"]["root"])
     work_dir = resolve_work_dir(args, cfg)
     cfg["work_dir"] = work_dir
     info = init_distributed(cfg["train"]["device"], cfg["train"]["dist_timeout_min"])

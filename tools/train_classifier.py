@@ -1,8 +1,8 @@
 """Train / cross-test / summarise ImageNet-style classifiers under any padding mode (paper section 4.1).
 
 Train one run (or N runs with seeds seed, seed+1, ...), one process or under torchrun:
-    python tools/train_classifier.py configs/demo_cls/tinynet_partial.yaml
-    torchrun --nproc_per_node 8 tools/train_classifier.py configs/imagenet/resnet50_partial.yaml --runs 5
+    seg train-classifier configs/demo_cls/tinynet_partial.yaml
+    torchrun --nproc_per_node 8 -m seg.tools.train_classifier configs/imagenet/resnet50_partial.yaml --runs 5
 Options: --opts train.lr=0.05 ... (YAML values), --work-dir DIR, --resume auto|PATH, --overwrite (move a
 previous run in the work dir aside; without it a fresh run there is refused), --debug.
   Work dir (default work_dirs/<config name>; with --runs, one run<r>/ per run): config.yaml, metrics.jsonl,
@@ -10,10 +10,10 @@ previous run in the work dir aside; without it a fresh run there is refused), --
   best epoch, mean of the last 5 epochs); with --runs also runs_summary.{json,md} (mean and std over runs).
 
 Cross-testing (Table 4): evaluate checkpoints under other paddings (the weights do not change):
-    python tools/train_classifier.py --cross-test work_dirs/r50_zeros/run*/checkpoints/best.pth \
+    seg train-classifier --cross-test work_dirs/r50_zeros/run*/checkpoints/best.pth \
         --paddings zeros partial --out work_dirs/cross_test
 Tables 2 and 3 (best / last-5 protocols) over every summary.json found under the given folders:
-    python tools/train_classifier.py --summarize work_dirs/ --out work_dirs/imagenet_tables
+    seg train-classifier --summarize work_dirs/ --out work_dirs/imagenet_tables
 """
 import copy
 import glob
@@ -32,11 +32,13 @@ from seg.cli import run_tool, tool_parser
 from seg.engine import cleanup_distributed, init_distributed, load_checkpoint, seed_everything, set_determinism
 from seg.engine.loaders import build_eval_loader
 from seg.nn import PADDING_MODES, convert_padding
+from seg.resources import resolve_config
 
 
 def parse_args(argv=None):
     parser = tool_parser(__doc__)
-    parser.add_argument("config", nargs="?", help="YAML config file (training)")
+    parser.add_argument("config", nargs="?", type=resolve_config,
+                        help="YAML config file (training), or a shipped one by name, e.g. demo_cls/tinynet_partial")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--work-dir", default=None, help="output folder")
     parser.add_argument("--resume", default=None, metavar="auto|PATH", help="resume training")
@@ -85,6 +87,8 @@ def _summary_tables(runs: list[dict], out_dir: str, name: str) -> None:
 
 def train_runs(args) -> None:
     base_cfg = load_classifier_config(args.config, args.opts)
+    # absolute, so that the saved config and checkpoints find the data from any folder (--cross-test elsewhere)
+    base_cfg["data"]["root"] = os.path.abspath(base_cfg["data"]["root"])
     if 1 not in base_cfg["eval"]["topk"]:
         raise ConfigError(f"{args.config}: eval.topk must contain 1 (best epoch and tables use top-1)")
     root_dir = resolve_work_dir(args, base_cfg)

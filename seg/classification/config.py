@@ -11,8 +11,8 @@ from seg.config import default_config as _default_config
 from seg.data.options import IMAGENET_MEAN, IMAGENET_STD
 from seg.nn import PADDING_MODES
 
-__all__ = ["CLS_SCHEMA", "CLASSIFIER_ARCHS", "ConfigError", "load_classifier_config", "default_classifier_config",
-           "validate_classifier_config", "dump_config"]
+__all__ = ["CLS_SCHEMA", "CLASSIFIER_ARCHS", "ConfigError", "load_classifier_config", "is_classifier_config",
+           "default_classifier_config", "validate_classifier_config", "dump_config"]
 
 CLASSIFIER_ARCHS = ("tinynet", "resnet18", "resnet50", "resnet101", "resnet152", "vgg16_bn", "vgg19_bn")
 
@@ -64,6 +64,16 @@ def load_classifier_config(path: str | None, opts=()) -> dict:
     """Load a classification config (YAML with ``_base_``, then ``a.b=value`` overrides), validated against
     CLS_SCHEMA with every default filled in. Raises ConfigError naming the file and key."""
     return load_config(path, opts, schema=CLS_SCHEMA)
+
+
+def is_classifier_config(path: str) -> bool:
+    """Whether the file is a valid classification config (so that ``seg train`` can hand it on); a missing
+    file or a segmentation config is not."""
+    try:
+        load_classifier_config(path)
+    except ConfigError:
+        return False
+    return True
 
 
 def default_classifier_config() -> dict:

@@ -8,7 +8,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+
+from seg.progress import progress_bar
 
 __all__ = ["topk_correct", "evaluate_classifier"]
 
@@ -42,7 +43,7 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
     model.eval()
     sums = torch.zeros(len(topk) + 2, dtype=torch.float64, device=device)  # [correct@k..., loss sum, count]
     show = progress and (not dist.is_initialized() or dist.get_rank() == 0)
-    for images, targets in tqdm(loader, desc="val", leave=False, disable=not show, dynamic_ncols=True):
+    for images, targets in progress_bar(loader, desc="val", leave=False, disable=not show, dynamic_ncols=True):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)

@@ -2,7 +2,7 @@
 with the epoch-step LR schedule (the PyTorch ImageNet example's), validated (top-k) after every epoch.
 
 Files in `work_dir` (rank 0), besides the loop's (checkpoints at every epoch end, plus every
-``ckpt_interval`` iterations; model_final.pth; metrics.jsonl; tb/): checkpoints/best.pth (full state at
+``ckpt_interval`` iterations; model_final.pth; metrics.jsonl; tb/): checkpoints/best.pth (model-only, at
 the best val top-1) and summary.json (per-epoch records, best epoch, mean of the last k epochs).
 """
 from __future__ import annotations

@@ -16,7 +16,8 @@ from multiprocessing import get_context
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+
+from seg.progress import progress_bar
 
 from .labels import CITYSCAPES_DECODER, LabelDecoder
 
@@ -72,9 +73,9 @@ def compute_centroids(label_paths: list[str], per_class: int, workers: int | Non
     bar = dict(total=len(jobs), desc="class centroids", unit="img", disable=len(jobs) < _POOL_MIN_FILES)
     if workers > 1 and len(jobs) >= _POOL_MIN_FILES:
         with get_context("spawn").Pool(workers) as pool:
-            results = list(tqdm(pool.imap(_centroids_job, jobs, chunksize=8), **bar))
+            results = list(progress_bar(pool.imap(_centroids_job, jobs, chunksize=8), **bar))
     else:
-        results = [_centroids_job(j) for j in tqdm(jobs, **bar)]
+        results = [_centroids_job(j) for j in progress_bar(jobs, **bar)]
     item = np.concatenate([np.full(len(c), i, np.int32) for i, (c, _) in enumerate(results)] + [np.zeros(0, np.int32)])
     cls = np.concatenate([c for c, _ in results] + [np.zeros(0, np.uint8)])
     xy = np.concatenate([xy for _, xy in results] + [np.zeros((0, 2), np.int32)])

@@ -21,8 +21,8 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 HOW_TO_GET = (
     "Cityscapes: register at https://www.cityscapes-dataset.com, download leftImg8bit_trainvaltest.zip and "
     "gtFine_trainvaltest.zip (plus leftImg8bit_trainextra.zip / gtCoarse.zip for coarse data), unzip them into "
-    "the root and run `python tools/prepare_cityscapes.py ROOT`; or generate the synthetic demo set with "
-    "`python tools/make_demo_data.py --out ROOT`"
+    "the root and run `seg prepare-cityscapes ROOT`; or generate the synthetic demo set with "
+    "`seg make-demo-data --out ROOT`"
 )
 
 
@@ -55,7 +55,7 @@ def list_pairs(root: str, annotation: str, split: str, label_type: str = "labelT
     if not images:
         raise FileNotFoundError(f"no *{IMAGE_SUFFIX} under {img_dir}/<city>/. {HOW_TO_GET}")
     return pair_files(images, labels, (img_dir, IMAGE_SUFFIX), (lbl_dir, lbl_suffix), "label", ("image(s)", "label(s)"),
-                      f". If the *_polygons.json files exist, run `python tools/prepare_cityscapes.py {root}`")
+                      f". If the *_polygons.json files exist, run `seg prepare-cityscapes {root}`")
 
 
 CV_SPLITS = (0, 1, 2)
@@ -72,7 +72,7 @@ def _city_dirs(root: str, split: str) -> list[str]:
 
 
 # The cities of the official fine train / val splits (what cv_cities finds on a complete tree), so a split's
-# held-out cities can be named before the data is there (tools/reproduce.py's plan).
+# held-out cities can be named before the data is there (`seg reproduce`'s plan).
 OFFICIAL_CITIES = {
     "train": ("aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt", "hamburg", "hanover",
               "jena", "krefeld", "monchengladbach", "strasbourg", "stuttgart", "tubingen", "ulm", "weimar", "zurich"),

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from PIL import Image, ImageDraw
-from tqdm import tqdm
+
+from seg.progress import progress_bar
 
 CITIES = {
     "train": ("aachen", "bochum", "bremen"),
@@ -364,8 +365,8 @@ def generate_demo_dataset(out: str, train: int = 60, val: int = 20, height: int 
     bar = dict(total=len(jobs), desc=f"demo data -> {out}", unit="img", disable=len(jobs) < 32)
     if workers > 1:
         with get_context("spawn").Pool(workers) as pool:
-            list(tqdm(pool.imap_unordered(_job, jobs, chunksize=4), **bar))
+            list(progress_bar(pool.imap_unordered(_job, jobs, chunksize=4), **bar))
     else:
-        list(tqdm(map(_job, jobs), **bar))
+        list(progress_bar(map(_job, jobs), **bar))
     return {"root": out, "counts": {"train": train, "val": val, "train_extra": extra},
             "height": height, "width": width, "seed": seed}

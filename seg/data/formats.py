@@ -16,6 +16,9 @@ from .options import with_defaults
 
 Pairs = list[tuple[str, str]]
 
+#: data keys that only the Cityscapes layout reads (city-level splits, coarse annotations)
+CITYSCAPES_ONLY_KEYS = ("cv_split", "coarse_mode", "coarse_boost_classes")
+
 
 @dataclass(frozen=True)
 class DataFormat:
@@ -45,6 +48,14 @@ FORMATS: dict[str, DataFormat] = {
                              cityscapes_eval_pairs),
     "folder": DataFormat(folder_label_space, folder_label_decoder, _folder_train_pairs, folder_pairs),
 }
+
+
+def shown_data_keys(data_cfg: dict) -> dict:
+    """The data section without the keys its format never reads, for what a run writes for people to read
+    (config.yaml): a folder data set carries no Cityscapes coarse-image settings."""
+    if data_cfg.get("format", "cityscapes") == "cityscapes":
+        return dict(data_cfg)
+    return {k: v for k, v in data_cfg.items() if k not in CITYSCAPES_ONLY_KEYS}
 
 
 def data_format(cfg: dict) -> DataFormat:

@@ -17,7 +17,8 @@ import numpy as np
 from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.helpers.labels import name2label
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
-from tqdm import tqdm
+
+from seg.progress import progress_bar
 
 from .cityscapes import HOW_TO_GET, list_pairs
 from .dataset import check_sizes
@@ -98,8 +99,8 @@ def _run(fn, jobs, workers: int, desc: str) -> list:
     bar = dict(total=len(jobs), desc=desc, unit="file", disable=not jobs)
     if workers > 1 and len(jobs) >= 64:  # below that, starting the processes costs more than it saves
         with get_context("spawn").Pool(workers) as pool:
-            return list(tqdm(pool.imap_unordered(fn, jobs, chunksize=4), **bar))
-    return [fn(j) for j in tqdm(jobs, **bar)]
+            return list(progress_bar(pool.imap_unordered(fn, jobs, chunksize=4), **bar))
+    return [fn(j) for j in progress_bar(jobs, **bar)]
 
 
 def find_splits(root: str) -> list[tuple[str, str]]:
@@ -190,7 +191,7 @@ def check_readiness(root: str, expected: dict | None = None) -> list[dict]:
             no_ids = sorted((images & labels) - train_ids)
             if no_ids:
                 missing.append(f"{len(no_ids)} image(s) without *_{annotation}_labelTrainIds.png, e.g. {no_ids[0]} "
-                               f"(run `python tools/prepare_cityscapes.py {root}`)")
+                               f"(run `seg prepare-cityscapes {root}`)")
         rows.append({"set": f"{annotation}/{split}", "expected": want, "images": len(images), "labels": len(labels),
                      "train_ids": len(train_ids), "missing": missing})
     return rows

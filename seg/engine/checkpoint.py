@@ -3,7 +3,7 @@
 Layout in a work dir::
 
     checkpoints/iter_0001000.pth   full state, every `ckpt_interval` iterations (newest `keep` kept)
-    checkpoints/best.pth           full state at the best validation score (seg.engine.loop.KeepBest)
+    checkpoints/best.pth           model-only, at the best validation score (seg.engine.loop.KeepBest)
     model_final.pth                model-only export: {"model", "config", "meta"}
 
 Every file is written to a temporary name in the same folder and renamed, so a crash never leaves a
@@ -277,7 +277,7 @@ def export_model(model_state: dict, config: dict, path: str, meta: dict | None =
 
 
 def export_from_checkpoint(src: str, dst: str) -> None:
-    """Model-only export of a full training checkpoint (e.g. checkpoints/best.pth) for sharing."""
+    """Model-only export of a full training checkpoint (e.g. checkpoints/iter_*.pth) for sharing."""
     ckpt = load_checkpoint(src, required=("model", "config"))
     best = ckpt.get("best_miou")
     meta = {"source": os.path.basename(src), "iteration": ckpt.get("iteration"),

@@ -3,8 +3,9 @@
 A step that must not count leaves the weights, the optimizer state (momentum), the BatchNorm statistics and
 the loss scale exactly as they were. It is one where, on any rank, the loss is NaN/inf, or where the task's
 :class:`TargetCheck` finds no labelled pixel on every rank (the step is skipped and counted) or a target
-value outside the classes (a data error). The decision is a device tensor: the optimizer is fused SGD,
-whose kernel skips its update when its ``found_inf`` flag is set (the GradScaler's mechanism), and the
+value outside the classes (a data error). The decision is a device tensor: the optimizer is fused SGD or
+AdamW, whose kernel skips its update (AdamW: and takes its step count back) when its ``found_inf`` flag is
+set (the GradScaler's mechanism), and the
 buffers are put back with ``torch.where``. The per-rank flags are all-reduced (one collective a step), so
 every rank skips the same steps.
 
@@ -66,7 +67,7 @@ class GuardReport:
 class StepGuard:
     """Makes a training step a no-op, on the device, when it must not count; keeps the record of why.
 
-    `model`: the bare network (its buffers are restored after a skipped step); `optimizer`: fused SGD (its
+    `model`: the bare network (its buffers are restored after a skipped step); `optimizer`: fused SGD or AdamW (its
     ``found_inf`` skips the update on the device); `scaler`: the run's GradScaler (its scale is restored too);
     `targets`: the task's check, or None (every batch learnable).
     """

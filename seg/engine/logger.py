@@ -1,4 +1,5 @@
-"""Rank-0 run logging: a tqdm bar with ETA, TensorBoard scalars and a JSON-lines metrics file.
+"""Rank-0 run logging: a tqdm bar with ETA on a terminal (else one plain line per log interval), TensorBoard
+scalars and a JSON-lines metrics file.
 
 Every method is a no-op on other ranks, so the training loop can call them unconditionally.
 """
@@ -13,6 +14,7 @@ import warnings
 from tqdm import tqdm
 
 from seg.atomic import atomic_open, naming_write_errors
+from seg.progress import on_terminal
 
 __all__ = ["RunLogger"]
 
@@ -34,7 +36,10 @@ class RunLogger:
         self._truncate_after(start)
         from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow, rank 0 only
         self.tb = SummaryWriter(os.path.join(work_dir, "tb"), purge_step=start if start else None)
-        self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, smoothing=0.05)
+        self.total, self.done, self.started = total, start, time.perf_counter()
+        self.first = start
+        self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, smoothing=0.05) \
+            if on_terminal() else None
 
     def _truncate_after(self, start: int) -> None:
         if not os.path.exists(self.metrics_path):
@@ -66,15 +71,29 @@ class RunLogger:
                 self.tb.add_scalar(f"{tag}/{name}", value, iteration)
 
     def progress(self, steps: int, postfix: dict[str, str]) -> None:
-        if self.enabled:
+        """`steps` more iterations done; the bar's postfix, or off a terminal one line
+        ``train <done>/<total> <key>=<value> ... eta <h:mm:ss>``."""
+        if not self.enabled:
+            return
+        self.done += steps
+        if self.bar is not None:
             self.bar.update(steps)
             self.bar.set_postfix(postfix, refresh=False)
+            return
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / max(self.done - self.first, 1) * (self.total - self.done)
+        fields = " ".join(f"{k}={v}" for k, v in postfix.items())
+        print(f"train {self.done}/{self.total} {fields} eta {tqdm.format_interval(left)}", flush=True)
 
     def message(self, text: str) -> None:
         if self.enabled:
-            self.bar.write(text)
+            if self.bar is not None:
+                self.bar.write(text)
+            else:
+                print(text, flush=True)
 
     def close(self) -> None:
         if self.enabled:
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
             self.tb.close()

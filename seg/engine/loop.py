@@ -47,6 +47,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import Dataset
 
 from seg.config import ConfigError, config_changes, dump_config
+from seg.data import shown_data_keys
 
 from .checkpoint import (
     check_same_model,
@@ -105,7 +106,8 @@ class Hook:
 class KeepBest(Hook):
     """Validate with `validate(model) -> metrics` every `interval` iterations and after the last one
     (interval 0: after the last only), or after every epoch (`per_epoch`); checkpoints/best.pth holds the
-    full state at the highest ``metrics[metric]``, which checkpoints carry as `state_key`.
+    model (model-only, as model_final.pth: the periodic checkpoints are what resumes) at the highest
+    ``metrics[metric]``, which checkpoints carry as `state_key` and best.pth's meta with its iteration.
 
     Every rank calls `validate` (it scores its own shard and reduces); the numbers of `record` go to
     metrics.jsonl under the tag "val".
@@ -135,10 +137,11 @@ class KeepBest(Hook):
         loop.log.log(loop.iteration, {k: v for k, v in record.items() if isinstance(v, (int, float))
                                       and k != "iteration"}, tag="val")
         loop.log.message(f"iter {loop.iteration} (epoch {loop.epoch + 1}): val " + " ".join(
-            f"{k} {metrics[k]:.2f}" for k in self.shown) + f" (best before: {before:.2f})")
+            f"{k} {metrics[k]:.2f}" for k in self.shown)
+            + (f" (best before: {before:.2f})" if math.isfinite(before) else " (first validation)"))
         if metrics[self.metric] > before:
             self.best = metrics[self.metric]
-            loop.save(os.path.join(loop.work_dir, "checkpoints", "best.pth"))
+            loop.save_model(os.path.join(loop.work_dir, "checkpoints", "best.pth"), {self.state_key: self.best})
 
     def record(self, loop: TrainLoop, metrics: dict) -> dict:
         """What one validation logs; subclasses also keep it."""
@@ -218,7 +221,8 @@ class TrainLoop:
             self.run_id = self.run_id or new_run_id()
             if self.info.is_main:
                 write_run_id(self.work_dir, self.run_id)
-                dump_config(self.cfg, os.path.join(self.work_dir, "config.yaml"))
+                shown = {**self.cfg, "data": shown_data_keys(self.cfg["data"])} if "data" in self.cfg else self.cfg
+                dump_config(shown, os.path.join(self.work_dir, "config.yaml"))
             self.train()
             self.call("after_train")
             self.export()
@@ -273,10 +277,18 @@ class TrainLoop:
     def export(self) -> None:
         """model_final.pth (model-only) with every rank's BN statistics made equal to rank 0's first."""
         broadcast_buffers(self.model)
+        final = os.path.join(self.work_dir, "model_final.pth")
+        self.save_model(final, {"skipped_batches": self.skipped, **self.meta})
+        _print(self.info, f"final model: {os.path.abspath(final)}")  # the run's last line: where its result is
+
+    def save_model(self, path: str, meta: dict, model: nn.Module | None = None) -> None:
+        """Model-only file of `model` (default: the trained one; rank 0 writes, every rank waits), written only
+        when every parameter and buffer of the trained model is finite; its meta: the iteration, the run id
+        and `meta`."""
         self.check_state()
         if self.info.is_main:
-            meta = {"iteration": self.iteration, "run_id": self.run_id, "skipped_batches": self.skipped, **self.meta}
-            export_model(self.model.state_dict(), self.cfg, os.path.join(self.work_dir, "model_final.pth"), meta)
+            export_model((model or self.model).state_dict(), self.cfg, path,
+                         {"iteration": self.iteration, "run_id": self.run_id, **meta})
         barrier()
 
     # ------------------------------------------------------------------ pieces
@@ -333,11 +345,11 @@ class TrainLoop:
 
     def log_window(self, window: _Window) -> None:
         loss = self.check_state(window)
-        scalars = {"loss": loss, "lr": self.lr, "epoch": self.epoch,
+        scalars = {"loss": loss, "lr": self.lr, "epoch": self.epoch + 1,  # numbered from 1, as the val lines
                    "img_s": window.steps * self.train_cfg["batch_size"] / window.seconds(),
                    **({"skipped_batches": self.skipped} if self.skipped else {})}
         self.log.log(self.iteration, scalars)
-        self.log.progress(window.steps, {"ep": str(self.epoch), "loss": f"{loss or math.nan:.4f}",
+        self.log.progress(window.steps, {"epoch": str(self.epoch + 1), "loss": f"{loss or math.nan:.4f}",
                                          "lr": f"{self.lr:.2e}", "img/s": f"{scalars['img_s']:.1f}"})
         window.reset()
 
@@ -399,6 +411,10 @@ class TrainLoop:
         path, ckpt = found
         self.run_id = adopt_run(self.work_dir, self.run_id, path, ckpt.get("run_id"))
         check_same_model(path, ckpt["config"].get("model") or {}, self.cfg["model"])
+        saved = ckpt["config"].get("train", {}).get("optimizer", "sgd")  # checkpoints from before the choice: SGD
+        if saved != self.train_cfg["optimizer"]:
+            raise ConfigError(f"{path} was trained with train.optimizer={saved}; resume it with that optimizer "
+                              f"(its state does not carry over to {self.train_cfg['optimizer']}) or start afresh")
         self.iteration = restore_training_state(path, ckpt, self.model, self.optimizer, self.scaler, self.info)
         self.verified[path] = None
         if self.iteration > self.total:

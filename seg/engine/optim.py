@@ -1,18 +1,21 @@
-"""SGD with optional weight-decay exclusion, iteration-stepped LR schedules (poly; epoch steps) with linear
-warm-up, and the loss."""
+"""SGD or AdamW (fused) with optional weight-decay exclusion, iteration-stepped LR schedules (poly, cosine;
+epoch steps) with linear warm-up, and the loss."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["build_optimizer", "WarmupLR", "PolyLR", "StepEpochLR", "restart_schedule", "build_scheduler",
+__all__ = ["build_optimizer", "WarmupLR", "PolyLR", "CosineLR", "StepEpochLR", "restart_schedule", "build_scheduler",
            "SegCrossEntropy", "build_criterion"]
 
 
-def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.SGD:
-    """SGD over the trainable parameters of `model`, fused: one kernel per step, and its update can be skipped
-    on a device flag (``found_inf``) without a host sync (seg.engine.guard).
+def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
+    """``train.optimizer`` (SGD with momentum, or AdamW) over the trainable parameters of `model`, fused: one
+    kernel per step, and its update (AdamW: its step count too) can be skipped on a device flag
+    (``found_inf``) without a host sync (seg.engine.guard).
 
     With ``no_wd_norm_bias`` the 1-d parameters (biases and norm scales/shifts) go to a group without
     weight decay: decaying a BN scale towards 0 shrinks the layer's output, not its complexity.
@@ -25,6 +28,9 @@ def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.SGD:
         ]
     else:
         groups = [{"params": [p for _, p in params], "weight_decay": train_cfg["weight_decay"]}]
+    if train_cfg["optimizer"] == "adamw":
+        beta1, beta2 = train_cfg["betas"]
+        return torch.optim.AdamW(groups, lr=train_cfg["lr"], betas=(beta1, beta2), fused=True)
     return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg["momentum"],
                            nesterov=train_cfg["nesterov"], fused=True)
 
@@ -73,6 +79,22 @@ class PolyLR(WarmupLR):
         return max(0.0, 1.0 - it / self.max_iters) ** self.power
 
 
+class CosineLR(WarmupLR):
+    """lr(it) = base_lr * (1 + cos(pi * it / max_iters)) / 2, times a linear warm-up over the first iterations.
+
+    Stepped once per iteration (segmentation)."""
+
+    def __init__(self, optimizer, max_iters: int, warmup_iters: int = 0, warmup_factor: float = 0.1,
+                 last_epoch: int = -1):
+        if max_iters <= 0:
+            raise ValueError(f"CosineLR: max_iters must be > 0, got {max_iters}")
+        self.max_iters = max_iters
+        super().__init__(optimizer, warmup_iters, warmup_factor, last_epoch)
+
+    def decay(self, it: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(it, self.max_iters) / self.max_iters))
+
+
 class StepEpochLR(WarmupLR):
     """lr(it) = base_lr * gamma ** (epoch // step_epochs), epoch = it // iters_per_epoch, with an optional
     linear warm-up from `warmup_factor` to 1 over the first `warmup_epochs` epochs (per iteration).
@@ -104,12 +126,16 @@ def restart_schedule(optimizer: torch.optim.Optimizer, base_lr: float, start: in
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per_epoch: int,
-                    start: int = 0) -> PolyLR:
-    """Segmentation's schedule: PolyLR over ``train.iterations`` (seg.config.SCHEMA) with its warm-up,
+                    start: int = 0) -> WarmupLR:
+    """Segmentation's schedule: ``train.lr_schedule`` (PolyLR or CosineLR) over ``train.iterations``
+    (seg.config.SCHEMA) with its warm-up,
     positioned at iteration `start` (a resumed run: the schedule of the config as it is now, at the resumed
     step). `iters_per_epoch` is unused; the argument list is the one the training loop calls every
     schedule factory with."""
     last = restart_schedule(optimizer, train_cfg["lr"], start)
+    if train_cfg["lr_schedule"] == "cosine":
+        return CosineLR(optimizer, train_cfg["iterations"], train_cfg["warmup_iters"], train_cfg["warmup_factor"],
+                        last_epoch=last)
     return PolyLR(optimizer, train_cfg["iterations"], train_cfg["poly_power"], train_cfg["warmup_iters"],
                   train_cfg["warmup_factor"], last_epoch=last)
 

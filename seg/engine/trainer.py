@@ -19,6 +19,7 @@ from seg.data.verify import check_pairs, label_range_error
 from seg.errors import SegError
 
 from .distributed import DistInfo, all_reduce_mean
+from .ema import WeightEMA
 from .guard import TargetCheck
 from .loop import Hook, KeepBest, TrainLoop
 from .optim import build_criterion, build_scheduler
@@ -121,6 +122,8 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
     """
     train_cfg = cfg["train"]
     hooks: list[Hook] = [DataChecks(train_set, val_set, verify)]
+    if train_cfg["ema_decay"] is not None:  # before KeepBest: a step's validation comes after its EMA update
+        hooks.append(WeightEMA(train_cfg["ema_decay"], validate))
     if validate is not None:
         hooks.append(KeepBest(validate, "mIoU", train_cfg["val_interval"], state_key="best_miou"))
     loop = TrainLoop(cfg, model, train_set, info, work_dir, criterion=build_criterion(train_cfg, info.device),
@@ -130,8 +133,9 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
     # SegTrainDataset's crop plan; both attributes come together there
     if hasattr(train_set, "crop_sources") and hasattr(train_set, "coarse_mode") and info.is_main:
         fine, coarse = train_set.crop_sources()
-        print(f"training crops per epoch: {fine} from fine, {coarse} from coarse images "
-              f"(data.coarse_mode={train_set.coarse_mode})", flush=True)
+        coarse_note = f" ({fine} from fine, {coarse} from coarse images, data.coarse_mode={train_set.coarse_mode})" \
+            if cfg["data"]["format"] == "cityscapes" else ""  # other formats have no coarse annotations
+        print(f"training crops per epoch: {fine + coarse}{coarse_note}", flush=True)
     return loop.fit(resume, overwrite)
 
 

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-from tqdm import tqdm
 
 from seg.data.labels import CITYSCAPES, LabelSpace, default_palette
 from seg.engine.loaders import ShardSampler, world
+from seg.progress import progress_bar
 
 from .inference import InferenceSettings, NetworkTimer, preprocess, to_device
 from .metrics import (
@@ -220,7 +220,7 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     per_image: list[torch.Tensor] = []  # (N, regions, 3, K) counts per batch, with image_stats
     start = time.perf_counter()
     try:
-        for batch in tqdm(loader, desc=f"eval[{inference.mode}]", disable=not progress or rank != 0,
+        for batch in progress_bar(loader, desc=f"eval[{inference.mode}]", disable=not progress or rank != 0,
                           dynamic_ncols=True):
             image, target = to_device(batch, device)[:2]
             logits = inference.predict(model, preprocess(image, normalize), forward=timer)

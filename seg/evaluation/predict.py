@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from seg.data.io import DataError
 from seg.data.labels import LabelSpace
+from seg.progress import progress_bar
 
 from .predictor import Predictor, pick_device
 from .visualize import legend, overlay, write_png, write_rgb
@@ -88,14 +88,29 @@ def _images_in(folder: str, dirs: list[str], files: list[str], exclude: str | No
     return [os.path.join(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
 
 
+def _relative_names(paths: list[str]) -> list[str]:
+    """Each absolute path below the folders' common folder; when they share nothing but the file system root
+    (``a/b.jpg`` beside ``/data/c.jpg``), the shortest trailing parts that tell them apart instead, so that an
+    absolute path is never mirrored under the output folder."""
+    if not paths:
+        return []
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    if os.path.dirname(root) != root:
+        return [os.path.relpath(p, root) for p in paths]
+    parts = [p.split(os.sep)[1:] for p in paths]
+    for depth in range(1, max(map(len, parts)) + 1):
+        tails = [os.path.join(*part[-depth:]) for part in parts]
+        if len({t.casefold() for t in tails}) == len(tails):
+            return tails
+    return tails  # names that differ only in case: refused by the caller
+
+
 def _output_names(paths: Sequence[str]) -> list[str]:
     """Output name per image: its path below the inputs' common folder, without the extension unless
     another image's files would then collide with its own (``scene.png`` / ``scene.jpg``, or ``road.png``'s
     overlay and ``road_overlay.png``'s mask): those keep their extension (``scene.png.png``). Unique, so no
     image's outputs overwrite another's (compared case-insensitively, as some file systems do)."""
-    dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
-    root = os.path.commonpath(dirs) if paths else ""
-    full = [os.path.relpath(os.path.abspath(p), root) for p in paths]
+    full = _relative_names([os.path.abspath(p) for p in paths])
     names = [os.path.splitext(f)[0] for f in full]
     while True:  # each pass gives at least one more image its full name; full names never collide
         owners: dict[str, set[int]] = {}
@@ -142,8 +157,8 @@ def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = 
                           mode=mode, tile_size=tile_size, overlap=overlap, scales=scales, flip=flip)
     names = _output_names(paths)
     results = []
-    for path, name in tqdm(list(zip(paths, names)), desc=f"predict[{predictor.settings.mode}]",
-                           disable=not progress, dynamic_ncols=True):
+    for path, name in progress_bar(list(zip(paths, names)), desc=f"predict[{predictor.settings.mode}]",
+                                   disable=not progress, dynamic_ncols=True):
         rgb, classes = predictor.read(path)
         result = Prediction(path, classes if keep else np.zeros((0, 0), np.uint8))
         if out_dir is not None:
