@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, Dataset, Subset
 
 import seg
-import seg.evaluation.predict as predict_module
+import seg.evaluation.predictor as predictor_module  # seg.predict runs on its Predictor
 from seg.data import DataError, build_val_dataset
 from seg.evaluation import InferenceSettings, build_eval_loader, evaluate
 from seg.evaluation.inference import forward_logits
@@ -125,7 +125,7 @@ def test_predict_and_evaluate_give_bit_identical_logits(demo_root, tmp_path, mon
         loaded.update(model=model, info=info)
         return Recorder(model, "predict"), info
     loaded: dict = {}
-    monkeypatch.setattr(predict_module, "load_model_for_eval", load_recorded)
+    monkeypatch.setattr(predictor_module, "load_model_for_eval", load_recorded)
     dataset = build_val_dataset({"root": demo_root})
     predictions = seg.predict(checkpoint, dataset.image_paths[:2], device="cpu", progress=False)
 

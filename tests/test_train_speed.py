@@ -11,7 +11,7 @@ from test_train_engine import CPU, ColourBlobs, TinyNet, tiny_cfg
 from torch._dynamo.utils import counters
 
 import seg
-import seg.evaluation.predict as predict_module
+import seg.evaluation.predictor as predictor_module  # seg.predict runs on its Predictor
 from seg.config import load_config
 from seg.engine import seed_everything, train
 from seg.engine.checkpoint import checkpoint_path, load_checkpoint
@@ -74,8 +74,8 @@ def test_speed_settings_keep_checkpoint_keys_and_resume_bit_exactly(tmp_path, se
 @pytest.mark.slow
 def test_predict_with_channels_last_matches_the_network_run_by_hand(demo_root, tmp_path, monkeypatch):
     prepared = []
-    real = predict_module.prepare_model
-    monkeypatch.setattr(predict_module, "prepare_model", lambda *args: prepared.append(real(*args)) or prepared[-1])
+    real = predictor_module.prepare_model
+    monkeypatch.setattr(predictor_module, "prepare_model", lambda *args: prepared.append(real(*args)) or prepared[-1])
     checkpoint = save_demo_checkpoint(tmp_path / "model_final.pth", ["train.channels_last=true"])
     path = val_images(demo_root)[0]
     (result,) = seg.predict(checkpoint, path, device="cpu", progress=False)
