@@ -114,3 +114,18 @@ def test_opcheck(name, device):
     x = torch.randn(2, conv.in_channels, 9, 11, device=device, requires_grad=True)
     args = (x, conv.weight, conv.bias, list(conv.stride), list(pads_of_size(9, 11)), list(conv.dilation), conv.groups)
     torch.library.opcheck(OP, args)
+
+
+def test_autocast_casts_as_for_the_eager_conv(custom_op_path):
+    """Autocast does not reach into a custom op: the layer casts x, weight and bias itself, so the compiled output
+    has the eager layer's bfloat16 dtype and is the float64 reference within bfloat16 rounding."""
+    torch.manual_seed(0)
+    conv = PartialConv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 9, 11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = torch.compile(conv, backend="aot_eager")(x)
+        want_dtype = conv(x).dtype
+    torch._dynamo.reset()
+    assert y.dtype == want_dtype == torch.bfloat16
+    want = naive_partial_conv(x, conv.weight, conv.bias, (1, 1), 1, (1, 1), 1)[0]
+    torch.testing.assert_close(y.double(), want, rtol=2e-2, atol=2e-2)

@@ -453,10 +453,7 @@ class PartialConv2d(nn.Conv2d):
             # ops) instead of baking in the plan of the one size the exporter traces with
             return self._masked_forward(x, torch.ones_like(x[:1, :1]))[0]
         if _compile_path == "custom_op" and torch.compiler.is_compiling() and not torch.jit.is_tracing():
-            # registered by seg.nn.custom_op, which the package's __init__ imports (it builds on this module)
-            (pt, pb), (pl, pr) = self._input_pads(*x.shape[-2:])
-            return torch.ops.seg.partial_conv2d(x, self.weight, self.bias, self.stride, [pt, pb, pl, pr],
-                                                self.dilation, self.groups)
+            return self._custom_op_forward(x)
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             # compilers and the tracer need plain differentiable ops computed from the (symbolic) sizes: the
             # autograd.Function below is opaque to them, its in-place updates block fusion, and a plan built
@@ -475,6 +472,16 @@ class PartialConv2d(nn.Conv2d):
                                     mode)
         return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, pads, self.dilation,
                                           self.groups, mode)
+
+    def _custom_op_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The "custom_op" compile path: one ``seg::partial_conv2d`` call (registered by :mod:`seg.nn.custom_op`,
+        which the package's ``__init__`` imports). Autocast does not reach into a custom op, so its casts are made
+        here, as autocast would make them for the eager layer's conv (bias included)."""
+        (pt, pb), (pl, pr) = self._input_pads(*x.shape[-2:])
+        x, weight = _autocast_inputs(x, self.weight)
+        bias = self.bias if self.bias is None or weight is self.weight else self.bias.to(weight.dtype)
+        return torch.ops.seg.partial_conv2d(x, weight, bias, self.stride, [pt, pb, pl, pr], self.dilation,
+                                            self.groups)
 
     def _masked_forward(self, x: torch.Tensor, mask: torch.Tensor):
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
