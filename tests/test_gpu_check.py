@@ -62,7 +62,11 @@ def test_dry_run_runs_the_default_sections_in_priority_order_and_checks_real_thi
         assert set(scenarios) == {"forward", "forward_backward", "first_call"}
         assert all(set(s) == set(padding_overhead.variants(torch.device("cpu"))) for s in scenarios.values())
     counts = doc["sections"]["compile"]["results"]["counts"]
-    assert counts["partial"]["graph_breaks"] == 0 and 1 <= counts["partial"]["graphs"] <= counts["zeros"]["graphs"]
+    assert set(counts) == {"zeros", "partial/plain", "partial/custom_op"}  # both compile paths, side by side
+    for path in ("plain", "custom_op"):
+        partial = counts[f"partial/{path}"]
+        assert partial["graph_breaks"] == 0 and 1 <= partial["graphs"] <= counts["zeros"]["graphs"]
+    assert set(doc["sections"]["compile"]["results"]["resnet18"]) == {"zeros", "partial/plain", "partial/custom_op"}
     split = doc["sections"]["eval_split"]["results"]
     assert list(split["stage_s"]) == list(eval_speed.STAGES) and split["images"] == 4
     assert split["total_s"] == pytest.approx(sum(split["stage_s"].values()))

@@ -18,7 +18,7 @@ from torch._dynamo.utils import counters
 
 from seg.config import load_config
 from seg.engine import DistInfo
-from seg.nn import convert_padding
+from seg.nn import COMPILE_PATHS, convert_padding, set_compile_path
 
 from .report import Run, SectionResult, Table, cudnn_benchmark, holds, within
 
@@ -119,13 +119,31 @@ def training_speed(run: Run) -> SectionResult:
     return SectionResult("train_speed", results=results, tables=[table])
 
 
-def count_graphs(model: torch.nn.Module, backend: str, shapes, device) -> dict:
-    """Compile ``model`` with a graph-counting ``backend``; forward + backward at every (B, C, H, W) of ``shapes``.
-    Returns the graphs compiled (the first, then one per recompile) and dynamo's graph-break count."""
+class CompiledWithPath(torch.nn.Module):
+    """``torch.compile(model, **options)`` run with PartialConv2d's compile ``path`` (:func:`seg.nn.set_compile_path`).
+    Dynamo reads the choice while tracing and guards on it: setting it around every call keeps each model on its
+    own graphs while models of both paths run interleaved."""
+
+    def __init__(self, model: torch.nn.Module, path: str, **options):
+        super().__init__()
+        self.path, self.compiled = path, torch.compile(model, **options)
+
+    def forward(self, x):
+        old = set_compile_path(self.path)
+        try:
+            return self.compiled(x)
+        finally:
+            set_compile_path(old)
+
+
+def count_graphs(model: torch.nn.Module, backend: str, shapes, device, path: str = "plain") -> dict:
+    """Compile ``model`` (compile ``path``) with a graph-counting ``backend``; forward + backward at every
+    (B, C, H, W) of ``shapes``. Returns the graphs compiled (the first, then one per recompile) and dynamo's
+    graph-break count."""
     torch._dynamo.reset()
     counters.clear()
     counter = CompileCounterWithBackend(backend)
-    compiled = torch.compile(model.to(device).train(), backend=counter)
+    compiled = CompiledWithPath(model.to(device).train(), path, backend=counter)
     for shape in shapes:
         compiled(torch.randn(*shape, device=device)).float().sum().backward()
     out = {"graphs": counter.frame_count, "graph_breaks": sum(counters["graph_break"].values())}
@@ -133,19 +151,27 @@ def count_graphs(model: torch.nn.Module, backend: str, shapes, device) -> dict:
     return out
 
 
+#: the compile section's variants: zero padding, then partial padding on each compile path (seg.nn.COMPILE_PATHS)
+COMPILE_VARIANTS = ("zeros", *(f"partial/{path}" for path in COMPILE_PATHS))
+
+
 def compile_check(run: Run) -> SectionResult:
-    """torch.compile: graph breaks and graphs over five input sizes, zeros vs partial (PartialConv2d traces
-    seg.nn.traced's plain ops there), then the forward+backward time ratio with ``time_backend``."""
+    """torch.compile: graph breaks and graphs over five input sizes, zeros vs partial on each compile path (plain
+    ops from seg.nn.traced, or the registered op seg::partial_conv2d), then the forward+backward time ratio of
+    both paths with ``time_backend``, side by side."""
     sizes, device = run.sizes(COMPILE_SIZES), run.device
     torch.manual_seed(0)
     zeros = padding_overhead.ARCHS[sizes["count_arch"]]()
+    partial = convert_padding(copy.deepcopy(zeros), "partial")
     shapes = [(sizes["count_batch"], 3, h, w) for h, w in sizes["count_sizes"]]
-    counts = {"zeros": count_graphs(zeros, sizes["count_backend"], shapes, device),
-              "partial": count_graphs(convert_padding(copy.deepcopy(zeros), "partial"), sizes["count_backend"],
-                                      shapes, device)}
-    checks = [within(f"{sizes['count_arch']} partial: graph breaks", counts["partial"]["graph_breaks"], 0),
-              within(f"{sizes['count_arch']} partial: graphs over {len(shapes)} sizes, at most zero padding's "
-                     f"({counts['zeros']['graphs']})", counts["partial"]["graphs"], counts["zeros"]["graphs"])]
+    counts = {"zeros": count_graphs(zeros, sizes["count_backend"], shapes, device)}
+    counts.update({f"partial/{path}": count_graphs(partial, sizes["count_backend"], shapes, device, path)
+                   for path in COMPILE_PATHS})
+    checks = []
+    for name in COMPILE_VARIANTS[1:]:
+        checks += [within(f"{sizes['count_arch']} {name}: graph breaks", counts[name]["graph_breaks"], 0),
+                   within(f"{sizes['count_arch']} {name}: graphs over {len(shapes)} sizes, at most zero padding's "
+                          f"({counts['zeros']['graphs']})", counts[name]["graphs"], counts["zeros"]["graphs"])]
     count_table = Table(f"Graphs compiled over {len(shapes)} input sizes ({sizes['count_backend']} backend, forward "
                         f"+ backward, {sizes['count_arch']}): the first graph, then one per recompile",
                         ["padding", "graphs", "graph breaks"],
@@ -155,18 +181,23 @@ def compile_check(run: Run) -> SectionResult:
         if run.deadline - time.monotonic() < sizes["arch_s"]:
             note = f"stopped before timing {arch}: time budget"
             break
-        models = {n: torch.compile(m.to(device), backend=sizes["time_backend"], dynamic=False)
-                  for n, m in padding_overhead.build_variants(arch, ("zeros", "partial")).items()}
+        built = padding_overhead.build_variants(arch, ("zeros", "partial"))
+        options = {"backend": sizes["time_backend"], "dynamic": False}
+        models = {"zeros": CompiledWithPath(built["zeros"].to(device), "plain", **options)}
+        models.update({f"partial/{path}": CompiledWithPath(copy.deepcopy(built["partial"]).to(device), path, **options)
+                       for path in COMPILE_PATHS})
         summary = padding_overhead.summarise(padding_overhead.measure(
             models, "forward_backward", sizes["size"], sizes["repeats"], device, warmup=sizes["warmup"]))
         results[arch] = summary
-        ratio = summary["partial"]["ratio"]
-        rows.append([arch, 1e3 * summary["zeros"]["median_s"], 1e3 * summary["partial"]["median_s"], ratio,
-                     "yes" if ratio <= GOALS["steady"] else "no"])
-        del models
+        ratios = [summary[name]["ratio"] for name in COMPILE_VARIANTS[1:]]
+        rows.append([arch, *(1e3 * summary[name]["median_s"] for name in COMPILE_VARIANTS), *ratios,
+                     " / ".join("yes" if r <= GOALS["steady"] else "no" for r in ratios)])
+        del models, built
         torch._dynamo.reset()
     b, c, h, w = sizes["size"]
     time_table = Table(f"torch.compile (backend {sizes['time_backend']}, static shapes), forward + backward, batch "
-                       f"{b} at {h}x{w}, fp32", ["arch", "zeros ms", "partial ms", "partial/zeros",
-                                                  f"meets <= {GOALS['steady']}"], rows)
+                       f"{b} at {h}x{w}, fp32; partial on each compile path",
+                       ["arch", *(f"{name} ms" for name in COMPILE_VARIANTS),
+                        *(f"{name} / zeros" for name in COMPILE_VARIANTS[1:]),
+                        f"meets <= {GOALS['steady']} ({' / '.join(COMPILE_PATHS)})"], rows)
     return SectionResult("compile", results=results, checks=checks, tables=[count_table, time_table], note=note)

@@ -53,6 +53,13 @@ CUDA_FULLMAP_MAX_NUMEL = 411_041_792
 
 _strategy = "auto"
 
+#: What a ``torch.compile``d PartialConv2d runs (:func:`set_compile_path`): "plain" differentiable torch ops
+#: (:mod:`seg.nn.traced`; inductor fuses the re-weighting into the neighbouring ops) or "custom_op", the eager
+#: layer's maths behind one registered operator (:mod:`seg.nn.custom_op`; opaque to inductor, no re-tracing).
+COMPILE_PATHS = ("plain", "custom_op")
+
+_compile_path = "plain"
+
 
 def set_reweight_strategy(strategy: str) -> str:
     """Choose how PartialConv2d applies its ratio: "auto" (default), "bands", "fullmap" or "border" (CUDA tensors
@@ -61,6 +68,16 @@ def set_reweight_strategy(strategy: str) -> str:
     if strategy not in REWEIGHT_STRATEGIES:
         raise PaddingError(f"reweight strategy must be one of {REWEIGHT_STRATEGIES}, got {strategy!r}")
     old, _strategy = _strategy, strategy
+    return old
+
+
+def set_compile_path(path: str) -> str:
+    """Choose what PartialConv2d runs under ``torch.compile``: one of :data:`COMPILE_PATHS` ("plain", the default,
+    or "custom_op"); returns the old one. ``torch.jit.trace`` always takes the plain ops, ONNX export its own path."""
+    global _compile_path
+    if path not in COMPILE_PATHS:
+        raise PaddingError(f"compile path must be one of {COMPILE_PATHS}, got {path!r}")
+    old, _compile_path = _compile_path, path
     return old
 
 
@@ -276,9 +293,7 @@ class _PartialConvFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.plan, ctx.conv_args, ctx.mode = plan, (stride, pads, dilation, groups), mode
         y = _conv_reweighted(plan, x, weight, bias, stride, pads, dilation, groups, mode)
-        strip_work = plan.band_area * weight[0].numel() * sum(ctx.needs_input_grad[:2])
-        # the border mode falls back to the copy, which its kernel's band-only traffic beats where it runs
-        ctx.use_strips = mode == "bands" and strip_work < STRIP_WORK_LIMIT * y.shape[-2] * y.shape[-1]
+        ctx.use_strips = uses_strips(plan, weight, mode, ctx.needs_input_grad[:2])
         return y
 
     @staticmethod
@@ -311,6 +326,14 @@ class _PartialConvFunction(torch.autograd.Function):
                 if (need_x or need_w) and not scaled:
                     _add_band_grads(block * ratio_off, x, weight, rows, cols, ctx.conv_args, grad_x, grad_w)
         return grad_x, grad_w, grad_b, None, None, None, None, None, None
+
+
+def uses_strips(plan: BorderPlan, weight: torch.Tensor, mode: str, need_x_w) -> bool:
+    """Whether backward corrects the bands with strip convolutions rather than a scaled copy of the gradient (see
+    ``STRIP_WORK_LIMIT``); ``need_x_w``: whether the gradients of x and of the weight are wanted."""
+    strip_work = plan.band_area * weight[0].numel() * sum(need_x_w)
+    # the border mode falls back to the copy, which its kernel's band-only traffic beats where it runs
+    return mode == "bands" and strip_work < STRIP_WORK_LIMIT * plan.out_size[0] * plan.out_size[1]
 
 
 def _writable(grad: torch.Tensor) -> bool:
@@ -429,6 +452,8 @@ class PartialConv2d(nn.Conv2d):
             # an exported graph takes any (H, W): count the valid taps with a conv over a ones mask (shape-generic
             # ops) instead of baking in the plan of the one size the exporter traces with
             return self._masked_forward(x, torch.ones_like(x[:1, :1]))[0]
+        if _compile_path == "custom_op" and torch.compiler.is_compiling() and not torch.jit.is_tracing():
+            return self._custom_op_forward(x)
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             # compilers and the tracer need plain differentiable ops computed from the (symbolic) sizes: the
             # autograd.Function below is opaque to them, its in-place updates block fusion, and a plan built
@@ -447,6 +472,16 @@ class PartialConv2d(nn.Conv2d):
                                     mode)
         return _PartialConvFunction.apply(x, self.weight, self.bias, plan, self.stride, pads, self.dilation,
                                           self.groups, mode)
+
+    def _custom_op_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The "custom_op" compile path: one ``seg::partial_conv2d`` call (registered by :mod:`seg.nn.custom_op`,
+        which the package's ``__init__`` imports). Autocast does not reach into a custom op, so its casts are made
+        here, as autocast would make them for the eager layer's conv (bias included)."""
+        (pt, pb), (pl, pr) = self._input_pads(*x.shape[-2:])
+        x, weight = _autocast_inputs(x, self.weight)
+        bias = self.bias if self.bias is None or weight is self.weight else self.bias.to(weight.dtype)
+        return torch.ops.seg.partial_conv2d(x, weight, bias, self.stride, [pt, pb, pl, pr], self.dilation,
+                                            self.groups)
 
     def _masked_forward(self, x: torch.Tensor, mask: torch.Tensor):
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x.shape[-2:]:
