@@ -1,6 +1,7 @@
 """convert_padding on torchvision models, checked against torchvision's own convs and explicit F.pad."""
 import copy
 import math
+import sys
 
 import pytest
 import torch
@@ -8,7 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18, resnet50, vgg11_bn
 
-from seg.nn import PADDING_MODES, PaddingConversionError, PartialConv2d, convert_padding, create_conv2d, padding_modes
+from seg.nn import (
+    PADDING_MODES,
+    PaddingConversionError,
+    PartialConv2d,
+    PartialConv2dSame,
+    convert_padding,
+    create_conv2d,
+    padding_modes,
+)
 from seg.nn.reference import naive_partial_conv
 
 
@@ -253,3 +262,27 @@ def test_tf_efficientnet_zeros_is_timm_and_partial_has_no_zero_padding_left(mode
         assert torch.equal(before, after)
     else:
         assert not torch.allclose(before, after)
+
+
+def test_partial_same_conv_built_directly_converts_to_timms_zero_padding_conv(monkeypatch):
+    """A PartialConv2dSame made by hand (never a timm Conv2dSame) switches to zeros as timm's Conv2dSame, whose
+    output is TensorFlow's "same" zero padding computed here by hand; without timm, one PaddingConversionError."""
+    conv2d_same = pytest.importorskip("timm.layers.conv2d_same")
+    torch.manual_seed(0)
+    conv = PartialConv2dSame(3, 4, 3, stride=2, padding=0)
+    x = torch.randn(1, 3, 9, 10)
+    convert_padding(conv, "zeros")
+    assert type(conv) is conv2d_same.Conv2dSame
+    # TF "same" along each axis: ceil(n / s) outputs, total padding split with the odd pixel at the end
+    pads = []
+    for n in (10, 9):  # width first, as F.pad takes them
+        total = max((-(-n // 2) - 1) * 2 + 3 - n, 0)
+        pads += [total // 2, total - total // 2]
+    want = F.conv2d(F.pad(x, pads), conv.weight, conv.bias, stride=2)
+    torch.testing.assert_close(conv(x), want)
+
+    again = PartialConv2dSame(3, 4, 3, stride=2, padding=0)
+    monkeypatch.delitem(sys.modules, "timm.layers.conv2d_same")
+    with pytest.raises(PaddingConversionError, match="PartialConv2dSame built directly"):
+        convert_padding(again, "zeros")
+    assert type(again) is PartialConv2dSame

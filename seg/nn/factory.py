@@ -118,7 +118,12 @@ def _set_tf_same_mode(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
         conv._zero_padding_class = type(conv)  # type: ignore[assignment]
         conv.__class__ = PartialConv2dSame
     elif mode == "zeros" and type(conv) is PartialConv2dSame:
-        conv.__class__ = conv.__dict__.pop("_zero_padding_class")
+        zero_class = conv.__dict__.pop("_zero_padding_class", None) or next(iter(tf_same_conv_types()[1:]), None)
+        if zero_class is None:  # built as PartialConv2dSame and timm not imported: no zero-padding twin to become
+            raise PaddingConversionError(
+                "cannot switch a PartialConv2dSame built directly to zeros: its zero-padding twin is timm's "
+                "Conv2dSame (import timm first, or build the model with timm and convert it to partial)")
+        conv.__class__ = zero_class
     store_padding_mode(conv, mode)
     return conv
 
