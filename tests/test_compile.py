@@ -8,7 +8,6 @@ import torch
 from test_convert_padding import tf_same_amounts
 from timm.layers import Conv2dSame
 from torch import nn
-from torch._dynamo.testing import CompileCounterWithBackend
 from torch._dynamo.utils import counters
 from torchvision.models import resnet18
 
@@ -18,13 +17,19 @@ from seg.nn.reference import grid_cases, naive_partial_conv
 from seg.nn.traced import _axis_ratio, traced_partial_conv
 
 
-def compiled_runs(model: nn.Module, backend: str, sizes, channels: int = 3):
-    """Compile ``model`` with a graph-counting ``backend`` and run forward + backward once per (H, W) in ``sizes``
-    (batch 2, float64). Returns (graphs compiled, graph breaks, [(x, y, gradients of x and every parameter)])."""
+def compile_and_run(model: nn.Module, backend: str, sizes, channels: int = 3):
+    """Compile ``model`` with ``backend``, recording every graph it is handed, and run forward + backward once per
+    (H, W) in ``sizes`` (batch 2, float64). Returns (graph modules compiled, graph breaks,
+    [(x, y, gradients of x and every parameter)])."""
     torch._dynamo.reset()
     counters.clear()
-    counter = CompileCounterWithBackend(backend)
-    compiled = torch.compile(model, backend=counter)
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.lookup_backend(backend)(gm, example_inputs)
+
+    compiled = torch.compile(model, backend=record)
     runs = []
     for i, (h, w) in enumerate(sizes):
         torch.manual_seed(i)
@@ -34,7 +39,13 @@ def compiled_runs(model: nn.Module, backend: str, sizes, channels: int = 3):
         runs.append((x.detach(), y.detach(), grads))
     breaks = sum(counters["graph_break"].values())
     torch._dynamo.reset()
-    return counter.frame_count, breaks, runs
+    return graphs, breaks, runs
+
+
+def compiled_runs(model: nn.Module, backend: str, sizes, channels: int = 3):
+    """:func:`compile_and_run` with the number of graphs compiled instead of the graphs."""
+    graphs, breaks, runs = compile_and_run(model, backend, sizes, channels)
+    return len(graphs), breaks, runs
 
 
 def assert_matches(got_y, got_grads, want_y, leaves):

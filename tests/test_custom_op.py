@@ -4,11 +4,10 @@ import copy
 
 import pytest
 import torch
-from test_compile import assert_matches
+from test_compile import assert_matches, compile_and_run
 from test_convert_padding import tf_same_amounts
 from timm.layers import Conv2dSame
 from torch import nn
-from torch._dynamo.utils import counters
 
 from seg.nn import COMPILE_PATHS, PaddingError, PartialConv2d, PartialConv2dSame, convert_padding, set_compile_path
 from seg.nn.reference import naive_partial_conv
@@ -38,24 +37,8 @@ def custom_op_path():
 def compiled_runs(model: nn.Module, backend: str, sizes, channels: int = 3):
     """Compile ``model`` with ``backend``, recording dynamo's graphs; forward + backward once per (H, W) (batch 2,
     float64). Returns (graphs, graph breaks, seg::partial_conv2d calls in them, [(x, y, gradients)])."""
-    torch._dynamo.reset()
-    counters.clear()
-    graphs = []
-
-    def record(gm, example_inputs):
-        graphs.append(gm)
-        return torch._dynamo.lookup_backend(backend)(gm, example_inputs)
-
-    compiled = torch.compile(model, backend=record)
-    runs = []
-    for i, (h, w) in enumerate(sizes):
-        torch.manual_seed(i)
-        x = torch.randn(2, channels, h, w, dtype=torch.float64, requires_grad=True)
-        y = compiled(x)
-        runs.append((x.detach(), y.detach(), torch.autograd.grad(y.square().sum(), [x, *model.parameters()])))
-    breaks = sum(counters["graph_break"].values())
+    graphs, breaks, runs = compile_and_run(model, backend, sizes, channels)
     calls = sum(node.target is torch.ops.seg.partial_conv2d for gm in graphs for node in gm.graph.nodes)
-    torch._dynamo.reset()
     return len(graphs), breaks, calls, runs
 
 
