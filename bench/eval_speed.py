@@ -24,6 +24,7 @@ import time
 
 import torch
 
+from seg.cli import fraction_arg
 from seg.data import build_val_dataset
 from seg.data.demo import generate_demo_dataset
 from seg.engine.loaders import build_eval_loader
@@ -42,7 +43,6 @@ from seg.evaluation.evaluator import RegionLayout
 from seg.evaluation.inference import NetworkTimer
 from seg.evaluation.metrics import ConfusionAccumulator
 from seg.evaluation.official import official_scores
-from seg.evaluation.runner import parse_fractions
 from seg.models import DeepLabV3Plus
 
 
@@ -164,7 +164,7 @@ def main() -> dict:
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--width", type=int, default=1024)
     p.add_argument("--tile-size", type=int, default=512)
-    p.add_argument("--overlap", type=lambda s: parse_fractions(s)[0], default=1 / 3)
+    p.add_argument("--overlap", type=fraction_arg, default=1 / 3)
     p.add_argument("--tile-batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--images", type=int, default=4, help="images in the evaluation pass")

@@ -9,7 +9,6 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from seg.atomic import atomic_write_json
-from seg.cli import parse_fractions  # re-exported: bench/eval_speed.py imports it from here
 from seg.config import ConfigError, load_config, merge_overrides, validate
 from seg.data import label_space
 from seg.data.labels import LabelSpace
@@ -24,7 +23,7 @@ from .inference import InferenceSettings
 
 __all__ = ["ArchitectureMismatch", "ARCH_KEYS", "model_config_for", "load_model_for_eval", "eval_settings",
            "run_config", "run_names", "labels_for",
-           "parse_fractions", "write_results", "format_table", "to_json_safe"]
+           "write_results", "format_table", "to_json_safe"]
 
 
 class ArchitectureMismatch(SegError, RuntimeError):
