@@ -205,15 +205,21 @@ def test_classifier_config_errors_name_key_and_file(tmp_path):
     assert "arch" not in seg.config.default_config()["model"]
 
 
-def test_val_transform_normalises_a_constant_image_exactly():
+def test_val_items_are_uint8_and_normalised_on_the_device_exactly(tmp_path):
+    """Items are uint8 like segmentation's; the folder's normalize gives (c/255 - mean)/std (float64 formula)."""
     colour = (200, 100, 30)
-    img = Image.new("RGB", (50, 40), colour)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    out = build_transforms(False, crop_size=24, resize_size=28, mean=mean, std=std)(img)
-    assert out.shape == (3, 24, 24) and out.dtype == torch.float32
-    expected = torch.tensor([(c / 255 - m) / s for c, m, s in zip(colour, mean, std)])
-    torch.testing.assert_close(out, expected[:, None, None].expand(3, 24, 24), atol=1e-5, rtol=0)
-    assert build_transforms(True, crop_size=24)(img).shape == (3, 24, 24)
+    os.makedirs(tmp_path / "val" / "a")
+    Image.new("RGB", (50, 40), colour).save(tmp_path / "val" / "a" / "0.png")
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    folder = build_imagefolder(str(tmp_path / "val"), build_transforms(False, crop_size=24, resize_size=28), mean, std)
+    image, label = folder[0]
+    assert label == 0 and image.dtype == torch.uint8 and image.shape == (3, 24, 24)
+    assert torch.equal(image, torch.tensor(colour, dtype=torch.uint8)[:, None, None].expand(3, 24, 24))
+    out = folder.normalize(image[None])
+    expected = torch.tensor([(c / 255 - m) / s for c, m, s in zip(colour, mean, std)], dtype=torch.float64)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[0].double(), expected[:, None, None].expand(3, 24, 24), atol=1e-6, rtol=0)
+    assert build_transforms(True, crop_size=24)(Image.new("RGB", (50, 40), colour)).dtype == torch.uint8
 
 
 def test_every_arch_has_a_builder():

@@ -23,7 +23,7 @@ import sys
 
 from seg.atomic import atomic_write_text
 from seg.classification.config import ConfigError, load_classifier_config, validate_classifier_config
-from seg.classification.data import build_classification_datasets, build_imagefolder, build_transforms
+from seg.classification.data import build_classification_datasets, build_split
 from seg.classification.metrics import evaluate_classifier
 from seg.classification.models import build_classifier, load_classifier_weights
 from seg.classification.summary import cross_test_rows, format_comparison, padding_tables, write_json
@@ -140,8 +140,7 @@ def cross_test(args) -> None:
                 raise ConfigError(f"{err} (is {path} a classifier checkpoint?)") from None
             data = cfg["data"]
             split_dir = os.path.join(args.data_root or data["root"], data["val_split"])
-            keys = ("crop_size", "resize_size", "scale_range", "hflip", "mean", "std")
-            val_set = build_imagefolder(split_dir, build_transforms(False, **{k: data[k] for k in keys}))
+            val_set = build_split(split_dir, data, train=False)
             loader = build_eval_loader(val_set, cfg["train"]["val_batch_size"], data["num_workers"])
             model = build_classifier(cfg["model"]["arch"], cfg["model"]["num_classes"], cfg["model"]["padding"])
             load_classifier_weights(model, path).to(info.device)

@@ -1,4 +1,7 @@
-"""ImageFolder data with the standard ImageNet transforms (torchvision.transforms.v2) and loud input checks.
+"""ImageFolder data with the standard ImageNet geometry (torchvision.transforms.v2) and loud input checks.
+
+Items are uint8 (3, H, W) images, as segmentation's: the dataset's ``normalize`` (seg.data.BatchNormalize, the
+one preprocessor of every path) turns a batch into the network input on the device.
 
 Layout: ``<root>/<split>/<class name>/<image>``; class indices follow the sorted folder names, as in
 torchvision's ImageFolder, and the val split must hold the same class folders as the train split.
@@ -7,17 +10,17 @@ from __future__ import annotations
 
 import os
 
-import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from seg.data import BatchNormalize
 from seg.data.options import IMAGENET_MEAN, IMAGENET_STD
 from seg.errors import SegError
 
-__all__ = ["ImageFolderError", "build_transforms", "build_imagefolder", "build_classification_datasets",
-           "load_rgb", "check_class_folders"]
+__all__ = ["ImageFolderError", "ClassificationFolder", "build_transforms", "build_imagefolder", "build_split",
+           "build_classification_datasets", "load_rgb", "check_class_folders"]
 
 
 class ImageFolderError(SegError, ValueError):
@@ -57,9 +60,9 @@ def check_class_folders(split_dir: str) -> list[str]:
 
 
 def build_transforms(train: bool, crop_size: int = 224, resize_size: int = 256,
-                     scale_range=(0.08, 1.0), hflip: float = 0.5, mean=IMAGENET_MEAN,
-                     std=IMAGENET_STD) -> v2.Compose:
-    """PIL image -> normalised float32 (3, crop_size, crop_size).
+                     scale_range=(0.08, 1.0), hflip: float = 0.5) -> v2.Compose:
+    """PIL image -> uint8 (3, crop_size, crop_size) tensor (normalised later, on the device, by the dataset's
+    ``normalize``).
 
     train: RandomResizedCrop(crop_size, scale_range) + horizontal flip; val: shorter side to resize_size,
     centre crop (the single centre-crop protocol of the paper). Randomness comes from torch's global RNG,
@@ -70,26 +73,39 @@ def build_transforms(train: bool, crop_size: int = 224, resize_size: int = 256,
                     v2.RandomHorizontalFlip(hflip)]
     else:
         geometry = [v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size)]
-    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(mean=list(mean), std=list(std))])
+    return v2.Compose([v2.ToImage(), *geometry, v2.ToPureTensor()])
 
 
-def build_imagefolder(split_dir: str, transform=None) -> ImageFolder:
-    """torchvision ImageFolder over `split_dir` with checked class folders and a loader that names bad files.
+class ClassificationFolder(ImageFolder):
+    """torchvision's ImageFolder with the ``normalize`` (uint8 batch -> network input) its images need."""
+
+    def __init__(self, root: str, transform=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__(root, transform=transform, loader=load_rgb)
+        self.normalize = BatchNormalize(mean, std)
+
+
+def build_imagefolder(split_dir: str, transform=None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> ClassificationFolder:
+    """ImageFolder over `split_dir` with checked class folders, a loader that names bad files and the
+    normalisation of `mean` / `std` (RGB, 0-1 scale).
 
     Items: (transform(image), class index int).
     """
     check_class_folders(split_dir)
-    return ImageFolder(split_dir, transform=transform, loader=load_rgb)
+    return ClassificationFolder(split_dir, transform, mean, std)
 
 
-def build_classification_datasets(data_cfg: dict) -> tuple[ImageFolder, ImageFolder]:
+def build_split(split_dir: str, data_cfg: dict, train: bool) -> ClassificationFolder:
+    """One split of a classifier config's data section, with that section's geometry and normalisation."""
+    geometry = {k: data_cfg[k] for k in ("crop_size", "resize_size", "scale_range", "hflip")}
+    return build_imagefolder(split_dir, build_transforms(train, **geometry), data_cfg["mean"], data_cfg["std"])
+
+
+def build_classification_datasets(data_cfg: dict) -> tuple[ClassificationFolder, ClassificationFolder]:
     """(train set, val set) from a classifier config's data section; their class lists must agree."""
-    common = {k: data_cfg[k] for k in ("crop_size", "resize_size", "scale_range", "hflip", "mean", "std")}
     train_dir = os.path.join(data_cfg["root"], data_cfg["train_split"])
     val_dir = os.path.join(data_cfg["root"], data_cfg["val_split"])
-    train_set = build_imagefolder(train_dir, build_transforms(True, **common))
-    val_set = build_imagefolder(val_dir, build_transforms(False, **common))
+    train_set = build_split(train_dir, data_cfg, train=True)
+    val_set = build_split(val_dir, data_cfg, train=False)
     if train_set.classes != val_set.classes:
         only_train = sorted(set(train_set.classes) - set(val_set.classes))
         only_val = sorted(set(val_set.classes) - set(train_set.classes))

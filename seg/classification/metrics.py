@@ -36,15 +36,19 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
 
     Under torchrun each rank scores its own shard (e.g. seg.engine.loaders.build_eval_loader, which never
     repeats a sample) and the counts are summed over ranks, so every rank returns the same numbers.
+    Images: uint8 batches normalised on the device by ``loader.dataset.normalize`` (seg.data.BatchNormalize),
+    or float batches taken as already normalised.
     Returns {"top1": float, "top5": float, ..., "loss": float, "count": int}.
     """
     device = torch.device(device)
+    normalize = getattr(loader.dataset, "normalize", None) or (lambda images: images)
     was_training = model.training
     model.eval()
     sums = torch.zeros(len(topk) + 2, dtype=torch.float64, device=device)  # [correct@k..., loss sum, count]
     show = progress and (not dist.is_initialized() or dist.get_rank() == 0)
     for images, targets in progress_bar(loader, desc="val", leave=False, disable=not show, dynamic_ncols=True):
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        images = normalize(images.to(device, non_blocking=True))
+        targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)
         logits = logits.float()

@@ -81,8 +81,9 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
                      work_dir: str, resume: str | None = None, overwrite: bool = False) -> tuple[nn.Module, dict]:
     """Train for ``cfg["train"]["epochs"]`` epochs, validating top-k after each; returns (model, summary).
 
-    cfg: a classifier config (seg.classification.config). train_set / val_set yield (float (3, H, W),
-    int class). resume: None, "auto" (newest usable checkpoint of the work dir's run) or a checkpoint path.
+    cfg: a classifier config (seg.classification.config). train_set / val_set yield (uint8 (3, H, W),
+    int class) and carry a ``normalize`` (seg.classification.data.ClassificationFolder). resume: None,
+    "auto" (newest usable checkpoint of the work dir's run) or a checkpoint path.
     The work dir is locked and owned as in seg.engine.train (seg.engine.workdir): a fresh run in a folder
     that holds one is refused unless `overwrite` moves it aside.
     summary: {"history": per-epoch records, **summarize_run(history)}; also written to summary.json.
