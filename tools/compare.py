@@ -20,8 +20,10 @@ the image names, in order, of each run's sidecar must agree, and each sidecar's 
 images, must equal its JSON's confusion matrix (a sidecar of another run is refused). Otherwise compare stops
 with one line naming the files; with ``--allow-different-images`` it reports each arm's own numbers (mean ±
 std) but no difference or interval between arms whose runs were not all scored on one set of images.
-Writes compare.md (tables and one verdict sentence per comparison), compare.json and PNG plots of the
-leave-out curve and the distance profile with error bars.
+Writes compare.md (tables and one verdict sentence per comparison), compare.json and figures (PNG at 200 dpi,
+PDF, SVG; one colour per padding mode throughout): the leave-out curve and the distance profile on numeric
+axes, each difference with its seed and its image interval, and per compared pair the IoU difference by class
+and distance band.
 """
 from __future__ import annotations
 
@@ -31,19 +33,16 @@ import os
 import sys
 from collections import OrderedDict
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from seg.atomic import atomic_open, atomic_write_text  # noqa: E402
-from seg.cli import positive_int, run_tool, tool_parser  # noqa: E402
-from seg.errors import ResultFileError  # noqa: E402
-from seg.evaluation import MODES  # noqa: E402
-from seg.evaluation.runner import run_names, write_results  # noqa: E402
-from seg.evaluation.stats import COUNTS, REGION_ALL, load_image_stats  # noqa: E402
-from seg.evaluation.uncertainty import (  # noqa: E402
+from seg.atomic import atomic_write_text
+from seg.cli import positive_int, run_tool, tool_parser
+from seg.errors import ResultFileError
+from seg.evaluation import MODES
+from seg.evaluation.plots import PNG_DPI, compare_figures
+from seg.evaluation.runner import run_names, write_results
+from seg.evaluation.stats import COUNTS, REGION_ALL, load_image_stats
+from seg.evaluation.uncertainty import (
     DEFAULT_RESAMPLES,
     LEVEL,
     bootstrap_difference,
@@ -289,58 +288,6 @@ def overview(groups: OrderedDict, summaries: dict) -> str:
     return "### mIoU by inference mode, mean ± std over runs (n)\n\n" + markdown(["model"] + modes, rows)
 
 
-# ----------------------------------------------------------------------------- plots
-def _series(summary: dict, prefix: str) -> tuple[list[str], list[float], list[float]]:
-    keys = [k for k in summary["metrics"] if k.startswith(prefix + " ")]
-    return ([k.split(" ", 1)[1] for k in keys], [summary["metrics"][k][0] for k in keys],
-            [summary["metrics"][k][1] for k in keys])
-
-
-def plot(prefix: str, xlabel: str, summaries: dict, comparisons: dict, path: str) -> bool:
-    """Top: each arm's mean ± std over runs; bottom: each difference with its 95% interval (seeds when
-    both arms have several runs, else images)."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True)
-    drawn = []  # the x tick labels, once an arm has the section
-    for mode, arms in summaries.items():
-        for label, summary in arms.items():
-            ticks, means, stds = _series(summary, prefix)
-            if ticks:
-                top.errorbar(range(len(ticks)), means, yerr=[0 if math.isnan(s) else s for s in stds], marker="o",
-                             capsize=3, label=f"{label} ({mode})")
-                drawn = ticks
-        for name, cmp in comparisons[mode].items():
-            keys = [k for k in cmp["rows"] if k.startswith(prefix + " ")]
-            if not keys:
-                continue
-            diffs = [cmp["rows"][k]["diff"] for k in keys]
-            ivs = [_primary(cmp["rows"][k]) for k in keys]
-            err = [[d - lo for d, (lo, _) in zip(diffs, ivs)], [hi - d for d, (_, hi) in zip(diffs, ivs)]]
-            bottom.errorbar(range(len(keys)), diffs, yerr=err, marker="s", capsize=3, label=f"{name} ({mode})")
-    if not drawn:
-        plt.close(fig)
-        return False
-    bottom.axhline(0, color="grey", lw=0.8)
-    bottom.set_xticks(range(len(drawn)), drawn)
-    bottom.set_xlabel(xlabel)
-    top.set_ylabel("mIoU (%), mean ± std")
-    bottom.set_ylabel(f"difference, {LEVEL:.0%} interval")
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # no differences drawn when no arms were compared
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:  # a killed run keeps the previous plot, not half a PNG
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return True
-
-
-def _primary(row: dict) -> tuple[float, float]:
-    """The seed interval when there is one, else the image bootstrap (NaN-free for error bars)."""
-    iv = row["seeds"] if excludes_zero(*row["seeds"]) is not None else row["images"]
-    return (row["diff"], row["diff"]) if excludes_zero(*iv) is None else iv
-
-
 # ----------------------------------------------------------------------------- main
 def parse_args(argv=None):
     p = tool_parser(__doc__)
@@ -390,10 +337,10 @@ def main(argv=None) -> str:
     for mode, arms in groups.items():
         parts += mode_section(mode, summaries[mode], comparisons[mode], [r for runs in arms.values() for r in runs])
     os.makedirs(args.out_dir, exist_ok=True)
-    for _, prefix, _, xlabel in SECTIONS:
-        name = "leave_out.png" if prefix == "leave_out" else "distance_profile.png"
-        if plot(prefix, xlabel, summaries, comparisons, os.path.join(args.out_dir, name)):
-            parts.append(f"![{prefix}]({name})")
+    figures = compare_figures(summaries, comparisons, groups, args.out_dir)
+    parts += [f"![{title}]({png})" for title, png in figures]
+    if figures:
+        parts.append(f"Each figure is also written as PDF and SVG beside its PNG ({PNG_DPI} dpi).")
     text = "\n\n".join(parts) + "\n"
     atomic_write_text(os.path.join(args.out_dir, "compare.md"), text)
     write_results({"level": LEVEL, "resamples": args.resamples, "seed": args.seed, "summaries": summaries,
