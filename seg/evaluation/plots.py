@@ -89,7 +89,7 @@ def save_figure(fig: Figure, path_stem: str) -> list[str]:
 
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies; the first ones go to PADDING_MODES
-_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+_PALETTE = ("#0072b2", "#e69f00", "#009e73", "#d55e00", "#cc79a7", "#56b4e9", "#f0e442", "#000000")
 
 
 def mode_colours(modes: Sequence[str]) -> dict[str, str]:
@@ -338,7 +338,7 @@ def compare_figures(summaries: dict, comparisons: dict, groups: dict, out_dir: s
             if not bands:
                 continue
             stem = f"class_band_{mode}" + (f"_{j + 1}" if len(arms) > 2 else "")
-            title = f"IoU by class and distance band: {name}, {mode} inference, means over runs"
+            title = f"IoU difference by class and distance band\n{name}, {mode} inference, means over runs"
             save_figure(class_band_figure(diff, base[0]["class_names"], bands, title), os.path.join(out_dir, stem))
             written.append((f"class x band, {name} ({mode})", f"{stem}.png"))
     return written
