@@ -30,15 +30,23 @@ def _assert_formats(stem) -> None:
     assert ET.parse(f"{stem}.svg").getroot().tag.endswith("svg")
 
 
-def test_save_figure_writes_png_pdf_svg_and_closes(tmp_path):
+def _line_figure():
     fig = plots.plt.figure(figsize=(3, 2))
     fig.add_subplot().plot([0, 1], [1, 0])
+    return fig
+
+
+def test_save_figure_writes_png_pdf_svg_and_closes(tmp_path):
+    fig = _line_figure()
     paths = plots.save_figure(fig, str(tmp_path / "f"))
     assert sorted(paths) == sorted(str(tmp_path / f"f.{x}") for x in ("png", "pdf", "svg"))
     _assert_formats(tmp_path / "f")
     with Image.open(tmp_path / "f.png") as png:
         assert png.size == (600, 400)  # 3 x 2 inches at 200 dpi
     assert not plots.plt.fignum_exists(fig.number)
+    plots.save_figure(_line_figure(), str(tmp_path / "again"))
+    for ext in ("png", "pdf", "svg"):  # no dates or random ids: a rerun rewrites the same bytes
+        assert (tmp_path / f"f.{ext}").read_bytes() == (tmp_path / f"again.{ext}").read_bytes()
 
 
 def test_mode_colours_fixed_per_padding_mode():
@@ -127,6 +135,12 @@ def test_band_axis_is_numeric_and_leaves_empty_bands_out():
     plots.plt.close(fig)
     fig = plots.profile_figure("leave_out", "p", summaries, comparisons, plots.mode_colours(["zeros", "partial"]))
     assert list(fig.axes[0].containers[0].lines[0].get_xdata()) == [0.0, 0.75]
+    plots.plt.close(fig)
+    for row in rows.values():  # one run per arm: no seed interval anywhere, so the legend names none
+        row["seeds"] = (NAN, NAN)
+    fig = plots.profile_figure("band", "px", summaries, comparisons, plots.mode_colours(["zeros", "partial"]))
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert plots.IMAGE_INTERVAL in legend and plots.SEED_INTERVAL not in legend
     plots.plt.close(fig)
 
 

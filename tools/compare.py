@@ -337,7 +337,8 @@ def main(argv=None) -> str:
     for mode, arms in groups.items():
         parts += mode_section(mode, summaries[mode], comparisons[mode], [r for runs in arms.values() for r in runs])
     os.makedirs(args.out_dir, exist_ok=True)
-    figures = compare_figures(summaries, comparisons, groups, args.out_dir)
+    figures = compare_figures(summaries, comparisons, groups, {prefix: what for _, prefix, _, what in SECTIONS},
+                              args.out_dir)
     parts += [f"![{title}]({png})" for title, png in figures]
     if figures:
         parts.append(f"Each figure is also written as PDF and SVG beside its PNG ({PNG_DPI} dpi).")

@@ -121,6 +121,7 @@ SEED_INTERVAL = f"{LEVEL:.0%} seed interval (t over training runs)"
 IMAGE_INTERVAL = f"{LEVEL:.0%} image interval (bootstrap over test images)"
 _SEED_STYLE: dict[str, Any] = {"fmt": "o", "capsize": 4, "elinewidth": 1.0}
 _IMAGE_STYLE: dict[str, Any] = {"fmt": "D", "capsize": 0, "elinewidth": 2.4, "markerfacecolor": "white"}
+_INTERVALS = {"seeds": (SEED_INTERVAL, _SEED_STYLE), "images": (IMAGE_INTERVAL, _IMAGE_STYLE)}
 
 
 def band_edges(label: str) -> tuple[int, int | None]:
@@ -163,13 +164,15 @@ def _draw_arms(ax: Axes, summaries: dict, prefix: str, colours: dict[str, str]) 
     return drawn
 
 
-def _draw_interval(ax: Axes, rows: list, kind: str, shift: float, colour: str, style: dict) -> None:
-    """One kind of interval ("seeds" / "images") of every row that has it, ``shift`` to the right of the row."""
+def _draw_interval(ax: Axes, rows: list, kind: str, shift: float, colour: str, style: dict) -> bool:
+    """One kind of interval ("seeds" / "images") of every row that has it, ``shift`` to the right of the row;
+    whether any row had it."""
     kept = [(x + shift, r["diff"], r[kind]) for x, _, r in rows if _finite(r["diff"], *r[kind])]
     if kept:
         ax.errorbar([x for x, _, _ in kept], [d for _, d, _ in kept],
                     yerr=[[d - iv[0] for _, d, iv in kept], [iv[1] - d for _, d, iv in kept]], color=colour,
                     linestyle="none", **style)
+    return bool(kept)
 
 
 def _draw_differences(ax: Axes, summaries: dict, comparisons: dict, prefix: str, colours: dict[str, str],
@@ -181,16 +184,17 @@ def _draw_differences(ax: Axes, summaries: dict, comparisons: dict, prefix: str,
               for label, (name, cmp) in zip(list(arms)[1:], comparisons[mode].items())]
     series = [(mode, label, name, rows) for mode, label, name, cmp in series
               if (rows := [p for p in _points(cmp["rows"], prefix) if _finite(p[2]["diff"])])]
-    step = 0.012 * span
+    step, drawn = 0.012 * span, set()
     for i, (mode, label, name, rows) in enumerate(series):
         colour, centre = colours[padding_of(label)], 3 * step * (i - (len(series) - 1) / 2)
         ax.plot([x for x, _, _ in rows], [r["diff"] for _, _, r in rows], color=colour, linestyle=_linestyle(mode),
                 label=f"{name} ({mode})")
-        _draw_interval(ax, rows, "seeds", centre - step / 2, colour, _SEED_STYLE)
-        _draw_interval(ax, rows, "images", centre + step / 2, colour, _IMAGE_STYLE)
-    if series:  # the kinds in black, drawn outside the data: each series above has its own colour
-        for label, style in ((SEED_INTERVAL, _SEED_STYLE), (IMAGE_INTERVAL, _IMAGE_STYLE)):
-            ax.errorbar([math.nan], [math.nan], yerr=[[1.0], [1.0]], color="black", label=label, **style)
+        for kind, shift in (("seeds", -step / 2), ("images", step / 2)):
+            if _draw_interval(ax, rows, kind, centre + shift, colour, _INTERVALS[kind][1]):
+                drawn.add(kind)
+    for kind in sorted(drawn, reverse=True):  # the kinds in black, outside the data: each series has its colour
+        label, style = _INTERVALS[kind]
+        ax.errorbar([math.nan], [math.nan], yerr=[[1.0], [1.0]], color="black", label=label, **style)
 
 
 def _numeric_ticks(ax: Axes, prefix: str, drawn: dict[float, str]) -> None:
@@ -314,18 +318,19 @@ def cross_test_heatmap(matrix: Sequence[Sequence[float]], train_modes: Sequence[
 
 
 # ----------------------------------------------------------------------------- a comparison's figures
-PROFILES = (("leave_out", "leave_out", "centre proportion left out"),
-            (BAND_PREFIX, "distance_profile", "distance to the border (px)"))
+PROFILE_FILES = {"leave_out": "leave_out", BAND_PREFIX: "distance_profile"}  # file stem per section prefix
 
 
-def compare_figures(summaries: dict, comparisons: dict, groups: dict, out_dir: str) -> list[tuple[str, str]]:
+def compare_figures(summaries: dict, comparisons: dict, groups: dict, xlabels: dict[str, str],
+                    out_dir: str) -> list[tuple[str, str]]:
     """Every figure of one comparison (tools/compare.py's summaries, comparisons and {mode: {arm: [results]}},
-    results carrying their per-image statistics under "_stats") written into ``out_dir`` in every format, one
-    colour per padding mode throughout: (title, PNG file name) of each, for the report to link."""
+    results carrying their per-image statistics under "_stats"; ``xlabels``: {section prefix: axis label})
+    written into ``out_dir`` in every format, one colour per padding mode throughout: (title, PNG file name)
+    of each, for the report to link."""
     colours = mode_colours([padding_of(label) for arms in summaries.values() for label in arms])
     written = []
-    for prefix, name, xlabel in PROFILES:
-        fig = profile_figure(prefix, xlabel, summaries, comparisons, colours)
+    for prefix, name in PROFILE_FILES.items():
+        fig = profile_figure(prefix, xlabels[prefix], summaries, comparisons, colours)
         if fig is not None:
             save_figure(fig, os.path.join(out_dir, name))
             written.append((prefix, f"{name}.png"))
