@@ -288,8 +288,8 @@ def class_band_figure(diff: np.ndarray, class_names: Sequence[str], band_labels:
 
 
 # ----------------------------------------------------------------------------- cross-testing
-def cross_test_figure(matrix: Sequence[Sequence[float]], train_modes: Sequence[str],
-                      eval_modes: Sequence[str]) -> Figure:
+def cross_test_figure(matrix: Sequence[Sequence[float]], train_modes: Sequence[str], eval_modes: Sequence[str],
+                      title: str = "") -> Figure:
     """mIoU heatmap, rows = padding trained with, columns = padding evaluated with; mode names in their
     :func:`mode_colours`, the value in each cell, missing cells (NaN) blank."""
     values = np.asarray(matrix, np.float64)
@@ -302,6 +302,7 @@ def cross_test_figure(matrix: Sequence[Sequence[float]], train_modes: Sequence[s
         tick.set_color(colours[tick.get_text()])
     ax.set_xlabel("evaluated with")
     ax.set_ylabel("trained with")
+    ax.set_title(title, fontsize=9)
     mid = np.nanmean(values) if np.isfinite(values).any() else 0.0
     for r, c in np.argwhere(np.isfinite(values)):
         ax.text(c, r, f"{values[r, c]:.2f}", ha="center", va="center", fontsize=8,
@@ -312,9 +313,9 @@ def cross_test_figure(matrix: Sequence[Sequence[float]], train_modes: Sequence[s
 
 
 def cross_test_heatmap(matrix: Sequence[Sequence[float]], train_modes: Sequence[str], eval_modes: Sequence[str],
-                       path_stem: str) -> list[str]:
+                       path_stem: str, title: str = "") -> list[str]:
     """:func:`cross_test_figure` written by :func:`save_figure`; the paths written."""
-    return save_figure(cross_test_figure(matrix, train_modes, eval_modes), path_stem)
+    return save_figure(cross_test_figure(matrix, train_modes, eval_modes, title), path_stem)
 
 
 # ----------------------------------------------------------------------------- a comparison's figures
