@@ -29,6 +29,8 @@ DEVICES = tuple(SCHEMA["train"]["device"]["choices"])  # auto (the GPU when pres
 
 @dataclass(frozen=True)
 class DistInfo:
+    """Where this process runs: its rank of ``world_size`` processes, its rank on this machine and its device
+    (from :func:`init_distributed`, or :func:`current_dist` wherever a run's info is not at hand)."""
     rank: int
     world_size: int
     local_rank: int
@@ -107,7 +109,7 @@ def init_distributed(device: str = "auto", timeout_min: float | None = None, opt
         torch.cuda.set_device(dev)
     # under torchrun the process group exists even for one process (as in torchvision's references), so
     # `torchrun --nproc_per_node 1` runs the very code of a multi-GPU job: NCCL, DDP and SyncBatchNorm
-    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
+    if "WORLD_SIZE" in os.environ and not _in_group():
         if dev.type == "cuda":
             dist.init_process_group(backend="nccl", device_id=dev, timeout=timeout)
         else:
