@@ -24,9 +24,10 @@ import time
 
 import torch
 
-from seg.cli import fraction_arg
+from seg.cli import device_arg, fraction_arg
 from seg.data import build_val_dataset
 from seg.data.demo import generate_demo_dataset
+from seg.engine.distributed import resolve_device
 from seg.engine.loaders import build_eval_loader
 from seg.evaluation import (
     InferenceSettings,
@@ -169,13 +170,13 @@ def main() -> dict:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--images", type=int, default=4, help="images in the evaluation pass")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers in the evaluation pass")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", type=device_arg, help="auto (the GPU when present), cpu, cuda or cuda:N")
     p.add_argument("--no-official", action="store_true",
                    help="skip the cityscapesscripts cross-check (slow in pure Python at 1024x2048)")
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args()
 
-    device = torch.device(args.device)
+    device = resolve_device(args.device, "--device")
     torch.manual_seed(0)
     model = DeepLabV3Plus(args.encoder, 19, args.output_stride, padding_mode=args.padding).to(device).eval()
     h, w, t = args.height, args.width, args.tile_size

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from seg.cli import device_arg
+from seg.engine.distributed import resolve_device
 from seg.models import DeepLabV3Plus
 
 MODES = ("zeros", "partial")
@@ -149,7 +151,7 @@ def memory_probe_main(args) -> None:
 
 
 def run(args) -> dict:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device, "--device")
     if args.threads:
         torch.set_num_threads(args.threads)
     models = build_models(args, device)
@@ -218,7 +220,7 @@ def parse_args(argv=None):
     parser.add_argument("--output-stride", type=int, default=8, choices=(8, 16))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                         help="wall time, or process CPU time (robust on a shared CPU machine; CPU only)")
@@ -227,7 +229,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.size[1] != 3:
         parser.error("--size channel count must be 3 (RGB)")
-    if args.clock == "cpu" and args.device.startswith("cuda"):
+    if args.clock == "cpu" and resolve_device(args.device, "--device").type == "cuda":
         parser.error("--clock cpu measures host CPU time; use wall time on CUDA")
     if args.size[0] < 2:
         parser.error("--size batch must be >= 2: the ASPP image-pooling BatchNorm cannot train on one image")

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18, resnet50, vgg16_bn
 
+from seg.cli import device_arg
+from seg.engine.distributed import resolve_device
 from seg.nn import REWEIGHT_STRATEGIES, convert_padding, has_padding, reweight_strategies, set_reweight_strategy
 
 ARCHS = {"resnet50": resnet50, "vgg16_bn": vgg16_bn, "resnet18": resnet18}
@@ -183,7 +185,7 @@ def main():
     parser.add_argument("--size", nargs=4, type=int, default=[2, 3, 192, 384], metavar=("B", "C", "H", "W"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = steadiest numbers)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--scenarios", nargs="+",
                         default=["forward", "forward_backward", "alternating_batch", "first_call"])
     parser.add_argument("--json", help="write the results here")
@@ -191,7 +193,7 @@ def main():
     args.variants = ["zeros"] + [v for v in args.variants if v != "zeros"]
     torch.set_num_threads(args.threads)
 
-    device = torch.device(args.device)
+    device = resolve_device(args.device, "--device")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {args.threads} thread(s)"
     results = {"machine": f"{where}, torch {torch.__version__}", "size": args.size, "repeats": args.repeats,

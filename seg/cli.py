@@ -20,10 +20,8 @@ import sys
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
-import torch
-
-from seg.config import SCHEMA
-from seg.errors import SegError
+from seg.engine.distributed import DEVICES, parse_device, resolve_device
+from seg.errors import ConfigError, InputError, SegError
 from seg.resources import resolve_config
 
 __all__ = ["EXPECTED_ERRORS", "DEVICES", "tool_parser", "add_config_args", "add_device_args", "device_name",
@@ -31,7 +29,6 @@ __all__ = ["EXPECTED_ERRORS", "DEVICES", "tool_parser", "add_config_args", "add_
            "run_tool", "one_line"]
 
 EXPECTED_ERRORS = (SegError, OSError)
-DEVICES = tuple(SCHEMA["train"]["device"]["choices"])  # auto (the GPU when present), cpu, cuda
 
 
 def tool_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -60,25 +57,23 @@ def add_device_args(parser: argparse.ArgumentParser, *, indexed: bool = False, w
 
 
 def device_name(text: str) -> str:
-    """A --device value of the right form: one of DEVICES or cuda:N (whether that device exists is not
-    checked: for options passed on to a later step)."""
-    name = text.strip().lower()
-    kind, colon, index = name.partition(":")
-    if name in DEVICES or (kind == "cuda" and colon and index.isdigit()):
-        return name
-    raise argparse.ArgumentTypeError(f"expected {', '.join(DEVICES)} or cuda:N, got {text!r}")
+    """A --device value of the right form (:func:`~seg.engine.distributed.parse_device`); whether that device
+    exists is not checked: for options passed on to a later step, maybe on another machine."""
+    try:
+        return parse_device(text, "--device")
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def device_arg(text: str) -> str:
-    """A --device value this machine has: :func:`device_name`, and a CUDA device only when it exists."""
-    name = device_name(text)
-    if name.startswith("cuda"):
-        count = torch.cuda.device_count()
-        index = int(name.partition(":")[2] or 0)
-        if index >= count:
-            have = f"only {count} CUDA device(s)" if count else "no CUDA device"
-            raise argparse.ArgumentTypeError(f"{name} requested but this machine has {have}")
-    return name
+    """A --device value this machine has (:func:`~seg.engine.distributed.resolve_device`, checked while parsing
+    so that a missing GPU is a usage error before anything loads); the value stays as written, since
+    init_distributed resolves "auto" and "cuda" per rank."""
+    try:
+        resolve_device(text, "--device")
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return parse_device(text, "--device")
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -86,7 +81,7 @@ def parse_fractions(text: str) -> list[float]:
     try:
         return [float(Fraction(part.strip())) for part in text.split(",") if part.strip()]
     except (ValueError, ZeroDivisionError) as err:
-        raise ValueError(f"cannot parse {text!r} as comma-separated numbers or fractions like 1/3") from err
+        raise InputError(f"cannot parse {text!r} as comma-separated numbers or fractions like 1/3") from err
 
 
 def fraction_arg(text: str) -> float:

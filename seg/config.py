@@ -22,7 +22,7 @@ import yaml
 
 from seg.atomic import atomic_open
 from seg.data import COARSE_MODES, CROP_PLACEMENTS, CV_SPLITS, DATA_DEFAULTS, FORMATS, DataError, label_space
-from seg.errors import SegError
+from seg.errors import ConfigError
 from seg.models import NORMS, OUTPUT_STRIDES, encoder_name_error
 from seg.nn import PADDING_MODES
 from seg.resources import config_suggestion
@@ -31,10 +31,6 @@ __all__ = ["ConfigError", "COMPILE_MODES", "EVAL_MODES", "OPTIMIZERS", "LR_SCHED
            "optimizer_keys",
            "runtime_keys", "did_you_mean", "default_config", "load_config", "merge_overrides", "override_keys",
            "validate", "check_label_space", "config_changes", "dump_config"]
-
-
-class ConfigError(SegError, ValueError):
-    """A config file, key or override is invalid; the message names which and why."""
 
 
 def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
@@ -55,6 +51,12 @@ def key_spec(default: Any, kind: str, choices: Iterable | None = None, doc: str 
 def data_key(name: str, kind: str, choices: Iterable | None = None, doc: str = "", **bounds) -> dict:
     """A data-section key whose default is seg.data's (DATA_DEFAULTS: the builders fill partial sections from it)."""
     return key_spec(DATA_DEFAULTS[name], kind, choices, doc, **bounds)
+
+
+def _scale_range_error(value: list[float]) -> str | None:
+    if len(value) == 2 and 0 < value[0] <= value[1]:
+        return None
+    return f"expected [low, high] with 0 < low <= high, got {value}"
 
 
 #: train.optimizer choices (seg.engine.build_optimizer); both fused, so the step guard can skip an update
@@ -156,7 +158,8 @@ SCHEMA: dict[str, dict[str, dict]] = {
                               doc="folder: mask value -> class index (or ignore_index), applied after "
                                   "reduce_zero_label; unlisted values keep their meaning"),
         "crop_size": data_key("crop_size", "int", min=1),
-        "scale_range": data_key("scale_range", "list[float]"),
+        "scale_range": data_key("scale_range", "list[float]", check=_scale_range_error,
+                                doc="[low, high] random rescale factors of a training crop, 0 < low <= high"),
         "hflip": data_key("hflip", "float", min=0, max=1, doc="probability of a horizontal flip"),
         "blur_prob": data_key("blur_prob", "float", min=0, max=1),
         "color_jitter": data_key("color_jitter", "float", min=0, max=1),
@@ -227,8 +230,12 @@ def default_config(*, schema: dict | None = None) -> dict:
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
+class _WrongKind(Exception):
+    """Raised inside the kind check and turned into a ConfigError naming the key by :func:`validate`."""
+
+
 def _check_scalar(value: Any, kind: str) -> Any:
-    """Return `value` coerced to `kind`, or raise TypeError."""
+    """Return `value` coerced to `kind`, or raise _WrongKind."""
     if kind == "str" and isinstance(value, str):
         return value
     if kind == "bool" and isinstance(value, bool):
@@ -239,7 +246,7 @@ def _check_scalar(value: Any, kind: str) -> Any:
         return float(value)
     if kind == "float" and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
         return float(value)  # PyYAML (YAML 1.1) reads 1e-4 as a string; it means a float
-    raise TypeError
+    raise _WrongKind
 
 
 def _check_value(value: Any, kind: str) -> Any:
@@ -249,11 +256,11 @@ def _check_value(value: Any, kind: str) -> Any:
         kind = kind[:-1]
     if kind.startswith("list[") and kind.endswith("]"):
         if not isinstance(value, (list, tuple)):
-            raise TypeError
+            raise _WrongKind
         return [_check_value(v, kind[5:-1]) for v in value]
     if kind.startswith("dict[") and kind.endswith("]"):
         if not isinstance(value, dict):
-            raise TypeError
+            raise _WrongKind
         key_kind, value_kind = kind[5:-1].split(",")
         return {_check_scalar(k, key_kind): _check_scalar(v, value_kind) for k, v in value.items()}
     return _check_scalar(value, kind)
@@ -279,7 +286,7 @@ def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -
         if _is_key_spec(node):
             try:
                 value = _check_value(values, node["kind"])
-            except TypeError:
+            except _WrongKind:
                 raise ConfigError(f"{source}: key '{prefix}' expects {node['kind']}, "
                                   f"got {type(values).__name__} {values!r}") from None
             if node["choices"] and value not in node["choices"]:

@@ -38,6 +38,7 @@ from seg.nn import PADDING_MODES
 from seg.nn.factory import padding_modes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # a folder's normalisation where a test does not look at it
 
 # Four samples, six classes; class order by descending logit written next to each row.
 LOGITS = torch.tensor([[0.1, 0.5, 0.2, 0.9, 0.3, 0.0],    # 3 1 4 2 0 5
@@ -211,7 +212,7 @@ def test_val_items_are_uint8_and_normalised_on_the_device_exactly(tmp_path):
     os.makedirs(tmp_path / "val" / "a")
     Image.new("RGB", (50, 40), colour).save(tmp_path / "val" / "a" / "0.png")
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    folder = build_imagefolder(str(tmp_path / "val"), build_transforms(False, crop_size=24, resize_size=28), mean, std)
+    folder = build_imagefolder(str(tmp_path / "val"), build_transforms(False, 24, 28, (0.08, 1.0), 0.5), mean, std)
     image, label = folder[0]
     assert label == 0 and image.dtype == torch.uint8 and image.shape == (3, 24, 24)
     assert torch.equal(image, torch.tensor(colour, dtype=torch.uint8)[:, None, None].expand(3, 24, 24))
@@ -219,7 +220,7 @@ def test_val_items_are_uint8_and_normalised_on_the_device_exactly(tmp_path):
     expected = torch.tensor([(c / 255 - m) / s for c, m, s in zip(colour, mean, std)], dtype=torch.float64)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out[0].double(), expected[:, None, None].expand(3, 24, 24), atol=1e-6, rtol=0)
-    assert build_transforms(True, crop_size=24)(Image.new("RGB", (50, 40), colour)).dtype == torch.uint8
+    assert build_transforms(True, 24, 28, (0.08, 1.0), 0.5)(Image.new("RGB", (50, 40), colour)).dtype == torch.uint8
 
 
 def test_every_arch_has_a_builder():
@@ -254,9 +255,9 @@ def test_empty_class_folder_is_named(tmp_path):
     os.makedirs(tmp_path / "train" / "b" / "nested")
     (tmp_path / "train" / "b" / "notes.txt").write_text("not an image")
     with pytest.raises(ImageFolderError, match=f"class folder {tmp_path / 'train' / 'b'} holds no image"):
-        build_imagefolder(str(tmp_path / "train"))
+        build_imagefolder(str(tmp_path / "train"), None, MEAN, STD)
     with pytest.raises(ImageFolderError, match=f"split not found: {tmp_path / 'val'}"):
-        build_imagefolder(str(tmp_path / "val"))
+        build_imagefolder(str(tmp_path / "val"), None, MEAN, STD)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -266,7 +267,7 @@ def test_corrupt_image_is_named(tmp_path, damage):
     _write_png(str(bad), size=64)
     data = bad.read_bytes()
     bad.write_bytes(b"this is not an image" if damage == "garbage" else data[: len(data) // 2])
-    dataset = build_imagefolder(str(tmp_path / "train"), build_transforms(False, 8, 8))
+    dataset = build_imagefolder(str(tmp_path / "train"), build_transforms(False, 8, 8, (0.08, 1.0), 0.5), MEAN, STD)
     assert dataset[0][0].shape == (3, 8, 8)
     with pytest.raises(ImageFolderError, match=f"cannot read image {bad}"):
         dataset[1]

@@ -39,10 +39,10 @@ def test_base_inheritance_merges_nested_and_child_wins(tmp_path):
     write(tmp_path / "base" / "a.yaml", {"train": {"lr": 0.5, "iterations": 10}, "data": {"scale_range": [1, 3]}})
     write(tmp_path / "base" / "b.yaml", {"_base_": "a.yaml", "train": {"iterations": 20}})
     child = write(tmp_path / "child.yaml", {"_base_": ["base/b.yaml"], "train": {"momentum": 0.5},
-                                            "data": {"scale_range": [0.5]}})
+                                            "data": {"scale_range": [0.75, 1.25]}})
     cfg = load_config(child)
     assert cfg["train"]["lr"] == 0.5 and cfg["train"]["iterations"] == 20 and cfg["train"]["momentum"] == 0.5
-    assert cfg["data"]["scale_range"] == [0.5]  # lists are replaced, not merged
+    assert cfg["data"]["scale_range"] == [0.75, 1.25]  # lists are replaced, not merged
     assert cfg["train"]["weight_decay"] == 1e-4  # untouched keys keep the schema default
     assert isinstance(cfg["data"]["scale_range"][0], float)
 
@@ -77,6 +77,8 @@ def test_unknown_key_in_base_names_the_base_file(tmp_path):
     ("train.iterations=true", r"'train\.iterations' expects int, got bool"),
     ("train.lr=fast", r"'train\.lr' expects float, got str"),
     ("data.scale_range=0.5", r"'data\.scale_range' expects list\[float\]"),
+    ("data.scale_range=[2.0, 0.5]", r"'data\.scale_range': expected \[low, high\] with 0 < low <= high, got \[2\.0,"),
+    ("data.scale_range=[1.0]", r"'data\.scale_range': expected \[low, high\]"),
     ("model.padding=circular", r"'model\.padding' must be one of \['zeros', 'reflect', 'replicate', 'partial'\]"),
     ("model.encoder=null", r"'model\.encoder' expects str, got NoneType"),
     ("train.ckpt_interval=0", r"'train\.ckpt_interval' must be >= 1, got 0"),

@@ -166,7 +166,7 @@ def test_inputs_skip_the_output_folder(tmp_path):
 
 def test_predict_api_refuses_an_unknown_device_in_one_line(tmp_path):
     (image,) = random_images(tmp_path, ["a.png"])
-    with pytest.raises(ConfigError, match="unknown device 'gpu0'; expected 'auto' or a torch device"):
+    with pytest.raises(ConfigError, match=r"device: expected auto, cpu, cuda or cuda:N, got 'gpu0'"):
         seg.predict(str(tmp_path / "unused.pth"), image, device="gpu0")  # refused before the checkpoint is read
 
 

@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     # without --config the config comes from the first checkpoint: read it once, for the loop as well
     first = load_checkpoint(args.checkpoints[0]) if config is None else None
     cfg = run_config(args.checkpoints[0], config, args.opts, loaded=first)
-    info = init_distributed(args.device, cfg["train"]["dist_timeout_min"])
+    info = init_distributed(args.device, cfg["train"]["dist_timeout_min"], "--device")
     settings, analysis = eval_settings(cfg["eval"], mode=args.mode, tile_size=args.tile_size)
     names = run_names(args.checkpoints)
     dataset = build_val_dataset(cfg["data"], args.split)

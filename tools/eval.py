@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = run_config(args.checkpoint, args.config, args.opts, loaded=ckpt)
-    info = init_distributed(args.device, cfg["train"]["dist_timeout_min"])
+    info = init_distributed(args.device, cfg["train"]["dist_timeout_min"], "--device")
     model, model_info = load_model_for_eval(cfg, args.checkpoint, args.padding, info.device, loaded=ckpt,
                                             explicit=override_keys(args.opts, "model"))
     del ckpt

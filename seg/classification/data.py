@@ -16,7 +16,6 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from seg.data import BatchNormalize
-from seg.data.options import IMAGENET_MEAN, IMAGENET_STD
 from seg.errors import SegError
 
 __all__ = ["ImageFolderError", "ClassificationFolder", "build_transforms", "build_imagefolder", "build_split",
@@ -59,8 +58,7 @@ def check_class_folders(split_dir: str) -> list[str]:
     return classes
 
 
-def build_transforms(train: bool, crop_size: int = 224, resize_size: int = 256,
-                     scale_range=(0.08, 1.0), hflip: float = 0.5) -> v2.Compose:
+def build_transforms(train: bool, crop_size: int, resize_size: int, scale_range, hflip: float) -> v2.Compose:
     """PIL image -> uint8 (3, crop_size, crop_size) tensor (normalised later, on the device, by the dataset's
     ``normalize``).
 
@@ -79,12 +77,12 @@ def build_transforms(train: bool, crop_size: int = 224, resize_size: int = 256,
 class ClassificationFolder(ImageFolder):
     """torchvision's ImageFolder with the ``normalize`` (uint8 batch -> network input) its images need."""
 
-    def __init__(self, root: str, transform=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, root: str, transform, mean, std):
         super().__init__(root, transform=transform, loader=load_rgb)
         self.normalize = BatchNormalize(mean, std)
 
 
-def build_imagefolder(split_dir: str, transform=None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> ClassificationFolder:
+def build_imagefolder(split_dir: str, transform, mean, std) -> ClassificationFolder:
     """ImageFolder over `split_dir` with checked class folders, a loader that names bad files and the
     normalisation of `mean` / `std` (RGB, 0-1 scale).
 

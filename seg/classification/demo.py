@@ -14,6 +14,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from seg.errors import InputError
+
 __all__ = ["DEMO_CLASSES", "draw_demo_image", "generate_demo_imagefolder"]
 
 DEMO_CLASSES = ("checker", "disk", "hstripes", "vstripes")  # sorted: index = ImageFolder class index
@@ -44,7 +46,7 @@ def draw_demo_image(cls: str, size: int, rng: np.random.Generator) -> np.ndarray
         coord = yy if cls == "hstripes" else xx
         mask = ((coord + rng.uniform(0, period)) % period) < period / 2
     else:
-        raise ValueError(f"unknown demo class {cls!r}; expected one of {DEMO_CLASSES}")
+        raise InputError(f"unknown demo class {cls!r}; expected one of {DEMO_CLASSES}")
     img = np.where(mask[..., None], fg, bg) + rng.normal(0, 8, (size, size, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from seg.engine.distributed import current_dist
+from seg.errors import InputError
 from seg.progress import progress_bar
 
 __all__ = ["topk_correct", "evaluate_classifier"]
@@ -20,7 +22,7 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] 
     logits (B, C), targets (B,) int64. With k > C every sample counts as correct (k is clamped to C).
     """
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
-        raise ValueError(f"topk_correct: expected logits (B, C) and targets (B,), got {tuple(logits.shape)} "
+        raise InputError(f"topk_correct: expected logits (B, C) and targets (B,), got {tuple(logits.shape)} "
                          f"and {tuple(targets.shape)}")
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices  # (B, kmax), highest first
@@ -45,7 +47,8 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
     was_training = model.training
     model.eval()
     sums = torch.zeros(len(topk) + 2, dtype=torch.float64, device=device)  # [correct@k..., loss sum, count]
-    show = progress and (not dist.is_initialized() or dist.get_rank() == 0)
+    info = current_dist()
+    show = progress and info.is_main
     for images, targets in progress_bar(loader, desc="val", leave=False, disable=not show, dynamic_ncols=True):
         images = normalize(images.to(device, non_blocking=True))
         targets = targets.to(device, non_blocking=True)
@@ -55,12 +58,12 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
         counts = topk_correct(logits, targets, topk)
         sums += torch.tensor([*counts, F.cross_entropy(logits, targets, reduction="sum").item(), len(targets)],
                              dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
+    if info.distributed:
         dist.all_reduce(sums)
     model.train(was_training)
     count = int(sums[-1].item())
     if count == 0:
-        raise ValueError("evaluate_classifier: the loader yielded no samples")
+        raise InputError("evaluate_classifier: the loader yielded no samples")
     out = {f"top{k}": 100.0 * sums[i].item() / count for i, k in enumerate(topk)}
     out.update(loss=sums[-2].item() / count, count=count)
     return out

@@ -6,6 +6,8 @@ import torchvision
 from torch import nn
 
 from seg.engine.checkpoint import load_checkpoint
+from seg.errors import ConfigError
+from seg.models import ModelError
 from seg.models.pretrained import strip_wrapper_prefix
 from seg.nn import convert_padding
 
@@ -44,7 +46,7 @@ def load_classifier_weights(model: nn.Module, path: str) -> nn.Module:
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or reshaped:
-        raise ValueError(f"weights in {path} do not fit {type(model).__name__}: {len(missing)} missing keys "
+        raise ModelError(f"weights in {path} do not fit {type(model).__name__}: {len(missing)} missing keys "
                          f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
                          f"{len(reshaped)} with another shape (e.g. {reshaped[:3]})")
     model.load_state_dict(state)
@@ -60,7 +62,7 @@ def build_classifier(arch: str, num_classes: int = 1000, padding_mode: str = "ze
     so weights trained under any padding load into any other). Model maps (B, 3, H, W) -> (B, num_classes).
     """
     if arch not in CLASSIFIER_ARCHS:
-        raise ValueError(f"unknown classifier arch {arch!r}; expected one of {CLASSIFIER_ARCHS}")
+        raise ConfigError(f"unknown classifier arch {arch!r}; expected one of {CLASSIFIER_ARCHS}")
     if arch == "tinynet":
         model = TinyNet(num_classes)
     else:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from seg.atomic import atomic_write_text
+from seg.errors import InputError
 from seg.nn import PADDING_MODES
 
 __all__ = ["summarize_run", "aggregate", "compare_groups", "format_comparison", "padding_tables",
@@ -30,9 +31,9 @@ def summarize_run(history: Sequence[dict], last_k: int = 5, metrics: Sequence[st
     all of them and says so ("k" < "requested_k").
     """
     if not history:
-        raise ValueError("summarize_run: the run has no validated epoch")
+        raise InputError("summarize_run: the run has no validated epoch")
     if last_k <= 0:
-        raise ValueError(f"summarize_run: last_k must be > 0, got {last_k}")
+        raise InputError(f"summarize_run: last_k must be > 0, got {last_k}")
     best = max(history, key=lambda r: r["top1"])  # max keeps the first of equal values
     tail = list(history[-last_k:])
     return {
@@ -48,7 +49,7 @@ def aggregate(values: Iterable[float], ddof: int = STD_DDOF) -> dict:
     values = [float(v) for v in values]
     n = len(values)
     if n == 0:
-        raise ValueError("aggregate: no values")
+        raise InputError("aggregate: no values")
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - ddof)) if n > ddof else None
     return {"values": values, "n": n, "mean": mean, "std": std}

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from seg.errors import ConfigError, MissingFileError
+
 from .io import DataError, pair_files
 
 ANNOTATIONS = {"fine": "gtFine", "coarse": "gtCoarse", "gtFine": "gtFine", "gtCoarse": "gtCoarse"}
@@ -30,14 +32,14 @@ def parse_set(name: str) -> tuple[str, str]:
     """"fine/train" -> ("gtFine", "train")."""
     parts = name.strip("/").split("/")
     if len(parts) != 2 or parts[0] not in ANNOTATIONS:
-        raise ValueError(f"data set {name!r}: expected 'annotation/split' with annotation in "
-                         f"{sorted(set(ANNOTATIONS))}, e.g. 'fine/train' or 'coarse/train_extra'")
+        raise ConfigError(f"data set {name!r}: expected 'annotation/split' with annotation in "
+                          f"{sorted(set(ANNOTATIONS))}, e.g. 'fine/train' or 'coarse/train_extra'")
     return ANNOTATIONS[parts[0]], parts[1]
 
 
 def _require_dir(path: str, what: str) -> None:
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{what} folder not found: expected {path}. {HOW_TO_GET}")
+        raise MissingFileError(f"{what} folder not found: expected {path}. {HOW_TO_GET}")
 
 
 def list_pairs(root: str, annotation: str, split: str, label_type: str = "labelTrainIds") -> list[tuple[str, str]]:
@@ -53,7 +55,7 @@ def list_pairs(root: str, annotation: str, split: str, label_type: str = "labelT
               for p in glob.glob(os.path.join(img_dir, "*", "*" + IMAGE_SUFFIX))}
     labels = {p[len(lbl_dir) + 1:-len(lbl_suffix)]: p for p in glob.glob(os.path.join(lbl_dir, "*", "*" + lbl_suffix))}
     if not images:
-        raise FileNotFoundError(f"no *{IMAGE_SUFFIX} under {img_dir}/<city>/. {HOW_TO_GET}")
+        raise MissingFileError(f"no *{IMAGE_SUFFIX} under {img_dir}/<city>/. {HOW_TO_GET}")
     return pair_files(images, labels, (img_dir, IMAGE_SUFFIX), (lbl_dir, lbl_suffix), "label", ("image(s)", "label(s)"),
                       f". If the *_polygons.json files exist, run `seg prepare-cityscapes {root}`")
 
@@ -95,7 +97,7 @@ def split_cities(val: list[str], train: list[str], cv_split: int) -> tuple[list[
     dusseldorf and erfurt.
     """
     if cv_split not in CV_SPLITS:
-        raise ValueError(f"data.cv_split must be one of {list(CV_SPLITS)}, got {cv_split!r}")
+        raise ConfigError(f"data.cv_split must be one of {list(CV_SPLITS)}, got {cv_split!r}")
     val, train = sorted(val), sorted(train)
     cities = val + train
     start = cv_split * len(cities) // 3

@@ -8,11 +8,9 @@ import torch
 from torch.utils.data import Dataset
 
 from . import balance
-from .cityscapes import COARSE_MODES, NVIDIA_BOOST_CLASSES
 from .io import DataError, image_size, read_image
 from .labels import CITYSCAPES_DECODER, LabelDecoder
-from .options import IMAGENET_MEAN, IMAGENET_STD
-from .transforms import CROP_PLACEMENTS, BatchNormalize, build_geometric, build_photometric, crop_window, to_tensor_ops
+from .transforms import BatchNormalize, build_geometric, build_photometric, crop_window, to_tensor_ops
 
 
 def check_sizes(pairs: list[tuple[str, str]]) -> None:
@@ -43,8 +41,7 @@ class SegDataset(Dataset):
     ``ds.image_paths`` lists the image files in sample order.
     """
 
-    def __init__(self, pairs: list[tuple[str, str]], decoder: LabelDecoder = CITYSCAPES_DECODER,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, pairs: list[tuple[str, str]], decoder: LabelDecoder, mean, std):
         self.pairs = list(pairs)
         self.decoder = decoder
         check_sizes(self.pairs)
@@ -88,15 +85,11 @@ class SegTrainDataset(SegDataset):
     distinct share of it; results do not depend on the number of DataLoader workers.
     """
 
-    def __init__(self, pairs: list[tuple[str, str]], root: str, decoder: LabelDecoder = CITYSCAPES_DECODER,
-                 is_coarse=None, seed: int = 0, crop_size: int = 896,
-                 scale_range=(0.5, 2.0), hflip: float = 0.5, blur_prob: float = 0.5, color_jitter: float = 0.25,
-                 hue_jitter: float | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD, class_balance: float = 0.5,
-                 centroids_per_class: int = 32, coarse_mode: str = "union",
-                 coarse_boost_classes=NVIDIA_BOOST_CLASSES, crop_placement: str = "centred"):
+    def __init__(self, pairs: list[tuple[str, str]], root: str, decoder: LabelDecoder, is_coarse, *, seed: int,
+                 crop_size: int, scale_range, hflip: float, blur_prob: float, color_jitter: float,
+                 hue_jitter: float | None, mean, std, class_balance: float, centroids_per_class: int, coarse_mode: str,
+                 coarse_boost_classes, crop_placement: str):
         super().__init__(pairs, decoder, mean, std)
-        if coarse_mode not in COARSE_MODES:
-            raise ValueError(f"data.coarse_mode must be one of {list(COARSE_MODES)}, got {coarse_mode!r}")
         self.coarse_mode = coarse_mode
         self.is_coarse = np.zeros(len(pairs), bool) if is_coarse is None else np.asarray(is_coarse, bool)
         self.random_pool: np.ndarray | None = None
@@ -105,15 +98,7 @@ class SegTrainDataset(SegDataset):
             if not len(self.random_pool):
                 raise DataError("data.coarse_mode=boost needs fine images in data.train_sets "
                                 "(an epoch is the fine images)")
-        if crop_placement not in CROP_PLACEMENTS:
-            raise ValueError(f"data.crop_placement must be one of {list(CROP_PLACEMENTS)}, got {crop_placement!r}")
         self.crop_placement = crop_placement
-        if not 0.0 <= class_balance <= 1.0:
-            raise ValueError(f"data.class_balance must be in [0, 1], got {class_balance}")
-        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
-            raise ValueError(f"data.scale_range must be [low, high] with 0 < low <= high, got {list(scale_range)}")
-        if crop_size < 1:
-            raise ValueError(f"data.crop_size must be positive, got {crop_size}")
         self.seed, self.crop_size, self.class_balance = int(seed), int(crop_size), float(class_balance)
         self.geometric = build_geometric(self.crop_size, tuple(scale_range))
         self.photometric = build_photometric(hflip, blur_prob, color_jitter, hue_jitter)

@@ -22,6 +22,7 @@ import numpy as np
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from PIL import Image, ImageDraw
 
+from seg.errors import InputError
 from seg.progress import progress_bar
 
 CITIES = {
@@ -358,7 +359,7 @@ def generate_demo_dataset(out: str, train: int = 60, val: int = 20, height: int 
     """Write ``train`` / ``val`` images with gtFine (and ``extra`` train_extra images with gtCoarse) under
     ``out`` in the Cityscapes layout. Returns {"root", "counts", "height", "width", "seed"}."""
     if min(train, val, extra) < 0 or height < 16 or width < 16:
-        raise ValueError(f"need non-negative counts and images of at least 16x16, got train={train} val={val} "
+        raise InputError(f"need non-negative counts and images of at least 16x16, got train={train} val={val} "
                          f"extra={extra} size={height}x{width}")
     jobs = [(out, split, i, height, width, seed)
             for split, n in (("train", train), ("val", val), ("train_extra", extra)) for i in range(n)]

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from seg.errors import SegError
+from seg.errors import DataError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with
@@ -30,10 +30,6 @@ _HEAD = 32  # bytes: every signature, and the PNG IHDR (width, height at 16:24)
 _TAIL = 64  # bytes: the end markers, and a few bytes of padding after a JPEG's EOI
 _MODE_WORDS = {"F": "32-bit float", "I": "32-bit integer", "I;16": "16-bit", "I;16B": "16-bit", "1": "1-bit",
                "LA": "greyscale + alpha", "RGB": "RGB", "RGBA": "RGBA", "CMYK": "CMYK"}  # PIL's modes
-
-
-class DataError(SegError, ValueError):
-    """Bad dataset content: unpaired files, corrupt images, size mismatches, invalid label values."""
 
 
 def pair_files(images: dict[str, str], labels: dict[str, str], image_at: tuple[str, str], label_at: tuple[str, str],

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from seg.atomic import atomic_open
+from seg.errors import InputError
 
 __all__ = ["write_png"]
 
@@ -19,6 +20,6 @@ def write_png(path: str, array: np.ndarray) -> None:
     OSError naming ``path`` and the reason when that fails."""
     encoded, data = cv2.imencode(".png", np.ascontiguousarray(array))
     if not encoded:
-        raise ValueError(f"{path}: cannot encode a {array.dtype} array of shape {array.shape} as PNG")
+        raise InputError(f"{path}: cannot encode a {array.dtype} array of shape {array.shape} as PNG")
     with atomic_open(path, "wb") as f:
         f.write(data.tobytes())

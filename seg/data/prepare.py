@@ -18,6 +18,7 @@ from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.helpers.labels import name2label
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 
+from seg.errors import MissingFileError
 from seg.progress import progress_bar
 
 from .cityscapes import HOW_TO_GET, list_pairs
@@ -46,7 +47,7 @@ def _read_polygons(path: str) -> dict:
         labels = [str(o["label"]) for o in ann["objects"]]
         for o in ann["objects"]:  # json2labelImg draws each as a list of [x, y] points
             if not all(len(point) == 2 for point in o["polygon"]):
-                raise ValueError(f"object {o['label']!r}: polygon points must be [x, y] pairs")
+                raise DataError(f"object {o['label']!r}: polygon points must be [x, y] pairs")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not a valid Cityscapes polygon JSON ({type(e).__name__}: {e})") from e
     for label in labels:
@@ -106,12 +107,12 @@ def _run(fn, jobs, workers: int, desc: str) -> list:
 def find_splits(root: str) -> list[tuple[str, str]]:
     """(annotation, split) folders present under ``root``; raises if there are none."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"dataset root not found: expected {root}. {HOW_TO_GET}")
+        raise MissingFileError(f"dataset root not found: expected {root}. {HOW_TO_GET}")
     found = [(a, s) for a in ANNOTATION_DIRS if os.path.isdir(os.path.join(root, a))
              for s in sorted(os.listdir(os.path.join(root, a))) if os.path.isdir(os.path.join(root, a, s))]
     if not found:
-        raise FileNotFoundError(f"no annotation folders under {root}: expected {root}/gtFine/<split> or "
-                                f"{root}/gtCoarse/<split>. {HOW_TO_GET}")
+        raise MissingFileError(f"no annotation folders under {root}: expected {root}/gtFine/<split> or "
+                               f"{root}/gtCoarse/<split>. {HOW_TO_GET}")
     return found
 
 
@@ -169,7 +170,7 @@ def check_readiness(root: str, expected: dict | None = None) -> list[dict]:
     Each row: {"set", "expected", "images", "labels", "train_ids", "missing": [one line per problem]}.
     """
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"dataset root not found: expected {root}. {HOW_TO_GET}")
+        raise MissingFileError(f"dataset root not found: expected {root}. {HOW_TO_GET}")
     rows = []
     for (annotation, split), want in (expected or OFFICIAL_COUNTS).items():
         img_dir = os.path.join(root, "leftImg8bit", split)

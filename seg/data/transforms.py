@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
+from seg.errors import InputError
+
 from .labels import IGNORE_INDEX
 
 
@@ -77,7 +79,7 @@ def crop_window(height: int, width: int, crop: int, center: tuple[float, float] 
     if center is None:
         return int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
     if placement not in CROP_PLACEMENTS:
-        raise ValueError(f"data.crop_placement must be one of {list(CROP_PLACEMENTS)}, got {placement!r}")
+        raise InputError(f"data.crop_placement must be one of {list(CROP_PLACEMENTS)}, got {placement!r}")
     cx = int(np.clip(round(center[0]), 0, width - 1))
     cy = int(np.clip(round(center[1]), 0, height - 1))
     if placement == "centred":

@@ -16,12 +16,13 @@ where things went wrong, so nothing non-finite or invalid is ever written.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from seg.errors import SegError
+from seg.errors import SegError, UnsupportedError
 
 from .distributed import all_reduce_mean
 
@@ -33,23 +34,23 @@ _FIRST_NONFINITE, _NONFINITE_LOSS, _FIRST_INVALID, _INVALID_LO, _INVALID_HI, _IN
 RECORD_SIZE = 9
 
 
-class TargetCheck:
+class TargetCheck(ABC):
     """A task's check of a training batch's targets, made on the device without a host sync."""
 
+    @abstractmethod
     def check(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(targets the loss sees, with invalid values made harmless; learnable: bool scalar, this rank's batch
         has something to learn from; invalid: float64 (3,) [1 if a value is invalid, smallest, largest invalid
         value])."""
-        raise NotImplementedError
 
+    @abstractmethod
     def skipped(self, count: int, first: int, last: int) -> str:
         """Why `count` steps between iterations `first` and `last` were skipped (no rank had anything to learn)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def invalid(self, iteration: int, values: list[int]) -> SegError:
         """The error for invalid targets first met at `iteration`: `values` (smallest and largest) on this
         rank, [] when they were on another rank."""
-        raise NotImplementedError
 
 
 @dataclass
@@ -75,8 +76,8 @@ class StepGuard:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                  device: torch.device, targets: TargetCheck | None = None):
         if not getattr(optimizer, "_step_supports_amp_scaling", False):
-            raise TypeError(f"StepGuard needs an optimizer that skips its update on a device flag (found_inf, as "
-                            f"fused SGD does), got {type(optimizer).__name__}")
+            raise UnsupportedError(f"StepGuard needs an optimizer that skips its update on a device flag "
+                                   f"(found_inf, as fused SGD does), got {type(optimizer).__name__}")
         self.optimizer, self.scaler, self.targets = optimizer, scaler, targets
         self.buffers = list(model.buffers())
         self.saved = [b.clone() for b in self.buffers]

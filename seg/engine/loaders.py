@@ -10,19 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .distributed import current_dist
 from .sampler import dataset_len
 
-__all__ = ["ShardSampler", "build_eval_loader", "world"]
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the initialised process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+__all__ = ["ShardSampler", "build_eval_loader"]
 
 
 class ShardSampler(Sampler[int]):
@@ -30,9 +23,9 @@ class ShardSampler(Sampler[int]):
     Unlike DistributedSampler it never pads, so summed statistics count each sample once."""
 
     def __init__(self, dataset: Dataset, rank: int | None = None, world_size: int | None = None) -> None:
-        r, w = world()
-        self.rank = r if rank is None else rank
-        self.world_size = w if world_size is None else world_size
+        info = current_dist()
+        self.rank = info.rank if rank is None else rank
+        self.world_size = info.world_size if world_size is None else world_size
         self.length = dataset_len(dataset)
 
     def __iter__(self) -> Iterator[int]:

@@ -3,10 +3,13 @@ epoch steps) with linear warm-up, and the loss."""
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
+
+from seg.errors import InputError
 
 __all__ = ["build_optimizer", "WarmupLR", "PolyLR", "CosineLR", "StepEpochLR", "restart_schedule", "build_scheduler",
            "SegCrossEntropy", "build_criterion"]
@@ -35,7 +38,7 @@ def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
                            nesterov=train_cfg["nesterov"], fused=True)
 
 
-class WarmupLR(LRScheduler):
+class WarmupLR(LRScheduler, ABC):
     """Base of the iteration-stepped schedules: lr(it) = base_lr * decay(it), times a linear warm-up.
 
     Warm-up ramps the multiplier from `warmup_factor` at it = 0 to 1 at it = warmup_iters. Subclasses
@@ -47,8 +50,9 @@ class WarmupLR(LRScheduler):
         self.warmup_iters, self.warmup_factor = warmup_iters, warmup_factor
         super().__init__(optimizer, last_epoch)
 
+    @abstractmethod
     def decay(self, it: int) -> float:
-        raise NotImplementedError
+        """The schedule's multiplier of the base lr at iteration `it`, before the warm-up."""
 
     def factor(self, it: int) -> float:
         f = self.decay(it)
@@ -71,7 +75,7 @@ class PolyLR(WarmupLR):
     def __init__(self, optimizer, max_iters: int, power: float = 0.9, warmup_iters: int = 0,
                  warmup_factor: float = 0.1, last_epoch: int = -1):
         if max_iters <= 0:
-            raise ValueError(f"PolyLR: max_iters must be > 0, got {max_iters}")
+            raise InputError(f"PolyLR: max_iters must be > 0, got {max_iters}")
         self.max_iters, self.power = max_iters, power
         super().__init__(optimizer, warmup_iters, warmup_factor, last_epoch)
 
@@ -87,7 +91,7 @@ class CosineLR(WarmupLR):
     def __init__(self, optimizer, max_iters: int, warmup_iters: int = 0, warmup_factor: float = 0.1,
                  last_epoch: int = -1):
         if max_iters <= 0:
-            raise ValueError(f"CosineLR: max_iters must be > 0, got {max_iters}")
+            raise InputError(f"CosineLR: max_iters must be > 0, got {max_iters}")
         self.max_iters = max_iters
         super().__init__(optimizer, warmup_iters, warmup_factor, last_epoch)
 
@@ -106,7 +110,7 @@ class StepEpochLR(WarmupLR):
     def __init__(self, optimizer, iters_per_epoch: int, step_epochs: int = 30, gamma: float = 0.1,
                  warmup_epochs: int = 0, warmup_factor: float = 0.1, last_epoch: int = -1):
         if iters_per_epoch <= 0 or step_epochs <= 0:
-            raise ValueError(f"StepEpochLR: iters_per_epoch ({iters_per_epoch}) and step_epochs ({step_epochs}) "
+            raise InputError(f"StepEpochLR: iters_per_epoch ({iters_per_epoch}) and step_epochs ({step_epochs}) "
                              "must be > 0")
         self.iters_per_epoch, self.step_epochs, self.gamma = iters_per_epoch, step_epochs, gamma
         super().__init__(optimizer, warmup_epochs * iters_per_epoch, warmup_factor, last_epoch)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from seg.errors import DataError, UnsupportedError
+
 __all__ = ["ResumableDistributedSampler", "EpochSeededDataset", "item_seed"]
 
 
@@ -35,7 +37,7 @@ class ResumableDistributedSampler(Sampler[tuple[int, int]]):
 
     def __init__(self, num_samples: int, world_size: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True):
         if num_samples <= 0:
-            raise ValueError("ResumableDistributedSampler: the dataset is empty")
+            raise DataError("ResumableDistributedSampler: the dataset is empty")
         self.num_samples, self.world_size, self.rank = num_samples, world_size, rank
         self.seed, self.shuffle = seed, shuffle
         self.per_rank = -(-num_samples // world_size)
@@ -80,7 +82,7 @@ def dataset_len(dataset: Dataset) -> int:
     """``len(dataset)``: torch's ``Dataset`` declares no ``__len__``, and seg's loaders and samplers need
     a map-style dataset that has one (TypeError naming the class otherwise)."""
     if not isinstance(dataset, Sized):
-        raise TypeError(f"{type(dataset).__name__} has no __len__: seg needs a map-style dataset with a length")
+        raise UnsupportedError(f"{type(dataset).__name__} has no __len__: seg needs a map-style dataset with a length")
     return len(dataset)
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from seg.config import COMPILE_MODES
+from seg.errors import ConfigError
 
 __all__ = ["use_channels_last", "prepare_model", "compile_module"]
 
@@ -36,7 +37,7 @@ def prepare_model(model: nn.Module, device: torch.device, channels_last: bool | 
 def compile_module(module: nn.Module, mode: str) -> nn.Module:
     """`module` under torch.compile per ``train.compile`` (one of COMPILE_MODES; "off": `module` itself)."""
     if mode not in COMPILE_MODES:
-        raise ValueError(f"train.compile must be one of {list(COMPILE_MODES)}, got {mode!r}")
+        raise ConfigError(f"train.compile must be one of {list(COMPILE_MODES)}, got {mode!r}")
     if mode == "off":
         return module
     if mode == "eager":  # dynamo only: graph capture without code generation (graph-break checks, CPU tests)

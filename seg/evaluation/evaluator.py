@@ -23,7 +23,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from seg.data.labels import CITYSCAPES, LabelSpace, default_palette
-from seg.engine.loaders import ShardSampler, world
+from seg.engine.distributed import current_dist
+from seg.engine.loaders import ShardSampler
+from seg.errors import InputError
 from seg.progress import progress_bar
 
 from .inference import InferenceSettings, NetworkTimer, preprocess, to_device
@@ -64,7 +66,7 @@ class RegionLayout:
         # one bit per (reading, proportion), readings in leave_out_readings' order: "both" scores side, then area
         masks = [(by, p) for by in leave_out_readings(leave_out_by) for p in leave_out]
         if len(masks) > 16:
-            raise ValueError(f"at most 16 leave-out regions per pass (proportions x readings), got {len(masks)}")
+            raise InputError(f"at most 16 leave-out regions per pass (proportions x readings), got {len(masks)}")
         code = torch.zeros(height, width, dtype=torch.long, device=device)
         for i, (by, p) in enumerate(masks):
             code |= centre_leave_out_mask(height, width, p, by, device).long() << i
@@ -123,7 +125,7 @@ def predicted_classes(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(N, K, H, W) logits -> (N, H, W) int64 class of the first maximum (argmax's rule); ValueError when
     K is not ``num_classes``."""
     if logits.shape[1] != num_classes:
-        raise ValueError(f"model returned {logits.shape[1]} channels but num_classes={num_classes}")
+        raise InputError(f"model returned {logits.shape[1]} channels but num_classes={num_classes}")
     return logits.max(1).indices  # ~4x faster than argmax on CPU over dim 1
 
 
@@ -137,7 +139,7 @@ def _check_sampler(loader: DataLoader, world_size: int) -> None:
         return
     sampler = getattr(loader, "sampler", None)
     if not isinstance(sampler, (ShardSampler, DistributedSampler)):
-        raise ValueError(f"evaluate() under torch.distributed (world size {world_size}) needs a loader sharded "
+        raise InputError(f"evaluate() under torch.distributed (world size {world_size}) needs a loader sharded "
                          f"per rank (ShardSampler via build_eval_loader, or DistributedSampler); got "
                          f"{type(sampler).__name__}, which would count every image {world_size} times")
 
@@ -145,7 +147,7 @@ def _check_sampler(loader: DataLoader, world_size: int) -> None:
 def _sample_indices(loader: DataLoader) -> list[int]:
     """Dataset index of every sample in loader order (needs a deterministic sampler)."""
     if isinstance(loader.sampler, RandomSampler) or getattr(loader.sampler, "shuffle", False):
-        raise ValueError("saving predictions or per-image statistics needs a loader that does not shuffle")
+        raise InputError("saving predictions or per-image statistics needs a loader that does not shuffle")
     if loader.batch_sampler is None:  # batch_size=None: one sample per step
         return list(loader.sampler)
     return [i for batch in loader.batch_sampler for i in batch]
@@ -199,10 +201,10 @@ def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
     inference = inference or InferenceSettings()
     labels = labels or default_label_space(num_classes)
     if labels.num_classes != num_classes:
-        raise ValueError(f"the label space names {labels.num_classes} classes but num_classes={num_classes}")
+        raise InputError(f"the label space names {labels.num_classes} classes but num_classes={num_classes}")
     readings = leave_out_readings(leave_out_by)
     device = torch.device(device)
-    rank, world_size = world()
+    rank, world_size = current_dist().rank, current_dist().world_size
     _check_sampler(loader, world_size)
     leave_out = [float(p) for p in leave_out]
     distance_bands = [int(e) for e in distance_bands]
@@ -312,7 +314,7 @@ def _prediction_writers(loader, save_pred, show_dir, labels: LabelSpace) -> list
         return []
     paths = getattr(loader.dataset, "image_paths", None)
     if paths is None:
-        raise ValueError("save_pred / show_dir need loader.dataset.image_paths to name the output files")
+        raise InputError("save_pred / show_dir need loader.dataset.image_paths to name the output files")
     indices = _sample_indices(loader)
     writers: list[Callable] = []
     if save_pred:

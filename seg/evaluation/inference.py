@@ -24,9 +24,10 @@ import torch.nn.functional as F
 
 from seg.config import EVAL_MODES, ConfigError
 from seg.data.io import DataError
+from seg.errors import InputError
 
-__all__ = ["MODES", "InferenceSettings", "check_mode", "tile_starts", "tile_stride", "tile_grid", "predict_logits",
-           "forward_logits", "NetworkTimer", "to_device", "preprocess"]
+__all__ = ["MODES", "InferenceSettings", "check_mode", "check_tile_fits", "tile_starts", "tile_stride", "tile_grid",
+           "predict_logits", "forward_logits", "NetworkTimer", "to_device", "preprocess"]
 
 MODES = EVAL_MODES  # the names live with the config schema, which checks eval.mode
 
@@ -138,7 +139,7 @@ def forward_logits(model: Callable, x: torch.Tensor) -> torch.Tensor:
     elif isinstance(out, (tuple, list)):
         out = out[0]
     if out.dim() != 4 or out.shape[0] != x.shape[0]:
-        raise ValueError(f"model must return logits (N, C, h, w) for input {tuple(x.shape)}, got {tuple(out.shape)}")
+        raise InputError(f"model must return logits (N, C, h, w) for input {tuple(x.shape)}, got {tuple(out.shape)}")
     if out.shape[-2:] != x.shape[-2:]:
         out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return out.float()
@@ -162,12 +163,18 @@ def tile_stride(mode: str, tile_size: int, overlap: float = 1 / 3, stride: int |
     return stride
 
 
+def check_tile_fits(tile_size: int, *sides: int) -> None:
+    """ConfigError unless a square tile of ``tile_size`` fits in an image with these sides (height, width, or
+    the one side of an axis): tiles are never padded."""
+    if tile_size > min(sides):
+        raise ConfigError(f"tile size {tile_size} is larger than the image {'x'.join(map(str, sides))}; "
+                          f"use a smaller --tile-size or mode 'regular'")
+
+
 def tile_starts(length: int, tile_size: int, stride: int) -> list[int]:
     """Tile origins along one axis: 0, stride, 2*stride, ... and a last one aligned to the border
     (length - tile_size) so every pixel is covered without padding."""
-    if tile_size > length:
-        raise ConfigError(f"tile size {tile_size} is larger than the image side {length}; "
-                          f"use a smaller --tile-size or mode 'regular'")
+    check_tile_fits(tile_size, length)
     starts = list(range(0, length - tile_size + 1, stride))
     if starts[-1] != length - tile_size:
         starts.append(length - tile_size)
@@ -202,7 +209,7 @@ def _tiled_logits(model: Callable, image: torch.Tensor, tile_size: int, stride: 
         for (b, y, x), tile_logits in zip(chunk, logits):
             total[b, :, y:y + tile_size, x:x + tile_size] += tile_logits
     if total is None:  # no tile was run: the grid always has one, so the batch was empty
-        raise ValueError(f"expected at least one image, got shape {tuple(image.shape)}")
+        raise InputError(f"expected at least one image, got shape {tuple(image.shape)}")
     return total.div_(count)
 
 
@@ -233,17 +240,16 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
     """
     check_mode(mode)
     if image.dim() != 4:
-        raise ValueError(f"expected images (N, 3, H, W), got shape {tuple(image.shape)}")
+        raise InputError(f"expected images (N, 3, H, W), got shape {tuple(image.shape)}")
     forward = forward or (lambda m, x: forward_logits(m, x))
     step = tile_stride(mode, tile_size, overlap, stride) if mode != "regular" else 0
     height, width = image.shape[-2:]
-    if mode != "regular" and tile_size > min(height, width):
-        raise ConfigError(f"tile size {tile_size} is larger than the image {height}x{width}; "
-                          f"use a smaller --tile-size or mode 'regular'")
+    if mode != "regular":
+        check_tile_fits(tile_size, height, width)
     total, runs = None, 0
     for scale in scales:
         if scale <= 0:
-            raise ValueError(f"scales must be positive, got {scale}")
+            raise InputError(f"scales must be positive, got {scale}")
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         scaled = image if size == (height, width) else F.interpolate(image, size=size, mode="bilinear",
                                                                        align_corners=False)
@@ -261,5 +267,5 @@ def predict_logits(model: Callable, image: torch.Tensor, mode: str = "regular", 
             total = logits if total is None else total + logits
             runs += 1
     if total is None:
-        raise ValueError("scales must name at least one scale, got none")
+        raise InputError("scales must name at least one scale, got none")
     return total if runs == 1 else total / runs

@@ -21,7 +21,8 @@ import torch.distributed as dist
 
 from seg.config import LEAVE_OUT_BY
 from seg.data.io import DataError
-from seg.engine.loaders import world
+from seg.engine.distributed import current_dist
+from seg.errors import InputError
 
 __all__ = [
     "confusion_matrix",
@@ -49,7 +50,7 @@ LEAVE_OUT_MEANING = {
 def leave_out_readings(leave_out_by: str) -> tuple[str, ...]:
     """The readings scored for an ``eval.leave_out_by`` value: ("side",), ("area",) or both, side first."""
     if leave_out_by not in LEAVE_OUT_BY:
-        raise ValueError(f"leave_out_by must be one of {list(LEAVE_OUT_BY)}, got {leave_out_by!r}")
+        raise InputError(f"leave_out_by must be one of {list(LEAVE_OUT_BY)}, got {leave_out_by!r}")
     return tuple(LEAVE_OUT_MEANING) if leave_out_by == "both" else (leave_out_by,)
 
 
@@ -85,9 +86,9 @@ def count_pixels(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ign
         (int64 (N, num_regions, K, K) matrices, rows = truth; int64 (N,) invalid target pixels per image).
     """
     if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+        raise InputError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
     if ignore_index < 0:
-        raise ValueError(f"ignore_index must be >= 0, got {ignore_index}")
+        raise InputError(f"ignore_index must be >= 0, got {ignore_index}")
     k, n = num_classes, target.shape[0]
     if rows is None:
         rows = _truth_rows(k, ignore_index, target.device)
@@ -120,7 +121,7 @@ def _check_pred(pred: torch.Tensor, num_classes: int) -> None:
     if pred.numel():
         p_min, p_max = (int(v) for v in pred.aminmax())
         if p_min < 0 or p_max >= num_classes:
-            raise ValueError(f"prediction holds ids outside [0, {num_classes}): min {p_min}, max {p_max}")
+            raise InputError(f"prediction holds ids outside [0, {num_classes}): min {p_min}, max {p_max}")
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255,
@@ -141,7 +142,7 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         ``region`` is given; rows index the ground truth.
     """
     if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+        raise InputError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
     k = num_classes
     if check_pred:
         _check_pred(pred, k)
@@ -252,7 +253,7 @@ class ConfusionAccumulator:
         """Check, then sum matrices and image counts over all ranks (no-op without an initialised
         process group)."""
         self.check()
-        if world()[1] == 1:
+        if current_dist().world_size == 1:
             return
         k = self.num_classes
         packed = torch.cat([self.matrices, self.matrices.new_full((1, k, k), self.updates)])
@@ -268,13 +269,13 @@ class ConfusionAccumulator:
 def centre_leave_out_size(height: int, width: int, proportion: float, by: str = "side") -> tuple[int, int]:
     """Size (h, w) of the centred rectangle blanked for a leave-out ``proportion`` (see LEAVE_OUT_ROUNDING)."""
     if not 0.0 <= proportion <= 1.0:
-        raise ValueError(f"leave-out proportion must lie in [0, 1], got {proportion}")
+        raise InputError(f"leave-out proportion must lie in [0, 1], got {proportion}")
     if by == "side":
         f = proportion
     elif by == "area":
         f = math.sqrt(proportion)
     else:
-        raise ValueError(f"leave_out_by must be 'side' or 'area', got {by!r}")
+        raise InputError(f"leave_out_by must be 'side' or 'area', got {by!r}")
     return math.floor(f * height + 0.5), math.floor(f * width + 0.5)
 
 
@@ -303,7 +304,7 @@ def distance_band_index(height: int, width: int, edges: Sequence[int],
     the last band is open-ended (edges[-1] <= d). ``edges`` must start at 0 and increase strictly."""
     edges = [int(e) for e in edges]
     if not edges or edges[0] != 0 or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"distance_bands must start at 0 and increase strictly, got {edges}")
+        raise InputError(f"distance_bands must start at 0 and increase strictly, got {edges}")
     d = border_distance(height, width, device)
     boundaries = torch.tensor(edges[1:], device=device, dtype=d.dtype)
     return torch.bucketize(d, boundaries, right=True)

@@ -17,6 +17,7 @@ from contextlib import redirect_stdout
 import torch
 
 from seg.data.labels import CITYSCAPES, LabelSpace
+from seg.errors import InputError, MissingFileError
 
 from .visualize import write_png
 
@@ -54,7 +55,7 @@ class PredictionWriter:
         self.pairs: list[tuple[str, str]] = []
         stems = [_stem(image_paths[i]) for i in indices]
         if len(set(stems)) != len(stems):
-            raise ValueError(f"image file names are not unique, predictions in {out_dir} would overwrite each other")
+            raise InputError(f"image file names are not unique, predictions in {out_dir} would overwrite each other")
         os.makedirs(os.path.join(out_dir, "gt"), exist_ok=True)
 
     def __call__(self, position: int, image: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -77,11 +78,11 @@ def official_scores(pairs: Sequence[tuple[str, str]], quiet: bool = True) -> dic
     """
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
     if not pairs:
-        raise ValueError("no predictions to score with cityscapesscripts")
+        raise InputError("no predictions to score with cityscapesscripts")
     for pred, gt in pairs:
         for p in (pred, gt):
             if not os.path.isfile(p):
-                raise FileNotFoundError(f"official evaluation: missing file {p}")
+                raise MissingFileError(f"official evaluation: missing file {p}")
     args = cs.CArgs()
     for key, value in vars(cs.args).items():
         setattr(args, key, value)

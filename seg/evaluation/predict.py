@@ -20,10 +20,10 @@ from seg.data.io import DataError
 from seg.data.labels import LabelSpace
 from seg.progress import progress_bar
 
-from .predictor import Predictor, pick_device
+from .predictor import Predictor
 from .visualize import legend, overlay, write_png, write_rgb
 
-__all__ = ["IMAGE_EXTENSIONS", "Prediction", "expand_inputs", "predict", "pick_device"]
+__all__ = ["IMAGE_EXTENSIONS", "Prediction", "expand_inputs", "predict"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _GLOB_CHARS = set("*?[")

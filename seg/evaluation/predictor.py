@@ -22,26 +22,13 @@ from seg.data import BatchNormalize
 from seg.data.io import DataError, read_image
 from seg.data.labels import LabelSpace
 from seg.engine.checkpoint import load_checkpoint
+from seg.engine.distributed import resolve_device
 from seg.engine.speed import prepare_model
 
 from .inference import InferenceSettings, preprocess, to_device
 from .runner import labels_for, load_model_for_eval, run_config
 
-__all__ = ["Predictor", "load", "pick_device"]
-
-
-def pick_device(device: str | torch.device | None) -> torch.device:
-    """The device to run on: ``device`` as given, else the GPU when there is one."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:  # e.g. "gpu0": torch lists every device type it knows
-        raise ConfigError(f"unknown device {device!r}; expected 'auto' or a torch device such as cpu, cuda, "
-                          "cuda:1") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} requested but no CUDA device is available")
-    return device
+__all__ = ["Predictor", "load"]
 
 
 class Predictor:
@@ -62,7 +49,7 @@ class Predictor:
     def __init__(self, checkpoint: str, *, device: str | torch.device | None = None, config: str | None = None,
                  opts: Iterable[str] = (), padding_mode: str | None = None, **settings: Any):
         self.checkpoint = str(checkpoint)
-        self.device = pick_device(device)
+        self.device = resolve_device("auto" if device is None else device, "device")
         ckpt = load_checkpoint(self.checkpoint)
         self.config = run_config(self.checkpoint, config, opts, loaded=ckpt)
         model, info = load_model_for_eval(self.config, self.checkpoint, padding_mode, self.device, loaded=ckpt)

@@ -107,7 +107,7 @@ def load_model_for_eval(cfg: dict, checkpoint: str, padding_mode: str | None = N
     trained_padding = model_cfg.get("padding", "zeros")
     eval_padding = padding_mode or trained_padding
     if eval_padding not in PADDING_MODES:
-        raise ValueError(f"unknown padding mode {eval_padding!r}; expected one of {PADDING_MODES}")
+        raise ConfigError(f"unknown padding mode {eval_padding!r}; expected one of {PADDING_MODES}")
     model = build_model(model_cfg)
     state = strip_wrapper_prefix(ckpt["model"])
     own = model.state_dict()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from seg.atomic import atomic_open
-from seg.errors import ResultFileError
+from seg.errors import MissingFileError, ResultFileError
 
 __all__ = ["COUNTS", "REGION_ALL", "counts_from_confusion", "iou_from_counts", "miou_from_iou",
            "sidecar_path", "save_image_stats", "load_image_stats"]
@@ -75,7 +75,7 @@ def load_image_stats(path: str) -> dict:
         with np.load(path, allow_pickle=False) as data:
             stats = {name: data[name] for name in data.files}
     except FileNotFoundError:
-        raise FileNotFoundError(f"per-image statistics not found: {path}") from None
+        raise MissingFileError(f"per-image statistics not found: {path}") from None
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise ResultFileError(f"{path} is not a readable per-image statistics file ({err})") from None
     missing = [name for name in (*COUNTS, "regions", "images") if name not in stats]

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from seg.errors import InputError
+
 from .stats import iou_from_counts, miou_from_iou
 
 __all__ = ["LEVEL", "DEFAULT_RESAMPLES", "t_cdf", "t_ppf", "mean_std", "difference_interval", "prediction_interval",
@@ -38,7 +40,7 @@ def _t_density(x: np.ndarray, df: float) -> np.ndarray:
 def t_cdf(x: float, df: float, intervals: int = 4096) -> float:
     """P(T <= x) for Student's t with ``df`` > 0 degrees of freedom (any real df, as Welch needs)."""
     if not df > 0:
-        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+        raise InputError(f"degrees of freedom must be > 0, got {df}")
     grid = np.linspace(0.0, abs(x), intervals + 1)
     weights = np.ones(intervals + 1)
     weights[1:-1:2], weights[2:-1:2] = 4.0, 2.0  # Simpson's rule
@@ -49,7 +51,7 @@ def t_cdf(x: float, df: float, intervals: int = 4096) -> float:
 def t_ppf(q: float, df: float) -> float:
     """Quantile of Student's t: the x with t_cdf(x, df) = q, by bisection."""
     if not 0.0 < q < 1.0:
-        raise ValueError(f"quantile level must lie in (0, 1), got {q}")
+        raise InputError(f"quantile level must lie in (0, 1), got {q}")
     if q < 0.5:
         return -t_ppf(1.0 - q, df)
     hi = 1.0
@@ -129,7 +131,7 @@ def prediction_interval(values: Sequence[float], new_runs: int | None = None, le
 def bootstrap_draws(num_images: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
     """(B, N) image indices, each row N draws with replacement; the same draws serve every run of both arms."""
     if num_images < 1 or resamples < 1:
-        raise ValueError(f"the bootstrap needs >= 1 image and >= 1 resample, got {num_images} and {resamples}")
+        raise InputError(f"the bootstrap needs >= 1 image and >= 1 resample, got {num_images} and {resamples}")
     return np.random.default_rng(seed).integers(0, num_images, size=(resamples, num_images))
 
 
@@ -169,7 +171,7 @@ def bootstrap_difference(runs_a: list[dict], runs_b: list[dict], resamples: int 
     first = runs_a[0]
     for stats in runs_a + runs_b:
         if stats["images"] != first["images"] or stats["regions"] != first["regions"]:
-            raise ValueError("the bootstrap pairs images: every run must be evaluated on the same images with "
+            raise InputError("the bootstrap pairs images: every run must be evaluated on the same images with "
                              "the same leave-out proportions and distance bands")
     draws = bootstrap_draws(len(first["images"]), resamples, seed)
     weights = np.zeros(draws.shape, np.float64)

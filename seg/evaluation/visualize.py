@@ -13,6 +13,7 @@ import torch
 
 from seg.data.labels import CITYSCAPES, LabelSpace
 from seg.data.png import write_png  # re-exported: predict and official write through it
+from seg.errors import InputError
 
 __all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_png", "write_rgb", "OverlayWriter"]
 
@@ -81,7 +82,7 @@ class OverlayWriter:
 
     def __call__(self, position: int, image: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
         if image.dtype != torch.uint8:
-            raise ValueError(f"show_dir draws the loader's uint8 RGB images; got {image.dtype} images (a dataset "
+            raise InputError(f"show_dir draws the loader's uint8 RGB images; got {image.dtype} images (a dataset "
                              f"that normalises its own images cannot be drawn: yield uint8 and a .normalize)")
         for j in range(pred.shape[0]):
             rgb = image[j].permute(1, 2, 0).cpu().numpy()

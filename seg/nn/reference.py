@@ -15,6 +15,8 @@ import random
 import torch
 import torch.nn.functional as F
 
+from seg.errors import InputError
+
 #: ``padding`` as ``nn.Conv2d`` takes it ("same", "valid", an int or a pair) or an explicit (top, bottom, left, right)
 Padding = str | int | tuple[int, ...]
 
@@ -32,7 +34,7 @@ def pads_of(padding: Padding, kernel: tuple[int, int], dilation: tuple[int, int]
             out += [total // 2, total - total // 2]
         return out[0], out[1], out[2], out[3]
     if isinstance(padding, str):
-        raise ValueError(f"unknown padding {padding!r}")
+        raise InputError(f"unknown padding {padding!r}")
     if isinstance(padding, int):
         return padding, padding, padding, padding
     if len(padding) == 4:
