@@ -189,7 +189,8 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "iterations": key_spec(31000, "int", min=1),
         **optimizer_keys(batch_size=8, lr=0.01),
         "ema_decay": key_spec(None, "float?", min=0, max=1,
-                              doc="EMA of the weights, e.g. 0.999, validated and saved as model_ema.pth; null = none"),
+                              doc="EMA of the weights, e.g. 0.999, scored at every validation (ema_mIoU) and "
+                                  "saved as model_ema.pth; null = none"),
         "lr_schedule": key_spec("poly", "str", LR_SCHEDULES,
                                 doc="poly: (1 - it / iterations) ** poly_power; cosine: half a cosine to 0"),
         "poly_power": key_spec(0.9, "float"),
