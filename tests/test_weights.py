@@ -48,6 +48,10 @@ def test_config_pretrained_imagenet_and_enum_name(torchvision_cache):
     for spec in ("imagenet", "ResNet18_Weights.IMAGENET1K_V1"):
         model = build_model({"encoder": "resnet18", "num_classes": 3, "output_stride": 16, "pretrained": spec})
         _assert_encoder_holds(model, torchvision_cache)
+    # build_model's weights= (an enum member here) takes the place of the section's pretrained
+    model = build_model({"encoder": "resnet18", "num_classes": 3, "output_stride": 16, "pretrained": None},
+                        weights=ResNet18_Weights.IMAGENET1K_V1)
+    _assert_encoder_holds(model, torchvision_cache)
 
 
 def _folder_config(path, **model) -> str:
