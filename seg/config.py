@@ -24,10 +24,12 @@ from seg.atomic import atomic_open
 from seg.data import COARSE_MODES, CROP_PLACEMENTS, CV_SPLITS, DATA_DEFAULTS, FORMATS, DataError, label_space
 from seg.errors import ConfigError
 from seg.models import NORMS, OUTPUT_STRIDES, encoder_name_error
+from seg.models.pretrained import IMAGENET
 from seg.nn import PADDING_MODES
 from seg.resources import config_suggestion
 
-__all__ = ["ConfigError", "COMPILE_MODES", "EVAL_MODES", "OPTIMIZERS", "LR_SCHEDULES", "SCHEMA", "key_spec", "data_key",
+__all__ = ["ConfigError", "COMPILE_MODES", "EVAL_MODES", "OPTIMIZERS", "LR_SCHEDULES", "PRETRAINED_BY_FORMAT", "SCHEMA",
+           "key_spec", "data_key",
            "optimizer_keys",
            "runtime_keys", "did_you_mean", "default_config", "load_config", "merge_overrides", "override_keys",
            "validate", "check_label_space", "config_changes", "dump_config"]
@@ -111,6 +113,11 @@ EVAL_MODES = ("regular", "tile", "overlap")
 # one covering a fraction p of the image ("area"), or score both from the same pass ("both").
 LEAVE_OUT_BY = ("side", "area", "both")
 
+#: model.pretrained of a config that leaves it out, by data.format: a folder data set (ADE20K, VOC, one's own)
+#: starts from the encoder's ImageNet weights, as mmseg and smp do; Cityscapes configs name their own weights
+#: (the paper's), and a config without them starts from random weights
+PRETRAINED_BY_FORMAT: dict[str, str | None] = {"cityscapes": None, "folder": IMAGENET}
+
 # Every key the toolkit understands. `kind` is a small type language: str, int, float, bool, list[T] (T may be
 # a list kind too), dict[K,V] of scalars, and a trailing "?" for "may be null". Floats accept ints (YAML
 # writes `1` for 1.0).
@@ -123,7 +130,8 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "padding": key_spec("zeros", "str", PADDING_MODES, doc="padding mode; Python APIs call it padding_mode"),
         "pretrained": key_spec(None, "str?", doc="imagenet (the encoder's ImageNet weights), a torchvision weights "
                               "name such as ResNet50_Weights.IMAGENET1K_V1 (torchvision's cache), timm (a timm "
-                              "encoder's weights, timm's cache), a checkpoint file, or null (random init)"),
+                              "encoder's weights, timm's cache), a checkpoint file, or null (random init); left out: "
+                              "imagenet for data.format=folder, null for cityscapes"),
         "norm": key_spec("bn", "str", NORMS, doc="normalisation layer of the network"),
     },
     "data": {
@@ -184,7 +192,8 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "iterations": key_spec(31000, "int", min=1),
         **optimizer_keys(batch_size=8, lr=0.01),
         "ema_decay": key_spec(None, "float?", min=0, max=1,
-                              doc="EMA of the weights, e.g. 0.999, validated and saved as model_ema.pth; null = none"),
+                              doc="EMA of the weights, e.g. 0.999, scored at every validation (ema_mIoU) and "
+                                  "saved as model_ema.pth; null = none"),
         "lr_schedule": key_spec("poly", "str", LR_SCHEDULES,
                                 doc="poly: (1 - it / iterations) ** poly_power; cosine: half a cosine to 0"),
         "poly_power": key_spec(0.9, "float"),
@@ -280,7 +289,8 @@ def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -
     """Check `cfg` against `schema` (default: SCHEMA) and fill defaults; returns a new dict.
 
     Raises ConfigError naming the dotted key and `source` for an unknown key, a wrong type or a value
-    outside its choices.
+    outside its choices. A segmentation config that leaves model.pretrained out gets its data format's
+    (PRETRAINED_BY_FORMAT).
     """
     def walk(node: dict, values: Any, prefix: str) -> Any:
         if _is_key_spec(node):
@@ -311,7 +321,10 @@ def validate(cfg: dict, source: str = "config", *, schema: dict | None = None) -
             else:
                 out[name] = walk(child, child["default"], path) if _is_key_spec(child) else walk(child, {}, path)
         return out
-    return walk(SCHEMA if schema is None else schema, cfg, "")
+    out = walk(SCHEMA if schema is None else schema, cfg, "")
+    if schema is None and "pretrained" not in (cfg.get("model") or {}):
+        out["model"]["pretrained"] = PRETRAINED_BY_FORMAT[out["data"]["format"]]
+    return out
 
 
 def _deep_merge(base: dict, top: dict, spec: dict | None) -> dict:

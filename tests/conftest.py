@@ -10,17 +10,30 @@ the class-centroid cache is written to ``<demo_root>/.cache``.
 """
 import os
 
-import pytest
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm's weights come from caches the tests make, never the hub
 
-from seg.config import load_config
-from seg.data.demo import generate_demo_dataset
-from seg.models import build_model
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from seg.config import load_config  # noqa: E402
+from seg.data.demo import generate_demo_dataset  # noqa: E402
+from seg.models import build_model  # noqa: E402
 
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "demo",
                            "deeplabv3plus_r18_zeros.yaml")
 
 DEMO_SIZE = (64, 128)  # (height, width)
 DEMO_COUNTS = {"train": 6, "val": 4, "extra": 3}
+
+
+@pytest.fixture(autouse=True)
+def no_weight_downloads(monkeypatch):
+    """Tests read pretrained weights only from caches they make (a folder config starts from ImageNet weights
+    unless it says model.pretrained: null): a download fails the test that asked for it."""
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"a test tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +46,6 @@ def demo_root(tmp_path_factory) -> str:
 def save_demo_checkpoint(path, opts=()) -> str:
     """A randomly initialised (seed 0) DeepLabV3+ of the demo config with `opts` overrides, saved with its config
     as a model-only checkpoint at `path`; returns str(path)."""
-    import torch
-
     cfg = load_config(DEMO_CONFIG, list(opts))
     torch.manual_seed(0)
     torch.save({"model": build_model(cfg["model"]).state_dict(), "config": cfg, "meta": {}}, path)

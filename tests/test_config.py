@@ -262,6 +262,7 @@ def test_ade20k_and_voc_configs(path):
     name, data = os.path.basename(path), cfg["data"]
     assert cfg["model"]["encoder"] == "resnet50" and data["crop_size"] == 512 and data["format"] == "folder"
     assert cfg["model"]["padding"] == ("partial" if "_partial_" in name else "zeros")
+    assert cfg["model"]["pretrained"] == f"torchvision:{ResNet50_Weights.IMAGENET1K_V1}"  # ImageNet, as mmseg's
     if "ade20k" in path:
         assert cfg["model"]["num_classes"] == 150 and len(set(data["class_names"])) == 150
         assert data["reduce_zero_label"] and data["train_sets"] == ["training"] and data["val_split"] == "validation"

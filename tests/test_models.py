@@ -322,13 +322,18 @@ def test_torchvision_weight_errors_say_what_to_do(tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(PretrainedLoadError, match=r"resnet18-f37072fd\.pth is not in torchvision's cache and "
-                                                  r"downloading https://download\.pytorch\.org/models/resnet18-"
-                                                  r"f37072fd\.pth failed \(network unreachable\)"):
+    with pytest.raises(PretrainedLoadError) as offline_error:
         build_model({"encoder": "resnet18", "pretrained": "torchvision:ResNet18_Weights.IMAGENET1K_V1"})
+    message = str(offline_error.value)  # one line naming the cache folder and how to run without the weights
+    assert "\n" not in message and message.startswith(
+        "model.pretrained torchvision:ResNet18_Weights.IMAGENET1K_V1: resnet18-f37072fd.pth is not in torchvision's "
+        f"cache {tmp_path / 'hub' / 'checkpoints'} and downloading https://download.pytorch.org/models/resnet18-"
+        "f37072fd.pth failed (network unreachable)"), message
+    assert message.endswith("or start from random weights with --opts model.pretrained=null"), message
     with pytest.raises(PretrainedLoadError, match="ResNet18_Weights has no member 'IMAGENET9'"):
         build_model({"encoder": "resnet18", "pretrained": "torchvision:ResNet18_Weights.IMAGENET9"})
     with pytest.raises(PretrainedLoadError, match="torchvision has no weights enum 'Nope_Weights'"):
         build_model({"encoder": "resnet18", "pretrained": "torchvision:Nope_Weights.X"})
-    with pytest.raises(PretrainedLoadError, match="does not exist; for a torchvision ResNet use model.pretrained="):
+    with pytest.raises(PretrainedLoadError, match="does not exist; for a torchvision ResNet use model.pretrained="
+                                                  ".*--opts model.pretrained=null$"):
         build_model({"encoder": "resnet18", "pretrained": str(tmp_path / "nope.pth")})

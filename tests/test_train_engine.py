@@ -82,10 +82,17 @@ def tiny_cfg(**train):
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
-def run(cfg, work_dir, resume=None, model_seed=0):
+def run(cfg, work_dir, resume=None, model_seed=0, validate=None):
     seed_everything(model_seed)
     model = TinyNet()
-    return train(cfg, model, ColourBlobs(), CPU, str(work_dir), resume=resume)
+    return train(cfg, model, ColourBlobs(), CPU, str(work_dir), resume=resume, validate=validate)
+
+
+def weight_score(model):
+    """A validation stand-in: a number of the weights (float64 sum), drawing from the global RNG as a validation
+    loader's seed does."""
+    torch.rand(())
+    return {"mIoU": sum(float(v.double().sum()) for v in model.state_dict().values())}
 
 
 @pytest.mark.slow
@@ -139,19 +146,26 @@ def test_no_wd_norm_bias_groups():
 def test_resume_matches_uninterrupted_run(tmp_path, choice):
     """Train 8 iterations straight, vs resume from the iteration-6 checkpoint: mid-epoch (4 iterations per
     epoch), from a scrambled process state; with SGD + poly, AdamW, and a cosine schedule with warm-up."""
-    cfg = tiny_cfg(ckpt_interval=3, **choice)
-    full = run(cfg, tmp_path / "full")
-    run(cfg, tmp_path / "part")  # writes iter 3, 6 and 8
+    ema = "ema_decay" in choice
+    cfg = tiny_cfg(ckpt_interval=3, **choice, **({"val_interval": 4} if ema else {}))
+    validate = weight_score if ema else None  # with an EMA, validations at 4 and 8 score it beside the weights
+    full = run(cfg, tmp_path / "full", validate=validate)
+    run(cfg, tmp_path / "part", validate=validate)  # writes iter 3, 6 and 8
     os.remove(checkpoint_path(str(tmp_path / "part"), 8))
     seed_everything(123)  # scramble the global RNG: the checkpoint must restore it
-    resumed = run(cfg, tmp_path / "part", resume="auto", model_seed=99)
+    resumed = run(cfg, tmp_path / "part", resume="auto", model_seed=99, validate=validate)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-    if "ema_decay" in choice:
+    if ema:
         full_ema, resumed_ema = (load_checkpoint(str(tmp_path / run_dir / "model_ema.pth"))["model"]
                                  for run_dir in ("full", "part"))
         assert full_ema.keys() == resumed_ema.keys()
         assert all(torch.equal(full_ema[k], resumed_ema[k]) for k in full_ema)
+        full_val, resumed_val = ([r for r in map(json.loads, open(tmp_path / run_dir / "metrics.jsonl"))
+                                  if r["tag"] == "val"][-1] for run_dir in ("full", "part"))
+        assert resumed_val["iter"] == 8 and "ema_mIoU" in resumed_val
+        assert {k: v for k, v in full_val.items() if k != "time"} == {k: v for k, v in resumed_val.items()
+                                                                       if k != "time"}
 
 
 def test_checkpoint_is_weights_only_and_complete(tmp_path):
@@ -331,10 +345,9 @@ def test_ema_of_the_weights_against_the_float64_recurrence_validated_and_saved(t
     model = TinyNet()
     start = {k: v.double().clone() for k, v in model.state_dict().items()}
     weights = Weights()
-    scores = iter([5.0])
     loop = TrainLoop(cfg, model, ColourBlobs(), CPU, str(tmp_path), iterations=8,
                      criterion=build_criterion(cfg["train"], CPU.device), schedule=build_scheduler,
-                     hooks=(WeightEMA(0.75, lambda m: {"mIoU": next(scores)}), weights))
+                     hooks=(WeightEMA(0.75), weights))
     loop.fit()
     expected = dict(start)
     for step in weights.seen:
@@ -346,8 +359,34 @@ def test_ema_of_the_weights_against_the_float64_recurrence_validated_and_saved(t
             continue
         torch.testing.assert_close(v.double(), expected[k], rtol=1e-5, atol=1e-6, msg=k)
     assert not torch.equal(saved["model"]["body.4.weight"], model.state_dict()["body.4.weight"])
-    val = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["tag"] == "val_ema"]
-    assert val == [{"iter": 8, "tag": "val_ema", "time": val[0]["time"], "mIoU": 5.0}]
+
+
+def test_every_validation_scores_the_ema_beside_the_raw_weights_best_pth_follows_the_raw(tmp_path, capsys):
+    """Validations at 4 and 8, each of the raw weights then of their EMA; the scripted scores make the raw
+    weights best at 4 and the EMA best at 8: best.pth must hold the raw weights of iteration 4. The EMA's
+    validation draws from the global RNG too, and must not move the raw weights' training."""
+    seen, scores = [], iter([50.0, 10.0, 40.0, 60.0])
+
+    def validate(model):
+        torch.rand(())  # as a validation loader's seed draw
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"mIoU": next(scores), "per_class": [1.0]}
+
+    raw = run(tiny_cfg(val_interval=4), tmp_path / "raw", validate=lambda model: (torch.rand(()), {"mIoU": 1.0})[1])
+    model = run(tiny_cfg(ema_decay=0.75, val_interval=4), tmp_path / "ema", validate=validate)
+    for (name, a), b in zip(raw.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name  # the EMA only looks
+    val = [r for r in map(json.loads, open(tmp_path / "ema" / "metrics.jsonl")) if r["tag"] == "val"]
+    assert [(r["iter"], r["mIoU"], r["ema_mIoU"]) for r in val] == [(4, 50.0, 10.0), (8, 40.0, 60.0)], val
+    best = load_checkpoint(str(tmp_path / "ema" / "checkpoints" / "best.pth"))
+    assert best["meta"]["best_miou"] == 50.0 and best["meta"]["iteration"] == 4
+    assert all(torch.equal(best["model"][k], seen[0][k]) for k in seen[0])  # raw, iteration 4
+    assert not torch.equal(seen[1]["body.4.weight"], seen[0]["body.4.weight"])  # the EMA is another model
+    final, ema = (load_checkpoint(str(tmp_path / "ema" / name))["model"] for name in ("model_final.pth",
+                                                                                      "model_ema.pth"))
+    assert all(torch.equal(final[k], seen[2][k]) and torch.equal(ema[k], seen[3][k]) for k in final)
+    out = capsys.readouterr().out
+    assert "iter 8 (epoch 2): val mIoU 40.00 ema_mIoU 60.00 (best before: 50.00)" in out, out
 
 
 def test_ema_does_not_absorb_a_skipped_step():

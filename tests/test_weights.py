@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 from torchvision.models import ResNet18_Weights
 from torchvision.models import resnet as tv_resnet
 
+from seg.config import PRETRAINED_BY_FORMAT, load_config
+from seg.data import FORMATS
 from seg.models import DeepLabV3Plus, PretrainedLoadError, build_model
 
 RESNET18_V1 = "resnet18-f37072fd.pth"  # the file name torchvision gives ResNet18_Weights.IMAGENET1K_V1
@@ -45,6 +48,46 @@ def test_config_pretrained_imagenet_and_enum_name(torchvision_cache):
     for spec in ("imagenet", "ResNet18_Weights.IMAGENET1K_V1"):
         model = build_model({"encoder": "resnet18", "num_classes": 3, "output_stride": 16, "pretrained": spec})
         _assert_encoder_holds(model, torchvision_cache)
+    # build_model's weights= (an enum member here) takes the place of the section's pretrained
+    model = build_model({"encoder": "resnet18", "num_classes": 3, "output_stride": 16, "pretrained": None},
+                        weights=ResNet18_Weights.IMAGENET1K_V1)
+    _assert_encoder_holds(model, torchvision_cache)
+
+
+def _folder_config(path, **model) -> str:
+    """A folder-data config as a user writes one: no model.pretrained unless given in `model`."""
+    path.write_text(yaml.safe_dump({"model": {"encoder": "resnet18", "num_classes": 3, "output_stride": 16, **model},
+                                    "data": {"format": "folder", "class_names": ["a", "b", "c"]}}))
+    return str(path)
+
+
+def test_folder_config_starts_from_imagenet_weights_unless_told_otherwise(torchvision_cache, tmp_path):
+    assert set(PRETRAINED_BY_FORMAT) == set(FORMATS)
+    cfg = load_config(_folder_config(tmp_path / "mine.yaml"))
+    assert cfg["model"]["pretrained"] == "imagenet"
+    _assert_encoder_holds(build_model(cfg["model"]), torchvision_cache)
+    # said explicitly, in the file or on the command line, null stays random init; Cityscapes keeps null
+    assert load_config(_folder_config(tmp_path / "null.yaml", pretrained=None))["model"]["pretrained"] is None
+    assert load_config(str(tmp_path / "mine.yaml"), ["model.pretrained=null"])["model"]["pretrained"] is None
+    assert load_config(None, ["model.encoder=resnet18"])["model"]["pretrained"] is None
+
+
+def test_offline_without_cached_weights_names_the_cache_and_how_to_run_without(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url, dst, progress=True):
+        raise OSError("[Errno -3] Temporary failure\nin name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    cfg = load_config(_folder_config(tmp_path / "mine.yaml"))
+    with pytest.raises(PretrainedLoadError) as info:
+        build_model(cfg["model"])
+    message = str(info.value)
+    assert "\n" not in message and f"torchvision's cache {tmp_path / 'torch' / 'hub' / 'checkpoints'} " in message
+    assert "Temporary failure in name resolution" in message, message
+    assert message.endswith("--opts model.pretrained=null"), message
+    assert build_model(load_config(str(tmp_path / "mine.yaml"), ["model.pretrained=null"])["model"]
+                       ).pretrained_report is None
 
 
 def test_weights_path_in_nvidia_pdresnet_layout(tmp_path):
@@ -60,7 +103,8 @@ def test_weights_path_in_nvidia_pdresnet_layout(tmp_path):
 
 
 def test_imagenet_for_an_encoder_without_downloadable_weights_says_so():
-    with pytest.raises(PretrainedLoadError, match="'wider_resnet38' has no downloadable ImageNet weights"):
+    with pytest.raises(PretrainedLoadError, match="'wider_resnet38' has no downloadable ImageNet weights; give a "
+                                                  "local checkpoint: .*--opts model.pretrained=null$"):
         build_model({"encoder": "wider_resnet38", "pretrained": "imagenet"})
     with pytest.raises(PretrainedLoadError, match="expected 'imagenet', 'timm'"):
         DeepLabV3Plus("resnet18", weights=3.5)  # type: ignore[arg-type]
@@ -105,3 +149,4 @@ def test_timm_weights_offline_and_not_cached_name_the_cache(offline_hub):
         build_model({"encoder": f"timm/{TIMM_MODEL}", "output_stride": 16, "pretrained": "timm"})
     message = str(info.value)
     assert "\n" not in message and str(offline_hub) in message and "resnet10t" in message
+    assert message.endswith("--opts model.pretrained=null"), message

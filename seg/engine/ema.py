@@ -4,8 +4,9 @@ The average is a ``torch.optim.swa_utils.AveragedModel`` (parameters and buffers
 are averaged too) updated after every step with its EMA rule, ``ema = decay * ema + (1 - decay) * w``. The
 update runs on the device without a host sync, and a step the guard skipped (seg.engine.guard) is taken
 back with a ``torch.where``: the average never absorbs a skipped step. Its state goes into the periodic
-checkpoints (a resume is bit-exact); at the end it is validated (tag "val_ema" in metrics.jsonl) and saved
-model-only as ``model_ema.pth`` beside ``model_final.pth``.
+checkpoints (a resume is bit-exact). Every validation scores it beside the raw weights (:meth:`WeightEMA.beside`:
+``ema_mIoU`` next to ``mIoU`` in metrics.jsonl and the log; best.pth stays chosen on the raw weights), and at the
+end it is saved model-only as ``model_ema.pth`` beside ``model_final.pth``.
 """
 from __future__ import annotations
 
@@ -21,16 +22,20 @@ from seg.config import ConfigError
 from .distributed import broadcast_buffers
 from .loop import Hook, TrainLoop
 
-__all__ = ["EMA_FILE", "WeightEMA"]
+__all__ = ["EMA_FILE", "EMA_PREFIX", "WeightEMA"]
 
 EMA_FILE = "model_ema.pth"
 
 
-class WeightEMA(Hook):
-    """EMA of `loop.model` with `decay`; `validate(model) -> metrics` scores it at the end (None: not scored)."""
+#: prefix of the EMA's numbers beside the raw weights' in a validation's metrics
+EMA_PREFIX = "ema_"
 
-    def __init__(self, decay: float, validate: Callable[[nn.Module], dict] | None = None):
-        self.decay, self.validate = decay, validate
+
+class WeightEMA(Hook):
+    """EMA of `loop.model` with `decay`, scored at each validation through :meth:`beside`."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
         self.update = get_ema_multi_avg_fn(decay)  # lerp towards the weights (floats), decay * a + ... (integers)
         self.average: AveragedModel | None = None
         self.pending: dict | None = None  # a resumed checkpoint's average, loaded once the model is known
@@ -62,16 +67,25 @@ class WeightEMA(Hook):
                 torch.where(skip, s, t, out=t.detach())
             self.average.n_averaged += (~skip).long()
 
+    def beside(self, validate: Callable[[nn.Module], dict]) -> Callable[[nn.Module], dict]:
+        """`validate` of the raw weights with the EMA's numbers added as ``ema_<name>`` (``ema_mIoU``): what
+        the validation hook runs, so that it logs both and keeps choosing best.pth on the raw weights."""
+        def both(model: nn.Module) -> dict:
+            metrics = validate(model)
+            assert self.average is not None
+            average = self.average.module
+            broadcast_buffers(average)  # as the raw model's: every rank scores rank 0's statistics
+            device = next(average.parameters()).device
+            # the EMA only looks: its validation leaves the RNG (dropout, data order) where the raw one left it
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                scores = validate(average)
+            return {**metrics, **{EMA_PREFIX + k: v for k, v in scores.items() if isinstance(v, (int, float))}}
+        return both
+
     def after_train(self, loop: TrainLoop) -> None:
         assert self.average is not None
         model = self.average.module
         broadcast_buffers(model)
-        if self.validate is not None:
-            metrics = self.validate(model)
-            loop.log.log(loop.iteration, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                         tag="val_ema")
-            loop.log.message(f"iter {loop.iteration}: EMA of the weights (decay {self.decay}): val "
-                             + " ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
         loop.save_model(os.path.join(loop.work_dir, EMA_FILE), {"ema_decay": self.decay}, model)
 
     def state_dict(self) -> dict:

@@ -19,7 +19,7 @@ from seg.data.verify import check_pairs, label_range_error
 from seg.errors import SegError
 
 from .distributed import DistInfo, all_reduce_mean
-from .ema import WeightEMA
+from .ema import EMA_PREFIX, WeightEMA
 from .guard import TargetCheck
 from .loop import Hook, KeepBest, TrainLoop
 from .optim import build_criterion, build_scheduler
@@ -122,10 +122,13 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
     """
     train_cfg = cfg["train"]
     hooks: list[Hook] = [DataChecks(train_set, val_set, verify)]
-    if train_cfg["ema_decay"] is not None:  # before KeepBest: a step's validation comes after its EMA update
-        hooks.append(WeightEMA(train_cfg["ema_decay"], validate))
-    if validate is not None:
-        hooks.append(KeepBest(validate, "mIoU", train_cfg["val_interval"], state_key="best_miou"))
+    ema = WeightEMA(train_cfg["ema_decay"]) if train_cfg["ema_decay"] is not None else None
+    if ema is not None:  # before KeepBest: a step's validation comes after its EMA update
+        hooks.append(ema)
+    if validate is not None:  # with an EMA, each validation scores it too (ema_mIoU); best.pth follows the raw mIoU
+        shown = ("mIoU",) if ema is None else ("mIoU", EMA_PREFIX + "mIoU")
+        hooks.append(KeepBest(validate if ema is None else ema.beside(validate), "mIoU", train_cfg["val_interval"],
+                              state_key="best_miou", shown=shown))
     loop = TrainLoop(cfg, model, train_set, info, work_dir, criterion=build_criterion(train_cfg, info.device),
                      schedule=build_scheduler, iterations=train_cfg["iterations"], hooks=tuple(hooks),
                      target_check=LabelCheck(cfg))

@@ -58,9 +58,11 @@ IMAGENET = "imagenet"
 TIMM = "timm"
 #: the ImageNet weights ``imagenet`` means per torchvision encoder (V1: the zero-padding models the paper starts from)
 IMAGENET_WEIGHTS = {f"resnet{depth}": f"ResNet{depth}_Weights.IMAGENET1K_V1" for depth in (18, 34, 50, 101, 152)}
+#: how to run when the weights cannot be had: every "no weights" error ends with it
+WITHOUT_WEIGHTS = "or start from random weights with --opts model.pretrained=null"
 HOW_TO_GET = ("for a torchvision ResNet use model.pretrained=imagenet (or ResNet50_Weights.IMAGENET1K_V1, ...), "
               "which torchvision's cache downloads once; for WRN-38, NVIDIA's ImageNet checkpoint from "
-              "github.com/NVIDIA/semantic-segmentation")
+              f"github.com/NVIDIA/semantic-segmentation; {WITHOUT_WEIGHTS}")
 #: what a Python caller may pass as ``weights=``: a spelling above, an enum member, a path, True (imagenet)
 Weights: TypeAlias = "str | Path | WeightsEnum | bool | None"
 
@@ -178,7 +180,7 @@ def canonical_weights(weights: Weights, encoder: str | None = None) -> str | Pat
         if encoder is not None and encoder.startswith("timm/"):
             return TIMM
         raise PretrainedLoadError(f"model.pretrained {IMAGENET}: encoder {encoder!r} has no downloadable ImageNet "
-                                  f"weights; give a local checkpoint ({HOW_TO_GET})")
+                                  f"weights; give a local checkpoint: {HOW_TO_GET}")
     if isinstance(weights, (str, Path)):
         return weights
     raise PretrainedLoadError(f"model.pretrained / weights= {weights!r}: expected {IMAGENET!r}, {TIMM!r}, a "
@@ -196,9 +198,11 @@ def resolve_pretrained(spec: str | Path) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(url, str(path), progress=True)
         except Exception as err:  # no network, proxy, disk full: say where the file must go
-            raise PretrainedLoadError(f"model.pretrained {spec}: {path} is not in torchvision's cache and "
-                                      f"downloading {url} failed ({err}); fetch that URL on a machine with "
-                                      f"internet and copy it to {path} (or set TORCH_HOME)") from err
+            reason = " ".join(str(err).split())[:200]
+            raise PretrainedLoadError(f"model.pretrained {spec}: {path.name} is not in torchvision's cache "
+                                      f"{path.parent} and downloading {url} failed ({reason}); fetch that URL "
+                                      "on a machine with internet and copy it into that folder (or set TORCH_HOME), "
+                                      f"{WITHOUT_WEIGHTS}") from err
     return path
 
 
@@ -218,7 +222,8 @@ def timm_state_dict(encoder: nn.Module) -> tuple[str, dict[str, torch.Tensor]]:
         reason = " ".join(str(err).split())[:200]
         raise PretrainedLoadError(f"model.pretrained {TIMM}: timm could not load the pretrained weights of {name} "
                                   f"from its cache {hub.HF_HUB_CACHE} ({type(err).__name__}: {reason}); fetch "
-                                  "them once online (or set HF_HOME), or give a local checkpoint") from None
+                                  f"them once online (or set HF_HOME), give a local checkpoint, {WITHOUT_WEIGHTS}"
+                                  ) from None
     return f"timm:{name}", body.state_dict()
 
 
