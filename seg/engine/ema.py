@@ -19,7 +19,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from seg.config import ConfigError
 
 from .distributed import broadcast_buffers
-from .loop import Hook, TrainLoop
+from .hooks import Hook
+from .loop import TrainLoop
 
 __all__ = ["EMA_FILE", "WeightEMA"]
 
@@ -68,9 +69,9 @@ class WeightEMA(Hook):
         broadcast_buffers(model)
         if self.validate is not None:
             metrics = self.validate(model)
-            loop.log.log(loop.iteration, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                         tag="val_ema")
-            loop.log.message(f"iter {loop.iteration}: EMA of the weights (decay {self.decay}): val "
+            loop.storage.put(loop.iteration, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                             tag="val_ema")
+            loop.storage.message(f"iter {loop.iteration}: EMA of the weights (decay {self.decay}): val "
                              + " ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)))
         loop.save_model(os.path.join(loop.work_dir, EMA_FILE), {"ema_decay": self.decay}, model)
 

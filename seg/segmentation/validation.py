@@ -1,4 +1,4 @@
-"""The validation that segmentation training runs (seg.engine.train's `validate`, every
+"""The validation that segmentation training runs (seg.segmentation.train's `validate`, every
 ``train.val_interval`` iterations): whole-image mIoU on the validation set, every rank scoring its shard.
 Built here, above the engine, so that seg.engine needs nothing of seg.evaluation."""
 from __future__ import annotations
@@ -14,8 +14,7 @@ from torch.utils.data import Dataset
 from seg.data import label_space
 from seg.engine.loaders import build_eval_loader
 from seg.engine.speed import prepare_model
-
-from .evaluator import evaluate
+from seg.evaluation.evaluator import evaluate
 
 __all__ = ["build_validator"]
 
