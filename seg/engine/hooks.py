@@ -84,6 +84,14 @@ class MetricsStore:
         """One metrics.jsonl record (and TensorBoard scalars ``tag/name``)."""
         self.pending.append(("scalars", iteration, scalars, tag))
 
+    def put_board(self, iteration: int, scalars: dict[str, float], tag: str) -> None:
+        """TensorBoard scalars ``tag/name`` alone (no metrics.jsonl record)."""
+        self.pending.append(("board", iteration, scalars, tag))
+
+    def put_image(self, iteration: int, image, tag: str) -> None:
+        """A (H, W, 3) uint8 RGB image for TensorBoard under `tag`."""
+        self.pending.append(("image", iteration, image, tag))
+
     def message(self, text: str) -> None:
         self.pending.append(("message", text))
 
@@ -113,6 +121,10 @@ class MetricsWriter(Hook):
         for kind, *args in loop.storage.take():
             if kind == "scalars":
                 self.logger.log(*args)
+            elif kind == "board":
+                self.logger.board(*args)
+            elif kind == "image":
+                self.logger.image(*args)
             elif kind == "message":
                 self.logger.message(*args)
             else:

@@ -14,14 +14,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from seg.config import ConfigError
-from seg.data import shown_data_keys
+from seg.data import label_space, shown_data_keys
 from seg.engine.distributed import DistInfo
 from seg.engine.ema import WeightEMA
-from seg.engine.hooks import Hook, KeepBest, Validation
+from seg.engine.hooks import Hook, KeepBest
 from seg.engine.loop import TrainLoop
 from seg.engine.optim import build_scheduler
 
 from .criterion import DataChecks, LabelCheck, build_criterion
+from .trackers import ExternalTracker, RunTrackers, SegValidation
 
 __all__ = ["train"]
 
@@ -45,7 +46,10 @@ def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_
     if train_cfg["ema_decay"] is not None:  # before KeepBest: a step's validation comes after its EMA update
         hooks.append(WeightEMA(train_cfg["ema_decay"], validate))
     if validate is not None:
-        hooks += [Validation(validate, train_cfg["val_interval"]), KeepBest("mIoU", state_key="best_miou")]
+        hooks += [SegValidation(validate, train_cfg["val_interval"]), KeepBest("mIoU", state_key="best_miou")]
+        if val_set is not None:
+            hooks.append(RunTrackers(val_set, label_space(cfg["data"]), train_cfg["val_panels"]))
+    hooks += [ExternalTracker(name) for name in train_cfg["trackers"]]
     loop = TrainLoop(cfg, model, train_set, info, work_dir, criterion=build_criterion(train_cfg, info.device),
                      schedule=build_scheduler, iterations=train_cfg["iterations"], hooks=tuple(hooks),
                      target_check=LabelCheck(cfg), shown_cfg={**cfg, "data": shown_data_keys(cfg["data"])})

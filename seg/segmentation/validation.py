@@ -26,6 +26,7 @@ def build_validator(val_set: Dataset, cfg: dict, device: torch.device) -> Callab
     loader = build_eval_loader(val_set, batch_size=cfg["train"]["val_batch_size"],
                                num_workers=min(2, cfg["data"]["num_workers"]))
     labels = dataclasses.replace(label_space(cfg["data"]), ignore_index=cfg["train"]["ignore_index"])
-    score = partial(evaluate, loader=loader, num_classes=cfg["model"]["num_classes"], device=device, labels=labels)
+    score = partial(evaluate, loader=loader, num_classes=cfg["model"]["num_classes"], device=device, labels=labels,
+                    distance_bands=cfg["train"]["val_distance_bands"])
     train = cfg["train"]
     return lambda model: score(prepare_model(model, device, train["channels_last"], train["compile"]))
