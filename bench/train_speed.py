@@ -30,7 +30,6 @@ from torch.nn.parallel import DistributedDataParallel
 from seg.config import load_config
 from seg.engine import (
     DistInfo,
-    build_criterion,
     build_optimizer,
     cleanup_distributed,
     init_distributed,
@@ -41,6 +40,7 @@ from seg.engine import (
 from seg.engine.distributed import barrier, convert_sync_bn
 from seg.engine.step import amp_dtype
 from seg.models import build_model
+from seg.segmentation import build_criterion
 
 
 def parse_args(argv=None):

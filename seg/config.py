@@ -65,6 +65,13 @@ def _scale_range_error(value: list[float]) -> str | None:
 OPTIMIZERS = ("sgd", "adamw")
 #: train.lr_schedule choices of segmentation (seg.engine.build_scheduler), both with the linear warm-up
 LR_SCHEDULES = ("poly", "cosine")
+#: train.trackers choices (seg.segmentation.trackers), each the name of its module and of its extra
+TRACKERS = ("mlflow", "wandb")
+
+
+def _known_trackers(names: list[str]) -> str | None:
+    unknown = [n for n in names if n not in TRACKERS]
+    return f"unknown tracker(s) {unknown}; choose from {list(TRACKERS)}" if unknown else None
 
 
 def optimizer_keys(*, batch_size: int, lr: float) -> dict[str, dict]:
@@ -207,6 +214,13 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "keep_checkpoints": key_spec(2, "int", doc="periodic checkpoints kept on disk (best/last/export apart)"),
         "val_interval": key_spec(0, "int", min=0, doc="0 = validate only at the end"),
         "val_batch_size": key_spec(1, "int", min=1),
+        "val_distance_bands": key_spec([], "list[int]", doc="border-distance band edges (px) whose mIoU each "
+                                       "validation logs to TensorBoard (val/band_mIoU/<band>); [] = none"),
+        "val_panels": key_spec(2, "int", min=0, doc="validation images drawn as TensorBoard panels (image, "
+                                                    "truth, prediction) at each validation"),
+        "trackers": key_spec([], "list[str]", check=_known_trackers,
+                             doc="experiment trackers logging params, validations and the run's files: mlflow "
+                                 "(file store in <work_dir>/mlruns), wandb (offline, in <work_dir>/wandb)"),
     },
     "eval": {
         "mode": key_spec("regular", "str", EVAL_MODES),

@@ -14,7 +14,8 @@ from seg.config import ConfigError, load_config
 from seg.data import balance, build_train_dataset, build_val_dataset
 from seg.data.balance import Centroids, class_pools, draw_plan
 from seg.data.transforms import crop_window
-from seg.engine import seed_everything, train
+from seg.engine import seed_everything
+from seg.segmentation import train
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

@@ -12,12 +12,13 @@ import pytest
 from test_train_engine import CPU, ColourBlobs, TinyNet, tiny_cfg
 from test_train_runs import bad_label, demo_classes_cfg, metrics, run, snapshot, val_files
 
-import seg.engine.trainer as trainer
+import seg.segmentation.criterion as criterion
 from seg.config import ConfigError
 from seg.data import DataError, build_val_dataset
-from seg.engine import CheckpointError, load_checkpoint, seed_everything, train
+from seg.engine import CheckpointError, load_checkpoint, seed_everything
 from seg.engine.checkpoint import checkpoint_path, list_checkpoints
 from seg.errors import WorkDirError
+from seg.segmentation import train
 
 pytestmark = pytest.mark.slow  # trains: left out of make test-fast
 
@@ -96,7 +97,7 @@ def demo_copy(demo_root, tmp_path):
 
 
 def test_every_val_label_is_checked_before_iteration_1_without_verify(demo_copy, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "VERIFY_SAMPLE", 2)  # a training sample of 2; once the validation sample too
+    monkeypatch.setattr(criterion, "VERIFY_SAMPLE", 2)  # a training sample of 2; once the validation sample too
     label = bad_label(demo_copy, 1)  # not the first or the last file
     val_set = build_val_dataset({"root": str(demo_copy)})
     seed_everything(0)
@@ -107,7 +108,7 @@ def test_every_val_label_is_checked_before_iteration_1_without_verify(demo_copy,
 
 def test_val_label_beyond_num_classes_in_any_file_fails_before_iteration_1(demo_root, tmp_path, monkeypatch):
     """model.num_classes=18 where one validation file (neither the first nor the last) holds trainId 18."""
-    monkeypatch.setattr(trainer, "VERIFY_SAMPLE", 2)
+    monkeypatch.setattr(criterion, "VERIFY_SAMPLE", 2)
     labels = val_files(Path(demo_root), "*_gtFine_labelTrainIds.png")
     beyond = [path for path in labels if ((lbl := cv2.imread(path, cv2.IMREAD_UNCHANGED)) != 255).any()
               and lbl[lbl != 255].max() >= 18]

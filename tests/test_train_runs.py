@@ -12,23 +12,22 @@ import pytest
 import torch
 from test_train_engine import CPU, ColourBlobs, TinyNet, tiny_cfg
 
-import seg.engine.trainer as trainer
+import seg.segmentation.criterion as criterion
 from seg.config import ConfigError
 from seg.data import DataError, build_val_dataset
 from seg.data.balance import cache_key, load_or_compute_centroids
 from seg.engine import (
     CheckpointError,
     NonFiniteLossError,
-    build_criterion,
     load_checkpoint,
     save_checkpoint,
     seed_everything,
-    train,
 )
 from seg.engine.checkpoint import checkpoint_path, list_checkpoints
 from seg.engine.workdir import WorkDirLock
 from seg.errors import WorkDirError
 from seg.evaluation.runner import write_results
+from seg.segmentation import build_criterion, train
 
 pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
 
@@ -226,7 +225,7 @@ def test_bad_val_label_fails_before_iteration_1(demo_copy, tmp_path):
 
 
 def test_verify_checks_every_val_label_not_only_a_sample(demo_copy, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer, "VERIFY_SAMPLE", 2)  # the sample: first and last file
+    monkeypatch.setattr(criterion, "VERIFY_SAMPLE", 2)  # the sample: first and last file
     label = bad_label(demo_copy, 1)
     val_set = build_val_dataset({"root": str(demo_copy)})
     with pytest.raises(DataError, match=f"{label}: label values \\[200\\]"):

@@ -13,9 +13,10 @@ from torch._dynamo.utils import counters
 import seg
 import seg.evaluation.predictor as predictor_module  # seg.predict runs on its Predictor
 from seg.config import load_config
-from seg.engine import seed_everything, train
+from seg.engine import seed_everything
 from seg.engine.checkpoint import checkpoint_path, load_checkpoint
 from seg.engine.speed import prepare_model, use_channels_last
+from seg.segmentation import train
 
 
 def test_channels_last_auto_is_on_for_cuda_only():

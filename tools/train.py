@@ -33,9 +33,9 @@ from seg.cli import add_config_args, run_tool, tool_parser
 from seg.commands import load_tool
 from seg.config import load_config
 from seg.data import build_train_dataset, build_val_dataset
-from seg.engine import cleanup_distributed, init_distributed, seed_everything, set_determinism, train
-from seg.evaluation.validation_hook import build_validator
+from seg.engine import cleanup_distributed, init_distributed, seed_everything, set_determinism
 from seg.models import build_model
+from seg.segmentation import build_validator, train
 
 
 def build_parser():

@@ -9,10 +9,11 @@ import itertools
 import padding_overhead
 import torch
 
-from seg.engine import build_criterion, train_step
+from seg.engine import train_step
 from seg.models import DeepLabV3Plus
 from seg.nn import PartialConv2d, convert_padding, reweight_strategies, set_reweight_strategy
 from seg.nn.reference import grid_cases, naive_partial_conv
+from seg.segmentation import build_criterion
 
 from .report import Run, SectionResult, Table, holds, no_host_sync, tf32, within
 

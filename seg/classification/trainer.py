@@ -7,6 +7,7 @@ the best val top-1) and summary.json (per-epoch records, best epoch, mean of the
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 
@@ -15,15 +16,16 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from seg.engine.distributed import DistInfo, all_reduce_mean
+from seg.engine.hooks import KeepBest, Validation
 from seg.engine.loaders import build_eval_loader
-from seg.engine.loop import KeepBest, TrainLoop
+from seg.engine.loop import TrainLoop
 from seg.engine.optim import StepEpochLR, restart_schedule
 from seg.engine.step import amp_dtype
 
 from .metrics import evaluate_classifier
 from .summary import summarize_run, write_json
 
-__all__ = ["build_step_scheduler", "EpochRecords", "train_classifier"]
+__all__ = ["build_step_scheduler", "EpochRecords", "BestTop1", "train_classifier"]
 
 
 def build_step_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per_epoch: int,
@@ -35,13 +37,14 @@ def build_step_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iter
                        train_cfg["warmup_epochs"], train_cfg["warmup_factor"], last_epoch=last)
 
 
-class EpochRecords(KeepBest):
-    """Top-k validation after every epoch, best kept by top-1. The per-epoch records (the history) go into
-    every checkpoint, so a resumed run's summary covers the epochs before the resume too."""
+class EpochRecords(Validation):
+    """Top-k validation after every epoch (a :class:`KeepBest` after it keeps the best top-1). The per-epoch
+    records (the history) go into every checkpoint, so a resumed run's summary covers the epochs before the
+    resume too."""
 
     def __init__(self, validate: Callable[[nn.Module], dict], cfg: dict):
         self.topk = [f"top{k}" for k in cfg["eval"]["topk"]]
-        super().__init__(validate, "top1", per_epoch=True, shown=tuple(self.topk))
+        super().__init__(validate, per_epoch=True, shown=tuple(self.topk))
         self.cfg = cfg
         self.history: list[dict] = []  # one record per validated epoch
         self.losses: list[torch.Tensor] = []  # this epoch's step losses, averaged at its validation
@@ -50,6 +53,7 @@ class EpochRecords(KeepBest):
     def after_step(self, loop: TrainLoop) -> None:
         if loop.loss is not None:  # a skipped step has no loss to average
             self.losses.append(loop.loss)
+        super().after_step(loop)
 
     def record(self, loop: TrainLoop, metrics: dict) -> dict:
         # a resumed epoch's train loss covers the steps since the resume only
@@ -65,7 +69,6 @@ class EpochRecords(KeepBest):
 
     def load_state_dict(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("history", []))
-        self.best = max((r["top1"] for r in self.history), default=self.best)
 
     def after_train(self, loop: TrainLoop) -> None:
         self.summary = {"history": self.history,
@@ -75,6 +78,23 @@ class EpochRecords(KeepBest):
             model_cfg = self.cfg["model"]
             write_json({"arch": model_cfg["arch"], "padding": model_cfg["padding"], "seed": self.cfg["train"]["seed"],
                         **self.summary}, os.path.join(loop.work_dir, "summary.json"))
+
+
+class BestTop1(KeepBest):
+    """checkpoints/best.pth at the best top-1; the history (EpochRecords) holds it for checkpoints, resume
+    and the final model's meta."""
+
+    def __init__(self):
+        super().__init__("top1")
+
+    def after_train(self, loop: TrainLoop) -> None:
+        pass  # EpochRecords puts the best epoch's record in the meta
+
+    def state_dict(self) -> dict:
+        return {}  # the history holds it
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        self.best = max((r["top1"] for r in checkpoint.get("history", [])), default=-math.inf)
 
 
 def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: Dataset, info: DistInfo,
@@ -96,5 +116,5 @@ def train_classifier(cfg: dict, model: nn.Module, train_set: Dataset, val_set: D
     records = EpochRecords(lambda net: evaluate_classifier(net, loader, info.device, cfg["eval"]["topk"], dtype), cfg)
     loop = TrainLoop(cfg, model, train_set, info, work_dir,
                      criterion=nn.CrossEntropyLoss(label_smoothing=train_cfg["label_smoothing"]),
-                     schedule=build_step_scheduler, epochs=train_cfg["epochs"], hooks=(records,))
+                     schedule=build_step_scheduler, epochs=train_cfg["epochs"], hooks=(records, BestTop1()))
     return loop.fit(resume, overwrite), records.summary

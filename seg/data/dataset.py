@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seg.seeding import item_seed
+
 from . import balance
 from .io import DataError, image_size, read_image
 from .labels import CITYSCAPES_DECODER, LabelDecoder
@@ -81,8 +83,9 @@ class SegTrainDataset(SegDataset):
     float32 input on the training device.
 
     The crop plan of an epoch is drawn from (seed, epoch) and the augmentation of sample i from
-    (seed, epoch, i), so every DDP rank holds the same plan and a DistributedSampler gives each rank a
-    distinct share of it; results do not depend on the number of DataLoader workers.
+    (seed, epoch, i) (seg.seeding.item_seed, the engine's per-item seeding), so every DDP rank holds the
+    same plan and a DistributedSampler gives each rank a distinct share of it; results do not depend on the
+    number of DataLoader workers.
     """
 
     def __init__(self, pairs: list[tuple[str, str]], root: str, decoder: LabelDecoder, is_coarse, *, seed: int,
@@ -130,7 +133,7 @@ class SegTrainDataset(SegDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         item, cls = int(self.plan.item[index]), int(self.plan.cls[index])
         img, lbl = self.load(item)
-        seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        seed = item_seed(self.seed, self.epoch, index, bits=32)
         center = tuple(self.plan.xy[index].tolist()) if cls >= 0 else None
         img, lbl = self._scaled_crop(img, lbl, center, seed)
         self.photometric.set_random_seed(seed + 1)

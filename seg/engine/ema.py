@@ -20,7 +20,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from seg.config import ConfigError
 
 from .distributed import broadcast_buffers
-from .loop import Hook, TrainLoop
+from .hooks import Hook
+from .loop import TrainLoop
 
 __all__ = ["EMA_FILE", "EMA_PREFIX", "WeightEMA"]
 

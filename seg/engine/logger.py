@@ -66,9 +66,18 @@ class RunLogger:
                  for k, v in scalars.items()}
         with naming_write_errors(self.metrics_path), open(self.metrics_path, "a") as f:  # full disk: name the file
             f.write(json.dumps({"iter": iteration, "tag": tag, "time": round(time.time(), 3), **clean}) + "\n")
-        for name, value in clean.items():
-            if isinstance(value, (int, float)):
+        self.board(iteration, {k: v for k, v in clean.items() if isinstance(v, (int, float))}, tag)
+
+    def board(self, iteration: int, scalars: dict[str, float], tag: str) -> None:
+        """TensorBoard scalars `tag/name` alone."""
+        if self.enabled:
+            for name, value in scalars.items():
                 self.tb.add_scalar(f"{tag}/{name}", value, iteration)
+
+    def image(self, iteration: int, image, tag: str) -> None:
+        """A (H, W, 3) uint8 RGB image in TensorBoard under `tag`."""
+        if self.enabled:
+            self.tb.add_image(tag, image, iteration, dataformats="HWC")
 
     def progress(self, steps: int, postfix: dict[str, str]) -> None:
         """`steps` more iterations done; the bar's postfix, or off a terminal one line

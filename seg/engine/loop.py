@@ -1,35 +1,19 @@
-"""The one training loop of both tasks (segmentation, classification) and its hook points.
+"""The one training loop of both tasks (segmentation, classification).
 
-:class:`TrainLoop` owns everything a step needs and everything around it: SyncBN conversion and the DDP
-wrap, the AMP/GradScaler step (seg.engine.step.guarded_step) with its device-side guard (a NaN/inf loss or
-an unlearnable batch changes nothing: seg.engine.guard), the LR schedule
-step, the logging window (loss, lr, img/s), periodic checkpoints and their pruning, resume, and the
-model-only export at the end. A task brings its criterion, its schedule factory and its hooks.
-
-Hook events, in the order the loop calls them (each gets the loop):
-
-* ``before_train``: once, after a resume, before anything is written to the work dir (data checks: a
-  failure there leaves the work dir as it was).
-* ``after_step``: after every iteration; ``loop.iteration`` already counts it, ``loop.lr`` is the rate it
-  used, ``loop.loss`` its loss and ``loop.skipped_step`` whether the guard skipped it (both device scalars:
-  reading them waits for the device).
-* ``after_epoch``: after the last iteration of every epoch, after that iteration's ``after_step``.
-* ``after_train``: once, after the last iteration, before the export (``loop.meta`` goes into its meta).
+:class:`TrainLoop` builds what a step needs (SyncBN conversion and the DDP wrap, optimizer, GradScaler,
+loader), runs the steps (seg.engine.step.guarded_step, with its device-side guard: a NaN/inf loss or an
+unlearnable batch changes nothing, seg.engine.guard) and resumes. Everything around the steps is a hook
+(seg.engine.hooks): the LR schedule, validation, the best checkpoint, periodic checkpoints and the final
+model, the metrics writer. A task brings its criterion, its schedule factory and its hooks.
 
 Host syncs: a steady-state step makes none. An iteration that logs, validates or saves makes one
 (:meth:`TrainLoop.check_state`): it reads the guard's record, the model's finiteness and the logging
 window's sums together, and stops the run there, naming the iteration where a loss became NaN/inf or a
 target was invalid (the weights are those from before it).
 
-A hook's ``state_dict()`` entries go into every full checkpoint (top level) and come back through
-``load_state_dict(checkpoint)`` on resume. Periodic checkpoints are written after the hooks of their
-iteration, so a checkpoint carries what a validation at that iteration found; when a hook raises, the
-iteration's checkpoint is still written (by rank 0) before the error goes on.
-
-Files written in `work_dir` (rank 0): config.yaml, run.json, metrics.jsonl, tb/, checkpoints/iter_*.pth
-(every ``train.ckpt_interval`` iterations, at the end and, for a run measured in epochs, at every epoch
-end; the newest ``train.keep_checkpoints`` usable ones kept, unusable ones renamed ``*.unusable``),
-checkpoints/best.pth (:class:`KeepBest`), model_final.pth.
+Files written in `work_dir` (rank 0): config.yaml, run.json, metrics.jsonl, tb/ (seg.engine.hooks.MetricsWriter),
+checkpoints/iter_*.pth and model_final.pth (seg.engine.hooks.Checkpointer), checkpoints/best.pth
+(seg.engine.hooks.KeepBest).
 """
 from __future__ import annotations
 
@@ -47,21 +31,11 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import Dataset
 
 from seg.config import ConfigError, config_changes, dump_config
-from seg.data import shown_data_keys
 
-from .checkpoint import (
-    check_same_model,
-    checkpoint_path,
-    export_model,
-    load_resume_checkpoint,
-    nonfinite_entries,
-    prune_checkpoints,
-    restore_training_state,
-    save_training_state,
-)
-from .distributed import DistInfo, barrier, broadcast_buffers, convert_sync_bn, describe
+from .checkpoint import check_same_model, export_model, load_resume_checkpoint, restore_training_state
+from .distributed import DistInfo, barrier, convert_sync_bn, describe
 from .guard import GuardReport, StepGuard, TargetCheck
-from .logger import RunLogger
+from .hooks import Checkpointer, Hook, LRSchedule, MetricsStore, MetricsWriter
 from .optim import build_optimizer
 from .sampler import EpochSeededDataset
 from .speed import compile_module, prepare_model, use_channels_last
@@ -75,106 +49,29 @@ from .step import (
 )
 from .workdir import adopt_run, claim_on_all_ranks, new_run_id, write_run_id
 
-__all__ = ["Hook", "KeepBest", "TrainLoop", "Schedule"]
+__all__ = ["TrainLoop", "Schedule"]
 
 # (optimizer, train section, iterations per epoch, start iteration) -> the schedule positioned at start
 Schedule = Callable[[torch.optim.Optimizer, dict, int, int], LRScheduler]
 
 
-class Hook:
-    """Extension point of :class:`TrainLoop`; every event is a no-op here (see the module docstring)."""
-
-    def before_train(self, loop: TrainLoop) -> None:
-        pass
-
-    def after_step(self, loop: TrainLoop) -> None:
-        pass
-
-    def after_epoch(self, loop: TrainLoop) -> None:
-        pass
-
-    def after_train(self, loop: TrainLoop) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, checkpoint: dict) -> None:
-        pass
-
-
-class KeepBest(Hook):
-    """Validate with `validate(model) -> metrics` every `interval` iterations and after the last one
-    (interval 0: after the last only), or after every epoch (`per_epoch`); checkpoints/best.pth holds the
-    model (model-only, as model_final.pth: the periodic checkpoints are what resumes) at the highest
-    ``metrics[metric]``, which checkpoints carry as `state_key` and best.pth's meta with its iteration.
-
-    Every rank calls `validate` (it scores its own shard and reduces); the numbers of `record` go to
-    metrics.jsonl under the tag "val".
-    """
-
-    def __init__(self, validate: Callable[[nn.Module], dict], metric: str, interval: int = 0,
-                 per_epoch: bool = False, state_key: str = "best", shown: tuple[str, ...] = ()):
-        self.validate, self.metric, self.interval, self.per_epoch = validate, metric, interval, per_epoch
-        self.state_key, self.shown, self.best = state_key, shown or (metric,), -math.inf
-
-    def after_step(self, loop: TrainLoop) -> None:
-        due = loop.iteration == loop.total or (self.interval > 0 and loop.iteration % self.interval == 0)
-        if due and not self.per_epoch:
-            self.run(loop)
-
-    def after_epoch(self, loop: TrainLoop) -> None:
-        if self.per_epoch:
-            self.run(loop)
-
-    def run(self, loop: TrainLoop) -> None:
-        loop.check_state()  # what the guard saw stops the run before a validation of it is logged
-        # without SyncBN every rank's running statistics differ: every rank scores rank 0's model
-        broadcast_buffers(loop.model)
-        metrics = self.validate(loop.model)
-        before = self.best
-        record = self.record(loop, metrics)
-        loop.log.log(loop.iteration, {k: v for k, v in record.items() if isinstance(v, (int, float))
-                                      and k != "iteration"}, tag="val")
-        loop.log.message(f"iter {loop.iteration} (epoch {loop.epoch + 1}): val " + " ".join(
-            f"{k} {metrics[k]:.2f}" for k in self.shown)
-            + (f" (best before: {before:.2f})" if math.isfinite(before) else " (first validation)"))
-        if metrics[self.metric] > before:
-            self.best = metrics[self.metric]
-            loop.save_model(os.path.join(loop.work_dir, "checkpoints", "best.pth"), {self.state_key: self.best})
-
-    def record(self, loop: TrainLoop, metrics: dict) -> dict:
-        """What one validation logs; subclasses also keep it."""
-        return metrics
-
-    def after_train(self, loop: TrainLoop) -> None:
-        loop.meta[self.state_key] = self.best if math.isfinite(self.best) else None
-
-    def state_dict(self) -> dict:
-        return {self.state_key: self.best}
-
-    def load_state_dict(self, checkpoint: dict) -> None:
-        self.best = checkpoint.get(self.state_key, -math.inf)
-
-
 class TrainLoop:
     """One run of `model` on `train_set` for `iterations` iterations or `epochs` whole epochs.
 
-    criterion(logits, targets) -> loss; schedule: a :data:`Schedule` factory, called again on resume so
-    that changed schedule keys take effect from the resumed iteration. target_check: the task's device-side
-    check of a batch's targets (seg.engine.guard.TargetCheck), or None: a batch no rank can learn from is
-    skipped, which leaves the weights alone but still counts, so the data order and the LR schedule stay
-    those of an uninterrupted run. After :meth:`fit`, ``model`` is the trained (unwrapped) network.
+    criterion(logits, targets) -> loss; schedule: a :data:`Schedule` factory (seg.engine.hooks.LRSchedule),
+    called again on resume so that changed schedule keys take effect from the resumed iteration.
+    target_check: the task's device-side check of a batch's targets (seg.engine.guard.TargetCheck), or None:
+    a batch no rank can learn from is skipped, which leaves the weights alone but still counts, so the data
+    order and the LR schedule stay those of an uninterrupted run. shown_cfg: the config written to
+    config.yaml (default `cfg`). After :meth:`fit`, ``model`` is the trained (unwrapped) network.
     """
-
-    log: RunLogger  # the run's logger, opened when :meth:`train` starts (hooks log through it)
 
     def __init__(self, cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_dir: str, *,
                  criterion: nn.Module, schedule: Schedule, iterations: int | None = None, epochs: int | None = None,
-                 hooks: tuple[Hook, ...] = (), target_check: TargetCheck | None = None):
+                 hooks: tuple[Hook, ...] = (), target_check: TargetCheck | None = None, shown_cfg: dict | None = None):
         train_cfg = cfg["train"]
         self.cfg, self.train_cfg, self.info, self.work_dir = cfg, train_cfg, info, work_dir
-        self.criterion, self.schedule, self.hooks, self.target_check = criterion, schedule, list(hooks), target_check
+        self.criterion, self.target_check, self.shown_cfg = criterion, target_check, shown_cfg or cfg
         self.model = convert_sync_bn(model, train_cfg["sync_bn"], info)
         # in place, before the optimizer sees the parameters; compiled in train(), around the DDP wrapper
         prepare_model(self.model, info.device, train_cfg["channels_last"])
@@ -198,48 +95,55 @@ class TrainLoop:
         else:
             raise ConfigError(f"a training run is given by iterations or by epochs, exactly one; got iterations="
                               f"{iterations}, epochs={epochs}")
-        self.scheduler = schedule(self.optimizer, train_cfg, self.iters_per_epoch, 0)
+        self.storage = MetricsStore()
+        self.lr_schedule = LRSchedule(schedule, self.optimizer, train_cfg, self.iters_per_epoch)
+        self.checkpointer = Checkpointer(train_cfg["ckpt_interval"], train_cfg["keep_checkpoints"], epochs is not None)
+        self.hooks = [self.lr_schedule, *hooks, self.checkpointer, MetricsWriter()]
         self.iteration, self.epoch, self.lr, self.skipped = 0, 0, train_cfg["lr"], 0
         self.loss: torch.Tensor | None = None  # the last step's loss (device scalar)
         self.skipped_step: torch.Tensor | None = None  # whether the guard skipped the last step (device bool)
         # the newest checkpoint written or resumed from: non-finite errors name it as the place to go back to
         self.last_ckpt: str | None = None
         self.checked: int | None = None  # the iteration whose weights check_state last found finite
-        # {periodic checkpoint: None if usable, else why not} as far as this job knows (pruning counts the usable)
-        self.verified: dict[str, str | None] = {}
+        self.hook_failed = False  # whether the error that stops the run came from an after_step/after_epoch hook
         self.run_id: str | None = None
         self.meta: dict = {}  # what the hooks add to the final export's meta
 
+    @property
+    def scheduler(self) -> LRScheduler:
+        return self.lr_schedule.scheduler
+
     # ------------------------------------------------------------------ the run, top to bottom
     def fit(self, resume: str | None = None, overwrite: bool = False) -> nn.Module:
-        """Claim the work dir, resume (None, "auto" or a checkpoint path), train to the end, export."""
+        """Claim the work dir, resume (None, "auto" or a checkpoint path), train to the end."""
         lock, self.run_id = claim_on_all_ranks(self.work_dir, resume, overwrite, self.info)
         try:
             if resume is not None:
                 self.resume(resume)
             self.call("before_train")
-            self.run_id = self.run_id or new_run_id()
-            if self.info.is_main:
-                write_run_id(self.work_dir, self.run_id)
-                shown = {**self.cfg, "data": shown_data_keys(self.cfg["data"])} if "data" in self.cfg else self.cfg
-                dump_config(shown, os.path.join(self.work_dir, "config.yaml"))
-            self.train()
-            self.call("after_train")
-            self.export()
+            try:
+                self.run_id = self.run_id or new_run_id()
+                if self.info.is_main:
+                    write_run_id(self.work_dir, self.run_id)
+                    dump_config(self.shown_cfg, os.path.join(self.work_dir, "config.yaml"))
+                self.train()
+                self.call("after_train")
+            except BaseException:
+                self.call("after_failure")
+                raise
             return self.model
         finally:
             if lock is not None:
                 lock.release()
 
     def train(self) -> None:
-        """Iterations from the current one to the last, calling the hooks between them."""
+        """Iterations from the current one to the last, calling the hooks after each."""
         net = self.model
         if self.info.distributed:
             net = DistributedDataParallel(self.model, device_ids=[self.info.device.index]
                                           if self.info.device.type == "cuda" else None)
         net = compile_module(net, self.train_cfg["compile"])  # checkpoints keep coming from self.model
         net.train()
-        self.log = RunLogger(self.work_dir, self.total, self.iteration, enabled=self.info.is_main)
         window = _Window()
         self.guard.start(self.iteration)
         batches = self.batches()
@@ -249,37 +153,18 @@ class TrainLoop:
                 self.lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses: the schedule steps after
                 self.loss, self.skipped_step = guarded_step(net, images, targets, self.criterion, self.optimizer,
                                                             self.scaler, self.dtype, self.guard)
-                self.scheduler.step()
                 self.iteration += 1
                 window.add(self.loss, self.skipped_step)
                 if self.iteration % self.train_cfg["log_interval"] == 0 or self.iteration == self.total:
                     self.log_window(window)
                 with window.paused():  # validation and checkpoints are no training time: img/s leaves them out
-                    self.after_iteration()
+                    self.hook_failed = True
+                    self.call("after_step")
+                    if self.iteration % self.iters_per_epoch == 0:
+                        self.call("after_epoch")
+                    self.hook_failed = False
         finally:
             batches.close()
-            self.log.close()
-
-    def after_iteration(self) -> None:
-        """The hooks of the iteration just done, then its periodic checkpoint, if due; a hook that fails (a
-        validation) does not cost that checkpoint: :meth:`save_after_failure` writes it before the error goes on."""
-        try:
-            self.call("after_step")
-            if self.iteration % self.iters_per_epoch == 0:
-                self.call("after_epoch")
-        except Exception:
-            if self.checkpoint_due():
-                self.save_after_failure()
-            raise
-        if self.checkpoint_due():
-            self.save_periodic()
-
-    def export(self) -> None:
-        """model_final.pth (model-only) with every rank's BN statistics made equal to rank 0's first."""
-        broadcast_buffers(self.model)
-        final = os.path.join(self.work_dir, "model_final.pth")
-        self.save_model(final, {"skipped_batches": self.skipped, **self.meta})
-        _print(self.info, f"final model: {os.path.abspath(final)}")  # the run's last line: where its result is
 
     def save_model(self, path: str, meta: dict, model: nn.Module | None = None) -> None:
         """Model-only file of `model` (default: the trained one; rank 0 writes, every rank waits), written only
@@ -295,6 +180,10 @@ class TrainLoop:
     def call(self, event: str) -> None:
         for hook in self.hooks:
             getattr(hook, event)(self)
+
+    def hook_states(self) -> dict:
+        """The hooks' entries of a full checkpoint."""
+        return {k: v for hook in self.hooks for k, v in hook.state_dict().items()}
 
     def batches(self):
         """(epoch, images, targets) on the device from the current iteration on, across epochs, forever."""
@@ -341,61 +230,17 @@ class TrainLoop:
         if report.skipped and self.target_check is not None:
             self.skipped += report.skipped
             reason = self.target_check.skipped(report.skipped, report.first_skipped, report.last_skipped)
-            self.log.message(f"warning: {reason}; step skipped ({self.skipped} so far)")
+            self.storage.message(f"warning: {reason}; step skipped ({self.skipped} so far)")
 
     def log_window(self, window: _Window) -> None:
         loss = self.check_state(window)
         scalars = {"loss": loss, "lr": self.lr, "epoch": self.epoch + 1,  # numbered from 1, as the val lines
                    "img_s": window.steps * self.train_cfg["batch_size"] / window.seconds(),
                    **({"skipped_batches": self.skipped} if self.skipped else {})}
-        self.log.log(self.iteration, scalars)
-        self.log.progress(window.steps, {"epoch": str(self.epoch + 1), "loss": f"{loss or math.nan:.4f}",
+        self.storage.put(self.iteration, scalars)
+        self.storage.progress(window.steps, {"epoch": str(self.epoch + 1), "loss": f"{loss or math.nan:.4f}",
                                          "lr": f"{self.lr:.2e}", "img/s": f"{scalars['img_s']:.1f}"})
         window.reset()
-
-    def checkpoint_due(self) -> bool:
-        every = self.train_cfg["ckpt_interval"]
-        epoch_end = self.epochs is not None and self.iteration % self.iters_per_epoch == 0
-        return self.iteration == self.total or epoch_end or (every > 0 and self.iteration % every == 0)
-
-    def save_periodic(self) -> None:
-        self.last_ckpt = checkpoint_path(self.work_dir, self.iteration)
-        self.save(self.last_ckpt)
-        self.prune()
-
-    def prune(self) -> None:
-        """Rank 0: keep the newest usable periodic checkpoints and the one just written (see prune_checkpoints)."""
-        if self.info.is_main and self.last_ckpt is not None:
-            self.verified[self.last_ckpt] = None
-            for note in prune_checkpoints(self.work_dir, self.train_cfg["keep_checkpoints"], self.last_ckpt,
-                                          self.verified, self.run_id):
-                self.log.message(f"warning: {note}")
-
-    def save_after_failure(self) -> None:
-        """This iteration's periodic checkpoint after one of its hooks raised: rank 0 alone (the other ranks may
-        be waiting in a collective of the failed hook), with its own RNG state, only when its weights are
-        finite; a failure here is reported and the hook's error goes on."""
-        if not self.info.is_main or (self.checked != self.iteration and nonfinite_entries(self.model.state_dict())):
-            return
-        path = checkpoint_path(self.work_dir, self.iteration)
-        extra = {k: v for hook in self.hooks for k, v in hook.state_dict().items()}
-        try:
-            save_training_state(path, self.model, self.optimizer, self.scheduler, self.scaler, self.iteration,
-                                self.cfg, self.info, collective=False, run_id=self.run_id, **extra)
-        except Exception as e:  # the hook's error is the one to report
-            self.log.message(f"warning: could not save {path} after the failure below: {e}")
-            return
-        self.last_ckpt = path
-        self.log.message(f"saved {path} before stopping on the failure below")
-        self.prune()
-
-    def save(self, path: str) -> None:
-        """Full checkpoint with the hooks' entries (collective: every rank contributes its RNG state; rank 0
-        writes), written only when every parameter and buffer is finite."""
-        self.check_state()
-        extra = {k: v for hook in self.hooks for k, v in hook.state_dict().items()}
-        save_training_state(path, self.model, self.optimizer, self.scheduler, self.scaler, self.iteration, self.cfg,
-                            self.info, run_id=self.run_id, **extra)
 
     def resume(self, spec: str) -> None:
         """spec "auto": newest usable periodic checkpoint of this work dir's run (if any); else a checkpoint path.
@@ -404,7 +249,7 @@ class TrainLoop:
         (train.lr, the run's length, warm-up, decay) take effect from there; every changed key is listed.
         """
         found, rejected = load_resume_checkpoint(spec, self.work_dir, self.run_id if spec == "auto" else None)
-        self.verified.update(rejected)
+        self.checkpointer.verified.update(rejected)
         if found is None:
             _print(self.info, f"--resume auto: no checkpoint in {self.work_dir}/checkpoints, starting from scratch")
             return
@@ -416,11 +261,11 @@ class TrainLoop:
             raise ConfigError(f"{path} was trained with train.optimizer={saved}; resume it with that optimizer "
                               f"(its state does not carry over to {self.train_cfg['optimizer']}) or start afresh")
         self.iteration = restore_training_state(path, ckpt, self.model, self.optimizer, self.scaler, self.info)
-        self.verified[path] = None
+        self.checkpointer.verified[path] = None
         if self.iteration > self.total:
             raise ConfigError(f"{self.length_key()} is below the iteration {self.iteration} of {path}; resume "
                               f"with a run of at least {self.iteration} iterations")
-        self.scheduler = self.schedule(self.optimizer, self.train_cfg, self.iters_per_epoch, self.iteration)
+        self.lr_schedule.restart(self.iteration)
         for hook in self.hooks:
             hook.load_state_dict(ckpt)
         self.last_ckpt = path

@@ -1,5 +1,5 @@
-"""SGD or AdamW (fused) with optional weight-decay exclusion, iteration-stepped LR schedules (poly, cosine;
-epoch steps) with linear warm-up, and the loss."""
+"""SGD or AdamW (fused) with optional weight-decay exclusion, and iteration-stepped LR schedules (poly, cosine;
+epoch steps) with linear warm-up."""
 from __future__ import annotations
 
 import math
@@ -11,8 +11,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from seg.errors import InputError
 
-__all__ = ["build_optimizer", "WarmupLR", "PolyLR", "CosineLR", "StepEpochLR", "restart_schedule", "build_scheduler",
-           "SegCrossEntropy", "build_criterion"]
+__all__ = ["build_optimizer", "WarmupLR", "PolyLR", "CosineLR", "StepEpochLR", "restart_schedule", "build_scheduler"]
 
 
 def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.Optimizer:
@@ -142,23 +141,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict, iters_per
                         last_epoch=last)
     return PolyLR(optimizer, train_cfg["iterations"], train_cfg["poly_power"], train_cfg["warmup_iters"],
                   train_cfg["warmup_factor"], last_epoch=last)
-
-
-class SegCrossEntropy(nn.CrossEntropyLoss):
-    """Cross-entropy averaged over the labelled pixels; a batch without one gives 0 (with a graph, so DDP's
-    gradient all-reduce still runs on that rank), not 0/0 = NaN.
-
-    The choice is made on the device (a where, no host sync); the NaN branch it leaves out gets a zero
-    gradient, and with every pixel ignored the loss's backward writes none."""
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = super().forward(logits, target)
-        return torch.where((target != self.ignore_index).any(), loss, logits.sum() * 0.0)
-
-
-def build_criterion(train_cfg: dict, device: torch.device) -> SegCrossEntropy:
-    """Pixel-wise cross-entropy ignoring `ignore_index`, with optional per-class weights."""
-    weights = train_cfg["class_weights"]
-    if weights is not None:
-        weights = torch.tensor(weights, dtype=torch.float32, device=device)
-    return SegCrossEntropy(weight=weights, ignore_index=train_cfg["ignore_index"])

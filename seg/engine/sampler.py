@@ -19,14 +19,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from seg.errors import DataError, UnsupportedError
+from seg.seeding import item_seed
 
-__all__ = ["ResumableDistributedSampler", "EpochSeededDataset", "item_seed"]
-
-
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed that depends only on (seed, epoch, index)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint32).astype(np.uint64)
-               .dot(np.array([1, 1 << 32], dtype=np.uint64)) & np.uint64((1 << 63) - 1))
+__all__ = ["ResumableDistributedSampler", "EpochSeededDataset"]
 
 
 class ResumableDistributedSampler(Sampler[tuple[int, int]]):
@@ -87,12 +82,13 @@ def dataset_len(dataset: Dataset) -> int:
 
 
 class EpochSeededDataset(Dataset):
-    """Wraps a training dataset so that item i of epoch e is drawn with RNGs seeded from (seed, e, i).
+    """Wraps a training dataset so that item i of epoch e is drawn with python's, numpy's and torch's RNGs
+    seeded from seg.seeding.item_seed(seed, e, i) (a dataset whose transforms have their own generators
+    seeds them from the same function: seg.data.SegTrainDataset).
 
     Indexed by (epoch, index) keys (or a plain index for the current epoch). When the epoch changes, the
     wrapped dataset's `set_epoch(epoch)` (the class-balanced crop plan) is called, in whichever process
-    holds this copy. If the wrapped dataset has `seed_item(seed)` (transforms with their own generators,
-    e.g. albumentations 2.x) it is called with the item seed before the item is fetched.
+    holds this copy.
     """
 
     def __init__(self, dataset: Dataset, seed: int):
@@ -111,8 +107,5 @@ class EpochSeededDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (self.epoch or 0, key)
         if epoch != self.epoch:
             self.set_epoch(epoch)
-        s = item_seed(self.seed, epoch, index)
-        with _seeded_rngs(s):
-            if hasattr(self.dataset, "seed_item"):
-                self.dataset.seed_item(s)
+        with _seeded_rngs(item_seed(self.seed, epoch, index)):
             return self.dataset[index]

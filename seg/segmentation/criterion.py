@@ -1,30 +1,42 @@
-"""Segmentation training: the engine's loop (seg.engine.loop) run for ``train.iterations`` iterations with
-the poly LR schedule, the pixel-wise loss, data checks before iteration 1 and all-ignore batches skipped.
-
-Validation is the caller's: `validate(model) -> metrics with "mIoU"` (seg.evaluation.validation_hook
-builds it from the validation set), run every ``train.val_interval`` iterations (0: after the last);
-checkpoints/best.pth keeps the best mIoU.
-"""
+"""Segmentation's side of a training step: the loss (pixel-wise cross-entropy whose all-ignore batch gives 0,
+not NaN), the device-side label check that skips a batch without a labelled pixel and stops on a value that
+is neither a class nor the ignore index, and the data checks run before iteration 1."""
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from seg.config import ConfigError
 from seg.data.dataset import SegDataset
 from seg.data.verify import check_pairs, label_range_error
+from seg.engine.distributed import all_reduce_mean
+from seg.engine.guard import TargetCheck
+from seg.engine.hooks import Hook
+from seg.engine.loop import TrainLoop
 from seg.errors import SegError
 
-from .distributed import DistInfo, all_reduce_mean
-from .ema import EMA_PREFIX, WeightEMA
-from .guard import TargetCheck
-from .loop import Hook, KeepBest, TrainLoop
-from .optim import build_criterion, build_scheduler
+__all__ = ["SegCrossEntropy", "build_criterion", "VERIFY_SAMPLE", "any_labelled", "LabelCheck", "DataChecks"]
 
-__all__ = ["VERIFY_SAMPLE", "any_labelled", "LabelCheck", "DataChecks", "train"]
+
+class SegCrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy averaged over the labelled pixels; a batch without one gives 0 (with a graph, so DDP's
+    gradient all-reduce still runs on that rank), not 0/0 = NaN.
+
+    The choice is made on the device (a where, no host sync); the NaN branch it leaves out gets a zero
+    gradient, and with every pixel ignored the loss's backward writes none."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = super().forward(logits, target)
+        return torch.where((target != self.ignore_index).any(), loss, logits.sum() * 0.0)
+
+
+def build_criterion(train_cfg: dict, device: torch.device) -> SegCrossEntropy:
+    """Pixel-wise cross-entropy ignoring `ignore_index`, with optional per-class weights."""
+    weights = train_cfg["class_weights"]
+    if weights is not None:
+        weights = torch.tensor(weights, dtype=torch.float32, device=device)
+    return SegCrossEntropy(weight=weights, ignore_index=train_cfg["ignore_index"])
+
 
 VERIFY_SAMPLE = 16  # training files decoded and checked before iteration 1 (all with verify; validation: all)
 
@@ -102,53 +114,5 @@ class DataChecks(Hook):
                      labels[0] if labels else "validation sample 0")
 
     def after_train(self, loop: TrainLoop) -> None:
-        if loop.skipped and loop.info.is_main:
-            print(f"warning: {loop.skipped} batch(es) without a labelled pixel were skipped", flush=True)
-
-
-def train(cfg: dict, model: nn.Module, train_set: Dataset, info: DistInfo, work_dir: str,
-          val_set: Dataset | None = None, validate: Callable[[nn.Module], dict] | None = None,
-          resume: str | None = None, overwrite: bool = False, verify: bool = False) -> nn.Module:
-    """Train `model` for ``cfg["train"]["iterations"]`` iterations; returns the trained (unwrapped) model.
-
-    val_set: checked before iteration 1 (every label decoded and checked, every image's header and end read
-    when it was built; one image through the model). validate: scores the model (every rank calls it) with
-    at least "mIoU"; None trains without validation. resume: None (fresh run), "auto" (newest usable
-    periodic checkpoint of the work dir's run; a run with none is refused unless starting over loses
-    nothing) or a checkpoint path. The work dir is locked for the run; a fresh run in a folder that holds
-    one is refused (WorkDirError) unless `overwrite` moves it aside (see seg.engine.workdir). `verify`:
-    decode every training and validation file before iteration 1, not a sample. Raises NonFiniteLossError
-    on divergence.
-    """
-    train_cfg = cfg["train"]
-    hooks: list[Hook] = [DataChecks(train_set, val_set, verify)]
-    ema = WeightEMA(train_cfg["ema_decay"]) if train_cfg["ema_decay"] is not None else None
-    if ema is not None:  # before KeepBest: a step's validation comes after its EMA update
-        hooks.append(ema)
-    if validate is not None:  # with an EMA, each validation scores it too (ema_mIoU); best.pth follows the raw mIoU
-        shown = ("mIoU",) if ema is None else ("mIoU", EMA_PREFIX + "mIoU")
-        hooks.append(KeepBest(validate if ema is None else ema.beside(validate), "mIoU", train_cfg["val_interval"],
-                              state_key="best_miou", shown=shown))
-    loop = TrainLoop(cfg, model, train_set, info, work_dir, criterion=build_criterion(train_cfg, info.device),
-                     schedule=build_scheduler, iterations=train_cfg["iterations"], hooks=tuple(hooks),
-                     target_check=LabelCheck(cfg))
-    _check_images_per_process(loop.model, train_cfg, info)
-    # SegTrainDataset's crop plan; both attributes come together there
-    if hasattr(train_set, "crop_sources") and hasattr(train_set, "coarse_mode") and info.is_main:
-        fine, coarse = train_set.crop_sources()
-        coarse_note = f" ({fine} from fine, {coarse} from coarse images, data.coarse_mode={train_set.coarse_mode})" \
-            if cfg["data"]["format"] == "cityscapes" else ""  # other formats have no coarse annotations
-        print(f"training crops per epoch: {fine + coarse}{coarse_note}", flush=True)
-    return loop.fit(resume, overwrite)
-
-
-def _check_images_per_process(model: nn.Module, train_cfg: dict, info: DistInfo) -> None:
-    """ConfigError for one image per process under BatchNorm whose batch statistics come from this process's
-    images alone (SyncBatchNorm pools ranks): the image-pooling statistics are undefined for one image."""
-    per_rank = train_cfg["batch_size"] // info.world_size
-    if per_rank < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
-                            for m in model.modules()):
-        raise ConfigError(f"train.batch_size={train_cfg['batch_size']} gives {per_rank} image per process; "
-                          "BatchNorm needs at least 2 (its image-pooling statistics are undefined for one image): "
-                          "raise train.batch_size, or use SyncBatchNorm on GPUs")
-
+        if loop.skipped:
+            loop.storage.message(f"warning: {loop.skipped} batch(es) without a labelled pixel were skipped")

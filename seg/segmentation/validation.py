@@ -1,4 +1,4 @@
-"""The validation that segmentation training runs (seg.engine.train's `validate`, every
+"""The validation that segmentation training runs (seg.segmentation.train's `validate`, every
 ``train.val_interval`` iterations): whole-image mIoU on the validation set, every rank scoring its shard.
 Built here, above the engine, so that seg.engine needs nothing of seg.evaluation."""
 from __future__ import annotations
@@ -14,8 +14,7 @@ from torch.utils.data import Dataset
 from seg.data import label_space
 from seg.engine.loaders import build_eval_loader
 from seg.engine.speed import prepare_model
-
-from .evaluator import evaluate
+from seg.evaluation.evaluator import evaluate
 
 __all__ = ["build_validator"]
 
@@ -27,6 +26,7 @@ def build_validator(val_set: Dataset, cfg: dict, device: torch.device) -> Callab
     loader = build_eval_loader(val_set, batch_size=cfg["train"]["val_batch_size"],
                                num_workers=min(2, cfg["data"]["num_workers"]))
     labels = dataclasses.replace(label_space(cfg["data"]), ignore_index=cfg["train"]["ignore_index"])
-    score = partial(evaluate, loader=loader, num_classes=cfg["model"]["num_classes"], device=device, labels=labels)
+    score = partial(evaluate, loader=loader, num_classes=cfg["model"]["num_classes"], device=device, labels=labels,
+                    distance_bands=cfg["train"]["val_distance_bands"])
     train = cfg["train"]
     return lambda model: score(prepare_model(model, device, train["channels_last"], train["compile"]))
