@@ -11,8 +11,8 @@ from conftest import save_demo_checkpoint
 from seg.data import build_val_dataset
 from seg.engine.checkpoint import CheckpointError
 from seg.errors import ResultFileError
-from seg.evaluation import build_eval_loader, evaluate
-from seg.evaluation.official import official_scores
+from seg.evaluation import SegmentationEvaluator, build_eval_loader, run_inference
+from seg.evaluation.official import PredictionWriter, official_scores
 from seg.evaluation.runner import ArchitectureMismatch
 from seg.evaluation.visualize import colorize, error_map
 
@@ -49,11 +49,11 @@ def test_miou_equals_cityscapesscripts_on_demo_val(demo_root, tmp_path):
         noise = torch.rand(p.shape, generator=g) < 0.3
         p[noise | (p == 255)] = torch.randint(0, 19, p.shape, generator=g)[noise | (p == 255)]
         preds.append(p)
-    result = evaluate(StoredPredictions(torch.stack(preds)), build_eval_loader(dataset), 19,
-                      save_pred=str(tmp_path), progress=False)
-    gts = [gt for _, gt in result["predictions"]]
+    result = run_inference(StoredPredictions(torch.stack(preds)), build_eval_loader(dataset), None,
+                           [SegmentationEvaluator(), PredictionWriter(str(tmp_path))], device="cpu", progress=False)
+    gts = [gt for _, gt in result.predictions]
     assert all(gt.endswith("_gtFine_labelIds.png") and gt.startswith(demo_root) for gt in gts)  # the real files
-    official = official_scores(result["predictions"])
+    official = official_scores(result.predictions)
     assert 5 < result["mIoU"] < 100
     assert abs(result["mIoU"] - official["mIoU"]) / 100 < 1e-6
     for name, ours in zip(result["class_names"], result["IoU"]):

@@ -41,7 +41,8 @@ from seg.atomic import atomic_open, atomic_write_text  # noqa: E402
 from seg.cli import positive_int, run_tool, tool_parser  # noqa: E402
 from seg.errors import ResultFileError  # noqa: E402
 from seg.evaluation import MODES  # noqa: E402
-from seg.evaluation.runner import run_names, write_results  # noqa: E402
+from seg.evaluation.result import write_json  # noqa: E402
+from seg.evaluation.runner import run_names  # noqa: E402
 from seg.evaluation.stats import COUNTS, REGION_ALL, load_image_stats  # noqa: E402
 from seg.evaluation.uncertainty import (  # noqa: E402
     DEFAULT_RESAMPLES,
@@ -396,8 +397,8 @@ def main(argv=None) -> str:
             parts.append(f"![{prefix}]({name})")
     text = "\n\n".join(parts) + "\n"
     atomic_write_text(os.path.join(args.out_dir, "compare.md"), text)
-    write_results({"level": LEVEL, "resamples": args.resamples, "seed": args.seed, "summaries": summaries,
-                   "comparisons": comparisons}, os.path.join(args.out_dir, "compare.json"))
+    write_json({"level": LEVEL, "resamples": args.resamples, "seed": args.seed, "summaries": summaries,
+                "comparisons": comparisons}, os.path.join(args.out_dir, "compare.json"))
     print(text)
     print(f"written to {args.out_dir}/compare.md and compare.json")
     return text
