@@ -31,11 +31,12 @@ from seg.engine.distributed import resolve_device
 from seg.engine.loaders import build_eval_loader
 from seg.evaluation import (
     InferenceSettings,
-    evaluate,
+    SegmentationEvaluator,
     predict_logits,
     predicted_classes,
     preprocess,
     region_layout,
+    run_inference,
     tile_grid,
     tile_stride,
     to_device,
@@ -43,7 +44,7 @@ from seg.evaluation import (
 from seg.evaluation.evaluator import RegionLayout
 from seg.evaluation.inference import NetworkTimer
 from seg.evaluation.metrics import ConfusionAccumulator
-from seg.evaluation.official import official_scores
+from seg.evaluation.official import PredictionWriter, official_scores
 from seg.models import DeepLabV3Plus
 
 
@@ -103,8 +104,9 @@ def warm_split(model, loader, device: torch.device, num_classes: int, inference:
     Runs ``warmup`` + ``images`` samples of ``loader`` (re-iterated, every sample loaded again; uncollated, as
     build_eval_loader gives them at batch size 1) through the evaluator's steps: copy to ``device``,
     ``inference.predict``, argmax, confusion counts over the leave-out / distance-band regions of ``analysis``
-    (the keyword arguments ``leave_out`` and ``distance_bands`` of ``evaluate``); uint8 images are normalised on
-    the device by ``normalize`` (default: the loader's dataset's ``.normalize``), timed as part of the network.
+    (the keyword arguments ``leave_out`` and ``distance_bands`` of ``SegmentationEvaluator``); uint8 images are
+    normalised on the device by ``normalize`` (default: the loader's dataset's ``.normalize``), timed as part of
+    the network.
     On a GPU the data wait is host time between the previous image's last queued kernel and the next sample; the other
     stages are device time between CUDA events. Returns seconds per stage summed over the warm images,
     the share outside the network, ms per warm image, and ``startup_s``: the first image's time beyond the
@@ -145,12 +147,14 @@ def timed_evaluation(model, loader, mode, root, analysis, kw, official) -> dict:
     """Timing of one evaluation pass (plus, with `official`, mIoU checked by cityscapesscripts on a first
     pass that writes labelId PNGs; the timed pass writes nothing)."""
     row = {}
+    device = next(model.parameters()).device
     if official:
-        saved = evaluate(model, loader, 19, next(model.parameters()).device, InferenceSettings(mode, **kw),
-                         save_pred=os.path.join(root, f"pred_{mode}"), progress=False, **analysis)
-        row["official_mIoU"] = official_scores(saved["predictions"])["mIoU"]
-    r = evaluate(model, loader, 19, next(model.parameters()).device, InferenceSettings(mode, **kw), progress=False,
-                 **analysis)
+        saved = run_inference(model, loader, InferenceSettings(mode, **kw),
+                              [SegmentationEvaluator(**analysis), PredictionWriter(os.path.join(root, f"pred_{mode}"))],
+                              device=device, progress=False)
+        row["official_mIoU"] = official_scores(saved.predictions or [])["mIoU"]
+    r = run_inference(model, loader, InferenceSettings(mode, **kw), [SegmentationEvaluator(**analysis)], device=device,
+                      progress=False)
     row.update(r["timing"], mIoU=r["mIoU"])
     if official:
         row["abs_diff"] = abs(row["official_mIoU"] - r["mIoU"])
@@ -213,7 +217,7 @@ def main() -> dict:
             row = out[f"eval_{mode}"]
             check = "" if args.no_official else (f"; mIoU {row['mIoU']:.6f} vs cityscapesscripts "
                                                  f"{row['official_mIoU']:.6f} (|diff| {row['abs_diff']:.1e})")
-            print(f"evaluate({mode}) on {args.images} images with 6 leave-out proportions and 5 bands: "
+            print(f"run_inference({mode}) on {args.images} images with 6 leave-out proportions and 5 bands: "
                   f"{row['total_s']:.2f}s, network {row['network_s']:.2f}s, outside the network "
                   f"{100 * row['outside_share']:.1f}%{check}")
     if args.json:

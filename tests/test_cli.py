@@ -19,7 +19,7 @@ from seg.cli import add_config_args, run_tool, tool_parser
 from seg.config import SCHEMA, ConfigError, load_config
 from seg.data import build_val_dataset
 from seg.engine import init_distributed
-from seg.evaluation import build_eval_loader, evaluate
+from seg.evaluation import SegmentationEvaluator, build_eval_loader, run_inference
 from seg.models import ENCODERS, NORMS, OUTPUT_STRIDES, DeepLabV3Plus
 from seg.nn import PADDING_MODES
 
@@ -157,8 +157,8 @@ def test_eval_builds_the_checkpoints_architecture_and_records_it(demo_root, os16
                                                                                           "zeros")
     reference = DeepLabV3Plus("resnet18", 19, output_stride=16)  # built by hand, as the checkpoint was trained
     reference.load_state_dict(torch.load(os16_checkpoint, weights_only=True)["model"])
-    expected = evaluate(reference.eval(), build_eval_loader(build_val_dataset({"root": demo_root})), 19,
-                        progress=False)
+    expected = run_inference(reference.eval(), build_eval_loader(build_val_dataset({"root": demo_root})), None,
+                             [SegmentationEvaluator()], device="cpu", progress=False)
     assert res["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-9)
 
 

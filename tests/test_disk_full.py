@@ -21,7 +21,7 @@ from seg.cli import run_tool
 from seg.data.labels import LabelSpace
 from seg.engine.logger import RunLogger
 from seg.evaluation.plots import save_confusion_figure
-from seg.evaluation.runner import write_results
+from seg.evaluation.result import write_json
 from seg.evaluation.stats import save_image_stats
 from seg.evaluation.visualize import write_png
 
@@ -102,7 +102,7 @@ def test_torch_short_write_without_an_os_error_is_reported_as_a_full_disk(tmp_pa
 def test_eval_outputs_on_a_full_disk_name_their_files(full_disk):
     labels = LabelSpace(("x", "y"), np.array([[0, 0, 0], [255, 255, 255]], np.uint8))
     writers = {
-        "eval.json": lambda p: write_results({"mIoU": 1.0}, p),
+        "eval.json": lambda p: write_json({"mIoU": 1.0}, p),
         "eval.images.npz": lambda p: save_image_stats({"intersection": np.ones((1, 1, 2)), "prediction": np.ones(
             (1, 1, 2)), "ground_truth": np.ones((1, 1, 2)), "regions": ["all"], "images": ["a"],
             "class_names": ["x", "y"]}, p),

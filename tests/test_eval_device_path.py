@@ -12,7 +12,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 import seg
 import seg.evaluation.predictor as predictor_module  # seg.predict runs on its Predictor
 from seg.data import DataError, build_val_dataset
-from seg.evaluation import InferenceSettings, build_eval_loader, evaluate
+from seg.evaluation import (
+    InferenceSettings,
+    SegmentationEvaluator,
+    build_eval_loader,
+    default_label_space,
+    run_inference,
+)
 from seg.evaluation.inference import forward_logits
 from seg.evaluation.runner import load_model_for_eval
 
@@ -76,8 +82,9 @@ class Pairs(Dataset):
 def _evaluate(n, settings):
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 4, 3, padding=1)
-    return evaluate(model, DataLoader(Pairs(n), batch_size=2), 4, inference=settings, leave_out=[0, 0.5],
-                    distance_bands=[0, 3], image_stats=True, progress=False)
+    scores = SegmentationEvaluator(leave_out=[0, 0.5], distance_bands=[0, 3], image_stats=True)
+    return run_inference(model, DataLoader(Pairs(n), batch_size=2), settings, [scores], device="cpu",
+                         labels=default_label_space(4), progress=False)
 
 
 @pytest.mark.parametrize("settings", [InferenceSettings(), InferenceSettings("overlap", tile_size=8, flip=True)])
@@ -95,14 +102,16 @@ def test_scoring_makes_no_host_sync_per_image(monkeypatch, settings):
 def test_invalid_target_is_reported_after_the_pass_naming_its_file():
     loader = DataLoader(Pairs(5, bad=3), batch_size=2)
     with pytest.raises(DataError, match=r"/data/img_3.png: target holds 1 pixels with ids outside \[0, 4\)"):
-        evaluate(torch.nn.Conv2d(3, 4, 1), loader, 4, progress=False)
+        run_inference(torch.nn.Conv2d(3, 4, 1), loader, None, [SegmentationEvaluator()], device="cpu",
+                      labels=default_label_space(4), progress=False)
 
 
 def test_uint8_images_need_a_normaliser():
     data = Pairs(2)
     del data.normalize
     with pytest.raises(DataError, match="yields torch.uint8 images but has no .normalize"):
-        evaluate(torch.nn.Conv2d(3, 4, 1), DataLoader(data), 4, progress=False)
+        run_inference(torch.nn.Conv2d(3, 4, 1), DataLoader(data), None, [SegmentationEvaluator()], device="cpu",
+                      labels=default_label_space(4), progress=False)
 
 
 @pytest.mark.slow
@@ -129,9 +138,10 @@ def test_predict_and_evaluate_give_bit_identical_logits(demo_root, tmp_path, mon
     dataset = build_val_dataset({"root": demo_root})
     predictions = seg.predict(checkpoint, dataset.image_paths[:2], device="cpu", progress=False)
 
-    # the same weights through evaluate(): the dataset's uint8 images, batch 1, normalised by its preprocessor
-    evaluate(Recorder(loaded["model"], "eval"), build_eval_loader(Subset(dataset, [0, 1])),
-             loaded["info"]["num_classes"], normalize=dataset.normalize, progress=False)
+    # the same weights through run_inference(): the dataset's uint8 images, batch 1, normalised by its preprocessor
+    run_inference(Recorder(loaded["model"], "eval"), build_eval_loader(Subset(dataset, [0, 1])), None,
+                  [SegmentationEvaluator()], device="cpu", labels=default_label_space(loaded["info"]["num_classes"]),
+                  normalize=dataset.normalize, progress=False)
     assert len(seen["eval"]) == len(seen["predict"]) == len(predictions) == 2
     for from_eval, from_predict, prediction in zip(seen["eval"], seen["predict"], predictions):
         assert torch.equal(from_eval, from_predict)  # same preprocessor, same bits

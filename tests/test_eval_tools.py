@@ -1,4 +1,5 @@
 """End-to-end evaluation on the demo val set: cityscapesscripts parity, tools/eval.py, bad input."""
+import glob
 import importlib.util
 import json
 import os
@@ -8,11 +9,13 @@ import pytest
 import torch
 from conftest import save_demo_checkpoint
 
+from seg.cli import run_tool
 from seg.data import build_val_dataset
 from seg.engine.checkpoint import CheckpointError
 from seg.errors import ResultFileError
-from seg.evaluation import build_eval_loader, evaluate
-from seg.evaluation.official import official_scores
+from seg.evaluation import SegmentationEvaluator, build_eval_loader, run_inference
+from seg.evaluation.evaluators import OutputFolderError, output_folder, prepare_output_folder
+from seg.evaluation.official import PredictionWriter, official_scores
 from seg.evaluation.runner import ArchitectureMismatch
 from seg.evaluation.visualize import colorize, error_map
 
@@ -49,11 +52,11 @@ def test_miou_equals_cityscapesscripts_on_demo_val(demo_root, tmp_path):
         noise = torch.rand(p.shape, generator=g) < 0.3
         p[noise | (p == 255)] = torch.randint(0, 19, p.shape, generator=g)[noise | (p == 255)]
         preds.append(p)
-    result = evaluate(StoredPredictions(torch.stack(preds)), build_eval_loader(dataset), 19,
-                      save_pred=str(tmp_path), progress=False)
-    gts = [gt for _, gt in result["predictions"]]
+    result = run_inference(StoredPredictions(torch.stack(preds)), build_eval_loader(dataset), None,
+                           [SegmentationEvaluator(), PredictionWriter(str(tmp_path))], device="cpu", progress=False)
+    gts = [gt for _, gt in result.predictions]
     assert all(gt.endswith("_gtFine_labelIds.png") and gt.startswith(demo_root) for gt in gts)  # the real files
-    official = official_scores(result["predictions"])
+    official = official_scores(result.predictions)
     assert 5 < result["mIoU"] < 100
     assert abs(result["mIoU"] - official["mIoU"]) / 100 < 1e-6
     for name, ours in zip(result["class_names"], result["IoU"]):
@@ -99,6 +102,48 @@ def test_eval_tool_bad_inputs(demo_root, r18_checkpoint, tmp_path):
         tool.main([CONFIG, r18_checkpoint, "--mode", "tile", "--tile-size", "96"] + common + data)
     with pytest.raises(SystemExit):
         tool.main([CONFIG, r18_checkpoint, "--mode", "sliding"] + common + data)
+
+
+def test_output_folders_per_mode_and_moved_aside(tmp_path):
+    assert output_folder("out/{mode}/pred", "tile", several=True) == "out/tile/pred"
+    assert output_folder("out", "tile", several=True) == os.path.join("out", "tile")
+    assert output_folder("out", "tile", several=False) == "out"
+    folder = tmp_path / "pred"
+    assert prepare_output_folder(str(folder)) is None  # absent: nothing to do
+    folder.mkdir()
+    assert prepare_output_folder(str(folder)) is None  # empty: nothing to lose
+    (folder / "a.png").write_bytes(b"x")
+    with pytest.raises(OutputFolderError, match=f"{folder}: output folder already holds files; pass --overwrite"):
+        prepare_output_folder(str(folder))
+    for n, aside in enumerate((f"{folder}.old", f"{folder}.old2")):
+        assert prepare_output_folder(str(folder), overwrite=True) == aside
+        assert not folder.exists() and (tmp_path / os.path.basename(aside) / "a.png").read_bytes() == b"x"
+        if n == 0:
+            folder.mkdir()
+            (folder / "a.png").write_bytes(b"x")
+
+
+@pytest.mark.slow
+def test_eval_tool_keeps_the_files_of_every_mode(demo_root, r18_checkpoint, tmp_path, capsys):
+    """--save-pred / --show-dir with several modes: one folder per mode, none overwritten silently."""
+    pred, show = tmp_path / "pred", tmp_path / "show"
+    argv = [r18_checkpoint, "--mode", "regular,tile", "--tile-size", "64", "--save-pred", str(pred),
+            "--show-dir", f"{show}_{{mode}}", "--out", str(tmp_path / "r_{mode}.json"), "--num-workers", "0",
+            "--device", "cpu", "--opts", f"data.root={demo_root}"]
+    tool = load_tool("eval")
+    tool.main(argv)
+    for mode in ("regular", "tile"):
+        assert len(glob.glob(str(pred / mode / "*_pred_labelIds.png"))) == 4
+        assert len(glob.glob(f"{show}_{mode}/*_show.png")) == 4
+    assert sorted(os.listdir(pred)) == ["regular", "tile"]
+    assert run_tool(tool.main, argv) == 1  # a second run would overwrite the first one's files: refused
+    err = capsys.readouterr().err
+    assert f"error: {pred / 'regular'}: output folder already holds files; pass --overwrite" in err
+    assert "Traceback" not in err
+    tool.main(argv + ["--overwrite"])  # the earlier files are moved aside, not deleted
+    for mode in ("regular", "tile"):
+        assert len(os.listdir(pred / f"{mode}.old")) == len(os.listdir(pred / mode)) == 5  # 4 PNGs and gt/
+        assert len(os.listdir(f"{show}_{mode}.old")) == 4
 
 
 def fake_result(encoder, padding, mode, miou, leave, bands):

@@ -10,7 +10,7 @@ from test_eval_tools import StoredPredictions  # one-hot logits of stored predic
 
 from seg.config import load_config
 from seg.data import build_val_dataset
-from seg.evaluation import evaluate
+from seg.evaluation import SegmentationEvaluator, default_label_space, run_inference
 from seg.evaluation.stats import load_image_stats, save_image_stats, sidecar_path
 from seg.models import build_model
 
@@ -63,15 +63,16 @@ def evaluated(demo_root):
         preds.append(p)
     preds = torch.stack(preds)
     loader = torch.utils.data.DataLoader(dataset, batch_size=3, shuffle=False)  # batches of several images
-    result = evaluate(StoredPredictions(preds), loader, K, leave_out=LEAVE_OUT, distance_bands=BANDS,
-                      image_stats=True, progress=False)
+    scores = SegmentationEvaluator(leave_out=LEAVE_OUT, distance_bands=BANDS, image_stats=True)
+    result = run_inference(StoredPredictions(preds), loader, None, [scores], device="cpu",
+                           labels=default_label_space(K), progress=False)
     truths = [t.numpy() for _, t in dataset]
     return result, preds.numpy(), truths
 
 
 def test_per_image_counts_equal_naive_numpy(evaluated):
     result, preds, truths = evaluated
-    stats = result["image_stats"]
+    stats = result.image_stats
     assert stats["regions"] == (["all"] + [f"leave_out {lab}" for lab in ("0", "1/2", "7/8")]
                                 + ["band 0-4", "band 4-8", "band 8-16", "band 16+"])
     assert len(stats["images"]) == len(truths) and stats["images"][0].endswith("_leftImg8bit")
@@ -84,7 +85,7 @@ def test_per_image_counts_equal_naive_numpy(evaluated):
 def test_summed_counts_give_the_confusion_derived_ious(evaluated, tmp_path):
     result, _, _ = evaluated
     path = str(tmp_path / "eval.images.npz")
-    save_image_stats(result["image_stats"], path)
+    save_image_stats(result.image_stats, path)
     stats = load_image_stats(path)
     total = {name: stats[name].sum(0) for name in ("intersection", "prediction", "ground_truth")}
     cm = np.array(result["confusion_matrix"])

@@ -10,11 +10,13 @@ from seg.config import ConfigError
 from seg.evaluation import (
     ConfusionAccumulator,
     InferenceSettings,
+    SegmentationEvaluator,
     border_distance,
     centre_leave_out_mask,
     confusion_matrix,
+    default_label_space,
     distance_band_index,
-    evaluate,
+    run_inference,
     scores_from_confusion,
 )
 
@@ -137,6 +139,12 @@ def test_border_distance_and_bands_exact_on_small_image():
         distance_band_index(5, 6, [1, 4])
 
 
+def evaluate(model, loader, k, settings=None, **analysis):
+    """One pass of `model` over `loader` scored by a SegmentationEvaluator with `analysis`, k classes."""
+    return run_inference(model, loader, settings, [SegmentationEvaluator(**analysis)], device="cpu",
+                         labels=default_label_space(k), progress=False)
+
+
 class FixedPredictions(torch.nn.Module):
     """Returns one-hot logits of the prediction stored for each call, so evaluate() scores known labels."""
 
@@ -156,7 +164,7 @@ def test_evaluate_leave_out_and_bands_equal_masked_references():
     leave_out, bands = [0.0, 1 / 3, 0.5, 7 / 8], [0, 3, 6, 10]
     loader = DataLoader(TensorDataset(torch.zeros(n, 3, h, w), target), batch_size=2)
     r = evaluate(FixedPredictions(pred, k), loader, k, leave_out=leave_out, leave_out_by="area",
-                 distance_bands=bands, progress=False)
+                 distance_bands=bands)
     miou, acc = naive_miou(naive_confusion(pred.numpy(), target.numpy(), k))
     assert r["mIoU"] == pytest.approx(miou, abs=1e-9) and r["pixel_acc"] == pytest.approx(acc, abs=1e-9)
     macc, fwiou = naive_macc_fwiou(naive_confusion(pred.numpy(), target.numpy(), k))
@@ -187,10 +195,10 @@ def test_leave_out_by_both_scores_each_reading_from_one_pass_as_separate_passes_
     leave_out = [0.0, 0.5, 7 / 8]
     loader = DataLoader(TensorDataset(torch.zeros(n, 3, h, w), target), batch_size=2)
     model = FixedPredictions(pred, k)
-    both = evaluate(model, loader, k, leave_out=leave_out, leave_out_by="both", image_stats=True, progress=False)
+    both = evaluate(model, loader, k, leave_out=leave_out, leave_out_by="both", image_stats=True)
     for key, by in (("leave_out", "side"), ("leave_out_area", "area")):
         model.i = 0
-        alone = evaluate(model, loader, k, leave_out=leave_out, leave_out_by=by, progress=False)["leave_out"]
+        alone = evaluate(model, loader, k, leave_out=leave_out, leave_out_by=by)["leave_out"]
         assert both[key] == alone
         for p, row in zip(leave_out, both[key]["results"]):
             t = target.clone()
@@ -200,26 +208,26 @@ def test_leave_out_by_both_scores_each_reading_from_one_pass_as_separate_passes_
     # at 7/8 the side reading scores 1 - (7/8)^2 of the pixels (up to rounding), the area reading 1/8
     side, area = (both[key]["results"][2]["scored_pixels"] for key in ("leave_out", "leave_out_area"))
     assert side > area
-    assert both["image_stats"]["regions"] == ["all", "leave_out 0", "leave_out 1/2", "leave_out 7/8",
-                                              "leave_out_area 0", "leave_out_area 1/2", "leave_out_area 7/8"]
-    assert both["image_stats"]["intersection"].shape[1] == 7
+    assert both.image_stats["regions"] == ["all", "leave_out 0", "leave_out 1/2", "leave_out 7/8",
+                                           "leave_out_area 0", "leave_out_area 1/2", "leave_out_area 7/8"]
+    assert both.image_stats["intersection"].shape[1] == 7
 
 
 def test_evaluate_restores_training_mode_and_rejects_unknown_mode():
     model = torch.nn.Conv2d(3, 4, 1).train()
     loader = DataLoader(TensorDataset(torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)))
-    evaluate(model, loader, 4, progress=False)
+    evaluate(model, loader, 4)
     assert model.training
     with pytest.raises(ConfigError, match="unknown inference mode 'sliding'"):
-        evaluate(model, loader, 4, InferenceSettings(mode="sliding"), progress=False)
+        evaluate(model, loader, 4, InferenceSettings(mode="sliding"))
     with pytest.raises(ConfigError, match="unknown inference mode 'tile_overlap'"):  # no alias: one spelling
         InferenceSettings.from_config({"mode": "tile_overlap"})
     with pytest.raises(ValueError, match="leave_out_by"):
-        evaluate(model, loader, 4, leave_out=[0.5], leave_out_by="diagonal", progress=False)
+        evaluate(model, loader, 4, leave_out=[0.5], leave_out_by="diagonal")
     with pytest.raises(ValueError, match="at most 16"):
-        evaluate(model, loader, 4, leave_out=[i / 20 for i in range(17)], progress=False)
+        evaluate(model, loader, 4, leave_out=[i / 20 for i in range(17)])
     with pytest.raises(ValueError, match="at most 16"):  # both readings: two regions per proportion
-        evaluate(model, loader, 4, leave_out=[i / 20 for i in range(9)], leave_out_by="both", progress=False)
+        evaluate(model, loader, 4, leave_out=[i / 20 for i in range(9)], leave_out_by="both")
 
 
 def test_accumulator_and_scores_match_naive_numpy():

@@ -26,7 +26,7 @@ from seg.engine import (
 from seg.engine.checkpoint import checkpoint_path, list_checkpoints
 from seg.engine.workdir import WorkDirLock
 from seg.errors import WorkDirError
-from seg.evaluation.runner import write_results
+from seg.evaluation.result import write_json
 from seg.segmentation import build_criterion, train
 
 pytestmark = pytest.mark.slow  # trains or runs a tool end to end: left out of make test-fast
@@ -272,9 +272,9 @@ def test_criterion_gives_zero_not_nan_for_a_rank_without_labelled_pixels():
 # ---------------------------------------------------------------- case 6: crash-safe files
 def test_results_json_is_replaced_whole_or_not_at_all(tmp_path):
     path = tmp_path / "eval.json"
-    write_results({"mIoU": 70.0}, str(path))
+    write_json({"mIoU": 70.0}, str(path))
     with pytest.raises(TypeError):  # fails half-way through serialising
-        write_results({"mIoU": 71.0, "later": object()}, str(path))
+        write_json({"mIoU": 71.0, "later": object()}, str(path))
     assert json.loads(path.read_text()) == {"mIoU": 70.0}
     assert os.listdir(tmp_path) == ["eval.json"]
 

@@ -40,7 +40,8 @@ from seg.cli import positive_int, run_tool, tool_parser
 from seg.errors import ResultFileError
 from seg.evaluation import MODES
 from seg.evaluation.plots import PNG_DPI, compare_figures
-from seg.evaluation.runner import run_names, write_results
+from seg.evaluation.result import write_json
+from seg.evaluation.runner import run_names
 from seg.evaluation.stats import COUNTS, REGION_ALL, load_image_stats
 from seg.evaluation.uncertainty import (
     DEFAULT_RESAMPLES,
@@ -344,8 +345,8 @@ def main(argv=None) -> str:
         parts.append(f"Each figure is also written as PDF and SVG beside its PNG ({PNG_DPI} dpi).")
     text = "\n\n".join(parts) + "\n"
     atomic_write_text(os.path.join(args.out_dir, "compare.md"), text)
-    write_results({"level": LEVEL, "resamples": args.resamples, "seed": args.seed, "summaries": summaries,
-                   "comparisons": comparisons}, os.path.join(args.out_dir, "compare.json"))
+    write_json({"level": LEVEL, "resamples": args.resamples, "seed": args.seed, "summaries": summaries,
+                "comparisons": comparisons}, os.path.join(args.out_dir, "compare.json"))
     print(text)
     print(f"written to {args.out_dir}/compare.md and compare.json")
     return text

@@ -24,8 +24,9 @@ from seg.data import build_val_dataset
 from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
-from seg.evaluation import MODES, evaluate
-from seg.evaluation.runner import eval_settings, labels_for, load_model_for_eval, run_config, run_names, write_results
+from seg.evaluation import MODES, SegmentationEvaluator, run_inference
+from seg.evaluation.result import write_json
+from seg.evaluation.runner import eval_settings, labels_for, load_model_for_eval, run_config, run_names
 from seg.nn import PADDING_MODES, PAPER_PAIR, convert_padding
 from seg.resources import resolve_config
 
@@ -102,8 +103,8 @@ def main(argv=None) -> dict:
         for padding in paddings:
             convert_padding(model, padding)
             try:
-                result = evaluate(model, loader, minfo["num_classes"], info.device, settings,
-                                  labels=labels_for(cfg["data"], minfo["num_classes"], path), **analysis)
+                result = run_inference(model, loader, settings, [SegmentationEvaluator(**analysis)], device=info.device,
+                                       labels=labels_for(cfg["data"], minfo["num_classes"], path))
             except ValueError as err:  # e.g. reflect padding wider than a small feature map: report, go on
                 row["mIoU"][padding] = None
                 row["not_run"][padding] = str(err)
@@ -111,8 +112,7 @@ def main(argv=None) -> dict:
                 continue
             row["mIoU"][padding] = result["mIoU"]
             result.update(minfo, eval_padding=padding)
-            result.pop("confusion_matrix", None)
-            details.append(result)
+            details.append({key: value for key, value in result.metrics.items() if key != "confusion_matrix"})
             if info.is_main:
                 print(f"{row['label']} evaluated with {padding}: mIoU {result['mIoU']:.2f}")
         rows.append(row)
@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
         text = (f"### Cross-testing: mIoU ({settings.mode} inference), rows = trained padding, columns = padding "
                 f"at test time; bold = as trained, (±) = change from it\n\n{table(rows, paddings)}\n")
         atomic_write_text(os.path.join(args.out_dir, "cross_test.md"), text)
-        write_results(summary, os.path.join(args.out_dir, "cross_test.json"))
+        write_json(summary, os.path.join(args.out_dir, "cross_test.json"))
         print(text)
         print(f"written to {args.out_dir}/cross_test.md and cross_test.json")
     cleanup_distributed()

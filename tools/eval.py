@@ -4,7 +4,7 @@ border bands, a confusion-matrix figure.
     seg eval CHECKPOINT [--config CONFIG] [--mode overlap --tile-size 1024 --overlap 1/3] [--flip]
         [--mode regular,tile,overlap --out DIR/eval_{mode}.json]     # several modes, one model load
         [--scales 0.5,1.0,2.0] [--padding partial] [--leave-out 0,1/3,1/2 --leave-out-by area]
-        [--save-pred DIR] [--show-dir DIR] [--official] [--out results.json] [--opts key=value ...]
+        [--save-pred DIR] [--show-dir DIR] [--overwrite] [--official] [--out results.json] [--opts key=value ...]
     seg eval CONFIG CHECKPOINT ...          # the older form: same as --config CONFIG
     torchrun --nproc_per_node N -m seg.tools.eval ...   # the split is sharded; confusion matrices are summed
 
@@ -12,7 +12,9 @@ The config is the one stored in the checkpoint unless --config names one; ``--op
 (e.g. ``data.root=...``). Options left out fall back to the config's ``eval`` section. The model is built
 as the checkpoint was trained (its stored model section); a conflicting ``--opts model.KEY=...`` is an
 error. Next to the results JSON go its per-image statistics and ``<results>_confusion.png`` (rows = ground
-truth, each row normalised). ``--debug`` shows tracebacks.
+truth, each row normalised). ``{mode}`` in --save-pred / --show-dir is replaced by the mode; with several
+modes and no ``{mode}`` each mode writes to DIR/<mode>/. A folder that already holds files is refused
+unless ``--overwrite``, which moves it aside to DIR.old (nothing is deleted). ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 
@@ -28,18 +30,20 @@ from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import barrier, cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
 from seg.engine.speed import prepare_model
-from seg.evaluation import MODES, evaluate
-from seg.evaluation.official import official_scores
+from seg.evaluation import MODES, SegmentationEvaluator, run_inference
+from seg.evaluation.evaluators import Evaluator, output_folder, prepare_output_folder
+from seg.evaluation.official import PredictionWriter, official_scores
 from seg.evaluation.plots import save_confusion_figure
+from seg.evaluation.result import EvaluationResult
 from seg.evaluation.runner import (
     eval_settings,
     format_table,
     labels_for,
     load_model_for_eval,
     run_config,
-    write_results,
 )
 from seg.evaluation.stats import save_image_stats, sidecar_path
+from seg.evaluation.visualize import PanelWriter
 from seg.nn import PADDING_MODES
 from seg.resources import resolve_config
 
@@ -71,8 +75,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--distance-bands", type=lambda s: [int(v) for v in s.split(",")], help="e.g. 0,16,32,64,128")
     p.add_argument("--split", help="dataset split (default: data.val_split)")
     p.add_argument("--save-pred", metavar="DIR",
-                   help="write prediction PNGs (Cityscapes labelIds for Cityscapes, class indices otherwise)")
-    p.add_argument("--show-dir", metavar="DIR", help="write titled panels (overlay, error map, class legend)")
+                   help="write prediction PNGs (Cityscapes labelIds for Cityscapes, class indices otherwise); "
+                        "{mode} is replaced by the mode, several modes without it write DIR/<mode>/")
+    p.add_argument("--show-dir", metavar="DIR", help="write titled panels (overlay, error map, class legend); "
+                   "{mode} as for --save-pred")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move an output folder that already holds files aside (to DIR.old) instead of refusing")
     p.add_argument("--official", action="store_true", help="also score with cityscapesscripts")
     p.add_argument("--out", help="results JSON (default: <checkpoint dir>/eval_<mode>_<padding>.json)")
     add_device_args(p)
@@ -95,7 +103,7 @@ def mode_list(text: str) -> list[str]:
     return modes
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> EvaluationResult:
     args = parse_args(argv)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = run_config(args.checkpoint, args.config, args.opts, loaded=ckpt)
@@ -120,32 +128,49 @@ def main(argv=None) -> dict:
     return result
 
 
-def evaluate_mode(args, cfg, model, model_info, labels, loader, info, settings, analysis) -> dict:
+def file_writers(args, mode: str, is_main: bool) -> list[Evaluator]:
+    """The prediction-PNG and panel writers of ``mode``'s pass, each writing to a folder of its own mode
+    (output_folder) that holds no earlier files (prepare_output_folder, on the main process)."""
+    several = bool(args.mode) and len(args.mode) > 1
+    folders = {"save_pred": args.save_pred, "show_dir": args.show_dir}
+    folders = {key: output_folder(folder, mode, several) for key, folder in folders.items() if folder}
+    if is_main:
+        for folder in folders.values():
+            aside = prepare_output_folder(folder, args.overwrite)
+            if aside:
+                print(f"--overwrite: moved the earlier {folder} to {aside}")
+    barrier()
+    if args.official and "save_pred" not in folders:
+        folders["save_pred"] = tempfile.mkdtemp(prefix="seg_official_")
+    writers: list[Evaluator] = [PredictionWriter(folders["save_pred"])] if "save_pred" in folders else []
+    return writers + ([PanelWriter(folders["show_dir"])] if "show_dir" in folders else [])
+
+
+def evaluate_mode(args, cfg, model, model_info, labels, loader, info, settings, analysis) -> EvaluationResult:
     """One inference mode: evaluate, then (main process) write the results JSON, its per-image sidecar and
     the confusion-matrix figure. ``labels``: the checkpoint's label space (labels_for), found once in main()."""
-    save_pred = args.save_pred or (tempfile.mkdtemp(prefix="seg_official_") if args.official else None)
-    result = evaluate(model, loader, model_info["num_classes"], info.device, settings, labels=labels,
-                      save_pred=save_pred, show_dir=args.show_dir, image_stats=True, **analysis)
+    evaluators = [SegmentationEvaluator(**analysis, image_stats=True),
+                  *file_writers(args, settings.mode, info.is_main)]
+    result = run_inference(model, loader, settings, evaluators, device=info.device, labels=labels)
     result.update(model_info, config=os.path.abspath(args.config) if args.config else model_info["checkpoint"],
                   split=args.split or cfg["data"]["val_split"])
     barrier()
     if info.is_main:
         if args.official:
-            official = official_scores(result["predictions"])
-            result["official"] = {"mIoU": official["mIoU"], "IoU": official["IoU"],
-                                  "abs_diff_mIoU": abs(official["mIoU"] - result["mIoU"])}
-        result.pop("predictions", None)
+            official = official_scores(result.predictions or [])
+            result.update(official={"mIoU": official["mIoU"], "IoU": official["IoU"],
+                                    "abs_diff_mIoU": abs(official["mIoU"] - result["mIoU"])})
         default = f"eval_{settings.mode}_{model_info['eval_padding']}.json"
         out = args.out.replace("{mode}", settings.mode) if args.out else os.path.join(
             os.path.dirname(os.path.abspath(args.checkpoint)), default)
         stats_path = sidecar_path(out)  # per-image counts for `seg compare`'s bootstrap
-        save_image_stats(result.pop("image_stats"), stats_path)
-        result["image_stats"] = os.path.basename(stats_path)
+        save_image_stats(result.image_stats, stats_path)
+        result.update(image_stats=os.path.basename(stats_path))
         figure = os.path.splitext(out)[0] + "_confusion.png"
         save_confusion_figure(result["confusion_matrix"], labels, figure,
                               title=f"{os.path.basename(out)}: rows = ground truth, normalised per row")
-        result["confusion_figure"] = os.path.basename(figure)
-        write_results(result, out)
+        result.update(confusion_figure=os.path.basename(figure))
+        result.to_json(out)
         print(format_table(result))
         print(f"results written to {out} (per-image statistics: {stats_path}; confusion matrix: {figure})")
     return result

@@ -1,6 +1,7 @@
-"""One evaluation pass: inference, confusion matrices, centre leave-out and border-distance bands.
+"""One inference pass (:func:`run_inference`) feeding composable evaluators, and the segmentation scores
+(:class:`SegmentationEvaluator`): confusion matrices, centre leave-out and border-distance bands.
 
-Distributed use (torchrun): ``evaluate`` does *not* shard the data itself. The caller passes a loader
+Distributed use (torchrun): ``run_inference`` does *not* shard the data itself. The caller passes a loader
 whose sampler gives each rank a distinct share of the split -- :func:`seg.engine.loaders.build_eval_loader`
 does that with a :class:`~seg.engine.loaders.ShardSampler` (no padding, so every image is counted exactly
 once). A ``torch.utils.data.DistributedSampler`` also works, but it pads the split with repeats so up to
@@ -13,9 +14,8 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
-from typing import cast
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from seg.engine.loaders import ShardSampler
 from seg.errors import InputError
 from seg.progress import progress_bar
 
+from .evaluators import Batch, Evaluator, PassContext
 from .inference import InferenceSettings, NetworkTimer, preprocess, to_device
 from .metrics import (
     LEAVE_OUT_MEANING,
@@ -39,11 +40,11 @@ from .metrics import (
     region_stride,
     scores_from_confusion,
 )
-from .official import PredictionWriter
+from .result import EvaluationResult
 from .stats import REGION_ALL, counts_from_confusion
-from .visualize import OverlayWriter
 
-__all__ = ["evaluate", "default_label_space", "RegionLayout", "region_layout", "predicted_classes", "leave_out_keys"]
+__all__ = ["run_inference", "pass_context", "SegmentationEvaluator", "default_label_space", "RegionLayout",
+           "region_layout", "predicted_classes", "leave_out_keys"]
 
 
 def default_label_space(num_classes: int) -> LabelSpace:
@@ -115,7 +116,7 @@ def _cached_layout(size: tuple[int, int], leave_out: tuple[float, ...], leave_ou
 
 def region_layout(size: Sequence[int], leave_out: Sequence[float] = (), leave_out_by: str = "side",
                   distance_bands: Sequence[int] = (), device: torch.device | str = "cpu") -> RegionLayout:
-    """Region layout per image size (H, W), cached across evaluate() calls (periodic validation reuses it):
+    """Region layout per image size (H, W), cached across passes (periodic validation reuses it):
     built, with a few host syncs, on the first image of a size only."""
     return _cached_layout(tuple(int(v) for v in size), tuple(float(p) for p in leave_out), leave_out_by,
                           tuple(int(e) for e in distance_bands), torch.device(device))
@@ -139,120 +140,192 @@ def _check_sampler(loader: DataLoader, world_size: int) -> None:
         return
     sampler = getattr(loader, "sampler", None)
     if not isinstance(sampler, (ShardSampler, DistributedSampler)):
-        raise InputError(f"evaluate() under torch.distributed (world size {world_size}) needs a loader sharded "
+        raise InputError(f"run_inference() under torch.distributed (world size {world_size}) needs a loader sharded "
                          f"per rank (ShardSampler via build_eval_loader, or DistributedSampler); got "
                          f"{type(sampler).__name__}, which would count every image {world_size} times")
 
 
-def _sample_indices(loader: DataLoader) -> list[int]:
-    """Dataset index of every sample in loader order (needs a deterministic sampler)."""
+def _sample_indices(loader: DataLoader) -> list[int] | None:
+    """Dataset index of every sample in loader order; None when the order is not known in advance (a
+    shuffling or unsized sampler)."""
     if isinstance(loader.sampler, RandomSampler) or getattr(loader.sampler, "shuffle", False):
-        raise InputError("saving predictions or per-image statistics needs a loader that does not shuffle")
-    if loader.batch_sampler is None:  # batch_size=None: one sample per step
-        return list(loader.sampler)
-    return [i for batch in loader.batch_sampler for i in batch]
+        return None
+    try:
+        if loader.batch_sampler is None:  # batch_size=None: one sample per step
+            return list(loader.sampler)
+        return [i for batch in loader.batch_sampler for i in batch]
+    except TypeError:
+        return None
 
 
-def evaluate(model: Callable, loader: DataLoader, num_classes: int = 19,
-             device: torch.device | str = "cpu", inference: InferenceSettings | None = None, *,
-             labels: LabelSpace | None = None, leave_out: Sequence[float] = (), leave_out_by: str = "side",
-             distance_bands: Sequence[int] = (), save_pred: str | None = None, show_dir: str | None = None,
-             image_stats: bool = False, normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-             progress: bool = True) -> dict:
-    """Evaluate ``model`` on every (image, target) batch of ``loader``.
+def _image_namer(paths: Sequence[str] | None, indices: Sequence[int] | None) -> Callable[[int], str]:
+    """``name(i)``: the file of the i-th image of this rank's pass, or "image i" when the dataset lists no
+    image_paths, "image i of the pass" when the loader's order is unknown."""
+    def name(i: int) -> str:
+        if paths is None:
+            return f"image {i}"
+        if indices is None or i >= len(indices):
+            return f"image {i} of the pass"
+        return paths[indices[i]]
+    return name
+
+
+def pass_context(loader: DataLoader, device: torch.device, labels: LabelSpace, mode: str) -> PassContext:
+    """The :class:`PassContext` of a pass over ``loader``: the dataset's image_paths (when it lists them)
+    and the loader's order."""
+    info = current_dist()
+    rank, world_size = info.rank, info.world_size
+    paths = getattr(loader.dataset, "image_paths", None)
+    indices = _sample_indices(loader)
+    return PassContext(device, rank, world_size, labels, mode, paths, indices, _image_namer(paths, indices))
+
+
+def run_inference(model: Callable, loader: DataLoader, settings: InferenceSettings | None,
+                  evaluators: Sequence[Evaluator], *, device: torch.device | str, labels: LabelSpace | None = None,
+                  normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  progress: bool = True) -> EvaluationResult:
+    """Run ``model`` once over ``loader`` and hand every batch to each of ``evaluators`` (see
+    seg.evaluation.evaluators); returns their parts merged, with "settings" (``settings.as_dict()``, the
+    ignore value, the world size) and "timing" (total / network / outside-network seconds) added.
 
     Args:
-        model: callable on (N, 3, H, W) normalised images returning logits (N, C, H, W) (any nn.Module);
+        model: callable on (N, 3, H, W) normalised images returning logits (N, K, H, W) (any nn.Module);
             put in eval mode for the pass and restored to its previous mode afterwards.
-        loader: yields (image (N, 3, H, W), target int (N, H, W) with the ignore value = don't care), or
-            one uncollated (3, H, W), (H, W) sample per step. uint8 images go to ``device`` as they are
-            and are normalised there by ``normalize`` (default: ``loader.dataset.normalize``, what
-            seg.data's datasets carry); floating images are taken as normalised already.
-            Under torch.distributed it must be sharded per rank (see module docstring).
-        inference: how logits are computed (default: whole image, one scale, no flip).
-        labels: class names, palette, ignore value and prediction-file ids (default:
-            :func:`default_label_space`); its class count must equal ``num_classes``.
-        leave_out: centre leave-out proportions, each scored from the same pass; ``leave_out_by`` is
-            "side", "area" (meaning written in the result) or "both": each proportion under both readings
-            from the same pass, side in "leave_out", area in "leave_out_area".
-        distance_bands: band edges in pixels of distance to the nearest image border, e.g. [0, 16, 32].
-        save_pred: directory for prediction PNGs holding ``labels.to_output_ids`` of the prediction
-            (Cityscapes labelIds for Cityscapes; needs ``loader.dataset.image_paths``).
-        show_dir: directory for titled panels (image, truth, overlay, errors) with a class legend, drawn
-            from the loader's uint8 images.
-        image_stats: also return per-image, per-region class counts (what a bootstrap over images needs).
-        normalize: uint8 (N, 3, H, W) -> float32 network input on the images' device, e.g.
-            seg.data.BatchNormalize (default ``loader.dataset.normalize``).
-
-    Scoring reads nothing back to the host until the pass ends (the confusion matrices, per-image
-    counts and the check of the targets' ids stay on ``device``; a target id outside the classes is a
-    DataError naming the file, raised after the pass); only ``save_pred`` / ``show_dir`` copy each
-    prediction to the host, to write it.
-
-    Returns:
-        dict with "mIoU", "mAcc", "fwIoU", "pixel_acc" (0-100), "IoU" and "Acc" (per class, NaN where
-        undefined), "class_names", "confusion_matrix", "num_images", "leave_out" (and "leave_out_area"
-        under "both"), "distance_bands",
-        "settings" and "timing" (total / network / outside-network seconds); with ``save_pred`` also
-        "predictions": [(prediction PNG, ground-truth PNG)] of all ranks, for :func:`official_scores`;
-        with ``image_stats`` also "image_stats": per-image, per-region class counts in dataset order (see
-        :mod:`seg.evaluation.stats`; numpy arrays, saved with ``save_image_stats``, not JSON).
+        loader: yields (image (N, 3, H, W), target int (N, H, W) with the ignore value = don't care), or one
+            uncollated (3, H, W), (H, W) sample per step, or images alone. uint8 images go to ``device`` as
+            they are and are normalised there by ``normalize`` (default: ``loader.dataset.normalize``, what
+            seg.data's datasets carry); floating images are taken as normalised already. Under
+            torch.distributed it must be sharded per rank (see module docstring).
+        settings: how logits are computed (None: whole image, one scale, no flip).
+        labels: class names, palette, ignore value and prediction-file ids (default: Cityscapes); the model
+            must return one channel per class.
     """
-    inference = inference or InferenceSettings()
-    labels = labels or default_label_space(num_classes)
-    if labels.num_classes != num_classes:
-        raise InputError(f"the label space names {labels.num_classes} classes but num_classes={num_classes}")
-    readings = leave_out_readings(leave_out_by)
-    device = torch.device(device)
-    rank, world_size = current_dist().rank, current_dist().world_size
-    _check_sampler(loader, world_size)
-    leave_out = [float(p) for p in leave_out]
-    distance_bands = [int(e) for e in distance_bands]
-    writers = _prediction_writers(loader, save_pred, show_dir, labels)
-
+    settings = settings or InferenceSettings()
+    labels = labels or CITYSCAPES
+    ctx = pass_context(loader, torch.device(device), labels, settings.mode)
+    _check_sampler(loader, ctx.world_size)
+    for evaluator in evaluators:
+        evaluator.reset(ctx)
     normalize = normalize or getattr(loader.dataset, "normalize", None)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     timer = NetworkTimer()
-    # slots in RegionLayout.reduce's order: the whole image, each leave-out proportion, each distance band
-    counts = ConfusionAccumulator(num_classes, labels.ignore_index, device,
-                                  slots=1 + len(readings) * len(leave_out) + len(distance_bands))
     position = 0
-    per_image: list[torch.Tensor] = []  # (N, regions, 3, K) counts per batch, with image_stats
     start = time.perf_counter()
     try:
-        for batch in progress_bar(loader, desc=f"eval[{inference.mode}]", disable=not progress or rank != 0,
-                          dynamic_ncols=True):
-            image, target = to_device(batch, device)[:2]
-            logits = inference.predict(model, preprocess(image, normalize), forward=timer)
-            pred = predicted_classes(logits, num_classes)
-            layout = region_layout(target.shape[-2:], leave_out, leave_out_by, distance_bands, device)
-            added = counts.update_batch(pred, target, layout)  # per image: the bootstrap resamples images
-            if image_stats:
-                per_image.append(counts_from_confusion(added))
-            for write in writers:
-                write(position, image, pred, target)
-            position += image.shape[0]
+        for sample in progress_bar(loader, desc=f"eval[{settings.mode}]", disable=not progress or ctx.rank != 0,
+                                   dynamic_ncols=True):
+            batch = _infer(model, sample, settings, ctx, position, normalize, timer)
+            for evaluator in evaluators:
+                evaluator.process(batch)
+            position += len(batch)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
-    counts.check(_image_namer(loader))
-    counts.all_reduce()
+    result = EvaluationResult.merge([evaluator.evaluate() for evaluator in evaluators])
     elapsed = time.perf_counter() - start
-    result = _assemble(counts, labels, leave_out, leave_out_by, distance_bands, elapsed, timer,
-                       dict(inference.as_dict(), ignore_index=labels.ignore_index, world_size=world_size))
-    if image_stats:
-        result["image_stats"] = _image_stats(per_image, loader, world_size, result["class_names"],
-                                             _region_labels(result))
-    if save_pred:
-        pairs = cast(PredictionWriter, writers[0]).pairs  # _prediction_writers puts it first with save_pred
-        if world_size > 1:
-            gathered_pairs: list[list] = [[] for _ in range(world_size)]  # one slot per rank, filled by it
-            dist.all_gather_object(gathered_pairs, pairs)
-            pairs = [pair for part in gathered_pairs for pair in part]
-        result["predictions"] = pairs
+    result.update(settings=dict(settings.as_dict(), ignore_index=labels.ignore_index, world_size=ctx.world_size),
+                  timing=_timing(elapsed, timer))
     return result
+
+
+def _infer(model: Callable, sample, settings: InferenceSettings, ctx: PassContext, position: int,
+           normalize: Callable[[torch.Tensor], torch.Tensor] | None, timer: NetworkTimer) -> Batch:
+    """One loader step through the network: the :class:`Batch` the evaluators see."""
+    moved = to_device(sample if isinstance(sample, (list, tuple)) else (sample,), ctx.device)
+    image = moved[0]
+    target = moved[1] if len(moved) > 1 else None
+    logits = settings.predict(model, preprocess(image, normalize), forward=timer)
+    n = logits.shape[0]
+    indices = ctx.sample_indices[position:position + n] if ctx.sample_indices is not None else None
+    return Batch(image, logits, predicted_classes(logits, ctx.labels.num_classes), target, position, indices)
+
+
+def _timing(elapsed: float, timer: NetworkTimer) -> dict:
+    return {"total_s": elapsed, "network_s": timer.seconds, "outside_network_s": elapsed - timer.seconds,
+            "outside_share": (elapsed - timer.seconds) / elapsed if elapsed > 0 else math.nan,
+            "network_calls": timer.calls}
+
+
+class SegmentationEvaluator:
+    """Scores of a pass from one confusion matrix over the split: mIoU, mAcc, fwIoU, pixel accuracy, per-class
+    IoU and Acc, and the same scores per centre leave-out proportion and per border-distance band, all
+    counted in one scatter-add per batch (RegionLayout).
+
+    Args:
+        leave_out: centre leave-out proportions, each scored from the same pass; ``leave_out_by`` is "side",
+            "area" (meaning written in the result) or "both": each proportion under both readings from the
+            same pass, side in "leave_out", area in "leave_out_area".
+        distance_bands: band edges in pixels of distance to the nearest image border, e.g. [0, 16, 32].
+        image_stats: also return per-image, per-region class counts (what a bootstrap over images needs;
+            :mod:`seg.evaluation.stats`), in dataset order across ranks.
+
+    Nothing is read back to the host until :meth:`evaluate` (the confusion matrices, per-image counts and
+    the check of the targets' ids stay on the device; a target id outside the classes is a DataError naming
+    the file, raised after the pass). Under torch.distributed every rank returns the summed scores.
+
+    The result's entries: "mIoU", "mAcc", "fwIoU", "pixel_acc" (0-100), "IoU" and "Acc" (per class, NaN
+    where undefined), "pixels", "num_classes", "class_names", "num_images", "confusion_matrix", "metric",
+    "leave_out" (and "leave_out_area" under "both"), "distance_bands"; ``image_stats`` beside them.
+    """
+
+    def __init__(self, leave_out: Sequence[float] = (), leave_out_by: str = "side",
+                 distance_bands: Sequence[int] = (), image_stats: bool = False) -> None:
+        self.readings = leave_out_readings(leave_out_by)
+        self.leave_out = [float(p) for p in leave_out]
+        self.leave_out_by = leave_out_by
+        self.distance_bands = [int(e) for e in distance_bands]
+        self.image_stats = image_stats
+
+    def reset(self, ctx: PassContext) -> None:
+        if self.image_stats:
+            ctx.ordered_indices("per-image statistics")
+        self.ctx = ctx
+        # slots in RegionLayout.reduce's order: the whole image, each leave-out proportion, each distance band
+        slots = 1 + len(self.readings) * len(self.leave_out) + len(self.distance_bands)
+        self.counts = ConfusionAccumulator(ctx.labels.num_classes, ctx.labels.ignore_index, ctx.device, slots=slots)
+        self.per_image: list[torch.Tensor] = []  # (N, regions, 3, K) counts per batch, with image_stats
+
+    def process(self, batch: Batch) -> None:
+        if batch.targets is None:
+            raise InputError("scoring a pass needs targets: the loader yields images only")
+        layout = region_layout(batch.targets.shape[-2:], self.leave_out, self.leave_out_by, self.distance_bands,
+                               self.ctx.device)
+        added = self.counts.update_batch(batch.preds, batch.targets, layout)  # per image: the bootstrap resamples
+        if self.image_stats:
+            self.per_image.append(counts_from_confusion(added))
+
+    def evaluate(self) -> EvaluationResult:
+        self.counts.check(self.ctx.image_name)
+        self.counts.all_reduce()
+        metrics = _assemble(self.counts, self.ctx.labels, self.leave_out, self.leave_out_by, self.distance_bands)
+        stats = None
+        if self.image_stats:
+            stats = _image_stats(self.per_image, self.ctx, metrics["class_names"], _region_labels(metrics))
+        return EvaluationResult(metrics, image_stats=stats)
+
+
+def _image_stats(per_image: list[torch.Tensor], ctx: PassContext, class_names: list[str],
+                 regions: list[str]) -> dict:
+    """Per-image counts of all ranks in dataset order, as numpy: intersection / prediction / ground_truth
+    (N, regions, K), with the image names (file stems when the dataset has image_paths)."""
+    indices = list(ctx.ordered_indices("per-image statistics"))
+    k = len(class_names)
+    counts = (torch.cat(per_image) if per_image else torch.zeros(0, len(regions), 3, k, dtype=torch.long)).cpu()
+    if ctx.world_size > 1:  # every rank holds its shard; gather and restore the dataset order
+        # one (indices, counts) slot per rank, each replaced by that rank's shard
+        gathered: list[tuple[list[int], np.ndarray]] = [([], np.zeros(0)) for _ in range(ctx.world_size)]
+        dist.all_gather_object(gathered, (indices, counts.numpy()))
+        indices = [i for part, _ in gathered for i in part]
+        counts = torch.from_numpy(np.concatenate([c for _, c in gathered]))
+    order = sorted(range(len(indices)), key=indices.__getitem__)
+    ordered = counts[order].numpy()
+    paths = ctx.image_paths
+    names = [os.path.basename(paths[indices[i]]).split(".")[0] if paths is not None else str(indices[i])
+             for i in order]
+    return {"intersection": ordered[:, :, 0], "prediction": ordered[:, :, 1], "ground_truth": ordered[:, :, 2],
+            "regions": regions, "images": names, "class_names": class_names}
 
 
 def leave_out_key(by: str, index: int) -> str:
@@ -261,7 +334,7 @@ def leave_out_key(by: str, index: int) -> str:
     return "leave_out" if index == 0 else f"leave_out_{by}"
 
 
-def leave_out_keys(result: dict) -> list[str]:
+def leave_out_keys(result: Mapping) -> list[str]:
     """The result's leave-out blocks, in scoring order ("leave_out", then "leave_out_area" under "both")."""
     return [key for key in ("leave_out", *(f"leave_out_{by}" for by in LEAVE_OUT_MEANING)) if key in result]
 
@@ -274,69 +347,18 @@ def _region_labels(result: dict) -> list[str]:
     return labels
 
 
-def _image_stats(per_image: list[torch.Tensor], loader: DataLoader, world_size: int, class_names: list[str],
-                 regions: list[str]) -> dict:
-    """Per-image counts of all ranks in dataset order, as numpy: intersection / prediction / ground_truth
-    (N, regions, K), with the image names (file stems when the dataset has image_paths)."""
-    indices = _sample_indices(loader)
-    k = len(class_names)
-    counts = (torch.cat(per_image) if per_image else torch.zeros(0, len(regions), 3, k, dtype=torch.long)).cpu()
-    if world_size > 1:  # every rank holds its shard; gather and restore the dataset order
-        # one (indices, counts) slot per rank, each replaced by that rank's shard
-        gathered: list[tuple[list[int], np.ndarray]] = [([], np.zeros(0)) for _ in range(world_size)]
-        dist.all_gather_object(gathered, (indices, counts.numpy()))
-        indices = [i for part, _ in gathered for i in part]
-        counts = torch.from_numpy(np.concatenate([c for _, c in gathered]))
-    order = sorted(range(len(indices)), key=indices.__getitem__)
-    ordered = counts[order].numpy()
-    paths = getattr(loader.dataset, "image_paths", None)
-    names = [os.path.basename(paths[indices[i]]).split(".")[0] if paths is not None else str(indices[i])
-             for i in order]
-    return {"intersection": ordered[:, :, 0], "prediction": ordered[:, :, 1], "ground_truth": ordered[:, :, 2],
-            "regions": regions, "images": names, "class_names": class_names}
-
-
-def _image_namer(loader: DataLoader) -> Callable[[int], str]:
-    """``name(i)``: the file of the i-th image the loader yielded on this rank, or "image i" when the
-    dataset lists no image_paths or the loader's order is unknown."""
-    paths = getattr(loader.dataset, "image_paths", None)
-
-    def name(i: int) -> str:
-        try:
-            return paths[_sample_indices(loader)[i]] if paths is not None else f"image {i}"
-        except (ValueError, TypeError, IndexError):  # a shuffling or unsized sampler: no file to name
-            return f"image {i} of the pass"
-    return name
-
-
-def _prediction_writers(loader, save_pred, show_dir, labels: LabelSpace) -> list[Callable]:
-    if not save_pred and not show_dir:
-        return []
-    paths = getattr(loader.dataset, "image_paths", None)
-    if paths is None:
-        raise InputError("save_pred / show_dir need loader.dataset.image_paths to name the output files")
-    indices = _sample_indices(loader)
-    writers: list[Callable] = []
-    if save_pred:
-        writers.append(PredictionWriter(save_pred, paths, indices, labels))
-    if show_dir:
-        writers.append(OverlayWriter(show_dir, paths, indices, labels))
-    return writers
-
-
 def _scores(cm: torch.Tensor) -> dict:
     s = scores_from_confusion(cm)
     return {key: s[key] for key in ("mIoU", "IoU", "mAcc", "fwIoU", "pixel_acc")}
 
 
-def _assemble(counts: ConfusionAccumulator, labels: LabelSpace, leave_out, leave_out_by, distance_bands, elapsed,
-              timer, settings) -> dict:
+def _assemble(counts: ConfusionAccumulator, labels: LabelSpace, leave_out, leave_out_by, distance_bands) -> dict:
     overall = counts.result()
     result = {
         "mIoU": overall["mIoU"], "mAcc": overall["mAcc"], "fwIoU": overall["fwIoU"], "IoU": overall["IoU"],
         "Acc": overall["Acc"], "pixel_acc": overall["pixel_acc"], "pixels": overall["pixels"],
         "num_classes": counts.num_classes, "class_names": list(labels.class_names), "num_images": counts.updates,
-        "confusion_matrix": counts.matrices[0].cpu().tolist(), "settings": settings,
+        "confusion_matrix": counts.matrices[0].cpu().tolist(),
         "metric": f"IoU = TP/(TP+FP+FN) and Acc = TP/(TP+FN) per class from one confusion matrix over the split "
                   f"(ignore {labels.ignore_index}); mIoU / mAcc = mean over classes where defined; fwIoU = IoU "
                   f"weighted by each class's share of the ground-truth pixels; all in percent",
@@ -360,7 +382,4 @@ def _assemble(counts: ConfusionAccumulator, labels: LabelSpace, leave_out, leave
             "meaning": "distance d = min(row, col, H-1-row, W-1-col) in pixels to the nearest image border "
                        "(0 on the outermost ring); band [a, b) holds a <= d < b, the last band is open",
             "results": rows}
-    result["timing"] = {"total_s": elapsed, "network_s": timer.seconds, "outside_network_s": elapsed - timer.seconds,
-                        "outside_share": (elapsed - timer.seconds) / elapsed if elapsed > 0 else math.nan,
-                        "network_calls": timer.calls}
     return result

@@ -127,7 +127,7 @@ def preprocess(image: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Te
         return image
     if normalize is None:
         raise DataError(f"the loader's dataset yields {image.dtype} images but has no .normalize; pass "
-                        f"preprocess=seg.data.BatchNormalize(mean, std) to evaluate()")
+                        f"normalize=seg.data.BatchNormalize(mean, std) to run_inference()")
     return normalize(image)
 
 

@@ -14,11 +14,12 @@ import os
 from collections.abc import Sequence
 from contextlib import redirect_stdout
 
-import torch
+import torch.distributed as dist
 
-from seg.data.labels import CITYSCAPES, LabelSpace
 from seg.errors import InputError, MissingFileError
 
+from .evaluators import Batch, PassContext
+from .result import EvaluationResult
 from .visualize import write_png
 
 __all__ = ["cityscapes_gt_path", "PredictionWriter", "official_scores"]
@@ -39,36 +40,47 @@ def _stem(path: str) -> str:
 
 
 class PredictionWriter:
-    """Writes ``<dir>/<stem>_pred_labelIds.png`` (Cityscapes labelIds) per image, or ``<dir>/<stem>_pred.png``
-    holding the class indices for a label space without file ids of its own; when no Cityscapes labelId
-    ground truth sits next to the image, also ``<dir>/gt/<stem>_gt[_labelIds].png`` converted from the
-    loader's target the same way. ``pairs`` lists the (prediction, ground truth) paths written so far, in
-    loader order."""
+    """Evaluator (seg.evaluation.evaluators) writing ``<dir>/<stem>_pred_labelIds.png`` (Cityscapes labelIds)
+    per image, or ``<dir>/<stem>_pred.png`` holding the class indices for a label space without file ids of
+    its own; when no Cityscapes labelId ground truth sits next to the image, also
+    ``<dir>/gt/<stem>_gt[_labelIds].png`` converted from the loader's target the same way. Its part of the
+    result: ``predictions``, the (prediction, ground truth) paths of all ranks, in loader order."""
 
-    def __init__(self, out_dir: str, image_paths: Sequence[str], indices: Sequence[int],
-                 labels: LabelSpace = CITYSCAPES) -> None:
+    def __init__(self, out_dir: str) -> None:
         self.out_dir = out_dir
-        self.image_paths = image_paths
-        self.indices = indices
-        self.labels = labels
-        self.suffix = "_labelIds" if labels.output_ids is not None else ""
-        self.pairs: list[tuple[str, str]] = []
-        stems = [_stem(image_paths[i]) for i in indices]
-        if len(set(stems)) != len(stems):
-            raise InputError(f"image file names are not unique, predictions in {out_dir} would overwrite each other")
-        os.makedirs(os.path.join(out_dir, "gt"), exist_ok=True)
 
-    def __call__(self, position: int, image: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
-        for j in range(pred.shape[0]):
-            path = self.image_paths[self.indices[position + j]]
+    def reset(self, ctx: PassContext) -> None:
+        self.image_paths, indices = ctx.named_files("saving predictions")
+        self.labels, self.world_size = ctx.labels, ctx.world_size
+        self.suffix = "_labelIds" if self.labels.output_ids is not None else ""
+        self.pairs: list[tuple[str, str]] = []
+        stems = [_stem(self.image_paths[i]) for i in indices]
+        if len(set(stems)) != len(stems):
+            raise InputError(f"image file names are not unique, predictions in {self.out_dir} would overwrite "
+                             f"each other")
+        os.makedirs(os.path.join(self.out_dir, "gt"), exist_ok=True)
+
+    def process(self, batch: Batch) -> None:
+        if batch.targets is None or batch.indices is None:
+            raise InputError("saving predictions needs targets and a loader that does not shuffle")
+        for j, index in enumerate(batch.indices):
+            path = self.image_paths[index]
             stem = _stem(path)
             pred_path = os.path.join(self.out_dir, f"{stem}_pred{self.suffix}.png")
-            write_png(pred_path, self.labels.to_output_ids(pred[j].cpu().numpy()))
+            write_png(pred_path, self.labels.to_output_ids(batch.preds[j].cpu().numpy()))
             gt_path = cityscapes_gt_path(path) if self.labels.output_ids is not None else ""
             if not os.path.isfile(gt_path):
                 gt_path = os.path.join(self.out_dir, "gt", f"{stem}_gt{self.suffix}.png")
-                write_png(gt_path, self.labels.to_output_ids(target[j].cpu().numpy()))
+                write_png(gt_path, self.labels.to_output_ids(batch.targets[j].cpu().numpy()))
             self.pairs.append((pred_path, gt_path))
+
+    def evaluate(self) -> EvaluationResult:
+        pairs = self.pairs
+        if self.world_size > 1:
+            gathered: list[list] = [[] for _ in range(self.world_size)]  # one slot per rank, filled by it
+            dist.all_gather_object(gathered, pairs)
+            pairs = [pair for part in gathered for pair in part]
+        return EvaluationResult(predictions=pairs)
 
 
 def official_scores(pairs: Sequence[tuple[str, str]], quiet: bool = True) -> dict:

@@ -1,7 +1,9 @@
 """Segment images that have no labels: a checkpoint, image files / folders / globs in, class-index PNGs
 and colour overlays out.
 
-Runs on :class:`seg.evaluation.predictor.Predictor` (the checkpoint loaded once). The model and its data
+The checkpoint is loaded once (:class:`seg.evaluation.predictor.Predictor`), then one pass of
+:func:`seg.evaluation.evaluator.run_inference` over the image files feeds :class:`SegmentationFiles`, the
+evaluator that writes the PNGs. The model and its data
 settings (normalisation, label space, inference defaults, ``train.channels_last`` and ``train.compile``) come
 from the config stored in the checkpoint, so a checkpoint is all that is needed; ``config`` / ``opts``
 override it.
@@ -15,15 +17,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
-from seg.data.io import DataError
+from seg.config import ConfigError
+from seg.data.io import DataError, read_image
 from seg.data.labels import LabelSpace
-from seg.progress import progress_bar
+from seg.errors import InputError
 
+from .evaluator import run_inference
+from .evaluators import Batch, PassContext
 from .predictor import Predictor
+from .result import EvaluationResult
 from .visualize import legend, overlay, write_png, write_rgb
 
-__all__ = ["IMAGE_EXTENSIONS", "Prediction", "expand_inputs", "predict"]
+__all__ = ["IMAGE_EXTENSIONS", "Prediction", "ImageFiles", "SegmentationFiles", "expand_inputs", "predict"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _GLOB_CHARS = set("*?[")
@@ -155,16 +162,60 @@ def predict(checkpoint: str, inputs: str | Iterable[str], out_dir: str | None = 
     keep = out_dir is None if keep is None else keep
     predictor = Predictor(checkpoint, device=device, config=config, opts=opts, padding_mode=padding_mode,
                           mode=mode, tile_size=tile_size, overlap=overlap, scales=scales, flip=flip)
-    names = _output_names(paths)
-    results = []
-    for path, name in progress_bar(list(zip(paths, names)), desc=f"predict[{predictor.settings.mode}]",
-                                   disable=not progress, dynamic_ncols=True):
-        rgb, classes = predictor.read(path)
-        result = Prediction(path, classes if keep else np.zeros((0, 0), np.uint8))
-        if out_dir is not None:
-            result.mask_path, result.overlay_path = _write(out_dir, name, rgb, classes, predictor.labels, overlays)
-        results.append(result)
-    return results
+    files = SegmentationFiles(out_dir, _output_names(paths), overlays=overlays, keep=keep)
+    loader = DataLoader(ImageFiles(paths), batch_size=None)  # one image per step: sizes may differ
+    try:
+        run_inference(predictor.model, loader, predictor.settings, [files], device=predictor.device,
+                      labels=predictor.labels, normalize=predictor.normalize, progress=progress)
+    except ConfigError as err:  # an image the settings cannot run (e.g. smaller than a tile): name it
+        raise DataError(f"{paths[len(files.predictions)]}: {err}") from err
+    return files.predictions
+
+
+class ImageFiles(Dataset):
+    """Image files as uint8 (3, H, W) RGB tensors, what :func:`run_inference` normalises on the device."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.image_paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(read_image(self.image_paths[index])).permute(2, 0, 1)
+
+
+class SegmentationFiles:
+    """Evaluator (seg.evaluation.evaluators) keeping one :class:`Prediction` per image of the pass
+    (``predictions``, in pass order) and, with an ``out_dir``, writing ``<out_dir>/<name>.png`` (the label
+    space's output ids) and, with ``overlays``, ``<name>_overlay.png`` (palette over the image, legend of the
+    classes present); ``names``: the output name of each image, by dataset index. ``keep``: keep the class
+    maps in the Predictions (else empty arrays, to bound memory). It adds nothing to the result."""
+
+    def __init__(self, out_dir: str | None, names: Sequence[str], overlays: bool = True, keep: bool = False) -> None:
+        self.out_dir, self.names, self.overlays, self.keep = out_dir, names, overlays, keep
+        self.predictions: list[Prediction] = []
+
+    def reset(self, ctx: PassContext) -> None:
+        self.image_paths = ctx.named_files("writing predictions")[0]
+        self.labels = ctx.labels
+        self.predictions = []
+
+    def process(self, batch: Batch) -> None:
+        if batch.indices is None:
+            raise InputError("writing predictions needs a loader that does not shuffle")
+        dtype = torch.uint8 if self.labels.num_classes <= 256 else torch.int64
+        for j, index in enumerate(batch.indices):
+            classes = batch.preds[j].to(dtype).cpu().numpy()
+            result = Prediction(self.image_paths[index], classes if self.keep else np.zeros((0, 0), np.uint8))
+            if self.out_dir is not None:
+                rgb = batch.images[j].permute(1, 2, 0).cpu().numpy()
+                result.mask_path, result.overlay_path = _write(self.out_dir, self.names[index], rgb, classes,
+                                                               self.labels, self.overlays)
+            self.predictions.append(result)
+
+    def evaluate(self) -> EvaluationResult:
+        return EvaluationResult()
 
 
 def _write(out_dir: str, name: str, rgb: np.ndarray, classes: np.ndarray, labels: LabelSpace,

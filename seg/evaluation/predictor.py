@@ -6,7 +6,7 @@
     maps = predictor([rgb, pil_image, "a.jpg"])       # a list in -> a list out
 
 The model, normalisation, label space and inference settings come from the checkpoint's config (as for
-``seg.predict``, which runs on this class); every call reuses them.
+``seg.predict``, which loads its checkpoint through this class); every call reuses them.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class Predictor:
         return classes, logits.float().softmax(0).cpu().numpy()
 
     def read(self, path: str) -> tuple[np.ndarray, np.ndarray]:
-        """(RGB uint8 (H, W, 3), class map (H, W)) of the image file ``path`` (``seg.predict``'s step)."""
+        """(RGB uint8 (H, W, 3), class map (H, W)) of the image file ``path``."""
         rgb = read_image(path)
         return rgb, self.segment(torch.from_numpy(rgb).permute(2, 0, 1), label=path)
 

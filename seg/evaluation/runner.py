@@ -4,11 +4,10 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
-from seg.atomic import atomic_write_json
 from seg.config import ConfigError, load_config, merge_overrides, validate
 from seg.data import label_space
 from seg.data.labels import LabelSpace
@@ -22,8 +21,7 @@ from .evaluator import leave_out_keys
 from .inference import InferenceSettings
 
 __all__ = ["ArchitectureMismatch", "ARCH_KEYS", "model_config_for", "load_model_for_eval", "eval_settings",
-           "run_config", "run_names", "labels_for",
-           "write_results", "format_table", "to_json_safe"]
+           "run_config", "run_names", "labels_for", "format_table"]
 
 
 class ArchitectureMismatch(SegError, RuntimeError):
@@ -135,34 +133,18 @@ ANALYSIS_KEYS = ("leave_out", "leave_out_by", "distance_bands")
 def eval_settings(eval_cfg: dict, **overrides) -> tuple[InferenceSettings, dict]:
     """The config's ``eval`` section, with ``overrides`` that are not None (command-line options), as
     (inference settings, the leave-out / distance-band keyword arguments of
-    :func:`seg.evaluation.evaluate`)."""
+    :class:`seg.evaluation.SegmentationEvaluator`)."""
     values = dict(eval_cfg)
     values.update({k: v for k, v in overrides.items() if v is not None})
     analysis = {key: values.pop(key) for key in ANALYSIS_KEYS if key in values}
     return InferenceSettings.from_config({}, **values), analysis
 
 
-def to_json_safe(obj):
-    """NaN / inf -> None recursively (strict JSON), tuples -> lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: to_json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json_safe(v) for v in obj]
-    return obj
-
-
-def write_results(result: dict, path: str) -> None:
-    """Strict JSON, written atomically: a crash or error leaves the previous file at `path` as it was."""
-    atomic_write_json(to_json_safe(result), path, indent=1, allow_nan=False)
-
-
 def _fmt(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
-def format_table(result: dict) -> str:
+def format_table(result: Mapping) -> str:
     """Readable plain-text summary: per-class IoU, mIoU, pixel accuracy, leave-out and distance bands."""
     lines = [f"mode {result['settings']['mode']}  images {result['num_images']}  mIoU {_fmt(result['mIoU'])}  "
              f"mAcc {_fmt(result.get('mAcc'))}  fwIoU {_fmt(result.get('fwIoU'))}  "

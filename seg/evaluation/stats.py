@@ -57,8 +57,8 @@ def sidecar_path(results_json: str) -> str:
 
 
 def save_image_stats(stats: dict, path: str) -> None:
-    """Write ``stats`` (:func:`seg.evaluation.evaluate` with ``image_stats=True``, key "image_stats") as
-    a compressed .npz, atomically."""
+    """Write ``stats`` (``EvaluationResult.image_stats`` of a SegmentationEvaluator with ``image_stats=True``)
+    as a compressed .npz, atomically."""
     # values typed Any: numpy >= 2.1 types savez_compressed's **kwds next to its `allow_pickle: bool`, and mypy
     # cannot see that no key here is "allow_pickle" (numpy 1.x has no such flag, so it is not passed)
     arrays: dict[str, Any] = {name: np.asarray(stats[name], np.int64) for name in COUNTS}

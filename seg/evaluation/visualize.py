@@ -15,7 +15,10 @@ from seg.data.labels import CITYSCAPES, LabelSpace
 from seg.data.png import write_png  # re-exported: predict and official write through it
 from seg.errors import InputError
 
-__all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_png", "write_rgb", "OverlayWriter"]
+from .evaluators import Batch, PassContext
+from .result import EvaluationResult
+
+__all__ = ["colorize", "error_map", "overlay", "legend", "titled", "write_png", "write_rgb", "PanelWriter"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -69,29 +72,41 @@ def write_rgb(path: str, rgb: np.ndarray) -> None:
     write_png(path, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
 
 
-class OverlayWriter:
-    """Writes ``<dir>/<stem>_show.png`` per image: a 2x2 panel of titled image | ground truth (palette) over
-    prediction overlay (alpha 0.5) | error map, above a legend of the classes present in either map.
-    The image is drawn as the loader gave it: uint8 (N, 3, H, W) RGB, before normalisation."""
+class PanelWriter:
+    """Evaluator (seg.evaluation.evaluators) writing ``<dir>/<stem>_show.png`` per image: a 2x2 panel of titled
+    image | ground truth (palette) over prediction overlay (alpha 0.5) | error map, above a legend of the
+    classes present in either map. The image is drawn as the loader gave it: uint8 (N, 3, H, W) RGB, before
+    normalisation. It adds nothing to the result."""
 
-    def __init__(self, out_dir: str, image_paths: Sequence[str], indices: Sequence[int],
-                 labels: LabelSpace = CITYSCAPES, alpha: float = 0.5) -> None:
-        os.makedirs(out_dir, exist_ok=True)
-        self.out_dir, self.image_paths, self.indices, self.labels = out_dir, image_paths, indices, labels
-        self.alpha = alpha
+    def __init__(self, out_dir: str, alpha: float = 0.5) -> None:
+        self.out_dir, self.alpha = out_dir, alpha
 
-    def __call__(self, position: int, image: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
-        if image.dtype != torch.uint8:
-            raise InputError(f"show_dir draws the loader's uint8 RGB images; got {image.dtype} images (a dataset "
-                             f"that normalises its own images cannot be drawn: yield uint8 and a .normalize)")
-        for j in range(pred.shape[0]):
-            rgb = image[j].permute(1, 2, 0).cpu().numpy()
-            p, t = pred[j].cpu().numpy(), target[j].cpu().numpy()
-            top = np.concatenate([titled(rgb, "image"), titled(colorize(t, self.labels), "ground truth")], 1)
-            bottom = np.concatenate([titled(overlay(rgb, p, self.labels, self.alpha), "prediction"),
-                                     titled(error_map(p, t, self.labels.ignore_index), "errors (red)")], 1)
-            present = np.union1d(np.unique(p), np.unique(t))
-            classes = [int(c) for c in present if c < self.labels.num_classes]
-            panel = np.concatenate([top, bottom, legend(classes, self.labels, top.shape[1])], 0)
-            name = os.path.splitext(os.path.basename(self.image_paths[self.indices[position + j]]))[0]
+    def reset(self, ctx: PassContext) -> None:
+        self.image_paths = ctx.named_files("drawing panels")[0]
+        self.labels = ctx.labels
+        os.makedirs(self.out_dir, exist_ok=True)
+
+    def process(self, batch: Batch) -> None:
+        if batch.images.dtype != torch.uint8:
+            raise InputError(f"show_dir draws the loader's uint8 RGB images; got {batch.images.dtype} images (a "
+                             f"dataset that normalises its own images cannot be drawn: yield uint8 and a .normalize)")
+        if batch.targets is None or batch.indices is None:
+            raise InputError("drawing panels needs targets and a loader that does not shuffle")
+        for j, index in enumerate(batch.indices):
+            panel = self.panel(batch.images[j], batch.preds[j], batch.targets[j])
+            name = os.path.splitext(os.path.basename(self.image_paths[index]))[0]
             write_rgb(os.path.join(self.out_dir, f"{name}_show.png"), panel)
+
+    def panel(self, image: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+        """The RGB panel of one uint8 (3, H, W) image with its (H, W) prediction and target."""
+        rgb = image.permute(1, 2, 0).cpu().numpy()
+        p, t = pred.cpu().numpy(), target.cpu().numpy()
+        top = np.concatenate([titled(rgb, "image"), titled(colorize(t, self.labels), "ground truth")], 1)
+        bottom = np.concatenate([titled(overlay(rgb, p, self.labels, self.alpha), "prediction"),
+                                 titled(error_map(p, t, self.labels.ignore_index), "errors (red)")], 1)
+        present = np.union1d(np.unique(p), np.unique(t))
+        classes = [int(c) for c in present if c < self.labels.num_classes]
+        return np.concatenate([top, bottom, legend(classes, self.labels, top.shape[1])], 0)
+
+    def evaluate(self) -> EvaluationResult:
+        return EvaluationResult()
