@@ -89,7 +89,7 @@ class Table:
     def latex(self) -> str:
         """A booktabs tabular (needs ``\\usepackage{booktabs}``); the title and notes as comments."""
         cols = "l" + "r" * (len(self.header) - 1)
-        lines = [f"% {line}" for line in [self.title, *self.notes] if line]
+        lines = [f"% {line}" for text in [self.title, *self.notes] for line in text.splitlines() if line]
         lines += [f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
                   " & ".join(_latex_cell(h) for h in self.header) + r" \\", "\\midrule"]
         lines += [" & ".join(_latex_cell(c) for c in row) + r" \\" for row in self.rows]
