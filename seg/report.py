@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from seg.atomic import atomic_write_text
 
-__all__ = ["MISSING", "Table", "number", "mean_std_text", "interval_text", "missing"]
+__all__ = ["MISSING", "Table", "number", "measured", "mean_std_text", "interval_text", "missing"]
 
 MISSING = "-"  # the cell of a number that does not exist (no run, no interval)
 FORMATS = ("md", "csv", "tex")
@@ -38,6 +38,14 @@ def number(v, digits: int = 2, sign: bool = False) -> str:
     if missing(v):
         return MISSING
     return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def measured(v) -> str:
+    """A measurement of any size: 3 significant digits below 0.01, 3 decimals below 100, 1 beyond; None is
+    empty; anything else (a name, a count) as text."""
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    return "" if v is None else str(v)
 
 
 def mean_std_text(mean, std, n: int, sign: bool = False) -> str:

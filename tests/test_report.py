@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from seg.report import Table, interval_text, mean_std_text, number
+from seg.report import Table, interval_text, mean_std_text, measured, number
 
 TABLE = Table(["model", "mIoU ± std", "Δ"], [["zeros_r18", "**70.12** ± 0.50 (3)", "-"],
                                                ["partial, 50% & more", "71.00 ± 0.25 (3)", "+0.88"]],
@@ -44,5 +44,7 @@ def test_cells():
     assert mean_std_text(70.0, 0.5, 3) == "70.00 ± 0.50 (3)" and mean_std_text(70.0, math.nan, 1) == "70.00 (1)"
     assert mean_std_text(0.3, None, 2, sign=True) == "+0.30 (2)"
     assert interval_text(-0.5, 1.25) == "[-0.50, +1.25]" and interval_text(None, 1.0) == "-"
+    assert [measured(v) for v in (0.00123, 0.5, 123.456, None, 7, 0.0)] == ["0.00123", "0.500", "123.5", "", "7",
+                                                                             "0.000"]
     with pytest.raises(ValueError, match="row of 2 cells"):
         Table(["a"], [["x", "y"]])
