@@ -60,6 +60,10 @@ def interval_text(low, high) -> str:
     return MISSING if missing(low) or missing(high) else f"[{low:+.2f}, {high:+.2f}]"
 
 
+def _pipe_row(cells: Sequence[str]) -> str:
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"  # an empty cell as "| |"
+
+
 def _latex_cell(text: str) -> str:
     parts = _BOLD.split(text)  # odd parts were bold
     out = ["".join(_LATEX.get(ch, ch) for ch in part) for part in parts]
@@ -83,8 +87,8 @@ class Table:
 
     def markdown(self) -> str:
         """The pipe table, then its notes as list items (no title: the caller's document places it)."""
-        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        lines = [_pipe_row(self.header), "|" + "---|" * len(self.header)]
+        lines += [_pipe_row(row) for row in self.rows]
         return "\n".join(lines + ([""] + [f"- {n}" for n in self.notes] if self.notes else []))
 
     def csv(self) -> str:

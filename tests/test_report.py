@@ -18,6 +18,10 @@ def test_markdown():
         "| partial, 50% & more | 71.00 ± 0.25 (3) | +0.88 |", "", "- paired on 3 of 4 seeds"]
 
 
+def test_an_empty_cell_is_one_space():
+    assert Table(["a", "b", "c"], [["x", "", "z"]]).markdown().splitlines()[2] == "| x | | z |"
+
+
 def test_csv_reads_back_cell_by_cell_without_markup():
     rows = list(csv.reader(io.StringIO(TABLE.csv())))
     assert rows == [["model", "mIoU ± std", "Δ"], ["zeros_r18", "70.12 ± 0.50 (3)", "-"],
