@@ -248,3 +248,11 @@ def test_every_table_is_also_csv_and_latex(tmp_path):
     z = [r["mIoU"] for _, r in runs if r["trained_padding"] == "zeros"]
     assert rows[1][1] == f"{np.mean(z):.2f} ± {np.std(z, ddof=1):.2f} (2)"
     assert "seeds for ±0.30 (80% power)" in open(tables / "regular_power.csv").read()
+
+
+def test_an_effect_beyond_reach_is_reported_not_raised():
+    from seg.evaluation.compare import power_summary, power_table
+    power = power_summary({"paired_n": 3, "paired_sd": 100.0, "diff": 1.0}, 0.3)
+    assert power["seeds_needed"] is None  # about 900 000 seeds: beyond the search
+    table = power_table("regular", {"b − a": {"power": power}}, 0.3)
+    assert table.rows[0][4] == "> 100000"

@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from seg.atomic import atomic_write_text
+from seg.config import ConfigError
 from seg.errors import ResultFileError
 from seg.report import Table, interval_text, mean_std_text, missing, number
 
 from .compare_plots import plot
 from .inference import MODES
-from .power import min_detectable_difference, same_verdict_probability, seeds_needed
+from .power import MAX_SEEDS, min_detectable_difference, same_verdict_probability, seeds_needed
 from .runner import run_names, write_results
 from .stats import COUNTS, REGION_ALL, load_image_stats
 from .uncertainty import DEFAULT_RESAMPLES, LEVEL, bootstrap_difference, difference_interval, mean_std
@@ -190,9 +191,14 @@ def power_summary(interval: dict, effect: float | None) -> dict:
         return {"note": "no power: the arms share fewer than 2 seeds (no paired spread)"}
     if not sd > 0:
         return {"note": "no power: the paired differences do not vary", "paired_n": n, "paired_sd": sd}
+    needed = None
+    if effect is not None:
+        try:
+            needed = seeds_needed(effect, sd)
+        except ConfigError:  # more than power.MAX_SEEDS: shown as "-"
+            needed = None
     return {"paired_n": n, "paired_sd": sd, "min_detectable": min_detectable_difference(sd, n), "effect": effect,
-            "seeds_needed": None if effect is None else seeds_needed(effect, sd),
-            "rerun_same_verdict": same_verdict_probability(interval["diff"], sd, n)}
+            "seeds_needed": needed, "rerun_same_verdict": same_verdict_probability(interval["diff"], sd, n)}
 
 
 def compare_arms(base: dict, other: dict, runs_a: list[dict], runs_b: list[dict], resamples: int, seed: int,
@@ -273,7 +279,8 @@ def power_table(mode: str, comparisons: dict, effect: float | None) -> Table:
             notes.append(f"{name}: {power['note']}")
             continue
         row = [name, str(power["paired_n"]), number(power["paired_sd"]), number(power["min_detectable"])]
-        row += [str(power["seeds_needed"])] if effect is not None else []
+        row += [f"> {MAX_SEEDS}" if power["seeds_needed"] is None else str(power["seeds_needed"])] \
+            if effect is not None else []
         rows.append(row + [f"{power['rerun_same_verdict']:.0%}"])
     return Table(header, rows, title=f"Power of the paired mIoU comparison, {mode} inference", name=f"{mode}_power",
                  notes=notes)
