@@ -21,7 +21,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
-# ruff (lint + import order) over the code and tests, mypy over seg/ and bench/ (settings in pyproject.toml)
+# ruff (lint + import order) over the code and tests, mypy over seg/, tools/ and bench/ (settings in pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check seg tools bench tests
 	$(VENV)/bin/mypy

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 # attributes loaded on first use, so that `import seg` stays light (no torch, no models)
 _LAZY = {"predict": "seg.evaluation.predict", "load": "seg.evaluation.predictor",
-         "Predictor": "seg.evaluation.predictor"}
+         "Predictor": "seg.evaluation.predictor", "compare": "seg.evaluation.compare"}
 
 
 def __getattr__(name: str):

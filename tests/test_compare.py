@@ -194,3 +194,65 @@ def test_allow_different_images_reports_each_arms_own_numbers_only(tmp_path):
     kept = out["comparisons"]["regular"]["resnet18 replicate − resnet18 zeros"]["rows"]["all"]
     paired = sps.ttest_rel([r["mIoU"] for _, r in same], [r["mIoU"] for _, r in zeros]).confidence_interval(0.95)
     assert kept["seeds"] == pytest.approx([paired.low, paired.high], abs=1e-9)
+
+
+# ---------------------------------------------------------------- library API, shared seeds, power, CSV / LaTeX
+def test_arms_sharing_some_seeds_are_paired_on_those_and_the_table_says_so(tmp_path):
+    import seg
+    rng = np.random.default_rng(6)
+    zeros = [write_run(tmp_path, f"z{s}", rng, 0.5, s, "zeros") for s in (0, 1, 2, 3)]
+    partial = [write_run(tmp_path, f"p{s}", rng, 0.4, s, "partial") for s in (1, 2, 3, 9)]
+    result = seg.compare([p for p, _ in zeros + partial], resamples=20, effect=0.3)
+    cmp = result.comparisons["regular"]["resnet18 partial − resnet18 zeros"]
+    a = {r["train_seed"]: r["mIoU"] for _, r in zeros}
+    b = {r["train_seed"]: r["mIoU"] for _, r in partial}
+    shared = [1, 2, 3]
+    ref = sps.ttest_rel([b[s] for s in shared], [a[s] for s in shared]).confidence_interval(0.95)
+    row = cmp["rows"]["all"]
+    assert row["seeds"] == pytest.approx((ref.low, ref.high), abs=1e-9)
+    assert row["diff"] == pytest.approx(np.mean([b[s] - a[s] for s in shared]), abs=1e-9)
+    assert cmp["seed_method"] == "paired t on 3 of 5 seeds (the seeds both arms hold)"
+    text = result.markdown()
+    assert "(paired t on 3 of 5 seeds (the seeds both arms hold))" in text
+    # power from the spread of the paired differences, against statsmodels-free scipy formulas
+    sd = np.std([b[s] - a[s] for s in shared], ddof=1)
+    crit = sps.t.ppf(0.975, 2)
+    mdd = cmp["power"]["min_detectable"]
+    assert sps.nct.sf(crit, 2, mdd * np.sqrt(3) / sd) + sps.nct.cdf(-crit, 2, mdd * np.sqrt(3) / sd) == \
+        pytest.approx(0.8, abs=1e-6)
+    n = cmp["power"]["seeds_needed"]
+    power = [sps.nct.sf(sps.t.ppf(0.975, k - 1), k - 1, 0.3 * np.sqrt(k) / sd) for k in (n - 1, n)]
+    assert power[1] >= 0.8 > power[0] or n == 2
+    power_row = next(line for line in text.splitlines() if line.startswith("| resnet18 partial − resnet18 zeros | 3 |"))
+    assert f"| {sd:.2f} | {mdd:.2f} | {n} |" in power_row
+
+
+def test_every_table_is_also_csv_and_latex(tmp_path):
+    import csv
+    rng = np.random.default_rng(7)
+    runs = [write_run(tmp_path, f"{pad}{s}", rng, noise, s, pad) for s in range(2)
+            for pad, noise in (("zeros", 0.5), ("partial", 0.4))]
+    text = _tool().main([p for p, _ in runs] + ["--out-dir", str(tmp_path / "out"), "--resamples", "20",
+                                                "--effect", "0.3"])
+    tables = tmp_path / "out" / "tables"
+    names = {p.stem for p in tables.iterdir()}
+    assert names == {"miou_by_mode", "regular_miou", "regular_power", "regular_leave_out", "regular_distance_bands",
+                     "regular_classes"}
+    for name in names:
+        assert {p.suffix for p in tables.glob(f"{name}.*")} == {".csv", ".tex"}
+        latex = (tables / f"{name}.tex").read_text()
+        assert "\\toprule" in latex and "\\bottomrule" in latex
+    rows = list(csv.reader(open(tables / "regular_miou.csv")))
+    md_row = next(line for line in text.splitlines() if line.startswith("| all pixels |"))
+    assert rows[1] == [c.strip() for c in md_row.strip("|").split("|")]  # the same cells as compare.md
+    z = [r["mIoU"] for _, r in runs if r["trained_padding"] == "zeros"]
+    assert rows[1][1] == f"{np.mean(z):.2f} ± {np.std(z, ddof=1):.2f} (2)"
+    assert "seeds for ±0.30 (80% power)" in open(tables / "regular_power.csv").read()
+
+
+def test_an_effect_beyond_reach_is_reported_not_raised():
+    from seg.evaluation.compare import power_summary, power_table
+    power = power_summary({"paired_n": 3, "paired_sd": 100.0, "diff": 1.0}, 0.3)
+    assert power["seeds_needed"] is None  # about 900 000 seeds: beyond the search
+    table = power_table("regular", {"b − a": {"power": power}}, 0.3)
+    assert table.rows[0][4] == "> 100000"

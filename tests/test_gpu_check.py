@@ -138,7 +138,7 @@ def test_report_lists_failed_checks_and_errors(tmp_path):
     report.add(SectionResult("c", "error", note="error: RuntimeError: boom"))
     doc, md = read_report(tmp_path)
     assert doc["failed"] == ["b: too big", "b: no", "c: error: RuntimeError: boom"]
-    assert "| too big | 0.500 | 0.0001 | NO |" in md and "| no |  |  | NO |" in md and "| 1 | 2.500 |" in md
+    assert "| too big | 0.500 | 0.0001 | NO |" in md and "| no | | | NO |" in md and "| 1 | 2.500 |" in md
     assert within("nan", float("nan"), 1.0).ok is False
 
 

@@ -52,6 +52,20 @@ def test_welch_interval_matches_scipy_when_seeds_differ():
         assert (got["low"], got["high"]) == (pytest.approx(ref.low, abs=1e-9), pytest.approx(ref.high, abs=1e-9))
 
 
+def test_arms_sharing_some_seeds_are_paired_on_the_shared_ones():
+    a = {0: 20.1, 1: 22.5, 2: 21.0, 3: 23.9}  # seed -> mIoU
+    b = {1: 22.9, 2: 22.4, 3: 24.0, 7: 30.0, 0: 21.0}
+    shared = [1, 2, 3, 0]
+    ref = sps.ttest_rel([b[s] for s in shared], [a[s] for s in shared]).confidence_interval(0.95)
+    got = difference_interval(list(a.values()), list(b.values()), seeds_a=list(a), seeds_b=list(b))
+    assert got["method"] == "paired t on 4 of 5 seeds (the seeds both arms hold)"
+    assert (got["low"], got["high"]) == (pytest.approx(ref.low, abs=1e-9), pytest.approx(ref.high, abs=1e-9))
+    assert got["diff"] == pytest.approx(np.mean([b[s] - a[s] for s in shared]), abs=1e-12)
+    assert got["paired_n"] == 4 and got["paired_sd"] == pytest.approx(np.std([b[s] - a[s] for s in shared], ddof=1))
+    one = difference_interval([1.0, 2.0, 4.0], [2.0, 5.0, 3.0], seeds_a=[0, 1, 2], seeds_b=[2, 8, 9])
+    assert one["method"].startswith("Welch")  # a single shared seed: nothing to pair
+
+
 def test_prediction_interval_of_a_fresh_mean_matches_scipy_t():
     v = np.array([12.1, 10.4, 13.0])
     for new in (None, 1, 5):

@@ -10,14 +10,16 @@ config stored in the first checkpoint; each checkpoint's model section comes fro
 it (so checkpoints of different encoders can be mixed), falling back to CONFIG's; a conflicting
 ``--opts model.KEY=...`` is an error. Rows are named by the run folder of each checkpoint (the folder
 holding it, above ``checkpoints/``), so two runs' ``model_final.pth`` stay apart. The same weights are
-switched in place to each padding with seg.nn.convert_padding and evaluated. ``--debug`` shows tracebacks.
+switched in place to each padding and evaluated; a padding that cannot run on the model (reflect wider than a
+feature map, a conv that cannot take it) is reported as not run, every other error stops the tool. Arms (encoder
++ trained padding) get mean ± std over their checkpoints (seeds) and a paired interval of the change from
+evaluating as trained (seg.evaluation.cross_test). ``--debug`` shows tracebacks.
 """
 from __future__ import annotations
 
-import os
 import sys
+from functools import partial
 
-from seg.atomic import atomic_write_text
 from seg.cli import add_device_args, positive_int, run_tool, tool_parser
 from seg.config import ConfigError, override_keys
 from seg.data import build_val_dataset
@@ -25,33 +27,12 @@ from seg.engine.checkpoint import load_checkpoint
 from seg.engine.distributed import cleanup_distributed, init_distributed
 from seg.engine.loaders import build_eval_loader
 from seg.evaluation import MODES, SegmentationEvaluator, run_inference
-from seg.evaluation.result import write_json
+from seg.evaluation.cross_test import evaluate_with_padding, summarize, write
 from seg.evaluation.runner import eval_settings, labels_for, load_model_for_eval, run_config, run_names
-from seg.nn import PADDING_MODES, PAPER_PAIR, convert_padding
+from seg.nn import PADDING_MODES, PAPER_PAIR
 from seg.resources import resolve_config
 
 PADDINGS = PAPER_PAIR + tuple(m for m in PADDING_MODES if m not in PAPER_PAIR)  # table columns: the paper's pair first
-
-
-def fmt(v) -> str:
-    return "-" if v is None or v != v else f"{v:.2f}"
-
-
-def table(rows: list[dict], paddings: list[str]) -> str:
-    """Markdown: one row per checkpoint, one column per evaluated padding, plus the loss off-diagonal."""
-    header = ["run (encoder, trained padding)"] + [f"eval {p}" for p in paddings]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        own = row["mIoU"].get(row["trained_padding"])
-        cells = []
-        for p in paddings:
-            v = row["mIoU"].get(p)
-            mark = "**" if p == row["trained_padding"] else ""
-            delta = f" ({v - own:+.2f})" if own is not None and v is not None and p != row["trained_padding"] else ""
-            cells.append(f"{mark}{fmt(v)}{mark}{delta}")
-        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
-    notes = [f"- {row['label']} with {p}: not run ({why})" for row in rows for p, why in row["not_run"].items()]
-    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def main(argv=None) -> dict:
@@ -96,19 +77,18 @@ def main(argv=None) -> dict:
         model, minfo = load_model_for_eval(cfg, path, None, info.device, loaded=ckpt,
                                            explicit=override_keys(args.opts, "model"))
         del ckpt
-        row = {"checkpoint": minfo["checkpoint"], "trained_padding": minfo["trained_padding"],
-               "run": name,
-               "label": f"{name} ({minfo['encoder']}, {minfo['trained_padding']})", "mIoU": {},
-               "not_run": {}}
+        row = {"checkpoint": minfo["checkpoint"], "trained_padding": minfo["trained_padding"], "run": name,
+               "encoder": minfo["encoder"], "train_seed": minfo["train_seed"],
+               "label": f"{name} ({minfo['encoder']}, {minfo['trained_padding']})", "mIoU": {}, "not_run": {}}
+        labels = labels_for(cfg["data"], minfo["num_classes"], path)
         for padding in paddings:
-            convert_padding(model, padding)
-            try:
-                result = run_inference(model, loader, settings, [SegmentationEvaluator(**analysis)], device=info.device,
-                                       labels=labels_for(cfg["data"], minfo["num_classes"], path))
-            except ValueError as err:  # e.g. reflect padding wider than a small feature map: report, go on
+            result, why = evaluate_with_padding(model, padding, partial(
+                run_inference, model, loader, settings, [SegmentationEvaluator(**analysis)], device=info.device,
+                labels=labels))
+            if result is None:  # e.g. reflect padding wider than a small feature map: report, go on
                 row["mIoU"][padding] = None
-                row["not_run"][padding] = str(err)
-                print(f"{row['label']} cannot run with {padding} padding: {err}")
+                row["not_run"][padding] = why
+                print(f"{row['label']} cannot run with {padding} padding: {why}")
                 continue
             row["mIoU"][padding] = result["mIoU"]
             result.update(minfo, eval_padding=padding)
@@ -116,15 +96,10 @@ def main(argv=None) -> dict:
             if info.is_main:
                 print(f"{row['label']} evaluated with {padding}: mIoU {result['mIoU']:.2f}")
         rows.append(row)
-    summary = {"mode": settings.mode, "paddings": paddings, "rows": rows, "runs": details}
+    summary = dict(summarize(rows, paddings, settings.mode), runs=details)
     if info.is_main:
-        os.makedirs(args.out_dir, exist_ok=True)
-        text = (f"### Cross-testing: mIoU ({settings.mode} inference), rows = trained padding, columns = padding "
-                f"at test time; bold = as trained, (±) = change from it\n\n{table(rows, paddings)}\n")
-        atomic_write_text(os.path.join(args.out_dir, "cross_test.md"), text)
-        write_json(summary, os.path.join(args.out_dir, "cross_test.json"))
-        print(text)
-        print(f"written to {args.out_dir}/cross_test.md and cross_test.json")
+        print(write(summary, args.out_dir))
+        print(f"written to {args.out_dir}/cross_test.md, cross_test.json and tables/ (CSV, LaTeX)")
     cleanup_distributed()
     return summary
 

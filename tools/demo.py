@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -31,10 +30,12 @@ from seg.atomic import atomic_write_text
 from seg.cli import positive_int, run_tool, tool_parser
 from seg.data.demo import generate_demo_dataset
 from seg.errors import SegError
-from seg.evaluation import MODES
+from seg.evaluation import MODES, cross_test
+from seg.evaluation.compare import ComparisonResult
 from seg.evaluation.uncertainty import mean_std, paired_differences, prediction_interval
 from seg.machine import describe_machine
 from seg.nn import PAPER_PAIR
+from seg.report import Table, interval_text, mean_std_text, missing, number
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PADDINGS = PAPER_PAIR
@@ -141,31 +142,21 @@ def cross_test_and_compare(args, runner: Runner) -> None:
 
 
 # ----------------------------------------------------------------------------- report
-def _iv(iv) -> str:
-    return "-" if iv is None or any(v is None for v in iv) else f"[{iv[0]:+.2f}, {iv[1]:+.2f}]"
-
-
-def _ms(stat, sign: str = "") -> str:
-    """(mean, std, n) as "m ± s (n)" (sign="+" for differences); std is None (from JSON) or NaN for one run."""
-    mean, std, n = stat
-    return f"{mean:{sign}.2f} ± {std:.2f} ({n})" if n > 1 and std is not None else f"{mean:{sign}.2f} ({n})"
-
-
-def headline(compare: dict) -> tuple[list[str], list[str]]:
+def headline(compare: dict) -> tuple[Table, list[str]]:
     """The mIoU table (zeros, partial, difference and both intervals per mode) and one plain sentence per
     mode about what the intervals support."""
     name = f"{PADDINGS[1]} − {PADDINGS[0]}"
-    rows = ["| val mIoU | zeros mean ± std (n) | partial mean ± std (n) | diff | 95% over seeds | 95% over images |",
-            "|---|---|---|---|---|---|"]
-    said = []
+    rows, said = [], []
     for mode in MODES:
         arms, cmp = compare["summaries"][mode], compare["comparisons"][mode][name]
         row = cmp["rows"]["all"]
-        rows.append(f"| {mode} | {_ms(arms[PADDINGS[0]]['metrics']['all'])} | "
-                    f"{_ms(arms[PADDINGS[1]]['metrics']['all'])} | {row['diff']:+.2f} | {_iv(row['seeds'])} | "
-                    f"{_iv(row['images'])} |")
+        rows.append([mode, mean_std_text(*arms[PADDINGS[0]]["metrics"]["all"]),
+                     mean_std_text(*arms[PADDINGS[1]]["metrics"]["all"]), number(row["diff"], sign=True),
+                     interval_text(*row["seeds"]), interval_text(*row["images"])])
         said.append(f"- {mode}: {support(row['seeds'], row['images'])}")
-    return rows, said
+    header = ["val mIoU", "zeros mean ± std (n)", "partial mean ± std (n)", "diff", "95% over seeds",
+              "95% over images"]
+    return Table(header, rows, name="headline"), said
 
 
 def support(seeds, images) -> str:
@@ -183,36 +174,34 @@ def support(seeds, images) -> str:
     return first + second
 
 
-def cross_changes(path: str) -> dict[str, list[float]]:
-    """{trained padding: per-checkpoint mIoU change when evaluated under the other padding}."""
-    rows = json.load(open(path))["rows"]
-    changes = {}
-    for trained in PADDINGS:
-        other = PADDINGS[1 - PADDINGS.index(trained)]
-        changes[trained] = [r["mIoU"][other] - r["mIoU"][trained] for r in rows
-                            if r["trained_padding"] == trained and r["mIoU"].get(other) is not None]
-    return changes
+def other_padding(trained: str) -> str:
+    return PADDINGS[1 - PADDINGS.index(trained)]
 
 
-def cross_summary(changes: dict[str, list[float]]) -> list[str]:
+def cross_changes(summary: dict) -> dict[str, list[float]]:
+    """{trained padding: per-checkpoint mIoU change when evaluated under the other padding} from the cross-test
+    summary (seg.evaluation.cross_test)."""
+    arms = {arm["trained_padding"]: arm for arm in summary["arms"].values()}
+    return {trained: arms[trained]["cells"][other_padding(trained)]["changes"] for trained in PADDINGS}
+
+
+def cross_summary(changes: dict[str, list[float]]) -> Table:
     """Mean ± std over seeds of the mIoU change when each trained padding is evaluated under the other."""
-    lines = ["| trained | evaluated | change of mIoU, mean ± std (n) |", "|---|---|---|"]
-    for trained, values in changes.items():
-        lines.append(f"| {trained} | {PADDINGS[1 - PADDINGS.index(trained)]} | {_ms(mean_std(values), '+')} |")
-    return lines
+    rows = [[trained, other_padding(trained), mean_std_text(*mean_std(values), sign=True)]
+            for trained, values in changes.items()]
+    return Table(["trained", "evaluated", "change of mIoU, mean ± std (n)"], rows, name="cross_test_change")
 
 
 def _pi(values: list[float]) -> str:
     lo, hi = prediction_interval(values)
-    return "-" if lo != lo else f"{lo:.1f} to {hi:.1f}"
+    return "-" if missing(lo) else f"{number(lo, 1)} to {number(hi, 1)}"
 
 
-def readme_table(compare: dict, changes: dict[str, list[float]]) -> list[str]:
+def readme_table(compare: dict, changes: dict[str, list[float]]) -> Table:
     """The README's demo table: per mode the mean ± std of each padding and of the paired difference,
     the 95% interval over seeds, and where a fresh run's means should land (prediction interval for a
     mean of as many seeds on another machine)."""
-    lines = ["| val mIoU | zeros | partial | partial − zeros | 95% interval (seeds) | a fresh run's means should "
-             "land in (zeros / partial / diff) |", "|---|---|---|---|---|---|"]
+    rows = []
     for mode in MODES:
         zeros, partial = (compare["summaries"][mode][pad] for pad in PADDINGS)
         z, p = zeros["values"]["all"], partial["values"]["all"]
@@ -220,23 +209,27 @@ def readme_table(compare: dict, changes: dict[str, list[float]]) -> list[str]:
         if diffs is None:
             raise SegError(f"compare.json: the {mode} arms were not trained on the same seeds")
         row = compare["comparisons"][mode][f"{PADDINGS[1]} − {PADDINGS[0]}"]["rows"]["all"]
-        lines.append(f"| {mode} | {_ms(zeros['metrics']['all'])} | {_ms(partial['metrics']['all'])} | "
-                     f"{_ms(mean_std(diffs), '+')} | {_iv(row['seeds'])} | {_pi(z)} / {_pi(p)} / {_pi(diffs)} |")
+        rows.append([mode, mean_std_text(*zeros["metrics"]["all"]), mean_std_text(*partial["metrics"]["all"]),
+                     mean_std_text(*mean_std(diffs), sign=True), interval_text(*row["seeds"]),
+                     f"{_pi(z)} / {_pi(p)} / {_pi(diffs)}"])
     for trained, values in changes.items():
-        lines.append(f"| cross-test: {trained}-trained evaluated with {PADDINGS[1 - PADDINGS.index(trained)]} "
-                     f"(change) | | | {_ms(mean_std(values), '+')} | | {_pi(values)} |")
-    return lines
+        rows.append([f"cross-test: {trained}-trained evaluated with {other_padding(trained)} (change)", "", "",
+                     mean_std_text(*mean_std(values), sign=True), "", _pi(values)])
+    header = ["val mIoU", "zeros", "partial", "partial − zeros", "95% interval (seeds)",
+              "a fresh run's means should land in (zeros / partial / diff)"]
+    return Table(header, rows, name="readme_table")
 
 
 def write_report(args, runner: Runner, seconds: float) -> str:
-    compare = json.load(open(os.path.join(args.work_dir, "compare", "compare.json")))
-    # compare.md links its plots relative to its own folder; the report sits one level up
-    compare_md = re.sub(r"!\[([^]]*)\]\(([^)/]+\.png)\)", r"![\1](compare/\2)",
-                        open(os.path.join(args.work_dir, "compare", "compare.md")).read())
+    compare_dir, cross_dir = os.path.join(args.work_dir, "compare"), os.path.join(args.work_dir, "cross_test")
+    comparison = ComparisonResult.load(os.path.join(compare_dir, "compare.json"))
+    compare = comparison.to_dict()
     table, said = headline(compare)
-    cross_dir = os.path.join(args.work_dir, "cross_test")
-    changes = cross_changes(os.path.join(cross_dir, "cross_test.json"))
-    steps = ["| step | seconds |", "|---|---|"] + [f"| {t['step']} | {t['seconds']} |" for t in runner.timing]
+    with open(os.path.join(cross_dir, "cross_test.json")) as f:
+        cross = json.load(f)
+    changes = cross_changes(cross)
+    steps = Table(["step", "seconds"], [[t["step"], str(t["seconds"])] for t in runner.timing], name="steps")
+    heatmap = os.path.join(cross_dir, "cross_test_heatmap.png")
     lines = [
         "# Demo report: zero vs partial padding on the synthetic Cityscapes-format data", "",
         f"`make demo`: {len(args.seeds)} seed(s) per padding ({', '.join(map(str, args.seeds))}, the same for both "
@@ -246,25 +239,26 @@ def write_report(args, runner: Runner, seconds: float) -> str:
         f"{args.crop}px crops of {args.height}x{args.width} synthetic images ({args.train_images} train, "
         f"{args.val_images} val). Every number below was measured by this run; its absolute mIoU says nothing "
         "about Cityscapes.", "",
-        "## Headline: val mIoU over seeds", "", *table, "",
+        "## Headline: val mIoU over seeds", "", table.markdown(), "",
         "Intervals are 95%: *over seeds* is a paired t interval of the partial − zeros difference across training "
         f"seeds (retraining noise); *over images* is a paired bootstrap over the {args.val_images} val images "
         f"(B={args.resamples}; which images were tested). What the data support:", "", *said, "",
         "A single run on another CPU (other float rounding, amplified by SGD) lands anywhere within about the "
         "seed spread above, so compare single-run numbers with the std column, not with each other.", "",
         "## Cross-testing: each checkpoint evaluated under the other padding (regular inference)", "",
-        *cross_summary(changes), "",
-        open(os.path.join(cross_dir, "cross_test.md")).read(), "",
-        compare_md, "",
-        "## Time per step (seconds, wall)", "", *steps, "",
+        cross_summary(changes).markdown(), "", cross_test.markdown(cross),
+        *([f"![cross-test heatmap](cross_test/{os.path.basename(heatmap)})", ""] if os.path.exists(heatmap) else []),
+        comparison.markdown(figure_dir="compare"), "",
+        "## Time per step (seconds, wall)", "", steps.markdown(), "",
         "## The paper's figures (arXiv 1811.11718), for orientation only", "", PAPER,
     ]
     path = os.path.join(args.work_dir, "report.md")
     atomic_write_text(path, "\n".join(lines))
+    readme = readme_table(compare, changes)
+    readme.write(args.work_dir, ("csv", "tex"))
     atomic_write_text(os.path.join(args.work_dir, "readme_table.md"), "\n".join([
         f"`make demo` on {describe_machine()}, {time.strftime('%Y-%m-%d')}: {seconds / 60:.1f} minutes, "
-        f"{len(args.seeds)} seeds per padding, {args.val_images} val images.", "", *readme_table(compare, changes),
-        ""]))
+        f"{len(args.seeds)} seeds per padding, {args.val_images} val images.", "", readme.markdown(), ""]))
     return path
 
 

@@ -164,6 +164,7 @@ def evaluate_mode(args, cfg, model, model_info, labels, loader, info, settings, 
         out = args.out.replace("{mode}", settings.mode) if args.out else os.path.join(
             os.path.dirname(os.path.abspath(args.checkpoint)), default)
         stats_path = sidecar_path(out)  # per-image counts for `seg compare`'s bootstrap
+        assert result.image_stats is not None  # asked for above
         save_image_stats(result.image_stats, stats_path)
         result.update(image_stats=os.path.basename(stats_path))
         figure = os.path.splitext(out)[0] + "_confusion.png"

@@ -22,6 +22,7 @@ import importlib.util
 import json
 import sys
 import warnings
+from typing import cast
 
 import numpy as np
 import torch
@@ -91,6 +92,8 @@ def export_onnx(model: torch.nn.Module, size: tuple[int, int], path: str,
                                         output_names=["logits"], dynamic_shapes=(dims,))
         except Exception as err:  # the exporter raises many types; one line naming the file is what helps
             raise ExportError(f"{path}: ONNX export failed: {' '.join(str(err).split())[:400]}") from err
+    if program is None:  # only torch's older TorchScript exporter returns nothing
+        raise ExportError(f"{path}: the ONNX exporter returned no program")
     proto = program.model_proto
     _name_dynamic_axes(proto)
     for key, value in (metadata or {}).items():
@@ -126,7 +129,8 @@ def onnx_runner(path: str, size: tuple[int, int]):
     from onnx.reference import ReferenceEvaluator  # optional dependency
 
     evaluator = ReferenceEvaluator(path)
-    return (lambda images: evaluator.run(None, {"image": images})[0]), "onnx reference evaluator"
+    # typed as returning a dict in onnx's annotations; it returns the list of outputs
+    return (lambda images: cast(list, evaluator.run(None, {"image": images}))[0]), "onnx reference evaluator"
 
 
 def max_abs_diff(run, model: torch.nn.Module, size: tuple[int, int]) -> tuple[float, float]:

@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     print(f"{'split':<24}{'pairs':>8}")
     for name, n in summary["pairs"].items():
         print(f"{name:<24}{n:>8}")
+    return 0
 
 
 if __name__ == "__main__":

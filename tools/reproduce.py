@@ -38,15 +38,18 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from seg.atomic import atomic_write_text
+from seg.classification.summary import cross_test_tables, summary_tables, tables_markdown
 from seg.cli import device_name, positive_int, run_tool, tool_parser
 from seg.config import LEAVE_OUT_BY, ConfigError, load_config
 from seg.data import OFFICIAL_CITIES, split_cities
-from seg.evaluation import leave_out_keys
+from seg.evaluation import cross_test, leave_out_keys
 from seg.evaluation.metrics import LEAVE_OUT_MEANING, leave_out_readings
 from seg.evaluation.uncertainty import difference_interval, mean_std
 from seg.nn import PAPER_PAIR
+from seg.report import Table, interval_text, mean_std_text, number
 from seg.resources import resolve_config
 
 # The tools beside this file (the clone's tools/, or seg/tools/ when installed) run by absolute path, and
@@ -67,7 +70,7 @@ def shipped_config(dataset: str, name: str) -> str:
 # Tables 6-7 use one additional-split WRN-38 model per padding, "two models with similar mIoU in the regular
 # setting": their regular 79.069 / 79.082 are Table 5's additional-split runs 1 and 3, each the best of its
 # padding's three runs, so ours compare additional-split runs with them, as mean over seeds and as best of seeds.
-PAPER = {
+PAPER: dict[str, Any] = {
     "5": {"resnet50": (78.08, 78.20), "wrn38": (80.20, 80.31)},
     "5+": {"resnet50": (76.58, 76.91), "wrn38": (78.84, 79.00)},
     "6": {"regular": (79.07, 79.08), "tile": (79.53, 79.91), "overlap": (79.71, 80.08)},
@@ -87,7 +90,7 @@ CLS_ARCHS = ("resnet50", "resnet101", "resnet152", "vgg16_bn", "vgg19_bn")
 ZEROS_IMAGENET = "zeros-imagenet"  # --partial-init: the partial arm starts from the zero-padding ImageNet weights
 NVIDIA = "NVIDIA/semantic-segmentation (sdcnet branch)"
 # Config values the paper's text leaves open, and where each comes from (the values are read from the configs)
-CONFIG_SOURCES = {
+CONFIG_SOURCES: dict[str, Any] = {
     "train.lr": {"resnet50": "our choice: the usual DeepLabV3+ ResNet-50 rate at batch 16; the paper says the two "
                              "encoders' rates differ, so NVIDIA's WRN-38 value is not reused",
                  "wrn38": f"NVIDIA code: train.py default ({NVIDIA}); none of their scripts uses it"},
@@ -313,18 +316,14 @@ def load(path: str) -> dict | None:
 
 
 def _ms(values: list[float]) -> str:
-    if not values:
-        return "not run"
-    mean, std, n = mean_std(values)
-    return f"{mean:.2f} ± {std:.2f} ({n})" if n > 1 else f"{mean:.2f} (1)"
+    return mean_std_text(*mean_std(values)) if values else "not run"
 
 
 def _diff(zero: list[float], part: list[float], seeds_z: list[int], seeds_p: list[int]) -> str:
     if not zero or not part:
         return "-"
     t = difference_interval(zero, part, seeds_z, seeds_p)
-    iv = "" if t["df"] is None else f" [{t['low']:+.2f}, {t['high']:+.2f}]"
-    return f"{t['diff']:+.2f}{iv}"
+    return number(t["diff"], sign=True) + ("" if t["df"] is None else f" {interval_text(t['low'], t['high'])}")
 
 
 def miou(result: dict) -> float:
@@ -362,23 +361,19 @@ class SegResults:
 
     def best_of_seeds(self, enc, mode, kind, pick=miou) -> list[str]:
         """zero / partial / difference of each padding's best-of-seeds model, each with its seed."""
-        picked = []
+        picked: list[tuple[float, int | None] | None] = []
         for pad in PADS:
             seed = self.best_seed(enc, pad, kind)
             r = None if seed is None else self.res[(enc, pad, seed, kind, mode)]
             picked.append(None if r is None else (pick(r), seed))
-        cells = ["not run" if v is None else f"{v[0]:.2f} (seed {v[1]})" for v in picked]
-        return cells + ["-" if None in picked else f"{picked[1][0] - picked[0][0]:+.2f}"]
+        cells = ["not run" if v is None else f"{number(v[0])} (seed {v[1]})" for v in picked]
+        zero, part = picked
+        return cells + ["-" if zero is None or part is None else number(part[0] - zero[0], sign=True)]
 
 
-def header(first: str, paper: bool = True) -> list[str]:
-    cols = [first, "zero, best on val", "partial, best on val", "diff [95%]", "zero, final", "partial, final",
-            "diff [95%]"] + (["zero (paper)", "partial (paper)"] if paper else [])
-    return _columns(cols)
-
-
-def _columns(cols: list[str]) -> list[str]:
-    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+def header(first: str) -> list[str]:
+    return [first, "zero, best on val", "partial, best on val", "diff [95%]", "zero, final", "partial, final",
+            "diff [95%]", "zero (paper)", "partial (paper)"]
 
 
 PROTOCOL = ("Each cell: mean ± std (n) over the training seeds {seeds}; diff = partial - zero with a 95% t interval "
@@ -392,18 +387,17 @@ ONE_MODEL = ("Two readings of the seeds, each beside the paper's figure. *Best o
              "our estimate of the expected difference; it sits below a best-of-three figure by construction.")
 
 
-def one_model_table(found: SegResults, first: str, rows: list[tuple[str, str, Callable, tuple]]) -> list[str]:
+def one_model_table(found: SegResults, first: str, rows: list[tuple[str, str, Callable, tuple]]) -> str:
     """Tables 6-7 layout: per (row, checkpoint kind), mean ± std over seeds and the best-of-seeds model, then
     the paper's figures. ``rows``: (label, eval mode, pick (eval JSON -> mIoU), (zero, partial) paper figures)."""
-    lines = _columns([first, "checkpoint", "zero, mean ± std", "partial, mean ± std", "diff [95%]",
-                      "zero, best of seeds", "partial, best of seeds", "diff", "zero (paper)", "partial (paper)"])
+    cells = []
     for label, mode, pick, paper in rows:
         for kind, name in (("best", "best on val"), ("final", "final")):
             (z, sz), (p, sp) = (found.values("wrn38", pad, kind, mode, pick) for pad in PADS)
-            cells = [_ms(z), _ms(p), _diff(z, p, sz, sp), *found.best_of_seeds("wrn38", mode, kind, pick),
-                     *(f"{v:.2f}" for v in paper)]
-            lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
-    return lines
+            cells.append([label, name, _ms(z), _ms(p), _diff(z, p, sz, sp),
+                          *found.best_of_seeds("wrn38", mode, kind, pick), *(number(v) for v in paper)])
+    return Table([first, "checkpoint", "zero, mean ± std", "partial, mean ± std", "diff [95%]", "zero, best of seeds",
+                  "partial, best of seeds", "diff", "zero (paper)", "partial (paper)"], cells).markdown()
 
 
 def leave_out_block(result: dict, by: str) -> dict | None:
@@ -432,34 +426,39 @@ def leave_out_tables(args, found: SegResults) -> list[str]:
             continue
         rows = [(row["label"], "tile", lambda r, i=i, by=by: leave_out_miou(r, by, i), paper)
                 for i, (row, paper) in enumerate(zip(block["results"], PAPER_7))]
-        lines += one_model_table(found, "left out", rows)
+        lines.append(one_model_table(found, "left out", rows))
     return lines
+
+
+def table5(found: SegResults, paper: dict) -> str:
+    """Per encoder: both checkpoint kinds' zero / partial / difference over seeds, then the paper's figures."""
+    rows = [[enc, *found.row(enc, "regular"), number(pz), number(pp)] for enc, (pz, pp) in paper.items()]
+    return Table(header("model"), rows).markdown()
 
 
 def seg_tables(args) -> list[str]:
     """Tables 5-7 as Markdown: means and spreads over seeds for both checkpoint choices, next to the paper;
     Tables 6-7 also as each padding's best of seeds, the paper's selection."""
-    lines = ["## Table 5: Cityscapes val mIoU, regular inference, default split (data.cv_split=0)", "",
-             PROTOCOL.format(seeds=args.seeds), "", *header("model")]
-    found = SegResults(args, 0)
-    for enc, (pz, pp) in PAPER["5"].items():
-        lines.append(f"| {enc} | " + " | ".join(found.row(enc, "regular")) + f" | {pz:.2f} | {pp:.2f} |")
     split = args.additional_split
     found = SegResults(args, split)
-    lines += ["", f"## Table 5, additional split ({split_choice(split)})", "", *header("model")]
-    for enc, (pz, pp) in PAPER["5+"].items():
-        lines.append(f"| {enc} | " + " | ".join(found.row(enc, "regular")) + f" | {pz:.2f} | {pp:.2f} |")
+    lines = ["## Table 5: Cityscapes val mIoU, regular inference, default split (data.cv_split=0)", "",
+             PROTOCOL.format(seeds=args.seeds), "", table5(SegResults(args, 0), PAPER["5"]), "",
+             f"## Table 5, additional split ({split_choice(split)})", "", table5(found, PAPER["5+"])]
     lines += ["", f"## Table 6: WRN-38, tiled inference, additional split (data.cv_split={split})", "", ONE_MODEL, "",
-              *one_model_table(found, "mode", [(mode, mode, miou, paper) for mode, paper in PAPER["6"].items()])]
+              one_model_table(found, "mode", [(mode, mode, miou, paper) for mode, paper in PAPER["6"].items()])]
     lines += ["", f"## Table 7: WRN-38, tile inference, centre leave-out mIoU, additional split "
               f"(data.cv_split={split})", "", f"Paper: {PAPER['7']}. {leave_out_choice(args)}."]
     return lines + leave_out_tables(args, found)
 
 
-def text_result(path: str, title: str, paper: str) -> list[str]:
-    md = path.replace(".json", ".md")
-    body = open(md).read() if os.path.exists(md) else "not run yet"
-    return [f"## {title}", "", f"Paper: {paper}.", "", body]
+def result_section(path: str, title: str, paper: str, render: Callable[[dict], str]) -> list[str]:
+    """A section rendered from a tool's JSON result (``render``), beside the paper's figure."""
+    result = load(path)
+    return [f"## {title}", "", f"Paper: {paper}.", "", "not run yet" if result is None else render(result)]
+
+
+def classification_markdown(tables: Callable[[dict], list[Table]]) -> Callable[[dict], str]:
+    return lambda result: tables_markdown(tables(result))
 
 
 def main(argv=None):
@@ -510,18 +509,21 @@ def main(argv=None):
 
     report = ["# Paper reproduction", ""]
     if wanted & {"5", "6", "7"}:
-        report += ["## Choices where the paper's text is silent", "", *_columns(["setting", "value", "source"]),
-                   *(f"| {name} | {value} | {source} |" for name, value, source in choices(args)), ""]
+        report += ["## Choices where the paper's text is silent", "",
+                   Table(["setting", "value", "source"], [list(c) for c in choices(args)]).markdown(), ""]
         report += seg_tables(args)
     if "seg4" in wanted:
-        report += text_result(os.path.join(args.work_dir, "cityscapes", "cross_test", "cross_test.json"),
-                              "Cross-testing, Cityscapes DeepLabV3+ (Table 4 generalised)", PAPER["4"])
+        report += result_section(os.path.join(args.work_dir, "cityscapes", "cross_test", "cross_test.json"),
+                                 "Cross-testing, Cityscapes DeepLabV3+ (Table 4 generalised)", PAPER["4"],
+                                 cross_test.markdown)
     if "4" in wanted:
-        report += text_result(os.path.join(args.work_dir, "imagenet", "cross_test", "cross_test.json"),
-                              "Table 4: ImageNet cross-testing", PAPER["4"])
+        report += result_section(os.path.join(args.work_dir, "imagenet", "cross_test", "cross_test.json"),
+                                 "Table 4: ImageNet cross-testing", PAPER["4"],
+                                 classification_markdown(cross_test_tables))
     if wanted & {"2", "3"}:
-        report += text_result(os.path.join(args.work_dir, "imagenet", "tables", "tables.json"),
-                              "Tables 2 and 3: ImageNet top-1", f"{PAPER['2']} (zero, partial), best of 5 mean")
+        report += result_section(os.path.join(args.work_dir, "imagenet", "tables", "tables.json"),
+                                 "Tables 2 and 3: ImageNet top-1", f"{PAPER['2']} (zero, partial), best of 5 mean",
+                                 classification_markdown(summary_tables))
     if "1" in wanted:
         result = load(os.path.join(args.work_dir, "padding_overhead.json"))
         report += ["## Table 1: padding overhead", "", f"Paper: {PAPER['1']}.", "",

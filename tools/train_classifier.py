@@ -26,12 +26,20 @@ from seg.classification.config import ConfigError, load_classifier_config, valid
 from seg.classification.data import build_classification_datasets, build_split
 from seg.classification.metrics import evaluate_classifier
 from seg.classification.models import build_classifier, load_classifier_weights
-from seg.classification.summary import cross_test_rows, format_comparison, padding_tables, write_json
+from seg.classification.summary import (
+    cross_test_rows,
+    cross_test_tables,
+    padding_tables,
+    summary_tables,
+    tables_markdown,
+    write_json,
+)
 from seg.classification.trainer import train_classifier
 from seg.cli import run_tool, tool_parser
 from seg.engine import cleanup_distributed, init_distributed, load_checkpoint, seed_everything, set_determinism
 from seg.engine.loaders import build_eval_loader
 from seg.nn import PADDING_MODES, convert_padding
+from seg.report import Table
 from seg.resources import resolve_config
 
 
@@ -68,21 +76,19 @@ def resolve_work_dir(args, cfg) -> str:
     return os.path.join("work_dirs", os.path.splitext(os.path.basename(args.config))[0])
 
 
-def _write_tables(out_dir: str, name: str, tables: dict[str, str], data) -> None:
+def _write_tables(out_dir: str, name: str, tables: list[Table], data) -> None:
     write_json(data, os.path.join(out_dir, f"{name}.json"))
-    text = "\n\n".join(f"## {title}\n\n{table}" for title, table in tables.items()) + "\n"
+    text = tables_markdown(tables)
     atomic_write_text(os.path.join(out_dir, f"{name}.md"), text)
+    for table in tables:
+        table.write(os.path.join(out_dir, "tables"))
     print(text)
 
 
 def _summary_tables(runs: list[dict], out_dir: str, name: str) -> None:
     """Tables 2 (best) and 3 (last-k mean) from run records {"arch", "padding", "summary"}."""
-    tables = padding_tables(runs)
-    k = runs[0]["summary"]["last_k"]["requested_k"]
-    text = {"Top-1 of the best epoch per run (paper Table 2)": format_comparison(tables["best"], "best"),
-            f"Top-1 averaged over the last {k} epochs per run (paper Table 3)":
-                format_comparison(tables["last_k"], f"last{k}avg")}
-    _write_tables(out_dir, name, text, {"tables": tables, "runs": runs})
+    data = {"tables": padding_tables(runs), "runs": runs}
+    _write_tables(out_dir, name, summary_tables(data), data)
 
 
 def train_runs(args) -> None:
@@ -153,12 +159,9 @@ def cross_test(args) -> None:
                     print(f"{path}: trained {cfg['model']['padding']}, evaluated {padding}: "
                           f"top-1 {metrics['top1']:.3f} top-5 {metrics.get('top5', float('nan')):.3f}", flush=True)
         if info.is_main:
-            rows = cross_test_rows(results)
-            _write_tables(args.out or os.path.join("work_dirs", "cross_test"), "cross_test",
-                          {"Cross-testing: top-1 with the weights of one padding evaluated under another (paper "
-                           "Table 4; diff to evaluating with the training padding)":
-                               format_comparison(rows, "top1", "Training -> Inference")},
-                          {"rows": rows, "results": results})
+            data = {"rows": cross_test_rows(results), "results": results}
+            _write_tables(args.out or os.path.join("work_dirs", "cross_test"), "cross_test", cross_test_tables(data),
+                          data)
     finally:
         cleanup_distributed()
 

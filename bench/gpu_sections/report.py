@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from seg.atomic import atomic_write_json, atomic_write_text
+from seg.report import Table as ReportTable
+from seg.report import measured as fmt  # the sections' name for it
 
 #: section statuses: "failed" = a check did not hold; "error" = the section raised
 STATUSES = ("ok", "failed", "error", "skipped")
@@ -166,17 +168,9 @@ class Report:
             if s.note:
                 lines += [s.note, ""]
             if s.checks:
-                lines += ["| check | value | limit | ok |", "|---|---|---|---|"]
-                lines += [f"| {c.name} | {fmt(c.value)} | {fmt(c.limit)} | {'yes' if c.ok else 'NO'} |"
-                          for c in s.checks] + [""]
+                lines += [ReportTable(["check", "value", "limit", "ok"],
+                                      [[c.name, fmt(c.value), fmt(c.limit), "yes" if c.ok else "NO"]
+                                       for c in s.checks]).markdown(), ""]
             for t in s.tables:
-                lines += [t.title, "", "| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
-                lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in t.rows] + [""]
+                lines += [t.title, "", ReportTable(t.header, [[fmt(v) for v in row] for row in t.rows]).markdown(), ""]
         return "\n".join(lines) + "\n"
-
-
-def fmt(v) -> str:
-    """A table cell: 3 significant digits for small floats, 3 decimals up to 100, 1 beyond; None is empty."""
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1e-2 and v != 0 else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
-    return "" if v is None else str(v)

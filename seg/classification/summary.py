@@ -15,9 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from seg.atomic import atomic_write_text
 from seg.errors import InputError
 from seg.nn import PADDING_MODES
+from seg.report import Table, number
 
-__all__ = ["summarize_run", "aggregate", "compare_groups", "format_comparison", "padding_tables",
-           "cross_test_rows", "write_json", "STD_DDOF"]
+__all__ = ["summarize_run", "aggregate", "compare_groups", "comparison_table", "format_comparison", "padding_tables",
+           "cross_test_rows", "summary_tables", "cross_test_tables", "tables_markdown", "write_json", "STD_DDOF"]
 
 STD_DDOF = 1  # sample standard deviation over runs
 
@@ -67,19 +68,39 @@ def compare_groups(groups: Mapping[str, list[float]], baselines: Mapping[str, st
     return rows
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def comparison_table(rows: list[dict], run_label: str = "best", first_column: str = "Network", title: str = "",
+                     name: str = "table") -> Table:
+    """The paper's layout: per-run columns 1_<label>..n_<label>, average, diff, stdev (3 decimals)."""
+    n = max(len(r["values"]) for r in rows)
+    head = [first_column, *[f"{i + 1}_{run_label}" for i in range(n)], "average", "diff", f"stdev (ddof={STD_DDOF})"]
+    cells = [[r["name"], *(number(v, 3) for v in r["values"]), *[""] * (n - len(r["values"])), number(r["mean"], 3),
+              number(r["diff"], 3), number(r["std"], 3)] for r in rows]
+    return Table(head, cells, title=title, name=name)
 
 
 def format_comparison(rows: list[dict], run_label: str = "best", first_column: str = "Network") -> str:
-    """Markdown table in the paper's layout: per-run columns 1_<label>..n_<label>, average, diff, stdev."""
-    n = max(len(r["values"]) for r in rows)
-    head = [first_column, *[f"{i + 1}_{run_label}" for i in range(n)], "average", "diff", f"stdev (ddof={STD_DDOF})"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [_fmt(v) for v in r["values"]] + [""] * (n - len(r["values"]))
-        lines.append("| " + " | ".join([r["name"], *cells, _fmt(r["mean"]), _fmt(r["diff"]), _fmt(r["std"])]) + " |")
-    return "\n".join(lines)
+    """:func:`comparison_table` as Markdown."""
+    return comparison_table(rows, run_label, first_column).markdown()
+
+
+def summary_tables(data: dict) -> list[Table]:
+    """Tables 2 (best epoch) and 3 (last-k mean) from the summary JSON {"tables": padding_tables(...), "runs"}."""
+    k = data["runs"][0]["summary"]["last_k"]["requested_k"]
+    return [comparison_table(data["tables"]["best"], "best", title="Top-1 of the best epoch per run (paper Table 2)",
+                             name="table2_best"),
+            comparison_table(data["tables"]["last_k"], f"last{k}avg", name="table3_last_k",
+                             title=f"Top-1 averaged over the last {k} epochs per run (paper Table 3)")]
+
+
+def cross_test_tables(data: dict) -> list[Table]:
+    """Table 4 from the cross-test JSON {"rows": cross_test_rows(...), "results"}."""
+    return [comparison_table(data["rows"], "top1", "Training -> Inference", name="table4_cross_test",
+                             title="Cross-testing: top-1 with the weights of one padding evaluated under another "
+                                   "(paper Table 4; diff to evaluating with the training padding)")]
+
+
+def tables_markdown(tables: list[Table]) -> str:
+    return "\n\n".join(f"## {t.title}\n\n{t.markdown()}" for t in tables) + "\n"
 
 
 def _padding_order(padding: str) -> int:

@@ -3,8 +3,8 @@
 Two sources, reported separately because they answer different questions:
 
 * **Training (run-to-run)**: each arm is several trainings (seeds). The difference of the arm means gets a
-  Student-t interval, *paired* by seed when both arms hold the same seeds (the paired difference removes
-  what a seed shares between arms: initialisation and data order), *Welch* otherwise.
+  Student-t interval, *paired* by seed on the seeds both arms hold (the paired difference removes what a
+  seed shares between arms: initialisation and data order), *Welch* over all runs when they share fewer than 2.
 * **Test set (image sampling)**: a paired bootstrap over images. Every resample draws N of the N images
   with replacement, ``numpy.random.default_rng(seed).integers(0, N, size=(B, N))``, the same draw for
   every run of both arms; each run's IoUs are recomputed from its per-image counts summed over the draw,
@@ -25,7 +25,7 @@ from seg.errors import InputError
 from .stats import iou_from_counts, miou_from_iou
 
 __all__ = ["LEVEL", "DEFAULT_RESAMPLES", "t_cdf", "t_ppf", "mean_std", "difference_interval", "prediction_interval",
-           "bootstrap_draws",
+           "shared_seeds", "bootstrap_draws",
            "bootstrap_difference", "excludes_zero"]
 
 LEVEL = 0.95  # two-sided coverage of every interval
@@ -76,6 +76,15 @@ def _same_seeds(seeds_a: Sequence, seeds_b: Sequence) -> bool:
     return known and len(set(seeds_a)) == len(seeds_a) and sorted(seeds_a) == sorted(seeds_b)
 
 
+def shared_seeds(seeds_a: Sequence, seeds_b: Sequence) -> list:
+    """The seeds both arms hold, in ``seeds_b``'s order; none when a seed is unknown or repeated in an arm
+    (runs could not be matched one to one)."""
+    a, b = list(seeds_a), list(seeds_b)
+    if None in a or None in b or len(set(a)) != len(a) or len(set(b)) != len(b):
+        return []
+    return [s for s in b if s in set(a)]
+
+
 def paired_differences(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, seeds_a: Sequence,
                        seeds_b: Sequence) -> list[float] | None:
     """b - a per training seed when both arms hold the same known, distinct seeds (in any order), else None."""
@@ -87,33 +96,44 @@ def paired_differences(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.
 
 def difference_interval(a: Sequence[float], b: Sequence[float], seeds_a: Sequence | None = None,
                         seeds_b: Sequence | None = None, level: float = LEVEL) -> dict:
-    """Interval for mean(b) - mean(a) over runs (b minus a).
+    """Interval for the difference b minus a over runs.
 
-    Paired t over the per-seed differences when both arms hold the same (known, distinct) seeds, Welch's t
-    otherwise. Returns {"diff", "low", "high", "method", "df"}; low / high are NaN when an arm has fewer
-    than 2 runs (no spread to estimate), and the method says so.
+    Paired t over the per-seed differences of the seeds both arms hold, when there are at least 2 (known,
+    distinct within each arm): the difference is then the mean of those paired differences, over the shared
+    seeds only, and the method says "paired t on k of m seeds" when the arms also hold seeds the other lacks.
+    Otherwise Welch's t on mean(b) - mean(a) over all runs. Returns {"diff", "low", "high", "method", "df",
+    "paired_sd", "paired_n"} (the last two: standard deviation and number of the paired differences, None
+    when not paired); low / high are NaN when an arm has fewer than 2 runs (no spread to estimate).
     """
     runs_a, runs_b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    diff = float(runs_b.mean() - runs_a.mean())
     seeds_a = list(seeds_a) if seeds_a is not None else [None] * runs_a.size
     seeds_b = list(seeds_b) if seeds_b is not None else [None] * runs_b.size
-    paired = paired_differences(runs_a, runs_b, seeds_a, seeds_b) if runs_a.size >= 2 else None
-    if paired is not None:
-        d = np.array(paired)
-        df, se, method = d.size - 1, d.std(ddof=1) / math.sqrt(d.size), f"paired t over {d.size} seeds"
-    elif runs_a.size >= 2 and runs_b.size >= 2:
-        va, vb = runs_a.var(ddof=1) / runs_a.size, runs_b.var(ddof=1) / runs_b.size
-        se = math.sqrt(va + vb)
-        if va + vb > 0:  # Welch-Satterthwaite
-            df = (va + vb) ** 2 / (va ** 2 / (runs_a.size - 1) + vb ** 2 / (runs_b.size - 1))
-        else:
-            df = runs_a.size + runs_b.size - 2
-        method = f"Welch t ({runs_a.size} vs {runs_b.size} runs, seeds not paired)"
-    else:
+    shared = shared_seeds(seeds_a, seeds_b)
+    if len(shared) >= 2:
+        by_seed_a, by_seed_b = dict(zip(seeds_a, runs_a)), dict(zip(seeds_b, runs_b))
+        d = np.array([by_seed_b[s] - by_seed_a[s] for s in shared])
+        seeds = len(set(seeds_a) | set(seeds_b))
+        method = (f"paired t over {d.size} seeds" if d.size == seeds else
+                  f"paired t on {d.size} of {seeds} seeds (the seeds both arms hold)")
+        # all seeds shared: the difference of the arm means, as Welch's (equal up to rounding)
+        diff = float(runs_b.mean() - runs_a.mean()) if d.size == seeds else float(d.mean())
+        df, sd = d.size - 1, float(d.std(ddof=1))
+        half = t_ppf(0.5 + level / 2, df) * (sd / math.sqrt(d.size))
+        return {"diff": diff, "low": diff - half, "high": diff + half, "method": method, "df": float(df),
+                "paired_sd": sd, "paired_n": int(d.size)}
+    diff = float(runs_b.mean() - runs_a.mean())
+    if runs_a.size < 2 or runs_b.size < 2:
         return {"diff": diff, "low": math.nan, "high": math.nan, "method": "no interval: an arm has a single run",
-                "df": None}
+                "df": None, "paired_sd": None, "paired_n": None}
+    va, vb = runs_a.var(ddof=1) / runs_a.size, runs_b.var(ddof=1) / runs_b.size
+    se = math.sqrt(va + vb)
+    if va + vb > 0:  # Welch-Satterthwaite
+        df = (va + vb) ** 2 / (va ** 2 / (runs_a.size - 1) + vb ** 2 / (runs_b.size - 1))
+    else:
+        df = runs_a.size + runs_b.size - 2
     half = t_ppf(0.5 + level / 2, df) * se
-    return {"diff": diff, "low": diff - half, "high": diff + half, "method": method, "df": float(df)}
+    return {"diff": diff, "low": diff - half, "high": diff + half, "df": float(df), "paired_sd": None,
+            "paired_n": None, "method": f"Welch t ({runs_a.size} vs {runs_b.size} runs, seeds not paired)"}
 
 
 def prediction_interval(values: Sequence[float], new_runs: int | None = None, level: float = LEVEL) -> tuple:
