@@ -1,6 +1,6 @@
 """The paper's story end to end on the generated demo data, on a CPU, with several seeds: `make demo`.
 
-    python tools/demo.py [--seeds 0,1,2] [--work-dir work_dirs/demo] [--iterations N] [--jobs 2] [--fresh]
+    python tools/demo.py [--seeds 0,1,2,3,4,5] [--work-dir work_dirs/demo] [--iterations N] [--jobs 2] [--fresh]
 
 1. generates the synthetic Cityscapes-format data in datasets/demo (if absent);
 2. trains DeepLabV3+ (ResNet-18, small crops) with zero padding and with partial padding, once per seed
@@ -39,7 +39,11 @@ from seg.report import Table, interval_text, mean_std_text, missing, number
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PADDINGS = PAPER_PAIR
-DEFAULT_SEEDS = "0,1,2"
+# Six paired seeds: over ten seeds on one 2-core CPU the regular-mode partial - zeros difference was +5.21 mIoU
+# with a paired sd of 2.17; at that spread a rerun with 6 fresh seeds (another CPU's rounding acts like other
+# seeds) reaches the same "partial better, interval excludes 0" verdict with probability 0.996
+# (seg.evaluation.power.same_verdict_probability; 3 seeds: 0.59, 5 seeds: 0.974).
+DEFAULT_SEEDS = "0,1,2,3,4,5"
 CONFIG = "configs/demo/deeplabv3plus_r18_{}.yaml"
 
 # The paper's figures (arXiv 1811.11718), printed beside what the demo measures, never mixed with them
@@ -275,7 +279,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_args(argv=None):
     p = tool_parser(__doc__)
-    p.add_argument("--seeds", default=DEFAULT_SEEDS, help="training seeds, one run per padding each (default 0,1,2)")
+    p.add_argument("--seeds", default=DEFAULT_SEEDS,
+                   help=f"training seeds, one run per padding each (default {DEFAULT_SEEDS})")
     p.add_argument("--work-dir", default="work_dirs/demo")
     p.add_argument("--data", default="datasets/demo")
     p.add_argument("--iterations", type=positive_int, default=150)
