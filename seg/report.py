@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from seg.atomic import atomic_write_text
+from seg.errors import InputError
 
 __all__ = ["MISSING", "Table", "number", "measured", "mean_std_text", "interval_text", "missing"]
 
@@ -83,7 +84,7 @@ class Table:
     def __post_init__(self) -> None:
         for row in self.rows:
             if len(row) != len(self.header):
-                raise ValueError(f"table {self.name!r}: a row of {len(row)} cells under {len(self.header)} columns")
+                raise InputError(f"table {self.name!r}: a row of {len(row)} cells under {len(self.header)} columns")
 
     def markdown(self) -> str:
         """The pipe table, then its notes as list items (no title: the caller's document places it)."""
@@ -109,7 +110,7 @@ class Table:
 
     def render(self, fmt: str) -> str:
         if fmt not in FORMATS:
-            raise ValueError(f"unknown table format {fmt!r}; expected one of {FORMATS}")
+            raise InputError(f"unknown table format {fmt!r}; expected one of {FORMATS}")
         return {"md": self.markdown() + "\n", "csv": self.csv(), "tex": self.latex()}[fmt]
 
     def write(self, folder: str, formats: Sequence[str] = ("csv", "tex")) -> list[str]:
