@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # the loop imports this module; hooks only name its type
 
     from .loop import Schedule, TrainLoop
 
-__all__ = ["Hook", "MetricsStore", "LRSchedule", "Validation", "KeepBest", "Checkpointer", "MetricsWriter"]
+__all__ = ["Hook", "MetricsStore", "LRSchedule", "Validation", "AfterValidation", "KeepBest", "Checkpointer",
+           "MetricsWriter"]
 
 
 class Hook:
@@ -204,17 +205,12 @@ class Validation(Hook):
         return metrics
 
 
-class KeepBest(Hook):
-    """checkpoints/best.pth holds the model (model-only, as model_final.pth: the periodic checkpoints are
-    what resumes) at the highest ``metric`` of the validations under `tag` (a :class:`Validation` before this
-    hook); checkpoints carry the best score as `state_key`, and so do best.pth's and the final model's meta."""
+class AfterValidation(Hook):
+    """Base of the hooks that act once on each validation under `tag` (a :class:`Validation` before them),
+    whether it ran after a step or after an epoch: :meth:`on_validation` gets its iteration and metrics."""
 
-    def __init__(self, metric: str, tag: str = "val", state_key: str = "best"):
-        self.metric, self.tag, self.state_key, self.best = metric, tag, state_key, -math.inf
-        self.seen: int | None = None  # the iteration of the last validation looked at
-
-    def before_train(self, loop: TrainLoop) -> None:
-        loop.storage.best[self.tag] = self.best
+    tag = "val"
+    seen: int | None = None  # the iteration of the last validation looked at
 
     def after_step(self, loop: TrainLoop) -> None:
         self.look(loop)
@@ -224,9 +220,27 @@ class KeepBest(Hook):
 
     def look(self, loop: TrainLoop) -> None:
         iteration, metrics = loop.storage.validations.get(self.tag, (None, {}))
-        if iteration != loop.iteration or self.seen == iteration:
+        if iteration is None or iteration != loop.iteration or self.seen == iteration:
             return
         self.seen = iteration
+        self.on_validation(loop, iteration, metrics)
+
+    def on_validation(self, loop: TrainLoop, iteration: int, metrics: dict) -> None:
+        """What the hook does with one validation's `metrics` (the base does nothing)."""
+
+
+class KeepBest(AfterValidation):
+    """checkpoints/best.pth holds the model (model-only, as model_final.pth: the periodic checkpoints are
+    what resumes) at the highest ``metric`` of the validations under `tag` (a :class:`Validation` before this
+    hook); checkpoints carry the best score as `state_key`, and so do best.pth's and the final model's meta."""
+
+    def __init__(self, metric: str, tag: str = "val", state_key: str = "best"):
+        self.metric, self.tag, self.state_key, self.best = metric, tag, state_key, -math.inf
+
+    def before_train(self, loop: TrainLoop) -> None:
+        loop.storage.best[self.tag] = self.best
+
+    def on_validation(self, loop: TrainLoop, iteration: int, metrics: dict) -> None:
         if metrics[self.metric] > self.best:
             self.best = loop.storage.best[self.tag] = metrics[self.metric]
             loop.save_model(os.path.join(loop.work_dir, "checkpoints", "best.pth"), {self.state_key: self.best})

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from seg.config import ConfigError
 from seg.data import LabelSpace
-from seg.engine.hooks import Hook, Validation
+from seg.engine.hooks import AfterValidation, Validation
 from seg.engine.loop import TrainLoop
 from seg.evaluation.inference import forward_logits
 from seg.evaluation.visualize import colorize, overlay
@@ -36,26 +36,15 @@ class SegValidation(Validation):
         return {k: v for k, v in metrics.items() if k not in COUNT_KEYS}
 
 
-class RunTrackers(Hook):
+class RunTrackers(AfterValidation):
     """After each validation under `tag` (a :class:`SegValidation` before this hook), the TensorBoard
     scalars and panels of the module docstring (rank 0 draws the panels: the model on the first `panels`
     images of `val_set`, no collective)."""
 
     def __init__(self, val_set: Dataset, labels: LabelSpace, panels: int, tag: str = "val"):
         self.val_set, self.labels, self.panels, self.tag = val_set, labels, panels, tag
-        self.seen: int | None = None
 
-    def after_step(self, loop: TrainLoop) -> None:
-        self.look(loop)
-
-    def after_epoch(self, loop: TrainLoop) -> None:
-        self.look(loop)
-
-    def look(self, loop: TrainLoop) -> None:
-        iteration, result = loop.storage.validations.get(self.tag, (None, {}))
-        if iteration != loop.iteration or self.seen == iteration:
-            return
-        self.seen = iteration
+    def on_validation(self, loop: TrainLoop, iteration: int, result: dict) -> None:
         loop.storage.put_board(iteration, class_scalars(result), self.tag)
         if loop.info.is_main:
             for i, panel in enumerate(self.draw(loop)):
@@ -105,14 +94,13 @@ def load_tracker(name: str) -> ModuleType:
                           f"drop it from train.trackers") from None
 
 
-class ExternalTracker(Hook):
+class ExternalTracker(AfterValidation):
     """Logs the run to MLflow (a file store in <work_dir>/mlruns) or W&B (offline, in <work_dir>/wandb), rank
     0: the config's params at the start, each validation's scalars under `tag` (as TensorBoard gets them:
     mIoU, per-class IoU, bands, counts) and :data:`REPORT_FILES` at the end."""
 
     def __init__(self, name: str, tag: str = "val"):
         self.name, self.tag, self.module = name, tag, load_tracker(name)
-        self.seen: int | None = None
         self.active = False
 
     def before_train(self, loop: TrainLoop) -> None:
@@ -128,17 +116,9 @@ class ExternalTracker(Hook):
                                         name=os.path.basename(os.path.abspath(loop.work_dir)))
         self.active = True
 
-    def after_step(self, loop: TrainLoop) -> None:
-        self.look(loop)
-
-    def after_epoch(self, loop: TrainLoop) -> None:
-        self.look(loop)
-
-    def look(self, loop: TrainLoop) -> None:
-        iteration, result = loop.storage.validations.get(self.tag, (None, {}))
-        if not self.active or iteration != loop.iteration or self.seen == iteration:
+    def on_validation(self, loop: TrainLoop, iteration: int, result: dict) -> None:
+        if not self.active:
             return
-        self.seen = iteration
         scores = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and k not in COUNT_KEYS
                   and math.isfinite(v)}
         metrics = {f"{self.tag}/{k}": v for k, v in {**scores, **class_scalars(result)}.items()}
