@@ -24,7 +24,8 @@ from seg.evaluation.visualize import colorize, overlay
 __all__ = ["COUNT_KEYS", "SegValidation", "RunTrackers", "REPORT_FILES", "load_tracker", "ExternalTracker",
            "flat_params"]
 
-#: evaluate's counts, shown under val/count/<name> rather than beside the scores
+#: the validation's counts (SegmentationEvaluator's entries), shown under val/count/<name>, not beside the
+#: scores
 COUNT_KEYS = {"pixels": "pixels", "num_images": "images", "num_classes": "classes"}
 
 
@@ -69,8 +70,8 @@ class RunTrackers(AfterValidation):
 
 
 def class_scalars(result: dict) -> dict[str, float]:
-    """evaluate's `result` -> {"IoU/<class>": IoU (classes where defined), "band_mIoU/<band>": mIoU,
-    "count/<name>": count}."""
+    """A validation's `result` (SegmentationEvaluator's entries) -> {"IoU/<class>": IoU (classes where
+    defined), "band_mIoU/<band>": mIoU, "count/<name>": count}."""
     ious = result.get("IoU", [])
     names = result.get("class_names") or [str(c) for c in range(len(ious))]
     scalars = {f"IoU/{name}": float(iou) for name, iou in zip(names, ious) if math.isfinite(iou)}
