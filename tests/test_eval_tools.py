@@ -115,7 +115,7 @@ def test_output_folders_per_mode_and_moved_aside(tmp_path):
     (folder / "a.png").write_bytes(b"x")
     with pytest.raises(OutputFolderError, match=f"{folder}: output folder already holds files; pass --overwrite"):
         prepare_output_folder(str(folder))
-    for n, aside in enumerate((f"{folder}.old", f"{folder}.old2")):
+    for n, aside in enumerate((f"{folder}.old", f"{folder}.old-1")):
         assert prepare_output_folder(str(folder), overwrite=True) == aside
         assert not folder.exists() and (tmp_path / os.path.basename(aside) / "a.png").read_bytes() == b"x"
         if n == 0:

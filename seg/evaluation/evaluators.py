@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from seg.data.labels import LabelSpace
+from seg.engine.workdir import free_name
 from seg.errors import InputError, SegError
 
 from .result import EvaluationResult
@@ -98,18 +99,14 @@ def output_folder(template: str, mode: str, several: bool) -> str:
 
 def prepare_output_folder(folder: str, overwrite: bool = False) -> str | None:
     """Make sure ``folder`` holds no files of an earlier run: OutputFolderError when it holds any, unless
-    ``overwrite``, which moves it aside to ``<folder>.old`` (``.old2``, ... when taken; nothing is deleted).
-    Returns where the old folder went, or None."""
+    ``overwrite``, which moves it aside to ``<folder>.old`` (``.old-1``, ... when taken: seg.engine.workdir's
+    free_name; nothing is deleted). Returns where the old folder went, or None."""
     if not os.path.isdir(folder) or not os.listdir(folder):
         return None
     if not overwrite:
         raise OutputFolderError(f"{folder}: output folder already holds files; pass --overwrite to move it aside "
                                 f"or name another folder")
     stem = folder.rstrip(os.sep)
-    aside = f"{stem}.old"
-    n = 1
-    while os.path.exists(aside):
-        n += 1
-        aside = f"{stem}.old{n}"
+    aside = free_name(f"{stem}.old")
     os.replace(stem, aside)
     return aside
